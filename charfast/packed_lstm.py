@@ -1,0 +1,30 @@
+"""The study's char encoder: torch.nn.LSTM over packed sequences of every token position.
+
+This is how the original study computed its char embedding (all B*T tokens, repeats
+recomputed, lengths copied to the host for packing). charfast keeps it as an independent
+oracle for the tests (it runs torch's own LSTM kernel) and as the baseline the benchmarks
+compare against.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+
+def packed_lstm_states(lstm: torch.nn.LSTM, char_emb: torch.nn.Embedding, table, token_ids: torch.Tensor) -> torch.Tensor:
+    """h [N, H] for every entry of token_ids [N] (repeats included), via nn.LSTM on a PackedSequence."""
+    table_chars, table_lengths = table.on(token_ids.device)
+    lengths = table_lengths[token_ids].long()  # [N]
+    steps = max(int(lengths.max()), 1) if token_ids.numel() else 1
+    chars = table_chars[token_ids, :steps].long()  # [N, steps]
+    # Packing rejects empty sequences: run zero-length tokens for one step, then zero them.
+    packed = pack_padded_sequence(char_emb(chars), lengths.clamp(min=1).cpu(), batch_first=True,
+                                  enforce_sorted=False)
+    _, (h_n, _) = lstm(packed)  # h_n [1, N, H], in the caller's order
+    return h_n[0] * (lengths > 0).unsqueeze(1).to(h_n.dtype)
+
+
+def packed_lstm_char_embedding(module, idx: torch.Tensor) -> torch.Tensor:
+    """The study's forward for a CharEmbedding's parameters: [...] ids -> [..., d_model]."""
+    h = packed_lstm_states(module.lstm, module.char_emb, module.table, idx.reshape(-1))
+    return module.proj(h).view(*idx.shape, -1)

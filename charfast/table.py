@@ -1,0 +1,173 @@
+"""TokenCharTable: the precomputed token -> characters table that CharEmbedding reads.
+
+A table maps every token id in [0, vocab_size) to a row of character ids:
+
+    chars   [V, Lmax]  uint8 / int16 / int32 (smallest that holds n_chars); 0 after the token's end
+    lengths [V]        int32, each in [0, Lmax]
+
+For a tiktoken encoding the characters are the token's UTF-8 bytes (n_chars = 256).
+Special tokens (``<|endoftext|>`` ...) and unused ids in the id space have no bytes: they
+get length 0, so their LSTM state is h = 0 and CharEmbedding gives them only the
+projection bias. Tokens are never truncated unless ``max_chars`` asks for it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_CACHE_FORMAT = 1  # bump when the on-disk layout changes, so stale files are rebuilt
+
+
+def default_cache_dir() -> Path:
+    """CHARFAST_CACHE, else $XDG_CACHE_HOME/charfast, else ~/.cache/charfast."""
+    env = os.environ.get("CHARFAST_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "charfast"
+
+
+def _char_dtype(n_chars: int) -> torch.dtype:
+    if n_chars <= 256:
+        return torch.uint8
+    if n_chars <= 2**15:
+        return torch.int16
+    return torch.int32
+
+
+class TokenCharTable:
+    """Token -> character-id table, with its per-device copies cached.
+
+    Args:
+        chars: integer tensor or array [V, Lmax]; entries past a token's length are ignored.
+        lengths: integer tensor or array [V], each in [0, Lmax].
+        n_chars: size of the character alphabet; every used char id must be in [0, n_chars).
+        name: a label saying where the table came from (used in messages and cache keys).
+    """
+
+    def __init__(self, chars, lengths, n_chars: int, name: str = "custom"):
+        chars = torch.as_tensor(chars)
+        lengths = torch.as_tensor(lengths)
+        if not isinstance(n_chars, int) or isinstance(n_chars, bool) or n_chars < 1:
+            raise ValueError(f"TokenCharTable: n_chars must be a positive int, got {n_chars!r}")
+        if chars.dim() != 2:
+            raise ValueError(f"TokenCharTable: chars must be 2-D [vocab, max_len], got shape {tuple(chars.shape)}")
+        if chars.dtype.is_floating_point or chars.dtype.is_complex or chars.dtype == torch.bool:
+            raise TypeError(f"TokenCharTable: chars must be an integer tensor, got {chars.dtype}")
+        if lengths.dim() != 1 or lengths.shape[0] != chars.shape[0]:
+            raise ValueError(
+                f"TokenCharTable: lengths must be 1-D with one entry per token ({chars.shape[0]}), "
+                f"got shape {tuple(lengths.shape)}")
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+            raise TypeError(f"TokenCharTable: lengths must be an integer tensor, got {lengths.dtype}")
+        if chars.shape[0] == 0:
+            raise ValueError("TokenCharTable: the table needs at least one token")
+        chars, lengths = chars.cpu(), lengths.cpu().long()
+        max_len = chars.shape[1]
+        if lengths.min() < 0 or lengths.max() > max_len:
+            bad = int(((lengths < 0) | (lengths > max_len)).nonzero()[0])
+            raise ValueError(
+                f"TokenCharTable: lengths must lie in [0, {max_len}] (the width of chars); "
+                f"token {bad} has length {int(lengths[bad])}")
+        # Canonical form: zeros past each token's end, smallest dtype that holds n_chars.
+        chars = chars.masked_fill(torch.arange(max_len) >= lengths[:, None], 0)  # [V, Lmax]
+        low, high = (int(chars.min()), int(chars.max())) if chars.numel() else (0, 0)
+        if low < 0 or high >= n_chars:
+            raise ValueError(
+                f"TokenCharTable: char ids must lie in [0, {n_chars}) (n_chars); found {low}..{high}")
+        self.chars = chars.to(_char_dtype(n_chars)).contiguous()  # [V, Lmax]
+        self.lengths = lengths.to(torch.int32).contiguous()  # [V]
+        self.n_chars = n_chars
+        self.name = name
+        self._device_copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.chars.shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.chars.shape[1]
+
+    def on(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chars, lengths) on `device`, copied once and then reused."""
+        device = torch.device(device)
+        if device.type != "cpu" and device.index is None:
+            device = torch.device(device.type, torch.empty(0, device=device).device.index)
+        if device.type == "cpu":
+            return self.chars, self.lengths
+        if device not in self._device_copies:
+            self._device_copies[device] = (self.chars.to(device), self.lengths.to(device))
+        return self._device_copies[device]
+
+    def token_text(self, token_id: int) -> bytes:
+        """The characters of one token as bytes (for byte tables) - handy for debugging."""
+        n = int(self.lengths[token_id])
+        return bytes(self.chars[token_id, :n].tolist()) if self.n_chars <= 256 else self.chars[token_id, :n].tolist()
+
+    def __repr__(self) -> str:
+        return (f"TokenCharTable(name={self.name!r}, vocab_size={self.vocab_size}, "
+                f"max_len={self.max_len}, n_chars={self.n_chars})")
+
+    # ------------------------------------------------------------------ tiktoken
+    @classmethod
+    def from_tiktoken(cls, encoding, max_chars: int | None = None,
+                      cache_dir: str | os.PathLike | None = None) -> "TokenCharTable":
+        """Build (or load from the disk cache) the byte table of a tiktoken Encoding.
+
+        Every id in [0, encoding.n_vocab) gets a row: ordinary tokens their UTF-8 bytes,
+        special tokens and unused ids length 0. `max_chars`, if given, keeps only the
+        first `max_chars` bytes of longer tokens (the study used 8); by default nothing is cut.
+        The cache key is the encoding's name plus a SHA-256 of every token's bytes and of
+        max_chars, so a changed encoding never reads a stale table.
+        """
+        if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1):
+            raise ValueError(f"from_tiktoken: max_chars must be a positive int or None, got {max_chars!r}")
+        special_ids = {encoding.encode_single_token(s) for s in encoding.special_tokens_set}
+        token_bytes = [None if i in special_ids else _token_bytes_or_none(encoding, i)
+                       for i in range(encoding.n_vocab)]
+        digest = hashlib.sha256(f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|".encode())
+        for b in token_bytes:
+            digest.update(b"\xff\xff" if b is None else len(b).to_bytes(2, "little") + b)
+        name = encoding.name if max_chars is None else f"{encoding.name}[:{max_chars}]"
+        cache_file = Path(cache_dir or default_cache_dir()) / f"table-{_safe(encoding.name)}-{digest.hexdigest()[:16]}.npz"
+        if cache_file.exists():
+            try:
+                with np.load(cache_file) as saved:
+                    return cls(torch.from_numpy(saved["chars"]), torch.from_numpy(saved["lengths"]), 256, name=name)
+            except Exception:  # a torn or foreign file: rebuild and overwrite it
+                pass
+        lengths = np.array([0 if b is None else len(b) for b in token_bytes], dtype=np.int32)
+        if max_chars is not None:
+            lengths = np.minimum(lengths, max_chars)
+        chars = np.zeros((len(token_bytes), max(int(lengths.max()), 1)), dtype=np.uint8)
+        flat = np.frombuffer(b"".join(b[:n] for b, n in zip(token_bytes, lengths) if b), dtype=np.uint8)
+        chars[np.arange(chars.shape[1]) < lengths[:, None]] = flat
+        _atomic_save_npz(cache_file, chars=chars, lengths=lengths)
+        return cls(torch.from_numpy(chars), torch.from_numpy(lengths), 256, name=name)
+
+
+def _token_bytes_or_none(encoding, token_id: int) -> bytes | None:
+    """A token's bytes, or None for an id the encoding does not use."""
+    try:
+        return encoding.decode_single_token_bytes(token_id)
+    except KeyError:
+        return None
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _atomic_save_npz(path: Path, **arrays) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache folder costs a rebuild next time, nothing more

@@ -1,0 +1,1 @@
+"""Triton kernels of the fused char-LSTM (installed as charfast.kernels)."""

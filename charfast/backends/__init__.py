@@ -29,6 +29,8 @@ logger = logging.getLogger("charfast")
 # compiler or Triton never breaks `import charfast`.
 _MODULES = {
     "reference": "charfast.backends.reference",
+    "cpp": "charfast.backends.cpp",
+    "triton": "charfast.backends.triton",
 }
 
 # Preference of "auto", per device type: fused kernels first, the reference last.

@@ -1,0 +1,70 @@
+"""Shared checks that a char-LSTM backend matches the reference, values and gradients.
+
+Every backend's test module calls `assert_matches_reference(backend, ...)` on the odd
+shapes of `ODD_CASES`; the reference itself is checked against torch.nn.LSTM in
+test_reference.py.
+"""
+from __future__ import annotations
+
+import torch
+
+from charfast import CharEmbedding, TokenCharTable
+
+# (vocab, max_len, n_chars, char_dim, hidden, idx shape): lengths 0, 1 and max are forced
+# into every table; hidden sizes that are not powers of two; one token; many repeats.
+ODD_CASES = [
+    dict(vocab=13, max_len=7, n_chars=11, char_dim=5, hidden=40, idx_shape=(3, 9)),
+    dict(vocab=50, max_len=12, n_chars=30, char_dim=16, hidden=130, idx_shape=(2, 31)),
+    dict(vocab=5, max_len=4, n_chars=7, char_dim=3, hidden=1, idx_shape=(1,)),
+    dict(vocab=8, max_len=9, n_chars=5, char_dim=6, hidden=9, idx_shape=(64,)),  # many repeats
+]
+
+
+def random_table(vocab: int, max_len: int, n_chars: int, generator: torch.Generator | None = None) -> TokenCharTable:
+    """A table with random chars whose lengths include 0, 1 and max_len."""
+    g = generator or torch.Generator().manual_seed(1234)
+    lengths = torch.randint(0, max_len + 1, (vocab,), generator=g)
+    lengths[:3] = torch.tensor([0, 1, max_len])[: min(3, vocab)]
+    chars = torch.randint(0, n_chars, (vocab, max_len), generator=g)
+    return TokenCharTable(chars, lengths, n_chars, name="random")
+
+
+def random_idx(vocab: int, shape, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random ids of `shape` that include the zero-length, one-char and longest tokens."""
+    g = generator or torch.Generator().manual_seed(99)
+    idx = torch.randint(0, vocab, shape, generator=g)
+    flat = idx.view(-1)
+    flat[: min(3, flat.numel())] = torch.tensor([2, 1, 0])[: min(3, flat.numel())]  # longest first
+    return idx
+
+
+def outputs_and_grads(module: CharEmbedding, idx: torch.Tensor, weight: torch.Tensor):
+    """(out, {param name: grad}) of module(idx) under the loss sum(out * weight)."""
+    module.zero_grad(set_to_none=True)
+    out = module(idx)
+    (out * weight).sum().backward()
+    # A parameter no output depends on (e.g. the LSTM when every token is empty) gets None: zeros.
+    return out.detach(), {name: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+                          for name, p in module.named_parameters()}
+
+
+def assert_matches_reference(backend: str, case: dict, dtype=torch.float64, device="cpu",
+                             rtol=1e-7, atol=1e-9) -> None:
+    """CharEmbedding(backend) equals CharEmbedding("reference") with the same weights:
+    output and the gradient of every parameter."""
+    table = random_table(case["vocab"], case["max_len"], case["n_chars"])
+    idx = random_idx(case["vocab"], case["idx_shape"]).to(device)
+    ref = CharEmbedding(table, 24, char_dim=case["char_dim"], hidden=case["hidden"], backend="reference")
+    ref = ref.to(device=device, dtype=dtype)
+    fused = CharEmbedding(table, 24, char_dim=case["char_dim"], hidden=case["hidden"], backend=backend)
+    fused = fused.to(device=device, dtype=dtype)
+    fused.load_state_dict(ref.state_dict())
+    weight = torch.randn(*idx.shape, 24, dtype=dtype, device=device)
+    out_ref, grads_ref = outputs_and_grads(ref, idx, weight)
+    out, grads = outputs_and_grads(fused, idx, weight)
+    assert torch.isfinite(out).all(), f"{backend}: non-finite output"
+    torch.testing.assert_close(out, out_ref, rtol=rtol, atol=atol, msg=lambda m: f"{backend} output: {m}")
+    for name, grad_ref in grads_ref.items():
+        assert torch.isfinite(grads[name]).all(), f"{backend}: non-finite grad of {name}"
+        torch.testing.assert_close(grads[name], grad_ref, rtol=rtol, atol=atol,
+                                   msg=lambda m, name=name: f"{backend} grad of {name}: {m}")

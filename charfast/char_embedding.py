@@ -76,6 +76,7 @@ class CharEmbedding(nn.Module):
         """idx: integer token ids [...] -> [..., d_model]."""
         self._check_modules()
         self._check_idx(idx)
+        idx = idx.long()  # int16 cannot index and uint8 would index as a mask
         if self._use_inference_cache():
             table = self._vocabulary_output()  # [V, d_model]
             self._check_ids_in_range(idx.reshape(-1))

@@ -1,0 +1,39 @@
+"""Confidence intervals for the study: paired bootstrap of an accuracy difference."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+
+
+def paired_bootstrap_difference(a, b, n_resamples: int = 10_000, confidence: float = 0.95,
+                                seed: int = 0) -> Interval:
+    """Mean of a minus mean of b, with a percentile-bootstrap interval that resamples the
+    shared test examples (the pairing: both models answered the same questions).
+
+    a, b: per-example scores [N] (e.g. 0/1 exact match), or [S, N] for S seeds, in which
+    case each example's score is first averaged over its seeds.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must have the same shape, got {a.shape} and {b.shape}")
+    if a.ndim == 2:
+        a, b = a.mean(axis=0), b.mean(axis=0)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"scores must be [N] or [seeds, N] with N > 0, got shape {a.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    diff = a - b  # [N]
+    rng = np.random.default_rng(seed)
+    resampled = diff[rng.integers(0, diff.size, size=(n_resamples, diff.size))].mean(axis=1)  # [R]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(resampled, [tail, 1 - tail])
+    return Interval(float(diff.mean()), float(low), float(high), confidence)

@@ -141,7 +141,7 @@ class CharEmbedding(nn.Module):
     def _check_ids_in_range(self, ids: torch.Tensor) -> None:
         if ids.numel() == 0 or torch.compiler.is_compiling():
             return
-        low, high = int(ids.min()), int(ids.max())
+        low, high = torch.stack(torch.aminmax(ids)).tolist()  # one device->host read
         if low < 0 or high >= self.table.vocab_size:
             bad = low if low < 0 else high
             raise ValueError(

@@ -1,0 +1,149 @@
+"""The Triton backend: the fused char-LSTM as torch.library ops (forward + backward kernels).
+
+Dimensions: U distinct tokens, S = sum of their lengths, C chars, H hidden.
+
+Layout. The distinct tokens are sorted by length, longest first, so each program's block
+of rows has near-equal lengths and loops only to its own longest row (DESIGN.md step 4).
+Their steps are packed (row r's step t at slot offsets[r] + t), so buffers hold S steps,
+not U x (longest token). The prefix-sharing trie variant (DESIGN.md step 5) is not built:
+it only pays if it beats this layout on a GPU, which is still to be measured.
+
+Saved for the backward: the forward kernel already passes its state between steps
+through the packed h_prev [S, H] / c_prev [S, H] slots, so keeping them costs no extra
+traffic; the backward recomputes the pre-activations from h_prev as one parallel GEMM
+(no time dependency) instead of saving [S, 4H] gates (4x the memory of h_prev).
+
+The op is opaque to torch.compile (custom ops `charfast::triton_char_lstm_forward` /
+`..._backward` with fake and autograd registrations): a model using it compiles with
+fullgraph=True. S is data-dependent, so the fake forward declares it as a dynamic size;
+the real forward reads it (and checks the ids) with one host sync.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+from torch import Tensor
+
+from charfast.backends import Backend
+from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
+from charfast.kernels.char_lstm_forward import char_lstm_forward_kernel, launch_char_lstm_forward
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@torch.library.custom_op("charfast::triton_char_lstm_forward", mutates_args=())
+def char_lstm_forward_op(gate_table: Tensor, weight_hh: Tensor, table_chars: Tensor, table_lengths: Tensor,
+                         ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(h [U, H], then what the backward needs: h_prev [S, H], c_prev [S, H] float32,
+    step_chars [S] int32, sorted_lengths [U], offsets [U], order [U])."""
+    lengths = table_lengths[ids.clamp(0, table_lengths.shape[0] - 1)].long()  # [U]
+    if ids.numel():
+        total_steps, low, high = torch.stack([lengths.sum(), ids.min(), ids.max()]).tolist()  # the one sync
+        if low < 0 or high >= table_lengths.shape[0]:
+            raise ValueError(f"charfast triton char_lstm: ids must lie in [0, {table_lengths.shape[0]}) "
+                             f"(the table's vocabulary); found {low}..{high}")
+    else:
+        total_steps = 0
+    order = torch.argsort(lengths, descending=True, stable=True)  # [U] longest first
+    sorted_lengths = lengths[order]  # [U]
+    offsets = torch.cumsum(sorted_lengths, 0) - sorted_lengths  # [U] exclusive prefix sum
+    h, h_prev, c_prev, step_chars = launch_char_lstm_forward(
+        gate_table, weight_hh, table_chars, ids[order].contiguous(), sorted_lengths, offsets, order, total_steps)
+    return h, h_prev, c_prev, step_chars, sorted_lengths, offsets, order
+
+
+@char_lstm_forward_op.register_fake
+def _(gate_table, weight_hh, table_chars, table_lengths, ids):
+    n_rows, hidden = ids.shape[0], weight_hh.shape[1]
+    total_steps = torch.library.get_ctx().new_dynamic_size()
+    index = ids.new_empty(n_rows, dtype=torch.int64)
+    return (weight_hh.new_empty(n_rows, hidden), weight_hh.new_empty(total_steps, hidden),
+            weight_hh.new_empty(total_steps, hidden, dtype=torch.float32),
+            ids.new_empty(total_steps, dtype=torch.int32), index, index.clone(), index.clone())
+
+
+@torch.library.custom_op("charfast::triton_char_lstm_backward", mutates_args=())
+def char_lstm_backward_op(grad_h: Tensor, gate_table: Tensor, weight_hh: Tensor, h_prev: Tensor, c_prev: Tensor,
+                          step_chars: Tensor, sorted_lengths: Tensor, offsets: Tensor,
+                          order: Tensor) -> tuple[Tensor, Tensor]:
+    """(grad of gate_table [C, 4H], grad of weight_hh [4H, H])."""
+    chars = step_chars.long()  # [S]
+    # Pre-activations of every step at once: [S, 4H] float32, overwritten by dgates.
+    gates = torch.index_select(gate_table, 0, chars).float()
+    gates += _matmul_float32(h_prev, weight_hh.t())
+    launch_char_lstm_backward(gates, c_prev, weight_hh, grad_h.contiguous(), sorted_lengths, offsets, order)
+    grad_gate_table = torch.zeros(gate_table.shape, dtype=torch.float32, device=gates.device)
+    grad_gate_table.index_add_(0, chars, gates)
+    grad_weight_hh = gates.to(weight_hh.dtype).t() @ h_prev  # [4H, S] @ [S, H]
+    return grad_gate_table.to(gate_table.dtype), grad_weight_hh
+
+
+@char_lstm_backward_op.register_fake
+def _(grad_h, gate_table, weight_hh, h_prev, c_prev, step_chars, sorted_lengths, offsets, order):
+    return torch.empty_like(gate_table), torch.empty_like(weight_hh)
+
+
+def _matmul_float32(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b with a float32 result: 16-bit inputs keep their fast GEMM on CUDA but are not
+    rounded on output, so the recomputed gates equal the forward kernel's."""
+    if a.dtype == torch.float32:
+        return a @ b
+    if a.is_cuda:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()
+
+
+def _setup_context(ctx, inputs, output):
+    gate_table, weight_hh, _, _, _ = inputs
+    _, h_prev, c_prev, step_chars, sorted_lengths, offsets, order = output
+    ctx.mark_non_differentiable(h_prev, c_prev)
+    ctx.save_for_backward(gate_table, weight_hh, h_prev, c_prev, step_chars, sorted_lengths, offsets, order)
+
+
+def _backward(ctx, grad_h, *_unused_grads):
+    grad_gate_table, grad_weight_hh = char_lstm_backward_op(grad_h, *ctx.saved_tensors)
+    return grad_gate_table, grad_weight_hh, None, None, None
+
+
+char_lstm_forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def check_inputs(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) -> None:
+    """Raise a clear error for anything the kernels cannot take (checked before launch)."""
+    name = "charfast triton char_lstm"
+    for arg, value in (("gate_table", gate_table), ("weight_hh", weight_hh), ("ids", ids)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(value).__name__}")
+    if gate_table.dtype not in SUPPORTED_DTYPES or weight_hh.dtype != gate_table.dtype:
+        raise TypeError(f"{name}: gate_table and weight_hh must share one dtype of "
+                        f"{[str(d) for d in SUPPORTED_DTYPES]}, got {gate_table.dtype} and {weight_hh.dtype}")
+    if weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1] or weight_hh.shape[1] < 1:
+        raise ValueError(f"{name}: weight_hh must be [4H, H] with H >= 1, got {tuple(weight_hh.shape)}")
+    if gate_table.dim() != 2 or gate_table.shape != (table.n_chars, weight_hh.shape[0]):
+        raise ValueError(f"{name}: gate_table must be [n_chars, 4H] = [{table.n_chars}, {weight_hh.shape[0]}], "
+                         f"got {tuple(gate_table.shape)}")
+    if ids.dim() != 1 or ids.dtype != torch.int64:
+        raise TypeError(f"{name}: ids must be a 1-D int64 tensor, got {ids.dim()}-D {ids.dtype}")
+    if not (gate_table.device == weight_hh.device == ids.device):
+        raise ValueError(f"{name}: gate_table ({gate_table.device}), weight_hh ({weight_hh.device}) and ids "
+                         f"({ids.device}) must be on one device")
+
+
+def char_lstm_triton(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) -> Tensor:
+    """h [U, H] after each token's last char (0 for zero-length tokens); see charfast.backends."""
+    check_inputs(gate_table, weight_hh, table, ids)
+    table_chars, table_lengths = table.on(ids.device)
+    return char_lstm_forward_op(gate_table.contiguous(), weight_hh.contiguous(), table_chars, table_lengths, ids)[0]
+
+
+def _unavailable_reason(device: torch.device) -> str | None:
+    interpreted = isinstance(char_lstm_forward_kernel, triton.runtime.interpreter.InterpretedFunction)
+    if device.type == "cuda":
+        return None if torch.cuda.is_available() else "CUDA is not available"
+    if device.type == "cpu":
+        return None if interpreted else ("Triton runs on CPU only in its interpreter: set TRITON_INTERPRET=1 "
+                                         "before triton is first imported")
+    return f"Triton kernels run on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
+
+
+BACKEND = Backend(name="triton", char_lstm=char_lstm_triton, unavailable_reason=_unavailable_reason)

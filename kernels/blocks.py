@@ -1,0 +1,41 @@
+"""Tile sizes shared by the forward and backward char-LSTM kernels.
+
+tl.dot needs every tile dimension >= 16. Hidden tiles stay at most 64 wide so the four
+gate accumulators [BLOCK_U, BLOCK_H] and the weight tiles fit in registers / shared
+memory for any H (H = 1024 runs as 16 x 16 tiles per step). These are first guesses:
+they are to be tuned on a GPU (benchmarks/test_bench_char_lstm_gpu.py), not measured yet.
+"""
+from dataclasses import dataclass
+
+import torch
+import triton
+
+_MIN_DOT = 16
+_MAX_TILE = 64
+
+
+@dataclass(frozen=True)
+class LstmBlocks:
+    rows: int  # BLOCK_U: tokens per program
+    hidden: int  # BLOCK_H: hidden units per gate tile
+    reduction: int  # BLOCK_K: width of each matmul reduction tile
+    num_warps: int = 4
+
+    def __post_init__(self):
+        for name in ("rows", "hidden", "reduction"):
+            value = getattr(self, name)
+            if value < _MIN_DOT or value & (value - 1):
+                raise ValueError(f"LstmBlocks: {name} must be a power of two >= {_MIN_DOT}, got {value}")
+
+    @classmethod
+    def for_shape(cls, n_rows: int, hidden: int) -> "LstmBlocks":
+        tile = min(_MAX_TILE, max(_MIN_DOT, triton.next_power_of_2(hidden)))
+        # More rows per program reuse each W_hh tile more, but leave fewer programs to fill the GPU.
+        rows = 32 if n_rows >= 4096 else _MIN_DOT
+        return cls(rows=rows, hidden=tile, reduction=tile)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """float32 parameters get exact float32 products (the ~1e-5 contract); 16-bit ones
+    multiply in their own precision with float32 accumulation whatever this says."""
+    return "ieee" if dtype == torch.float32 else "tf32"

@@ -1,0 +1,137 @@
+"""Forward Triton kernel of the char-LSTM: one launch for all distinct tokens of a batch.
+
+Dimensions: U distinct tokens (rows), S = sum of their lengths (packed steps), C chars,
+H hidden, V vocabulary, W table width (longest token of the table).
+
+Rows arrive sorted by length, longest first, so a block of BLOCK_U rows has near-equal
+lengths; each program loops to its own block's longest row (read from `lengths` inside
+the kernel: the host never waits for it) and masks rows that have ended, whose state
+then stays frozen.
+
+Each step is gates [BLOCK_U, 4H] = G[char] + h_{t-1} @ W_hh^T, tiled: for every tile of
+BLOCK_H hidden units the four gate slices (i, f, g, o) accumulate over BLOCK_K-wide
+tiles of h_{t-1}, so no program ever holds all of W_hh and any H works (tails masked).
+The state goes through global memory (L1/L2-resident): step t reads h_{t-1} and c_{t-1}
+from the packed slots that step t-1 wrote, and a barrier separates the steps. Those slots
+are exactly what the backward needs, so saving them costs no extra traffic:
+
+    h_prev [S, H]  (parameter dtype: it only ever feeds a matmul in that dtype)
+    c_prev [S, H]  (float32: the cell state accumulates)
+    step_chars [S] (int32: the char of every step, for the backward's scatter into dG)
+
+with row r's step t at slot offsets[r] + t. State and accumulation are float32.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from charfast.kernels.activations import sigmoid, tanh
+from charfast.kernels.blocks import LstmBlocks, dot_precision
+
+
+@triton.jit
+def char_lstm_forward_kernel(
+    gate_table,  # [C, 4H] parameter dtype: char_emb @ W_ih^T + b_ih + b_hh
+    weight_hh,  # [4H, H] parameter dtype
+    table_chars,  # [V, W] char ids of every token of the table
+    sorted_ids,  # [U] int64 token ids, longest first
+    sorted_lengths,  # [U] int64
+    offsets,  # [U] int64 packed slot of each row's first step
+    order,  # [U] int64 output row of each sorted row
+    h_out,  # [U, H] parameter dtype: h after each token's last char (0 if it has none)
+    h_prev,  # [S, H] parameter dtype: h_{t-1} of every step (h_{-1} = 0)
+    c_prev,  # [S, H] float32: c_{t-1} of every step (c_{-1} = 0)
+    step_chars,  # [S] int32
+    U, H, table_width,
+    BLOCK_U: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_U + tl.arange(0, BLOCK_U)  # [BU]
+    row_ok = rows < U
+    lengths = tl.load(sorted_lengths + rows, mask=row_ok, other=0)  # [BU]
+    tokens = tl.load(sorted_ids + rows, mask=row_ok, other=0)  # [BU]
+    first_slot = tl.load(offsets + rows, mask=row_ok, other=0)  # [BU]
+    out_rows = tl.load(order + rows, mask=row_ok, other=0)  # [BU]
+    starts = row_ok & (lengths > 0)
+    empty = row_ok & (lengths == 0)
+
+    # Step 0 reads no state: write its zero h_prev / c_prev slots for the backward, and
+    # h = 0 for zero-length rows (every element of h_out is written).
+    for j0 in range(0, H, BLOCK_H):
+        cols = j0 + tl.arange(0, BLOCK_H)  # [BH]
+        col_ok = cols < H
+        zeros = tl.zeros((BLOCK_U, BLOCK_H), dtype=tl.float32)
+        at_start = starts[:, None] & col_ok[None, :]
+        tl.store(h_prev + first_slot[:, None] * H + cols[None, :], zeros.to(h_prev.dtype.element_ty), mask=at_start)
+        tl.store(c_prev + first_slot[:, None] * H + cols[None, :], zeros, mask=at_start)
+        tl.store(h_out + out_rows[:, None] * H + cols[None, :], zeros.to(h_out.dtype.element_ty),
+                 mask=empty[:, None] & col_ok[None, :])
+    tl.debug_barrier()  # step 0 reads the c_prev slots just zeroed, maybe by other threads
+
+    steps = tl.max(lengths, axis=0)  # this block's longest row (rows are sorted, any order works)
+    for t in range(0, steps):
+        active = row_ok & (lengths > t)  # [BU] rows that have a char at step t
+        continues = active & (lengths > t + 1)  # their state feeds step t + 1
+        finishes = active & (lengths == t + 1)  # step t is their last char
+        chars = tl.load(table_chars + tokens * table_width + t, mask=active, other=0).to(tl.int64)  # [BU]
+        slot = first_slot + t  # [BU]
+        tl.store(step_chars + slot, chars.to(tl.int32), mask=active)
+        for j0 in range(0, H, BLOCK_H):
+            cols = j0 + tl.arange(0, BLOCK_H)  # [BH]
+            col_ok = cols < H
+            tile_ok = active[:, None] & col_ok[None, :]  # [BU, BH]
+            gate_row = gate_table + chars[:, None] * (4 * H) + cols[None, :]  # [BU, BH]
+            acc_i = tl.load(gate_row, mask=tile_ok, other=0.0).to(tl.float32)
+            acc_f = tl.load(gate_row + H, mask=tile_ok, other=0.0).to(tl.float32)
+            acc_g = tl.load(gate_row + 2 * H, mask=tile_ok, other=0.0).to(tl.float32)
+            acc_o = tl.load(gate_row + 3 * H, mask=tile_ok, other=0.0).to(tl.float32)
+            if t > 0:  # h_{-1} = 0: step 0 has no recurrent term
+                for k0 in range(0, H, BLOCK_K):
+                    ks = k0 + tl.arange(0, BLOCK_K)  # [BK]
+                    k_ok = ks < H
+                    h_tile = tl.load(h_prev + slot[:, None] * H + ks[None, :],
+                                     mask=active[:, None] & k_ok[None, :], other=0.0)  # [BU, BK]
+                    # W_hh^T tile [BK, BH] of each gate: element (k, j) = W_hh[gate * H + j, k]
+                    w_tile = weight_hh + cols[None, :] * H + ks[:, None]
+                    w_ok = k_ok[:, None] & col_ok[None, :]
+                    acc_i = tl.dot(h_tile, tl.load(w_tile, mask=w_ok, other=0.0), acc_i,
+                                   input_precision=DOT_PRECISION)
+                    acc_f = tl.dot(h_tile, tl.load(w_tile + H * H, mask=w_ok, other=0.0), acc_f,
+                                   input_precision=DOT_PRECISION)
+                    acc_g = tl.dot(h_tile, tl.load(w_tile + 2 * H * H, mask=w_ok, other=0.0), acc_g,
+                                   input_precision=DOT_PRECISION)
+                    acc_o = tl.dot(h_tile, tl.load(w_tile + 3 * H * H, mask=w_ok, other=0.0), acc_o,
+                                   input_precision=DOT_PRECISION)
+            state = slot[:, None] * H + cols[None, :]  # [BU, BH] this step's slot
+            c_last = tl.load(c_prev + state, mask=tile_ok, other=0.0)  # [BU, BH] c_{t-1}
+            c = sigmoid(acc_f) * c_last + sigmoid(acc_i) * tanh(acc_g)
+            h = sigmoid(acc_o) * tanh(c)
+            next_ok = continues[:, None] & col_ok[None, :]
+            tl.store(c_prev + state + H, c, mask=next_ok)  # slot t + 1 holds c_t
+            tl.store(h_prev + state + H, h.to(h_prev.dtype.element_ty), mask=next_ok)
+            tl.store(h_out + out_rows[:, None] * H + cols[None, :], h.to(h_out.dtype.element_ty),
+                     mask=finishes[:, None] & col_ok[None, :])
+        # Step t + 1 reads the whole h_t, written tile by tile by all threads of this program.
+        tl.debug_barrier()
+
+
+def launch_char_lstm_forward(gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order,
+                             total_steps: int, blocks: "LstmBlocks | None" = None):
+    """Run the forward kernel; returns (h_out [U, H], h_prev [S, H], c_prev [S, H], step_chars [S]).
+
+    Inputs must be contiguous, on one device, rows sorted longest first (see the kernel);
+    `blocks` overrides the tile sizes (tests use it to force many tiles).
+    """
+    n_rows, hidden = sorted_ids.shape[0], weight_hh.shape[1]
+    blocks = blocks or LstmBlocks.for_shape(n_rows, hidden)
+    h_out = weight_hh.new_empty(n_rows, hidden)
+    h_prev = weight_hh.new_empty(total_steps, hidden)
+    c_prev = weight_hh.new_empty(total_steps, hidden, dtype=torch.float32)
+    step_chars = torch.empty(total_steps, dtype=torch.int32, device=weight_hh.device)
+    if n_rows:
+        char_lstm_forward_kernel[(triton.cdiv(n_rows, blocks.rows),)](
+            gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order,
+            h_out, h_prev, c_prev, step_chars, n_rows, hidden, table_chars.shape[1],
+            BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden, BLOCK_K=blocks.reduction,
+            DOT_PRECISION=dot_precision(weight_hh.dtype), num_warps=blocks.num_warps)
+    return h_out, h_prev, c_prev, step_chars

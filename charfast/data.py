@@ -1,0 +1,155 @@
+"""Training data: documents -> train/val split by document -> tokens cached as a memmap
+-> random windows drawn as batches, resumable and sharded across ranks.
+
+Batches are drawn by counter: micro-batch number i takes its window starts from a
+generator seeded with (seed, i), so the data position is one integer, a resumed run draws
+exactly the batches it would have drawn, and the global batch (batch_size x world_size
+rows) is the same whatever the number of ranks; rank r takes rows [r*B, (r+1)*B).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import tiktoken
+import torch
+from tqdm import tqdm
+
+from charfast.bpe import END_OF_TEXT, train_bpe
+from charfast.corpus import shakespeare_documents
+from charfast.table import default_cache_dir
+from charfast.tokenizer import get_tiktoken
+
+_FORMAT = 1  # bump when the token cache layout changes
+TEXT_SUFFIXES = (".txt", ".md", ".text")
+CHUNKS_PER_FILE = 64  # a single --data file is cut into this many documents (at line ends) for the split
+
+
+# ------------------------------------------------------------------ documents
+def load_documents(path: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """[(name, text)]: the embedded Shakespeare corpus when `path` is None, every text file
+    under a folder (one document each), or one file cut into CHUNKS_PER_FILE documents."""
+    if path is None:
+        return shakespeare_documents()
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        if not files:
+            raise ValueError(f"--data: no text files ({', '.join(TEXT_SUFFIXES)}) under folder {path}")
+        return [(str(f.relative_to(path)), f.read_text(encoding="utf-8", errors="replace")) for f in files]
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        per_chunk = max(1, -(-len(lines) // CHUNKS_PER_FILE))
+        return [(f"{path.name}:{i // per_chunk}", "".join(lines[i:i + per_chunk]))
+                for i in range(0, len(lines), per_chunk)]
+    raise ValueError(f"--data: {path} is neither a text file nor a folder")
+
+
+def split_documents(documents: list[tuple[str, str]], val_fraction: float,
+                    seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(train, val): a seeded choice of whole documents (at least one) is held out."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
+    if len(documents) < 2:
+        raise ValueError(f"the corpus needs at least 2 documents to hold some out for validation, got {len(documents)}")
+    n_val = min(len(documents) - 1, max(1, round(val_fraction * len(documents))))
+    held_out = set(np.random.default_rng(seed).permutation(len(documents))[:n_val].tolist())
+    train = [d for i, d in enumerate(documents) if i not in held_out]
+    val = [d for i, d in enumerate(documents) if i in held_out]
+    return train, val
+
+
+# ------------------------------------------------------------------ tokenizers
+def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLike | None = None) -> tiktoken.Encoding:
+    """"bpe:N" (or "bpe:N:L", tokens of at most L bytes) trains a byte-level BPE with N
+    ranks on `train_texts` (cached); any other name is a tiktoken encoding ("cl100k_base")."""
+    if name.startswith("bpe:"):
+        parts = name.split(":")[1:]
+        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+            raise ValueError(f"--tokenizer: expected 'bpe:VOCAB' or 'bpe:VOCAB:MAXLEN' (e.g. bpe:512), got {name!r}")
+        max_len = int(parts[1]) if len(parts) == 2 else None
+        return train_bpe(train_texts, int(parts[0]), max_token_length=max_len, cache_dir=cache_dir)
+    try:
+        return get_tiktoken(name)
+    except ValueError as err:
+        raise ValueError(f"--tokenizer: {err}; or 'bpe:VOCAB' for a BPE trained on the corpus") from err
+
+
+def tokenizer_identity(encoding: tiktoken.Encoding) -> dict:
+    """Name, id count and a hash of every token's bytes: what a checkpoint must match."""
+    digest = hashlib.sha256()
+    for i in range(encoding.n_vocab):
+        try:
+            digest.update(encoding.decode_single_token_bytes(i) + b"\x00")
+        except KeyError:
+            digest.update(b"\xff")  # an unused id
+    return {"name": encoding.name, "n_vocab": encoding.n_vocab, "sha256": digest.hexdigest()}
+
+
+# ------------------------------------------------------------------ token cache
+def tokenize(encoding: tiktoken.Encoding, documents: list[tuple[str, str]], label: str,
+             cache_dir: str | os.PathLike | None = None, show_progress: bool = True) -> np.ndarray:
+    """All documents' tokens, each document followed by <|endoftext|> when the encoding has
+    it, as a read-only memmap; tokenized once and cached under a key of encoding + text."""
+    eot = encoding.encode_single_token(END_OF_TEXT) if END_OF_TEXT in encoding.special_tokens_set else None
+    dtype = np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
+    digest = hashlib.sha256(f"{_FORMAT}|{encoding.name}|{encoding.n_vocab}|{eot}|".encode())
+    for name, text in documents:
+        digest.update(f"{name}|{len(text)}|".encode() + text.encode("utf-8"))
+    path = Path(cache_dir or default_cache_dir()) / "tokens" / f"{label}-{encoding.name}-{digest.hexdigest()[:16]}.{np.dtype(dtype).name}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            for _, text in tqdm(documents, desc=f"tokenizing {label}", unit="doc", disable=not show_progress):
+                ids = encoding.encode_ordinary(text) + ([eot] if eot is not None else [])
+                np.asarray(ids, dtype=dtype).tofile(f)
+        os.replace(tmp, path)  # readers never see half a file
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+# ------------------------------------------------------------------ batches
+class TokenBatches:
+    """Random windows of `tokens` as (x, y) [batch_size, block_size] int64 batches for
+    this rank. `position` counts the micro-batches drawn; it is the resumable state."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        if len(tokens) < block_size + 1:
+            raise ValueError(f"the data has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}; "
+                             f"use more data or a smaller block size")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
+        self.tokens = tokens
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.position = 0
+
+    def batch(self, index: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Micro-batch number `index` (this rank's rows of the global batch)."""
+        T, B = self.block_size, self.batch_size
+        starts = np.random.default_rng([self.seed, index]).integers(0, len(self.tokens) - T, size=B * self.world_size)
+        starts = starts[self.rank * B:(self.rank + 1) * B]  # [B]
+        windows = np.stack([np.asarray(self.tokens[s:s + T + 1], dtype=np.int64) for s in starts])  # [B, T+1]
+        windows = torch.from_numpy(windows)
+        if torch.device(device).type == "cuda":
+            windows = windows.pin_memory().to(device, non_blocking=True)
+        return windows[:, :-1], windows[:, 1:]
+
+    def next(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.batch(self.position, device)
+        self.position += 1
+        return x, y
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed") != self.seed:
+            raise ValueError(f"data state was saved with seed {state.get('seed')!r}, this run uses {self.seed}")
+        self.position = int(state["position"])

@@ -1,0 +1,281 @@
+"""GPT: a nanoGPT-style decoder, baseline or character-aware.
+
+    x = wte(idx) + wpe(pos) [+ char_emb(idx) for arch "char" | + matched(idx) for "baseline-matched"]
+    x = blocks(x)            pre-LN: x + attn(ln(x)), x + mlp(ln(x))
+    logits = lm_head(ln_f(x))
+
+Dimensions: B batch, T time (tokens), C = n_embd, H heads, D = C / H head width, V vocab.
+
+arch "baseline-matched" is the study's control: it adds an extra token embedding and a
+linear layer with (nearly) the same parameter count as the char encoder, so any gain of
+"char" over it comes from the characters, not from the extra parameters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from charfast.char_embedding import CharEmbedding
+from charfast.table import TokenCharTable
+
+ARCHS = ("char", "baseline", "baseline-matched")
+ATTENTION_IMPLS = ("auto", "sdpa", "flash-attn")
+
+try:  # the flash-attn package, used on CUDA when installed
+    from flash_attn import flash_attn_func
+except ImportError:  # noqa: PERF203
+    flash_attn_func = None
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 513
+    block_size: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+    tie_weights: bool = True
+    arch: str = "char"
+    char_dim: int = 128  # width of each character's embedding (arch "char")
+    char_hidden: int = 128  # char-LSTM hidden size (arch "char")
+    char_backend: str = "auto"  # CharEmbedding backend (arch "char")
+    attention: str = "auto"  # "auto": flash-attn package on CUDA when installed, else SDPA
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "char_dim", "char_hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GPTConfig: {name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig: dropout must lie in [0, 1), got {self.dropout!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"GPTConfig: arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"GPTConfig: attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+
+def char_encoder_parameter_count(config: GPTConfig, n_chars: int) -> int:
+    """Parameters of CharEmbedding(table, n_embd, char_dim, char_hidden) without building it."""
+    gates = 4 * config.char_hidden
+    return (n_chars * config.char_dim  # char_emb
+            + gates * (config.char_dim + config.char_hidden) + 2 * gates  # lstm weights and both biases
+            + config.char_hidden * config.n_embd + config.n_embd)  # proj
+
+
+class MatchedEmbedding(nn.Module):
+    """The control for arch "char": Embedding(V, width) -> Linear(width, n_embd), with the
+    width that brings its parameter count nearest to `target` (it is off by at most
+    (V + n_embd) / 2). It sees token ids only, no characters."""
+
+    def __init__(self, vocab_size: int, n_embd: int, target: int):
+        super().__init__()
+        width = max(1, round((target - n_embd) / (vocab_size + n_embd)))
+        self.emb = nn.Embedding(vocab_size, width)
+        self.proj = nn.Linear(width, n_embd)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.emb(idx))  # [B, T, C]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.attention = config.attention
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)  # each [B, T, H, D]
+        dropout_p = self.dropout if self.training else 0.0
+        if self._use_flash_attn_package(x):
+            y = flash_attn_func(q, k, v, dropout_p=dropout_p, causal=True)  # [B, T, H, D]
+        else:
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
+            y = _sdpa(q, k, v, dropout_p).transpose(1, 2)  # [B, T, H, D]
+        return self.resid_dropout(self.c_proj(y.reshape(B, T, C)))
+
+    def _use_flash_attn_package(self, x: torch.Tensor) -> bool:
+        if self.attention == "sdpa" or not x.is_cuda:
+            return False
+        if flash_attn_func is None:
+            if self.attention == "flash-attn":
+                raise RuntimeError("GPTConfig.attention='flash-attn' needs the flash-attn package: pip install flash-attn")
+            return False
+        return True
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """Causal SDPA; on CUDA only the FlashAttention kernel may run, so an unsupported
+    input raises instead of silently falling back to the slow math kernel."""
+    if q.is_cuda:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer. `char_table` (the tokenizer's TokenCharTable) is needed
+    for arch "char" and must cover every id in [0, vocab_size)."""
+
+    def __init__(self, config: GPTConfig, char_table: TokenCharTable | None = None):
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT: config must be a GPTConfig, got {type(config).__name__}")
+        config.validate()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.char_emb = None
+        self.matched_emb = None
+        if config.arch == "char":
+            if char_table is None:
+                raise ValueError("GPT: arch='char' needs char_table (the tokenizer's TokenCharTable)")
+            if char_table.vocab_size != config.vocab_size:
+                raise ValueError(f"GPT: char_table covers {char_table.vocab_size} token ids but "
+                                 f"config.vocab_size is {config.vocab_size}")
+            self.char_emb = CharEmbedding(char_table, config.n_embd, char_dim=config.char_dim,
+                                          hidden=config.char_hidden, backend=config.char_backend)
+        elif config.arch == "baseline-matched":
+            if char_table is None:
+                raise ValueError("GPT: arch='baseline-matched' needs char_table to know the char encoder's size")
+            target = char_encoder_parameter_count(config, char_table.n_chars)
+            self.matched_emb = MatchedEmbedding(config.vocab_size, config.n_embd, target)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2's init for the transformer; the char encoder keeps CharEmbedding's own
+        # (the study's) initialisation. Residual projections are scaled by 1/sqrt(2 n_layer).
+        transformer = [self.wte, self.wpe, self.blocks, self.lm_head]
+        for part in transformer:
+            for module in part.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for name, p in self.blocks.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    def num_parameters(self, exclude_positions: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # parameters() counts a tied weight once
+        return n - self.wpe.weight.numel() if exclude_positions else n
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """[B, T] token ids -> [B, T, C] input of the first block."""
+        T = idx.shape[1]
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # [B, T, C]
+        if self.char_emb is not None:
+            x = x + self.char_emb(idx)
+        if self.matched_emb is not None:
+            x = x + self.matched_emb(idx)
+        return self.drop(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx [B, T] -> (logits [B, T, V], loss or None); loss is the mean cross-entropy."""
+        self._check_input(idx, "idx")
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))  # [B, T, V]
+        if targets is None:
+            return logits, None
+        self._check_input(targets, "targets")
+        if targets.shape != idx.shape:
+            raise ValueError(f"GPT: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+        return logits, loss
+
+    def _check_input(self, t: torch.Tensor, name: str) -> None:
+        if not isinstance(t, torch.Tensor) or t.dim() != 2:
+            raise ValueError(f"GPT: {name} must be a 2-D tensor [batch, time] of token ids, "
+                             f"got {type(t).__name__} of shape {tuple(getattr(t, 'shape', ()))}")
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise TypeError(f"GPT: {name} must hold integer token ids, got dtype {t.dtype}")
+        if t.shape[1] > self.config.block_size:
+            raise ValueError(f"GPT: sequence length {t.shape[1]} exceeds block_size {self.config.block_size} "
+                             f"(the position table's size)")
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None) -> torch.Tensor:
+        """Sample `max_new_tokens` tokens after the prompt idx [B, T0] -> [B, T0 + max_new_tokens].
+        temperature 0 picks the most likely token; top_k keeps only the k most likely."""
+        if temperature < 0:
+            raise ValueError(f"generate: temperature must be >= 0, got {temperature!r}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"generate: top_k must be a positive int or None, got {top_k!r}")
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size:]  # [B, <=T]
+            logits = self(context)[0][:, -1, :].float()  # [B, V]
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)  # [B, 1]
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]  # [B, 1]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)  # [B, 1]
+            idx = torch.cat([idx, next_id], dim=1)
+        return idx
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward), PaLM's estimate: 6N + 12 L T C."""
+        c = self.config
+        return 6 * self.num_parameters(exclude_positions=True) + 12 * c.n_layer * c.block_size * c.n_embd

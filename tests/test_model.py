@@ -1,0 +1,153 @@
+"""GPT: shapes and loss of every arch, the matched control's size, causality, tying,
+learning on tiny data, generation and bad configs."""
+import math
+
+import pytest
+import torch
+
+from backend_cases import random_idx, random_table
+from charfast import GPT, GPTConfig
+from charfast.model import ARCHS, char_encoder_parameter_count
+
+VOCAB, N_CHARS = 40, 17
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    values = dict(vocab_size=VOCAB, block_size=16, n_layer=2, n_head=2, n_embd=24, char_dim=8, char_hidden=12,
+                  char_backend="reference")
+    return GPTConfig(**{**values, **overrides})
+
+
+@pytest.fixture
+def table():
+    return random_table(VOCAB, 6, N_CHARS)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shapes_and_initial_loss(arch, table):
+    model = GPT(tiny_config(arch=arch), char_table=table)
+    idx = random_idx(VOCAB, (3, 11))
+    logits, loss = model(idx, idx.roll(-1, dims=1))
+    assert logits.shape == (3, 11, VOCAB)
+    assert torch.isfinite(logits).all()
+    # A fresh model predicts nearly uniformly: loss close to ln(V).
+    assert abs(loss.item() - math.log(VOCAB)) < 0.3
+    assert model(idx)[1] is None
+
+
+def test_char_arch_trains_the_char_encoder(table):
+    model = GPT(tiny_config(arch="char"), char_table=table)
+    idx = random_idx(VOCAB, (2, 9))
+    model(idx, idx)[1].backward()
+    for name in ("char_emb.char_emb.weight", "char_emb.lstm.weight_ih_l0", "char_emb.lstm.weight_hh_l0",
+                 "char_emb.proj.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_baseline_matched_adds_as_many_parameters_as_the_char_encoder(table):
+    config = tiny_config()
+    n_base = GPT(tiny_config(arch="baseline")).num_parameters()
+    n_char = GPT(tiny_config(arch="char"), char_table=table).num_parameters()
+    n_matched = GPT(tiny_config(arch="baseline-matched"), char_table=table).num_parameters()
+    encoder = char_encoder_parameter_count(config, N_CHARS)
+    assert n_char - n_base == encoder
+    # The control's width is an integer: it can miss by at most half a width step.
+    assert abs(n_matched - n_char) <= (VOCAB + config.n_embd) / 2
+    assert n_matched > n_base
+
+
+def test_baseline_matched_at_the_default_preset_is_within_a_quarter_percent():
+    # The default run: 513-token BPE, byte table (256 chars), width 128, char LSTM 128.
+    config = GPTConfig(vocab_size=513, arch="baseline-matched")
+    encoder = char_encoder_parameter_count(config, 256)
+    extra = GPT(config, char_table=random_table(513, 8, 256)).num_parameters() - GPT(
+        GPTConfig(vocab_size=513, arch="baseline")).num_parameters()
+    assert abs(extra - encoder) / encoder < 0.0025
+
+
+def test_attention_is_causal(table):
+    model = GPT(tiny_config(arch="char"), char_table=table).eval()
+    idx = random_idx(VOCAB, (1, 12))
+    changed = idx.clone()
+    changed[0, 8:] = (changed[0, 8:] + 1) % VOCAB
+    with torch.no_grad():
+        a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+def test_weight_tying():
+    tied = GPT(tiny_config(arch="baseline", tie_weights=True))
+    untied = GPT(tiny_config(arch="baseline", tie_weights=False))
+    assert tied.lm_head.weight is tied.wte.weight
+    assert untied.lm_head.weight is not untied.wte.weight
+    assert untied.num_parameters() - tied.num_parameters() == VOCAB * 24
+
+
+@pytest.mark.parametrize("arch", ["char", "baseline"])
+def test_loss_falls_on_tiny_data(arch, table):
+    torch.manual_seed(0)
+    model = GPT(tiny_config(arch=arch), char_table=table)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    data = torch.arange(17).repeat(4)[None] % VOCAB  # a repeating pattern, [1, 68]
+    x, y = data[:, :16].repeat(4, 1), data[:, 1:17].repeat(4, 1)
+    first = None
+    for _ in range(40):
+        loss = model(x, y)[1]
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.2 * first
+
+
+def test_dropout_only_in_training(table):
+    model = GPT(tiny_config(arch="char", dropout=0.5), char_table=table)
+    idx = random_idx(VOCAB, (2, 8))
+    assert not torch.equal(model(idx)[0], model(idx)[0])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], model(idx)[0], rtol=0, atol=0)
+
+
+def test_generate(table):
+    model = GPT(tiny_config(arch="char"), char_table=table).eval()
+    prompt = random_idx(VOCAB, (2, 3))
+    out = model.generate(prompt, 20, temperature=1.0, top_k=5)  # runs past block_size 16
+    assert out.shape == (2, 23) and torch.equal(out[:, :3], prompt)
+    assert int(out.min()) >= 0 and int(out.max()) < VOCAB
+    greedy = model.generate(prompt, 6, temperature=0)
+    assert torch.equal(greedy, model.generate(prompt, 6, temperature=0.7, top_k=1))
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(prompt, 1, temperature=-1)
+    with pytest.raises(ValueError, match="top_k"):
+        model.generate(prompt, 1, top_k=0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(n_embd=30, n_head=4), r"n_embd \(30\) must be divisible by n_head \(4\)"),
+    (dict(arch="bytes"), "arch must be one of"),
+    (dict(n_layer=0), "n_layer must be a positive int"),
+    (dict(dropout=1.0), "dropout must lie in"),
+    (dict(attention="xformers"), "attention must be one of"),
+])
+def test_bad_config(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
+def test_bad_inputs(table):
+    model = GPT(tiny_config(arch="baseline"))
+    with pytest.raises(ValueError, match="exceeds block_size 16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer token ids"):
+        model(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="2-D tensor"):
+        model(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="targets shape"):
+        model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="needs char_table"):
+        GPT(tiny_config(arch="char"))
+    with pytest.raises(ValueError, match="covers 39 token ids"):
+        GPT(tiny_config(arch="char"), char_table=random_table(VOCAB - 1, 6, N_CHARS))

@@ -1,0 +1,173 @@
+"""The Triton backend against the reference: values and every gradient.
+
+On CPU the kernels run under the Triton interpreter (TRITON_INTERPRET=1, set by conftest),
+so shapes stay small; the GPU tests (bf16, large hidden, long tokens, inductor) skip
+without CUDA.
+"""
+import pytest
+import torch
+
+from backend_cases import ODD_CASES, assert_matches_reference, random_idx, random_table
+import charfast.backends.triton as triton_backend
+from charfast import CharEmbedding
+from charfast.backends import resolve_backend, why_unavailable
+from charfast.kernels.blocks import LstmBlocks
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (Triton compiles for it)")
+DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ODD_CASES, ids=lambda case: f"hidden{case['hidden']}")
+def test_matches_reference_in_float32(case, device):
+    assert_matches_reference("triton", case, torch.float32, device=device, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_reference_with_many_small_tiles(monkeypatch, device):
+    """16-wide tiles: several programs, hidden tiles and reduction tiles, masked tails."""
+    monkeypatch.setattr(LstmBlocks, "for_shape", classmethod(lambda cls, n_rows, hidden: cls(16, 16, 16)))
+    case = dict(vocab=40, max_len=9, n_chars=12, char_dim=7, hidden=40, idx_shape=(2, 40))
+    assert_matches_reference("triton", case, torch.float32, device=device, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_output_element_is_written(device):
+    """Deterministic mode fills every torch.empty with NaN (ints with their max), so an
+    element the kernels leave unwritten shows up in the output or a gradient."""
+    case = dict(vocab=30, max_len=8, n_chars=9, char_dim=4, hidden=20, idx_shape=(40,))
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert torch.empty(2, device=device).isnan().all(), "poisoning is not active"
+        assert_matches_reference("triton", case, torch.float32, device=device, rtol=1e-5, atol=1e-5)
+        table = random_table(case["vocab"], case["max_len"], case["n_chars"])
+        chars, lengths = table.on(device)
+        gate_table = torch.randn(case["n_chars"], 80, device=device)
+        weight_hh = torch.randn(80, 20, device=device)
+        ids = torch.arange(case["vocab"], device=device)
+        h, h_prev, c_prev, step_chars, *_ = triton_backend.char_lstm_forward_op(
+            gate_table, weight_hh, chars, lengths, ids)
+        assert h_prev.shape[0] == int(lengths.sum())
+        for name, saved in (("h", h), ("h_prev", h_prev), ("c_prev", c_prev)):
+            assert torch.isfinite(saved).all(), f"unwritten elements in {name}"
+        assert ((step_chars >= 0) & (step_chars < case["n_chars"])).all(), "unwritten elements in step_chars"
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def test_real_cl100k_text(cl100k, cl100k_table):
+    idx = torch.tensor(cl100k.encode("How many r's are in strawberry? Three: st-r-awbe-r-r-y.")).view(1, -1)
+    fused = CharEmbedding(cl100k_table, 16, char_dim=8, hidden=24, backend="triton")
+    ref = CharEmbedding(cl100k_table, 16, char_dim=8, hidden=24, backend="reference")
+    ref.load_state_dict(fused.state_dict())
+    torch.testing.assert_close(fused(idx), ref(idx), rtol=1e-5, atol=1e-5)
+
+
+def _op_inputs(device="cpu", hidden=12, dtype=torch.float32):
+    table = random_table(13, 7, 11)
+    chars, lengths = table.on(device)
+    gate_table = torch.randn(11, 4 * hidden, device=device, dtype=dtype, requires_grad=True)
+    weight_hh = (0.3 * torch.randn(4 * hidden, hidden, device=device, dtype=dtype)).requires_grad_()
+    ids = torch.tensor([0, 1, 2, 4, 7, 9, 12], device=device)
+    return table, gate_table, weight_hh, chars, lengths, ids
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    _, gate_table, weight_hh, chars, lengths, ids = _op_inputs(device)
+    torch.library.opcheck(triton_backend.char_lstm_forward_op, (gate_table, weight_hh, chars, lengths, ids))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda g, w, ids: (g.double(), w.double(), ids), "dtype"),
+    (lambda g, w, ids: (g, w.bfloat16(), ids), "dtype"),
+    (lambda g, w, ids: (g, w[:, :-1], ids), "weight_hh must be"),
+    (lambda g, w, ids: (g[:-1], w, ids), "gate_table must be"),
+    (lambda g, w, ids: (g, w, ids.view(1, -1)), "ids must be a 1-D int64"),
+    (lambda g, w, ids: (g, w, ids.int()), "ids must be a 1-D int64"),
+    (lambda g, w, ids: (g, w, ids.to("meta")), "one device"),
+    (lambda g, w, ids: (g, w, torch.cat([ids, torch.tensor([13])])), r"ids must lie in \[0, 13\)"),
+    (lambda g, w, ids: (g, w, torch.cat([torch.tensor([-1]), ids])), r"ids must lie in \[0, 13\)"),
+], ids=["float64", "mixed-dtypes", "hidden-mismatch", "n_chars-mismatch", "ids-2d", "ids-int32",
+        "device-mismatch", "id-too-large", "id-negative"])
+def test_bad_input_is_rejected_before_launch(monkeypatch, bad, message):
+    def no_launch(*args, **kwargs):
+        raise AssertionError("the kernel was launched on bad input")
+    monkeypatch.setattr(triton_backend, "launch_char_lstm_forward", no_launch)
+    table, gate_table, weight_hh, _, _, ids = _op_inputs()
+    gate_table, weight_hh, ids = bad(gate_table, weight_hh, ids)
+    with pytest.raises((TypeError, ValueError), match=message):
+        triton_backend.char_lstm_triton(gate_table, weight_hh, table, ids)
+
+
+def test_availability():
+    assert why_unavailable("triton", torch.device("cpu")) is None  # interpreter mode, set by conftest
+    assert "not on mps" in triton_backend.BACKEND.unavailable_reason(torch.device("mps"))
+    if torch.cuda.is_available():
+        assert resolve_backend("auto", torch.device("cuda")).name == "triton"
+
+
+class CompilableCharEmbedding(CharEmbedding):
+    """CharEmbedding whose id check does not touch the data-dependent size of `ids` while
+    compiling (charfast.char_embedding tests ids.numel() before is_compiling())."""
+
+    def _check_ids_in_range(self, ids):
+        if not torch.compiler.is_compiling():
+            super()._check_ids_in_range(ids)
+
+
+def _compile_matches_eager(device, compile_backend, dtype=torch.float32, rtol=1e-5, atol=1e-5):
+    table = random_table(13, 7, 11)
+    idx = random_idx(13, (3, 9)).to(device)
+    fused = CompilableCharEmbedding(table, 8, char_dim=5, hidden=20, backend="triton").to(device, dtype)
+    ref = CharEmbedding(table, 8, char_dim=5, hidden=20, backend="reference").to(device, dtype)
+    ref.load_state_dict(fused.state_dict())
+    fused(idx)  # loads the backend module before tracing (an import inside the trace breaks the graph)
+    fused.zero_grad()
+    compiled = torch.compile(fused, fullgraph=True, backend=compile_backend)
+    for module in (compiled, ref):
+        module(idx).pow(2).sum().backward()
+    for (name, p), p_ref in zip(fused.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(idx), ref(idx), rtol=rtol, atol=atol)
+
+
+@pytest.fixture
+def compile_config():
+    torch._dynamo.reset()
+    # CharEmbedding holds an nn.LSTM (refused by dynamo unless allowed) and calls torch.unique.
+    with torch._dynamo.config.patch(allow_rnn=True, capture_dynamic_output_shape_ops=True):
+        yield
+    torch._dynamo.reset()
+
+
+def test_compile_fullgraph_through_aot_autograd(compile_config):
+    _compile_matches_eager("cpu", "aot_eager")
+
+
+# ------------------------------------------------------------------ GPU only
+@needs_cuda
+def test_compile_fullgraph_with_inductor_on_cuda(compile_config):
+    _compile_matches_eager("cuda", "inductor")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", ODD_CASES[:2], ids=["hidden40", "hidden130"])
+def test_matches_reference_in_16_bit(case, dtype):
+    assert_matches_reference("triton", case, dtype, device="cuda", rtol=2e-2, atol=2e-2)
+
+
+@needs_cuda
+@pytest.mark.parametrize("hidden", [768, 1024])
+def test_large_hidden_and_long_tokens(hidden):
+    case = dict(vocab=300, max_len=128, n_chars=256, char_dim=64, hidden=hidden, idx_shape=(4, 256))
+    assert_matches_reference("triton", case, torch.float32, device="cuda", rtol=1e-4, atol=1e-4)
+
+
+@needs_cuda
+def test_large_hidden_in_bfloat16():
+    case = dict(vocab=300, max_len=128, n_chars=256, char_dim=64, hidden=1024, idx_shape=(4, 256))
+    assert_matches_reference("triton", case, torch.bfloat16, device="cuda", rtol=3e-2, atol=3e-2)

@@ -1,0 +1,127 @@
+"""GPU benchmark of the char embedding: fused Triton vs reference vs cuDNN vs the study's approach.
+
+    pytest benchmarks/test_bench_char_lstm_gpu.py --benchmark-only
+
+Real text: batches of B x T cl100k tokens of the default Shakespeare corpus. Every
+implementation computes the same thing, proj(h at each token's last char) for every
+position, from the same bfloat16 parameters:
+
+    triton     CharEmbedding(backend="triton"): unique ids, one fused launch each way
+    reference  CharEmbedding(backend="reference"): unique ids, PyTorch step loop
+    cudnn      unique ids, padded to the batch's longest token, torch.nn.LSTM (cuDNN),
+               h gathered at each length
+    study      torch.nn.LSTM over packed sequences of all B*T tokens (charfast.packed_lstm)
+
+extra_info holds the work (distinct tokens, their chars, the trie nodes a prefix-sharing
+kernel would step through) and the floor: the recurrent FLOPs (8*S*H^2 forward, 3x that
+forward+backward) at the GPU's bf16 peak, or the bytes that must move at its memory
+bandwidth, whichever is slower; time_over_floor = median time / floor.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU benchmark: needs CUDA")
+
+from charfast import CharEmbedding, TokenCharTable  # noqa: E402
+from charfast.corpus import shakespeare_documents  # noqa: E402
+from charfast.packed_lstm import packed_lstm_char_embedding  # noqa: E402
+from charfast.tokenizer import get_tiktoken  # noqa: E402
+
+SEQ_LEN = 1024
+DTYPE = torch.bfloat16
+# Dense bf16 tensor-core FLOP/s and HBM bytes/s from the vendor's data sheets (SXM parts).
+PEAKS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2.0e12)}
+
+
+def gpu_peaks(device_name: str) -> tuple[float, float] | None:
+    return next((peak for key, peak in PEAKS.items() if key in device_name), None)
+
+
+def batch_ids(tokens: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor:
+    """[batch, seq_len] windows spread evenly over the tokenized corpus (deterministic)."""
+    starts = torch.linspace(0, tokens.numel() - seq_len, batch).long()  # [B]
+    return tokens[starts[:, None] + torch.arange(seq_len)]  # [B, T]
+
+
+def batch_work(table: TokenCharTable, idx: torch.Tensor) -> dict:
+    """How much LSTM work a batch holds: positions, distinct tokens, their chars (S), the
+    chars of all positions (the study's work) and the nodes of the distinct tokens' trie."""
+    ids = torch.unique(idx.cpu())
+    lengths = table.lengths[ids].long()
+    prefixes = {table.chars[i, :n].numpy().tobytes()[:k]
+                for i, n in zip(ids.tolist(), lengths.tolist()) for k in range(1, n + 1)}
+    return dict(positions=idx.numel(), distinct=ids.numel(), distinct_chars=int(lengths.sum()),
+                all_chars=int(table.lengths[idx.cpu().reshape(-1)].long().sum()), trie_nodes=len(prefixes))
+
+
+def floor_seconds(work: dict, hidden: int, backward: bool, peaks: tuple[float, float] | None,
+                  bytes_per_value: int = 2) -> float | None:
+    """Lower bound on the time of the char-LSTM over the distinct tokens (see module doc)."""
+    if peaks is None:
+        return None
+    flop_per_s, byte_per_s = peaks
+    passes = 3 if backward else 1  # backward: dh recurrence and the dW_hh GEMM, each as large as the forward
+    flops = passes * 8 * work["distinct_chars"] * hidden * hidden
+    # W_hh and the outputs once each way; chars as bytes.
+    moved = passes * (4 * hidden * hidden + work["distinct"] * hidden) * bytes_per_value + work["distinct_chars"]
+    return max(flops / flop_per_s, moved / byte_per_s)
+
+
+def cudnn_padded_char_embedding(module: CharEmbedding, idx: torch.Tensor) -> torch.Tensor:
+    """torch.nn.LSTM (cuDNN) over the distinct tokens padded to the batch's longest one."""
+    ids, inverse = torch.unique(idx.reshape(-1), return_inverse=True)  # [U], [N]
+    table_chars, table_lengths = module.table.on(idx.device)
+    lengths = table_lengths[ids].long()  # [U]
+    steps = max(int(lengths.max()), 1)  # a host sync: fine for a baseline
+    out, _ = module.lstm(module.char_emb(table_chars[ids, :steps].long()))  # [U, steps, H]
+    h = out[torch.arange(ids.numel(), device=idx.device), (lengths - 1).clamp(min=0)]  # [U, H]
+    h = h * (lengths > 0).unsqueeze(1).to(h.dtype)
+    return module.proj(h)[inverse].view(*idx.shape, -1)
+
+
+IMPLEMENTATIONS = {
+    "triton": lambda module, idx: module(idx),
+    "reference": lambda module, idx: module(idx),
+    "cudnn": cudnn_padded_char_embedding,
+    "study": packed_lstm_char_embedding,
+}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    encoding = get_tiktoken("cl100k_base")
+    table = TokenCharTable.from_tiktoken(encoding)
+    text = "\n".join(body for _, body in shakespeare_documents())
+    return table, torch.tensor(encoding.encode_ordinary(text))
+
+
+@pytest.mark.parametrize("mode", ["forward", "forward_backward"])
+@pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
+@pytest.mark.parametrize("hidden", [128, 256, 768])
+@pytest.mark.parametrize("batch", [16, 64])
+def test_char_embedding_speed(benchmark, corpus, batch, hidden, impl, mode):
+    table, tokens = corpus
+    idx = batch_ids(tokens, batch, SEQ_LEN).cuda()
+    backend = "reference" if impl == "reference" else "triton"
+    module = CharEmbedding(table, 128, char_dim=hidden, hidden=hidden, backend=backend,
+                           inference_cache=False).to("cuda", DTYPE)
+    run = IMPLEMENTATIONS[impl]
+    grad = torch.randn(*idx.shape, 128, device="cuda", dtype=DTYPE)
+    backward = mode == "forward_backward"
+
+    def step():
+        if backward:
+            module.zero_grad(set_to_none=True)
+            run(module, idx).backward(grad)
+        else:
+            with torch.no_grad():
+                run(module, idx)
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(step, warmup_rounds=3, rounds=20, iterations=1)
+    work = batch_work(table, idx)
+    floor = floor_seconds(work, hidden, backward, gpu_peaks(torch.cuda.get_device_name()))
+    benchmark.extra_info.update(work, device=torch.cuda.get_device_name(), dtype=str(DTYPE), floor_s=floor,
+                                time_over_floor=None if floor is None else benchmark.stats.stats.median / floor)

@@ -64,6 +64,16 @@ def test_real_cl100k_text(cl100k, cl100k_table):
     torch.testing.assert_close(fused(idx), ref(idx), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_only_zero_length_tokens(device):
+    """No step to run at all (S = 0): h = 0 and zero gradients, no empty launch fails."""
+    table, gate_table, weight_hh, *_ = _op_inputs(device)
+    h = triton_backend.char_lstm_triton(gate_table, weight_hh, table, torch.tensor([0], device=device))
+    h.sum().backward()
+    assert h.shape == (1, weight_hh.shape[1]) and (h == 0).all()
+    assert (gate_table.grad == 0).all() and (weight_hh.grad == 0).all()
+
+
 def _op_inputs(device="cpu", hidden=12, dtype=torch.float32):
     table = random_table(13, 7, 11)
     chars, lengths = table.on(device)

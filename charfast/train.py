@@ -282,6 +282,10 @@ class Trainer:
         gpt_config = model_config(config, self.encoding.n_vocab)
         table = TokenCharTable.from_tiktoken(self.encoding, cache_dir=config.cache_dir) if config.arch != "baseline" else None
         self.model = GPT(gpt_config, char_table=table).to(self.device)
+        if self.model.char_emb is not None:
+            # CharEmbedding's vocabulary cache is invalidated by parameter version counters,
+            # which fused AdamW does not bump: during training, evaluate without the cache.
+            self.model.char_emb.inference_cache = False
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_multiplier(s, config))
         self.step = 0
@@ -495,6 +499,8 @@ class Trainer:
             prompt = [eot if eot is not None else 0]  # a document start
         idx = torch.tensor([prompt], device=self.device)
         self.model.eval()
+        if self.model.char_emb is not None:  # the weights are final now: one vocabulary pass, then lookups
+            self.model.char_emb.inference_cache = True
         with self._autocast():
             out = self.model.generate(idx, c.sample_tokens, temperature=c.temperature, top_k=c.top_k)
         tokens = [t for t in out[0].tolist() if t != eot]

@@ -22,12 +22,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU benchmark: needs CUDA")
+from charfast import CharEmbedding, TokenCharTable
+from charfast.backends.triton import KERNELS_INTERPRETED
+from charfast.corpus import shakespeare_documents
+from charfast.packed_lstm import packed_lstm_char_embedding
+from charfast.tokenizer import get_tiktoken
 
-from charfast import CharEmbedding, TokenCharTable  # noqa: E402
-from charfast.corpus import shakespeare_documents  # noqa: E402
-from charfast.packed_lstm import packed_lstm_char_embedding  # noqa: E402
-from charfast.tokenizer import get_tiktoken  # noqa: E402
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPRETED,
+                                reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)")
 
 SEQ_LEN = 1024
 DTYPE = torch.bfloat16

@@ -13,8 +13,13 @@ from charfast import CharEmbedding
 from charfast.backends import resolve_backend, why_unavailable
 from charfast.kernels.blocks import LstmBlocks
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (Triton compiles for it)")
-DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
+# One process runs the kernels either interpreted (CPU tensors; conftest's default) or
+# compiled (CUDA): `TRITON_INTERPRET=0 pytest tests/test_triton.py` on a GPU machine.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,
+                                reason="needs a CUDA GPU and compiled Triton (TRITON_INTERPRET=0)")
+needs_interpreter = pytest.mark.skipif(not triton_backend.KERNELS_INTERPRETED,
+                                       reason="Triton runs on CPU only under TRITON_INTERPRET=1")
+DEVICES = [pytest.param("cpu", marks=needs_interpreter), pytest.param("cuda", marks=needs_cuda)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -56,6 +61,7 @@ def test_every_output_element_is_written(device):
         torch.use_deterministic_algorithms(previous)
 
 
+@needs_interpreter
 def test_real_cl100k_text(cl100k, cl100k_table):
     idx = torch.tensor(cl100k.encode("How many r's are in strawberry? Three: st-r-awbe-r-r-y.")).view(1, -1)
     fused = CharEmbedding(cl100k_table, 16, char_dim=8, hidden=24, backend="triton")
@@ -89,6 +95,7 @@ def test_opcheck(device):
     torch.library.opcheck(triton_backend.char_lstm_forward_op, (gate_table, weight_hh, chars, lengths, ids))
 
 
+@needs_interpreter
 @pytest.mark.parametrize("bad, message", [
     (lambda g, w, ids: (g.double(), w.double(), ids), "dtype"),
     (lambda g, w, ids: (g, w.bfloat16(), ids), "dtype"),
@@ -112,7 +119,8 @@ def test_bad_input_is_rejected_before_launch(monkeypatch, bad, message):
 
 
 def test_availability():
-    assert why_unavailable("triton", torch.device("cpu")) is None  # interpreter mode, set by conftest
+    on_cpu = why_unavailable("triton", torch.device("cpu"))
+    assert on_cpu is None if triton_backend.KERNELS_INTERPRETED else "TRITON_INTERPRET=1" in on_cpu
     assert "not on mps" in triton_backend.BACKEND.unavailable_reason(torch.device("mps"))
     if torch.cuda.is_available():
         assert resolve_backend("auto", torch.device("cuda")).name == "triton"
@@ -153,6 +161,7 @@ def compile_config():
     torch._dynamo.reset()
 
 
+@needs_interpreter
 def test_compile_fullgraph_through_aot_autograd(compile_config):
     _compile_matches_eager("cpu", "aot_eager")
 

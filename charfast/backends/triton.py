@@ -29,6 +29,8 @@ from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
 from charfast.kernels.char_lstm_forward import char_lstm_forward_kernel, launch_char_lstm_forward
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Triton picks interpreter or compiler when a kernel is defined (TRITON_INTERPRET=1 at import).
+KERNELS_INTERPRETED = not isinstance(char_lstm_forward_kernel, triton.runtime.JITFunction)
 
 
 @torch.library.custom_op("charfast::triton_char_lstm_forward", mutates_args=())
@@ -137,11 +139,10 @@ def char_lstm_triton(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) 
 
 
 def _unavailable_reason(device: torch.device) -> str | None:
-    interpreted = isinstance(char_lstm_forward_kernel, triton.runtime.interpreter.InterpretedFunction)
     if device.type == "cuda":
         return None if torch.cuda.is_available() else "CUDA is not available"
     if device.type == "cpu":
-        return None if interpreted else ("Triton runs on CPU only in its interpreter: set TRITON_INTERPRET=1 "
+        return None if KERNELS_INTERPRETED else ("Triton runs on CPU only in its interpreter: set TRITON_INTERPRET=1 "
                                          "before triton is first imported")
     return f"Triton kernels run on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
 

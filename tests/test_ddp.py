@@ -1,0 +1,47 @@
+"""torchrun DDP on CPU (gloo): 2 processes with B rows each take the same step as 1
+process with the 2B rows of the global batch (each rank draws its shard of it)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+
+import charfast.train as train
+from test_train import read_metrics, tiny_flags, write_tiny_corpus
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    cache = tmp_path / "cache"
+    # Dropout off: its masks are drawn per rank, so they cannot match one process's.
+    common = dict(max_steps=2, eval_interval=1, sample_tokens=0, dropout=0.0)
+    single, pair = tmp_path / "single", tmp_path / "pair"
+    assert train.main(tiny_flags(corpus, single, cache, batch_size=4, **common)) == 0
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+               "-m", "charfast.train", *tiny_flags(corpus, pair, cache, batch_size=2, **common)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "world_size=2" in result.stdout
+
+    one, two = read_metrics(single), read_metrics(pair)  # rank 0 alone writes the metrics
+    assert [r["step"] for r in two] == [1, 2] and two[0]["train_loss"] != two[1]["train_loss"]
+    for a, b in zip(one, two):
+        torch.testing.assert_close(b["train_loss"], a["train_loss"], rtol=1e-5, atol=0)
+        torch.testing.assert_close(b["val_loss"], a["val_loss"], rtol=1e-5, atol=0)
+    a, b = (torch.load(d / "ckpt.pt", weights_only=True) for d in (single, pair))
+    assert len(b["rng"]) == 2  # every rank's RNG state, for an exact resume
+    assert b["data"]["position"] == a["data"]["position"] == 2
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=1e-4, atol=1e-6, msg=name)

@@ -8,9 +8,13 @@ processes load the cached library). Both register the ops `torch.ops.charfast.*`
 from __future__ import annotations
 
 import functools
+import importlib.util
+import logging
 import os
 import shutil
 from pathlib import Path
+
+logger = logging.getLogger("charfast")
 
 # csrc/ next to the package: present in a source checkout (and an editable install).
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
@@ -49,14 +53,31 @@ def jit_build() -> None:
          extra_ldflags=LD_FLAGS, extra_include_paths=[str(CSRC)], is_python_module=False, verbose=False)
 
 
+def prebuilt_problem() -> str | None:
+    """None when charfast._C exists and is at least as new as csrc/, else what is wrong with it."""
+    spec = importlib.util.find_spec("charfast._C")
+    if spec is None or not spec.origin:
+        return "no prebuilt charfast._C"
+    built = os.path.getmtime(spec.origin)
+    # In a source checkout, sources edited after the build make the prebuilt library stale.
+    newer = [p.name for p in CSRC.glob("*.[ch]*") if p.stat().st_mtime > built] if CSRC.is_dir() else []
+    if newer:
+        return f"the prebuilt charfast._C is older than csrc/ ({', '.join(sorted(newer))})"
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def load_error() -> str | None:
     """Load the ops once per process; None on success, else why they cannot be loaded."""
-    try:
-        import charfast._C  # noqa: F401 - importing registers the ops
-        return None
-    except ImportError as err:
-        prebuilt_error = f"no prebuilt charfast._C ({err})"
+    prebuilt_error = prebuilt_problem()
+    if prebuilt_error is None:
+        try:
+            import charfast._C  # noqa: F401 - importing registers the ops
+            return None
+        except ImportError as err:
+            prebuilt_error = f"charfast._C failed to import ({err})"
+    logger.info("charfast: %s; building the C++ ops with torch.utils.cpp_extension (cached after the first time)",
+                prebuilt_error)
     try:
         jit_build()
     except Exception as err:  # noqa: BLE001 - reported as the backend's reason

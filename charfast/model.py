@@ -135,6 +135,9 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -
     input raises instead of silently falling back to the slow math kernel."""
     if q.is_cuda:
         from torch.nn.attention import SDPBackend, sdpa_kernel
+        if q.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"GPT: FlashAttention on CUDA needs fp16/bf16 activations, got {q.dtype}; run the "
+                             "model under torch.autocast('cuda', dtype=torch.bfloat16)")
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)

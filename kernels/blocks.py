@@ -28,11 +28,14 @@ class LstmBlocks:
                 raise ValueError(f"LstmBlocks: {name} must be a power of two >= {_MIN_DOT}, got {value}")
 
     @classmethod
-    def for_shape(cls, n_rows: int, hidden: int) -> "LstmBlocks":
+    def for_shape(cls, n_rows: int, hidden: int, dtype: torch.dtype = torch.bfloat16) -> "LstmBlocks":
         tile = min(_MAX_TILE, max(_MIN_DOT, triton.next_power_of_2(hidden)))
         # More rows per program reuse each W_hh tile more, but leave fewer programs to fill the GPU.
         rows = 32 if n_rows >= 4096 else _MIN_DOT
-        return cls(rows=rows, hidden=tile, reduction=tile)
+        # float32 operands of the pipelined exact dot need ~140 KB of shared memory at 64-wide
+        # reduction tiles (compiled for sm_90): halve them to stay well inside any GPU's limit.
+        reduction = min(tile, 32) if dtype == torch.float32 else tile
+        return cls(rows=rows, hidden=tile, reduction=reduction)
 
 
 def dot_precision(dtype: torch.dtype) -> str:

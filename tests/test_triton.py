@@ -4,6 +4,10 @@ On CPU the kernels run under the Triton interpreter (TRITON_INTERPRET=1, set by 
 so shapes stay small; the GPU tests (bf16, large hidden, long tokens, inductor) skip
 without CUDA.
 """
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -31,7 +35,7 @@ def test_matches_reference_in_float32(case, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_matches_reference_with_many_small_tiles(monkeypatch, device):
     """16-wide tiles: several programs, hidden tiles and reduction tiles, masked tails."""
-    monkeypatch.setattr(LstmBlocks, "for_shape", classmethod(lambda cls, n_rows, hidden: cls(16, 16, 16)))
+    monkeypatch.setattr(LstmBlocks, "for_shape", classmethod(lambda cls, *shape: cls(16, 16, 16)))
     case = dict(vocab=40, max_len=9, n_chars=12, char_dim=7, hidden=40, idx_shape=(2, 40))
     assert_matches_reference("triton", case, torch.float32, device=device, rtol=1e-5, atol=1e-5)
 
@@ -124,6 +128,38 @@ def test_availability():
     assert "not on mps" in triton_backend.BACKEND.unavailable_reason(torch.device("mps"))
     if torch.cuda.is_available():
         assert resolve_backend("auto", torch.device("cuda")).name == "triton"
+
+
+# Compiles both kernels for an H100 (sm_90) down to a cubin without a GPU: catches what
+# only Triton's compiler checks (types, loop-carried values, shared memory), not the interpreter.
+_AOT_COMPILE = """
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from charfast.kernels.blocks import LstmBlocks, dot_precision
+from charfast.kernels.char_lstm_backward import char_lstm_backward_kernel
+from charfast.kernels.char_lstm_forward import char_lstm_forward_kernel
+for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+    blocks = LstmBlocks.for_shape(8192, 1024, dtype)
+    consts = dict(BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden, BLOCK_K=blocks.reduction,
+                  DOT_PRECISION=dot_precision(dtype))
+    forward = dict(gate_table="*" + name, weight_hh="*" + name, table_chars="*u8", sorted_ids="*i64",
+                   sorted_lengths="*i64", offsets="*i64", order="*i64", h_out="*" + name, h_prev="*" + name,
+                   c_prev="*fp32", step_chars="*i32", U="i32", H="i32", table_width="i32")
+    backward = dict(gates="*fp32", c_prev="*fp32", weight_hh="*" + name, grad_h="*" + name, sorted_lengths="*i64",
+                    offsets="*i64", order="*i64", dh_carry="*fp32", dc_carry="*fp32", U="i32", H="i32")
+    for kernel, signature in ((char_lstm_forward_kernel, forward), (char_lstm_backward_kernel, backward)):
+        signature.update(dict.fromkeys(consts, "constexpr"))
+        compiled = triton.compile(ASTSource(kernel, signature, consts), target=GPUTarget("cuda", 90, 32))
+        assert "cubin" in compiled.asm and compiled.metadata.shared <= 100 * 1024, compiled.metadata.shared
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_a_gpu_without_one():
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
+    done = subprocess.run([sys.executable, "-c", _AOT_COMPILE], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
 
 
 class CompilableCharEmbedding(CharEmbedding):

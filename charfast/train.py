@@ -245,23 +245,26 @@ def main_rank_first(ddp: Distributed):
 
 
 class StopRequest:
-    """The first Ctrl-C (SIGINT) asks the loop to stop after the current step and save; a
-    second one interrupts at once."""
+    """The first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step
+    and save; a second one acts at once. (On Ctrl-C torchrun signals its workers too.)"""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+        signal.signal(signum, self._previous[signum])
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 # ------------------------------------------------------------------ the run

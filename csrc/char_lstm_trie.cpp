@@ -9,14 +9,15 @@
 //   node_c     [n, H]      cell state of every node (saved for backward)
 //
 // Forward, level by level: gates[node] = G[char] + (h[parent] @ W^T). The product depends
-// only on the parent, so it is one GEMM per level over the previous level's internal nodes
-// (leaves have no children and need none). Backward, level by level in reverse: a node's dh
-// and dc collect its outputs' gradients plus its children's; the children's dgates summed
-// per parent (S [k, 4H]) give the parents' dh = S @ W per level, and dW = S^T @ h_internal
-// as one GEMM after the recurrence; dG is a scatter-add of dgates by char.
+// only on the parent, so it is a GEMM over the previous level's internal nodes (leaves have
+// no children and need none); a level runs as parallel chunks of parents with their children.
+// Backward, level by level in reverse: a node's dh and dc collect its outputs' gradients plus
+// its children's; the children's dgates summed per parent (S [k, 4H]) give the parents'
+// dh = S @ W, and dW = S^T @ h_internal is one GEMM after the recurrence; dG is a
+// scatter-add of dgates by char.
 //
 // Saving the activations and c (5H per node) lets backward skip recomputing the forward; h
-// and tanh(c) are recomputed from them with one vectorised tanh over all nodes.
+// and tanh(c) are recomputed from them with one vectorised pass over all nodes.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <Python.h>
@@ -32,8 +33,89 @@
 namespace charfast {
 namespace {
 
-// Rows per parallel chunk: ATen's default grain (32768 elements), so small levels run inline.
+// Rows per parallel chunk for elementwise loops: ATen's grain (32768 elements), so small work runs inline.
 int64_t row_grain(int64_t row_elements) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(row_elements, 1)); }
+
+// The elementwise loops below are compiled for AVX-512, AVX2 and plain x86-64 and picked at
+// load time (GCC function multiversioning), since extensions are built without -march flags.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CHARFAST_VECTORISED __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CHARFAST_VECTORISED
+#endif
+
+// tanh(x) = 2 sigmoid(2x) - 1: ATen's sigmoid is vectorised, its tanh much slower on CPU.
+// Gate pre-activations of one node: i, f, o as they are, g doubled for that identity.
+template <typename scalar_t>
+CHARFAST_VECTORISED void preactivate_row(scalar_t* __restrict a, const scalar_t* __restrict g_row,
+                                         const scalar_t* __restrict r_row, int64_t H) {
+  if (r_row == nullptr) {
+    for (int64_t j = 0; j < 4 * H; ++j) a[j] = g_row[j];
+  } else {
+    for (int64_t j = 0; j < 4 * H; ++j) a[j] = g_row[j] + r_row[j];
+  }
+  for (int64_t j = 2 * H; j < 3 * H; ++j) a[j] *= 2;
+}
+
+// After sigmoid: g = 2 s - 1 (kept in a), c = f * c_parent + i * g, and 2c for tanh(c).
+template <typename scalar_t>
+CHARFAST_VECTORISED void cell_state_row(scalar_t* __restrict a, const scalar_t* __restrict c_parent,
+                                        scalar_t* __restrict c_row, scalar_t* __restrict two_c, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const scalar_t g = 2 * a[2 * H + j] - 1;
+    a[2 * H + j] = g;
+    const scalar_t c = (c_parent == nullptr ? scalar_t(0) : a[H + j] * c_parent[j]) + a[j] * g;
+    c_row[j] = c;
+    two_c[j] = 2 * c;
+  }
+}
+
+// h = o * tanh(c), from s = sigmoid(2c) in place.
+template <typename scalar_t>
+CHARFAST_VECTORISED void hidden_row(scalar_t* __restrict h_row, const scalar_t* __restrict o, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) h_row[j] = o[j] * (2 * h_row[j] - 1);
+}
+
+// One node's backward: dgates from dh, the carried dc and the saved activations; the
+// node's dc * f replaces the carry for its parent to sum.
+template <typename scalar_t>
+CHARFAST_VECTORISED void cell_backward_row(const scalar_t* __restrict act, const scalar_t* __restrict t,
+                                           const scalar_t* __restrict dh, const scalar_t* __restrict c_parent,
+                                           scalar_t* __restrict carry, scalar_t* __restrict dg, int64_t H) {
+  const scalar_t *i = act, *f = act + H, *g = act + 2 * H, *o = act + 3 * H;
+  for (int64_t j = 0; j < H; ++j) {
+    const scalar_t dc = carry[j] + dh[j] * o[j] * (1 - t[j] * t[j]);
+    const scalar_t cp = c_parent == nullptr ? scalar_t(0) : c_parent[j];
+    dg[j] = dc * g[j] * i[j] * (1 - i[j]);
+    dg[H + j] = dc * cp * f[j] * (1 - f[j]);
+    dg[2 * H + j] = dc * i[j] * (1 - g[j] * g[j]);
+    dg[3 * H + j] = dh[j] * t[j] * o[j] * (1 - o[j]);
+    carry[j] = dc * f[j];
+  }
+}
+
+template <typename scalar_t>
+CHARFAST_VECTORISED void add_row(scalar_t* __restrict dst, const scalar_t* __restrict src, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
+}
+
+// Runs body(node_begin, node_end, rank_begin, rank_end) over trie level d in ONE parallel
+// region (few regions keep OpenMP's barriers cheap when the CPU is shared). Depth-1 nodes
+// (children of the root) are split directly (empty rank range); a deeper level is split by
+// its parents, the internal nodes [rank_begin, rank_end) one level up, whose children are the
+// contiguous nodes [node_begin, node_end). Each chunk does its own small GEMM, single-threaded
+// inside the region; a chunk holds at least ~1M multiply-adds of them.
+template <typename Body>
+void for_level_chunks(const BatchTrie& trie, int64_t d, int64_t hidden, const Body& body) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (4 * hidden * hidden));
+  if (d == 0) {
+    at::parallel_for(trie.level_begin[0], trie.level_begin[1], grain,
+                     [&](int64_t lo, int64_t hi) { body(lo, hi, int64_t{0}, int64_t{0}); });
+  } else {
+    at::parallel_for(trie.internal_level_begin[d - 1], trie.internal_level_begin[d], grain,
+                     [&](int64_t lo, int64_t hi) { body(trie.child_begin[lo], trie.child_end[hi - 1], lo, hi); });
+  }
+}
 
 template <typename scalar_t>
 void trie_forward(const BatchTrie& trie, const at::Tensor& gate_table, const at::Tensor& weight_hh, at::Tensor& h_out,
@@ -49,51 +131,23 @@ void trie_forward(const BatchTrie& trie, const at::Tensor& gate_table, const at:
   scalar_t* hi = internal_h.data_ptr<scalar_t>();
 
   for (int64_t d = 0; d < trie.depth(); ++d) {
-    const int64_t begin = trie.level_begin[d], end = trie.level_begin[d + 1];
-    // recurrent [k_prev, 4H]: h @ W^T of the previous level's internal nodes (the parents)
-    at::Tensor recurrent;
-    int64_t parent_rank0 = 0;
-    if (d > 0) {
-      parent_rank0 = trie.internal_level_begin[d - 1];
-      recurrent = at::mm(internal_h.narrow(0, parent_rank0, trie.internal_level_begin[d] - parent_rank0), weight_t);
-    }
-    const scalar_t* rec = d > 0 ? recurrent.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(begin, end, row_grain(H4), [&](int64_t lo, int64_t hi_row) {
-      for (int64_t k = lo; k < hi_row; ++k) {
-        scalar_t* a = act + k * H4;
-        const scalar_t* g_row = G + trie.chars[k] * H4;
-        if (rec == nullptr) {
-          std::memcpy(a, g_row, sizeof(scalar_t) * H4);
-        } else {
-          const scalar_t* r_row = rec + (trie.internal_rank[trie.parent[k]] - parent_rank0) * H4;
-          for (int64_t j = 0; j < H4; ++j) a[j] = g_row[j] + r_row[j];
-        }
+    for_level_chunks(trie, d, H, [&](int64_t begin, int64_t end, int64_t rank_begin, int64_t rank_end) {
+      // recurrent [parents, 4H] = h @ W^T of this chunk's parents
+      const at::Tensor recurrent =
+          rank_end > rank_begin ? at::mm(internal_h.narrow(0, rank_begin, rank_end - rank_begin), weight_t) : at::Tensor();
+      const scalar_t* rec = recurrent.defined() ? recurrent.data_ptr<scalar_t>() : nullptr;
+      for (int64_t k = begin; k < end; ++k) {
+        const scalar_t* r_row = rec == nullptr ? nullptr : rec + (trie.internal_rank[trie.parent[k]] - rank_begin) * H4;
+        preactivate_row(act + k * H4, G + trie.chars[k] * H4, r_row, H);
       }
-    });
-    // The nonlinearities through ATen's vectorised kernels (the same functions as the reference).
-    at::Tensor level_act = node_act.narrow(0, begin, end - begin);  // [m, 4H]
-    level_act.narrow(1, 0, 2 * H).sigmoid_();
-    level_act.narrow(1, 2 * H, H).tanh_();
-    level_act.narrow(1, 3 * H, H).sigmoid_();
-    at::parallel_for(begin, end, row_grain(H4), [&](int64_t lo, int64_t hi_row) {
-      for (int64_t k = lo; k < hi_row; ++k) {
-        const scalar_t* a = act + k * H4;
-        scalar_t* c_row = c + k * H;
-        if (trie.parent[k] < 0) {
-          for (int64_t j = 0; j < H; ++j) c_row[j] = a[j] * a[2 * H + j];
-        } else {
-          const scalar_t* c_parent = c + trie.parent[k] * H;
-          for (int64_t j = 0; j < H; ++j) c_row[j] = a[H + j] * c_parent[j] + a[j] * a[2 * H + j];
-        }
+      node_act.narrow(0, begin, end - begin).sigmoid_();  // [m, 4H]: i, f, o; (g + 1) / 2
+      for (int64_t k = begin; k < end; ++k) {
+        cell_state_row(act + k * H4, trie.parent[k] < 0 ? nullptr : c + trie.parent[k] * H, c + k * H, h + k * H, H);
       }
-    });
-    at::Tensor level_h = node_h.narrow(0, begin, end - begin);  // [m, H]: tanh(c) here, times o below
-    at::tanh_out(level_h, node_c.narrow(0, begin, end - begin));
-    at::parallel_for(begin, end, row_grain(H4), [&](int64_t lo, int64_t hi_row) {
-      for (int64_t k = lo; k < hi_row; ++k) {
-        const scalar_t* o = act + k * H4 + 3 * H;
+      node_h.narrow(0, begin, end - begin).sigmoid_();  // [m, H]: sigmoid(2c)
+      for (int64_t k = begin; k < end; ++k) {
         scalar_t* h_row = h + k * H;
-        for (int64_t j = 0; j < H; ++j) h_row[j] *= o[j];
+        hidden_row(h_row, act + k * H4 + 3 * H, H);
         if (trie.internal_rank[k] >= 0) std::memcpy(hi + trie.internal_rank[k] * H, h_row, sizeof(scalar_t) * H);
       }
     });
@@ -116,7 +170,7 @@ void trie_backward(const BatchTrie& trie, const at::Tensor& grad_h, const at::Te
                    const at::Tensor& node_act, const at::Tensor& node_c, at::Tensor& grad_gate_table,
                    at::Tensor& grad_weight_hh) {
   const int64_t H = weight_hh.size(1), H4 = 4 * H, n = trie.n_nodes;
-  const at::Tensor tanh_c = node_c.tanh();                            // [n, H]
+  const at::Tensor tanh_c = (node_c * 2).sigmoid_().mul_(2).sub_(1);  // [n, H] tanh(c), see preactivate_row
   at::Tensor dh = at::zeros({n, H}, node_c.options());                // [n, H] dLoss/dh of each node
   at::Tensor dc_carry = at::zeros({n, H}, node_c.options());          // [n, H] see below
   at::Tensor dgates = at::empty({n, H4}, node_c.options());           // [n, 4H] dLoss/d(pre-activation gates)
@@ -135,58 +189,31 @@ void trie_backward(const BatchTrie& trie, const at::Tensor& grad_h, const at::Te
   const at::Tensor grad_h_c = grad_h.contiguous();
   const scalar_t* gh = grad_h_c.data_ptr<scalar_t>();
   for (int64_t u = 0; u < static_cast<int64_t>(trie.terminal.size()); ++u) {
-    if (trie.terminal[u] < 0) continue;
-    scalar_t* row = dh_p + trie.terminal[u] * H;
-    for (int64_t j = 0; j < H; ++j) row[j] += gh[u * H + j];
+    if (trie.terminal[u] >= 0) add_row(dh_p + trie.terminal[u] * H, gh + u * H, H);
   }
 
   for (int64_t d = trie.depth() - 1; d >= 0; --d) {
-    at::parallel_for(trie.level_begin[d], trie.level_begin[d + 1], row_grain(H4), [&](int64_t lo, int64_t hi_row) {
-      for (int64_t k = lo; k < hi_row; ++k) {
-        const scalar_t* i = act + k * H4;
-        const scalar_t* f = i + H;
-        const scalar_t* g = i + 2 * H;
-        const scalar_t* o = i + 3 * H;
-        const scalar_t* t = tc + k * H;
-        const scalar_t* dh_row = dh_p + k * H;
-        const scalar_t* c_parent = trie.parent[k] < 0 ? nullptr : c + trie.parent[k] * H;
-        scalar_t* carry_row = carry + k * H;
-        scalar_t* dg_row = dg + k * H4;
-        for (int64_t j = 0; j < H; ++j) {
-          const scalar_t dc = carry_row[j] + dh_row[j] * o[j] * (scalar_t(1) - t[j] * t[j]);
-          const scalar_t cp = c_parent == nullptr ? scalar_t(0) : c_parent[j];
-          dg_row[j] = dc * g[j] * i[j] * (scalar_t(1) - i[j]);
-          dg_row[H + j] = dc * cp * f[j] * (scalar_t(1) - f[j]);
-          dg_row[2 * H + j] = dc * i[j] * (scalar_t(1) - g[j] * g[j]);
-          dg_row[3 * H + j] = dh_row[j] * t[j] * o[j] * (scalar_t(1) - o[j]);
-          carry_row[j] = dc * f[j];
-        }
+    // Level d's dh and dc_carry are complete (level d+1 ran); its parents' are filled here.
+    for_level_chunks(trie, d, H, [&](int64_t begin, int64_t end, int64_t rank_begin, int64_t rank_end) {
+      for (int64_t k = begin; k < end; ++k) {
+        cell_backward_row(act + k * H4, tc + k * H, dh_p + k * H, trie.parent[k] < 0 ? nullptr : c + trie.parent[k] * H,
+                          carry + k * H, dg + k * H4, H);
       }
-    });
-    if (d == 0) break;  // depth-1 nodes start from the zero state: nothing flows further
-    // Parents (internal nodes one level up): sum their children, then dh += S @ W.
-    const int64_t r0 = trie.internal_level_begin[d - 1], r1 = trie.internal_level_begin[d];
-    at::parallel_for(r0, r1, row_grain(H4), [&](int64_t lo, int64_t hi_row) {
-      for (int64_t r = lo; r < hi_row; ++r) {
+      if (rank_end == rank_begin) return;  // depth-1 nodes start from the zero state: nothing flows further
+      // Parents: sum their children, then dh += S @ W.
+      for (int64_t r = rank_begin; r < rank_end; ++r) {
         scalar_t* s_row = S + r * H4;
         scalar_t* carry_row = carry + trie.internal[r] * H;
         std::memcpy(s_row, dg + trie.child_begin[r] * H4, sizeof(scalar_t) * H4);
         std::memcpy(carry_row, carry + trie.child_begin[r] * H, sizeof(scalar_t) * H);
         for (int64_t child = trie.child_begin[r] + 1; child < trie.child_end[r]; ++child) {
-          const scalar_t* dg_child = dg + child * H4;
-          const scalar_t* carry_child = carry + child * H;
-          for (int64_t j = 0; j < H4; ++j) s_row[j] += dg_child[j];
-          for (int64_t j = 0; j < H; ++j) carry_row[j] += carry_child[j];
+          add_row(s_row, dg + child * H4, H4);
+          add_row(carry_row, carry + child * H, H);
         }
       }
-    });
-    const at::Tensor dh_parents = at::mm(child_sum.narrow(0, r0, r1 - r0), weight_hh);  // [k_level, H]
-    const scalar_t* dhp = dh_parents.data_ptr<scalar_t>();
-    at::parallel_for(r0, r1, row_grain(H), [&](int64_t lo, int64_t hi_row) {
-      for (int64_t r = lo; r < hi_row; ++r) {
-        scalar_t* row = dh_p + trie.internal[r] * H;
-        for (int64_t j = 0; j < H; ++j) row[j] += dhp[(r - r0) * H + j];
-      }
+      const at::Tensor dh_parents = at::mm(child_sum.narrow(0, rank_begin, rank_end - rank_begin), weight_hh);
+      const scalar_t* dhp = dh_parents.data_ptr<scalar_t>();  // [parents, H]
+      for (int64_t r = rank_begin; r < rank_end; ++r) add_row(dh_p + trie.internal[r] * H, dhp + (r - rank_begin) * H, H);
     });
   }
 
@@ -200,8 +227,10 @@ void trie_backward(const BatchTrie& trie, const at::Tensor& grad_h, const at::Te
     }
   });
   grad_weight_hh.copy_(at::mm(child_sum.t(), internal_h));
-  const at::Tensor chars = at::tensor(trie.chars, at::kLong);  // [n]
-  grad_gate_table.zero_().index_add_(0, chars, dgates);
+  // dG: scatter-add of dgates by char (serial: nodes share chars; one pass over [n, 4H]).
+  grad_gate_table.zero_();
+  scalar_t* dG = grad_gate_table.data_ptr<scalar_t>();
+  for (int64_t k = 0; k < n; ++k) add_row(dG + trie.chars[k] * H4, dg + k * H4, H4);
 }
 
 void check_weights(const at::Tensor& gate_table, const at::Tensor& weight_hh, const char* op) {

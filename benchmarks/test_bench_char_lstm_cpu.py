@@ -1,0 +1,81 @@
+"""CPU benchmark of the char embedding: the fused C++ backend vs the reference vs the study.
+
+    pytest benchmarks/test_bench_char_lstm_cpu.py --benchmark-only
+
+One batch of B x T cl100k tokens of the default Shakespeare corpus; every implementation
+computes CharEmbedding's output for every position and its backward (all parameter
+gradients) from the same float32 weights, d_model = char_dim = hidden = 128:
+
+    cpp        CharEmbedding(backend="cpp"): unique ids, LSTM over their prefix trie
+    reference  CharEmbedding(backend="reference"): unique ids, padded PyTorch step loop
+    study      torch.nn.LSTM over packed sequences of all B*T tokens (charfast.packed_lstm)
+
+extra_info records the work: positions, distinct ids, their chars (steps without a trie),
+trie nodes (the cpp backend's LSTM steps), internal nodes (its GEMM rows) and threads.
+Compare the medians within one run: the machine may be shared.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charfast import CharEmbedding
+from charfast.backends import why_unavailable
+from charfast.packed_lstm import packed_lstm_char_embedding
+
+from conftest import batch_ids
+
+BATCH, SEQ_LEN, WIDTH = 16, 256, 128
+ROUNDS = {"cpp": 20, "reference": 5, "study": 5}
+
+pytestmark = pytest.mark.skipif(why_unavailable("cpp", torch.device("cpu")) is not None,
+                                reason=f"cpp backend unavailable: {why_unavailable('cpp', torch.device('cpu'))}")
+
+
+@pytest.fixture(scope="module")
+def batch(cl100k_table, shakespeare_tokens):
+    return batch_ids(shakespeare_tokens, BATCH, SEQ_LEN)  # [B, T]
+
+
+@pytest.fixture(scope="module")
+def work(cl100k_table, batch) -> dict:
+    from charfast.backends.cpp import batch_trie_stats
+    ids = torch.unique(batch)
+    stats = batch_trie_stats(cl100k_table, ids)
+    return dict(positions=batch.numel(), distinct_ids=ids.numel(), distinct_chars=stats["chars"],
+                all_chars=int(cl100k_table.lengths[batch.reshape(-1)].long().sum()),
+                trie_nodes=stats["trie_nodes"], internal_nodes=stats["internal_nodes"],
+                trie_depth=stats["depth"], threads=torch.get_num_threads())
+
+
+def char_embedding(table, backend: str) -> CharEmbedding:
+    torch.manual_seed(0)  # the same weights for every implementation
+    return CharEmbedding(table, WIDTH, char_dim=WIDTH, hidden=WIDTH, backend=backend)
+
+
+@pytest.mark.parametrize("impl", ["cpp", "reference", "study"])
+def test_char_embedding_forward_backward(benchmark, cl100k_table, batch, work, impl):
+    module = char_embedding(cl100k_table, "reference" if impl == "study" else impl)
+    forward = (lambda idx: packed_lstm_char_embedding(module, idx)) if impl == "study" else module
+    grad_out = torch.randn(BATCH, SEQ_LEN, WIDTH, generator=torch.Generator().manual_seed(1))
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        forward(batch).backward(grad_out)
+
+    benchmark.group = f"char embedding fwd+bwd, CPU, B={BATCH} T={SEQ_LEN} d={WIDTH}"
+    benchmark.extra_info.update(work)
+    benchmark.pedantic(step, rounds=ROUNDS[impl], warmup_rounds=1)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+def test_trie_selection(benchmark, cl100k_table, batch, work):
+    """The per-batch trie work (select the batch's nodes from the vocabulary trie): must be
+    far cheaper than the LSTM it saves."""
+    from charfast.backends.cpp import vocab_trie
+    trie_nodes, token_node = vocab_trie(cl100k_table)
+    ids = torch.unique(batch)
+    benchmark.group = "cpp trie selection"
+    benchmark.extra_info.update(work)
+    stats = benchmark(torch.ops.charfast.trie_batch_stats, trie_nodes, token_node, ids)
+    assert stats[0] == work["trie_nodes"]

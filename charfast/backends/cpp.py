@@ -27,6 +27,7 @@ def vocab_trie(table) -> tuple[torch.Tensor, torch.Tensor]:
     trie_nodes [N, 3] int32 (parent, char, depth per node) and token_node [V] int32."""
     trie = _vocab_tries.get(table)
     if trie is None:
+        require_ops()
         trie = torch.ops.charfast.build_vocab_trie(table.chars, table.lengths, table.n_chars)
         _vocab_tries[table] = trie
     return trie
@@ -60,9 +61,12 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(weight_hh, node_act, node_c, trie_nodes, token_node, ids)
     ctx.n_chars = gate_table.shape[0]
     ctx.mark_non_differentiable(node_act, node_c)  # saved state, not results
+    ctx.set_materialize_grads(False)  # so autograd never fills zero grads for them
 
 
 def _backward(ctx, grad_h, _grad_node_act, _grad_node_c):
+    if grad_h is None:
+        return None, None, None, None, None
     weight_hh, node_act, node_c, trie_nodes, token_node, ids = ctx.saved_tensors
     grad_gate_table, grad_weight_hh = torch.ops.charfast.trie_lstm_backward(
         grad_h, weight_hh, node_act, node_c, trie_nodes, token_node, ids, ctx.n_chars)
@@ -80,11 +84,15 @@ def ops_load_error() -> str | None:
     return reason
 
 
-def char_lstm_cpp(gate_table: torch.Tensor, weight_hh: torch.Tensor, table, ids: torch.Tensor) -> torch.Tensor:
-    """h [U, H] after each token's last char (h = 0 for zero-length tokens); see charfast.backends."""
+def require_ops() -> None:
+    """Raise a RuntimeError saying why, when the C++ ops cannot be loaded."""
     reason = ops_load_error()
     if reason is not None:
         raise RuntimeError(f"charfast: the cpp backend is unavailable: {reason}")
+
+
+def char_lstm_cpp(gate_table: torch.Tensor, weight_hh: torch.Tensor, table, ids: torch.Tensor) -> torch.Tensor:
+    """h [U, H] after each token's last char (h = 0 for zero-length tokens); see charfast.backends."""
     compute_dtype = torch.float32 if gate_table.dtype in (torch.float16, torch.bfloat16) else gate_table.dtype
     h, _, _ = torch.ops.charfast.trie_lstm_forward(gate_table.to(compute_dtype), weight_hh.to(compute_dtype),
                                                    *vocab_trie(table), ids)

@@ -53,6 +53,12 @@ def jit_build() -> None:
          extra_ldflags=LD_FLAGS, extra_include_paths=[str(CSRC)], is_python_module=False, verbose=False)
 
 
+def ops_registered() -> bool:
+    """Whether this process has the C++ ops already (from charfast._C or a JIT build)."""
+    import torch
+    return hasattr(torch.ops.charfast, "trie_lstm_forward")
+
+
 def prebuilt_problem() -> str | None:
     """None when charfast._C exists and is at least as new as csrc/, else what is wrong with it."""
     spec = importlib.util.find_spec("charfast._C")
@@ -69,6 +75,8 @@ def prebuilt_problem() -> str | None:
 @functools.lru_cache(maxsize=None)
 def load_error() -> str | None:
     """Load the ops once per process; None on success, else why they cannot be loaded."""
+    if ops_registered():  # e.g. jit_build() ran already: loading a second copy would abort
+        return None
     prebuilt_error = prebuilt_problem()
     if prebuilt_error is None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from charfast.backends import resolve_backend
 from charfast.char_lstm import char_lstm
 from charfast.table import TokenCharTable
 
@@ -58,6 +59,9 @@ class CharEmbedding(nn.Module):
             self.lstm.bias_hh_l0[hidden:2 * hidden].fill_(forget_bias)
         self._cache_key: tuple | None = None
         self._cache: torch.Tensor | None = None  # [V, d_model]
+        # (Assigning self.lstm above already remembered its weights and the backend.)
+        # load_state_dict(assign=True) replaces the LSTM's tensors: remember the new ones.
+        self.register_load_state_dict_post_hook(_after_load_state_dict)
 
     def extra_repr(self) -> str:
         return f"table={self.table!r}, backend={self.backend!r}, inference_cache={self.inference_cache}"
@@ -68,13 +72,14 @@ class CharEmbedding(nn.Module):
 
     def token_states(self, ids: torch.Tensor) -> torch.Tensor:
         """h [U, hidden] for valid distinct token ids [U]."""
-        lstm = self.lstm
-        return char_lstm(self.table, ids, self.char_emb.weight, lstm.weight_ih_l0, lstm.weight_hh_l0,
-                         lstm.bias_ih_l0, lstm.bias_hh_l0, backend=self.backend)
+        weight_ih, weight_hh, bias_ih, bias_hh = self._lstm_weights()
+        return char_lstm(self.table, ids, self.char_emb.weight, weight_ih, weight_hh, bias_ih, bias_hh,
+                         backend=self._backend_for(ids.device))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: integer token ids [...] -> [..., d_model]."""
-        self._check_modules()
+        if not torch.compiler.is_compiling():
+            self._check_modules()
         self._check_idx(idx)
         idx = idx.long()  # int16 cannot index and uint8 would index as a mask
         if self._use_inference_cache():
@@ -85,6 +90,51 @@ class CharEmbedding(nn.Module):
         self._check_ids_in_range(ids)
         out = self.proj(self.token_states(ids))[inverse]  # [N, d_model]
         return out.view(*idx.shape, self.d_model)
+
+    # ------------------------------------------------------------ torch.compile support
+    # Dynamo refuses to touch an nn.LSTM module (even to read its weights), and importing
+    # or choosing a backend inside a trace breaks the graph. So eager code remembers the
+    # LSTM's weight tensors and the chosen backend, refreshed whenever they can change
+    # (construction, .to()/_apply, assigning self.lstm, load_state_dict, every eager
+    # forward), and a compiled forward reads what was remembered.
+    def _lstm_weights(self) -> tuple[torch.Tensor, ...]:
+        """(W_ih [4H, D], W_hh [4H, H], b_ih [4H], b_hh [4H]) of self.lstm."""
+        if not torch.compiler.is_compiling():
+            self._remember_lstm_weights()
+        return self._lstm_weights_seen
+
+    def _backend_for(self, device: torch.device):
+        seen = self._backend_seen
+        if torch.compiler.is_compiling() and seen is not None and seen[0] == device:
+            return seen[1]
+        backend = resolve_backend(self.backend, device)  # raises if an explicit backend cannot run
+        self._backend_seen = (device, backend)
+        return backend
+
+    def _remember_lstm_weights(self) -> None:
+        lstm = self._modules.get("lstm")
+        if lstm is not None:
+            self._lstm_weights_seen = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+
+    def _remember_lstm_and_backend(self) -> None:
+        self._remember_lstm_weights()
+        self._backend_seen = None
+        parameter = next(self.parameters(), None)
+        if parameter is not None:
+            try:
+                self._backend_for(parameter.device)
+            except RuntimeError:  # e.g. backend="triton" while still on the CPU: the forward says so
+                pass
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "lstm":
+            self._remember_lstm_and_backend()
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        self._remember_lstm_and_backend()
+        return result
 
     # ------------------------------------------------------------ inference cache
     def _use_inference_cache(self) -> bool:
@@ -139,7 +189,7 @@ class CharEmbedding(nn.Module):
             raise ValueError(f"CharEmbedding: idx is on {idx.device} but the module's parameters are on {device}")
 
     def _check_ids_in_range(self, ids: torch.Tensor) -> None:
-        if ids.numel() == 0 or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or ids.numel() == 0:  # numel is data-dependent in a trace
             return
         low, high = torch.stack(torch.aminmax(ids)).tolist()  # one device->host read
         if low < 0 or high >= self.table.vocab_size:
@@ -147,3 +197,7 @@ class CharEmbedding(nn.Module):
             raise ValueError(
                 f"CharEmbedding: token id {bad} is out of range [0, {self.table.vocab_size}) "
                 f"of table {self.table.name!r}")
+
+
+def _after_load_state_dict(module: CharEmbedding, incompatible_keys) -> None:
+    module._remember_lstm_and_backend()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from charfast.backends import resolve_backend
+from charfast.backends import Backend, resolve_backend
 
 
 def gate_table(char_weight: torch.Tensor, weight_ih: torch.Tensor,
@@ -21,10 +21,10 @@ def gate_table(char_weight: torch.Tensor, weight_ih: torch.Tensor,
 
 def char_lstm(table, ids: torch.Tensor, char_weight: torch.Tensor, weight_ih: torch.Tensor,
               weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor,
-              backend: str | None = "auto") -> torch.Tensor:
+              backend: str | Backend | None = "auto") -> torch.Tensor:
     """h [U, H]: the LSTM's state after the last char of each token in `ids` [U] (h = 0 for
     a zero-length token), with torch.nn.LSTM's parameter layout and gate order.
     `ids` must be valid for `table`; CharEmbedding checks them.
     """
-    chosen = resolve_backend(backend, ids.device)
+    chosen = backend if isinstance(backend, Backend) else resolve_backend(backend, ids.device)
     return chosen.char_lstm(gate_table(char_weight, weight_ih, bias_ih, bias_hh), weight_hh, table, ids)

@@ -3,8 +3,10 @@ import os
 import pytest
 import torch
 
-# Triton kernels run on the CPU interpreter in the normal test run.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# Without a GPU the Triton kernels run on the CPU interpreter; with one they compile.
+# (Set before anything imports triton: the kernels read it when they are defined.)
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

@@ -230,3 +230,43 @@ def test_table_from_another_tokenizer_is_caught_by_range(cl100k_table):
     module = CharEmbedding(small, 8, char_dim=4, hidden=4, backend="reference")
     with pytest.raises(ValueError, match=r"out of range \[0, 10\)"):
         module(torch.tensor([500]))
+
+
+# ---------------------------------------------------------------- torch.compile
+def _is_current(module):
+    lstm = module.lstm
+    expected = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    return all(a is b for a, b in zip(module._lstm_weights_seen, expected))
+
+
+def test_weights_a_compiled_forward_reads_follow_every_change(module, table):
+    assert _is_current(module)
+    module.lstm = torch.nn.LSTM(6, 10, batch_first=True)
+    assert _is_current(module)
+    other = CharEmbedding(table, 20, char_dim=6, hidden=10, backend="reference")
+    module.load_state_dict(other.state_dict(), assign=True)
+    assert _is_current(module)
+    # With this switch .to() makes new Parameter objects instead of changing them in place.
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        old = module.lstm.weight_hh_l0
+        module.double()
+        assert module.lstm.weight_hh_l0 is not old
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+    assert _is_current(module)
+
+
+def test_compiled_fullgraph_forward_and_backward_match_eager(table):
+    torch._dynamo.reset()
+    fused = CharEmbedding(table, 12, char_dim=5, hidden=7, backend="triton")
+    ref = CharEmbedding(table, 12, char_dim=5, hidden=7, backend="reference")
+    fused.lstm = torch.nn.LSTM(5, 7, batch_first=True)  # replaced before compiling: must be used
+    ref.load_state_dict(fused.state_dict())
+    idx = random_idx(30, (2, 6))
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    for m in (compiled, ref):
+        m(idx).square().sum().backward()
+    for (name, p), p_ref in zip(fused.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+    torch._dynamo.reset()

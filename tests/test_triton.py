@@ -162,23 +162,12 @@ def test_kernels_compile_for_a_gpu_without_one():
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
 
 
-class CompilableCharEmbedding(CharEmbedding):
-    """CharEmbedding whose id check does not touch the data-dependent size of `ids` while
-    compiling (charfast.char_embedding tests ids.numel() before is_compiling())."""
-
-    def _check_ids_in_range(self, ids):
-        if not torch.compiler.is_compiling():
-            super()._check_ids_in_range(ids)
-
-
 def _compile_matches_eager(device, compile_backend, dtype=torch.float32, rtol=1e-5, atol=1e-5):
     table = random_table(13, 7, 11)
     idx = random_idx(13, (3, 9)).to(device)
-    fused = CompilableCharEmbedding(table, 8, char_dim=5, hidden=20, backend="triton").to(device, dtype)
+    fused = CharEmbedding(table, 8, char_dim=5, hidden=20, backend="triton").to(device, dtype)
     ref = CharEmbedding(table, 8, char_dim=5, hidden=20, backend="reference").to(device, dtype)
     ref.load_state_dict(fused.state_dict())
-    fused(idx)  # loads the backend module before tracing (an import inside the trace breaks the graph)
-    fused.zero_grad()
     compiled = torch.compile(fused, fullgraph=True, backend=compile_backend)
     for module in (compiled, ref):
         module(idx).pow(2).sum().backward()
@@ -189,22 +178,20 @@ def _compile_matches_eager(device, compile_backend, dtype=torch.float32, rtol=1e
 
 
 @pytest.fixture
-def compile_config():
+def fresh_dynamo():
     torch._dynamo.reset()
-    # CharEmbedding holds an nn.LSTM (refused by dynamo unless allowed) and calls torch.unique.
-    with torch._dynamo.config.patch(allow_rnn=True, capture_dynamic_output_shape_ops=True):
-        yield
+    yield
     torch._dynamo.reset()
 
 
 @needs_interpreter
-def test_compile_fullgraph_through_aot_autograd(compile_config):
+def test_compile_fullgraph_through_aot_autograd(fresh_dynamo):
     _compile_matches_eager("cpu", "aot_eager")
 
 
 # ------------------------------------------------------------------ GPU only
 @needs_cuda
-def test_compile_fullgraph_with_inductor_on_cuda(compile_config):
+def test_compile_fullgraph_with_inductor_on_cuda(fresh_dynamo):
     _compile_matches_eager("cuda", "inductor")
 
 

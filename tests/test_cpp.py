@@ -212,3 +212,18 @@ def test_jit_build_path_works():
         "print('jit ok')\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "jit ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    from charfast import CharEmbedding
+    table = random_table(13, 7, 11)
+    module = CharEmbedding(table, 8, char_dim=5, hidden=6, backend="cpp").double()
+    idx = torch.tensor([[2, 1, 0, 5, 5], [12, 3, 2, 7, 9]])
+    grads = []
+    for run in (module, torch.compile(module, fullgraph=True)):
+        module.zero_grad(set_to_none=True)
+        out = run(idx)
+        out.square().sum().backward()
+        grads.append((out.detach(), *[p.grad.clone() for p in module.parameters()]))
+    for eager, compiled in zip(*grads):
+        torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=1e-12)

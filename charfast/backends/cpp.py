@@ -36,7 +36,8 @@ def vocab_trie(table) -> tuple[torch.Tensor, torch.Tensor]:
 def batch_trie_stats(table, ids: torch.Tensor) -> dict[str, int]:
     """How much work the trie of `ids` costs: nodes (LSTM steps), internal nodes (GEMM rows),
     depth (levels), and chars (the steps of running each token on its own)."""
-    nodes, internal, depth = torch.ops.charfast.trie_batch_stats(*vocab_trie(table), ids)
+    trie_nodes, token_node = vocab_trie(table)  # loads the ops first
+    nodes, internal, depth = torch.ops.charfast.trie_batch_stats(trie_nodes, token_node, ids)
     chars = int(table.lengths[ids.cpu()].sum())
     return {"trie_nodes": nodes, "internal_nodes": internal, "depth": depth, "chars": chars}
 

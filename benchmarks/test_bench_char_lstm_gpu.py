@@ -24,9 +24,9 @@ import torch
 
 from charfast import CharEmbedding, TokenCharTable
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.corpus import shakespeare_documents
 from charfast.packed_lstm import packed_lstm_char_embedding
-from charfast.tokenizer import get_tiktoken
+
+from conftest import batch_ids
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPRETED,
                                 reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)")
@@ -39,12 +39,6 @@ PEAKS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2
 
 def gpu_peaks(device_name: str) -> tuple[float, float] | None:
     return next((peak for key, peak in PEAKS.items() if key in device_name), None)
-
-
-def batch_ids(tokens: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor:
-    """[batch, seq_len] windows spread evenly over the tokenized corpus (deterministic)."""
-    starts = torch.linspace(0, tokens.numel() - seq_len, batch).long()  # [B]
-    return tokens[starts[:, None] + torch.arange(seq_len)]  # [B, T]
 
 
 def batch_work(table: TokenCharTable, idx: torch.Tensor) -> dict:
@@ -91,21 +85,13 @@ IMPLEMENTATIONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def corpus():
-    encoding = get_tiktoken("cl100k_base")
-    table = TokenCharTable.from_tiktoken(encoding)
-    text = "\n".join(body for _, body in shakespeare_documents())
-    return table, torch.tensor(encoding.encode_ordinary(text))
-
-
 @pytest.mark.parametrize("mode", ["forward", "forward_backward"])
 @pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
 @pytest.mark.parametrize("hidden", [128, 256, 768])
 @pytest.mark.parametrize("batch", [16, 64])
-def test_char_embedding_speed(benchmark, corpus, batch, hidden, impl, mode):
-    table, tokens = corpus
-    idx = batch_ids(tokens, batch, SEQ_LEN).cuda()
+def test_char_embedding_speed(benchmark, cl100k_table, shakespeare_tokens, batch, hidden, impl, mode):
+    table = cl100k_table
+    idx = batch_ids(shakespeare_tokens, batch, SEQ_LEN).cuda()
     backend = "reference" if impl == "reference" else "triton"
     module = CharEmbedding(table, 128, char_dim=hidden, hidden=hidden, backend=backend,
                            inference_cache=False).to("cuda", DTYPE)

@@ -203,6 +203,8 @@ def test_config_file_and_flag_precedence(corpus, cache_dir, tmp_path):
     config, asked = train.resolve_config(["--config", str(config_file), "--lr", "0.02"])
     assert (config.n_embd, config.n_head, config.lr) == (24, 3, 0.02)
     assert {"n_embd", "n_head", "lr"} <= asked and "n_layer" not in asked
+    preset, _ = train.resolve_config(["--preset", "gpt2-small", "--max-steps", "10"])
+    assert (preset.n_layer, preset.n_embd, preset.block_size, preset.max_steps) == (12, 768, 1024, 10)
     config_file.write_text(json.dumps({"n_embed": 24}))
     with pytest.raises(SystemExit, match=r"unknown setting\(s\) \['n_embed'\]"):
         train.resolve_config(["--config", str(config_file)])

@@ -449,7 +449,7 @@ class Trainer:
                 self._log(record)
                 bar.update(1)
                 bar.set_postfix_str(_postfix(record))
-                if self._stop_everywhere(stop):
+                if self._stop_everywhere(stop) and self.step < c.max_steps:
                     interrupted = True
                     break
                 if "val_loss" in record and self.step < c.max_steps:

@@ -188,6 +188,13 @@ def test_cli_smoke_run(corpus, cache_dir, tmp_path, capsys):
     assert printed.strip().splitlines()[-1].startswith("wrote ") and str(out / "metrics.jsonl") in printed
 
 
+def test_grad_accumulation_draws_one_micro_batch_each(corpus, cache_dir, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(tiny_flags(corpus, out, cache_dir, grad_accum=3, max_steps=2, sample_tokens=0)) == 0
+    assert [r["step"] for r in read_metrics(out)] == [1, 2]
+    assert torch.load(out / "ckpt.pt", weights_only=True)["data"]["position"] == 6
+
+
 def test_help_lists_every_setting():
     result = subprocess.run([sys.executable, "-m", "charfast.train", "--help"], capture_output=True, text=True,
                             timeout=120)

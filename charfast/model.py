@@ -13,7 +13,7 @@ linear layer with (nearly) the same parameter count as the char encoder, so any 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ ATTENTION_IMPLS = ("auto", "sdpa", "flash-attn")
 
 try:  # the flash-attn package, used on CUDA when installed
     from flash_attn import flash_attn_func
-except ImportError:  # noqa: PERF203
+except ImportError:
     flash_attn_func = None
 
 
@@ -63,17 +63,6 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: arch must be one of {ARCHS}, got {self.arch!r}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"GPTConfig: attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"GPTConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**values)
 
 
 def char_encoder_parameter_count(config: GPTConfig, n_chars: int) -> int:

@@ -57,7 +57,7 @@ class CharEmbedding(nn.Module):
         with torch.no_grad():
             self.lstm.bias_ih_l0[hidden:2 * hidden].fill_(forget_bias)
             self.lstm.bias_hh_l0[hidden:2 * hidden].fill_(forget_bias)
-        self._cache_key: tuple | None = None
+        self._cache_params: list[torch.Tensor] = []  # the parameters _cache was computed from
         self._cache: torch.Tensor | None = None  # [V, d_model]
         # (Assigning self.lstm above already remembered its weights and the backend.)
         # load_state_dict(assign=True) replaces the LSTM's tensors: remember the new ones.
@@ -141,17 +141,19 @@ class CharEmbedding(nn.Module):
         return (self.inference_cache and not self.training and not torch.is_grad_enabled()
                 and not torch.compiler.is_compiling())
 
-    def _parameter_key(self) -> tuple:
-        # Any in-place change (optimizer step, load_state_dict's copy_, fill_) bumps a
-        # tensor's version counter; replacing or moving a tensor changes its data_ptr.
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+    def _cache_is_current(self) -> bool:
+        # Compared by value: fused optimizers (e.g. AdamW(fused=True)) update parameters
+        # without bumping their version counters, so no cheaper key is reliable.
+        params = list(self.parameters())
+        return self._cache is not None and len(params) == len(self._cache_params) and all(
+            p.shape == q.shape and p.dtype == q.dtype and p.device == q.device and torch.equal(p, q)
+            for p, q in zip(params, self._cache_params))
 
     def _vocabulary_output(self) -> torch.Tensor:
-        key = self._parameter_key()
-        if self._cache is None or self._cache_key != key:
+        if not self._cache_is_current():
             self._cache = None  # free the stale table before building the new one
             self._cache = self._compute_vocabulary_output()
-            self._cache_key = key
+            self._cache_params = [p.detach().clone() for p in self.parameters()]
         return self._cache
 
     def _compute_vocabulary_output(self) -> torch.Tensor:

@@ -288,8 +288,8 @@ class Trainer:
         table = TokenCharTable.from_tiktoken(self.encoding, cache_dir=config.cache_dir) if config.arch != "baseline" else None
         self.model = GPT(gpt_config, char_table=table).to(self.device)
         if self.model.char_emb is not None:
-            # CharEmbedding's vocabulary cache is invalidated by parameter version counters,
-            # which fused AdamW does not bump: during training, evaluate without the cache.
+            # The weights change between evals, and an eval batch needs only a few distinct
+            # tokens: rebuilding the whole-vocabulary cache each time would cost more.
             self.model.char_emb.inference_cache = False
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_multiplier(s, config))

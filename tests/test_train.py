@@ -35,12 +35,11 @@ def write_tiny_corpus(folder: Path, n_docs: int = 4) -> Path:
 
 
 def tiny_flags(corpus: Path, out_dir: Path, cache_dir: Path, **overrides) -> list[str]:
-    """CLI flags of a run that takes a fraction of a second per step. The reference backend
-    is bitwise reproducible, which the exact-resume and DDP comparisons rely on."""
+    """CLI flags of a run that takes a fraction of a second per step, on the default
+    (auto) char backend, whose bitwise reproducibility the exact-resume test relies on."""
     values = dict(data=corpus, out_dir=out_dir, cache_dir=cache_dir, tokenizer="bpe:300", device="cpu",
                   n_layer=1, n_head=2, n_embd=16, block_size=16, char_dim=8, char_hidden=8, batch_size=4,
-                  max_steps=6, eval_interval=2, eval_iters=2, warmup_steps=2, sample_tokens=5,
-                  char_backend="reference")
+                  max_steps=6, eval_interval=2, eval_iters=2, warmup_steps=2, sample_tokens=5)
     values.update(overrides)
     flags = ["--no-progress"]
     for key, value in values.items():

@@ -25,3 +25,22 @@ def shakespeare_tokens() -> torch.Tensor:
     """[N] cl100k token ids of every play, in order."""
     text = "\n".join(body for _, body in shakespeare_documents())
     return torch.tensor(get_tiktoken("cl100k_base").encode_ordinary(text))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Each benchmark group as ratios of medians: how many times slower than the group's fastest."""
+    session = getattr(config, "_benchmarksession", None)
+    results = [b for b in getattr(session, "benchmarks", []) if b.stats is not None] if session else []
+    groups: dict[str, list] = {}
+    for bench in results:
+        groups.setdefault(bench.group or "(no group)", []).append(bench)
+    if not groups:
+        return
+    terminalreporter.section("charfast: ratios within each group (median vs the fastest)")
+    for group, benches in groups.items():
+        fastest = min(benches, key=lambda b: b.stats.median)
+        terminalreporter.write_line(group)
+        for bench in sorted(benches, key=lambda b: b.stats.median):
+            ratio = bench.stats.median / fastest.stats.median
+            terminalreporter.write_line(f"  {bench.name:<60} {bench.stats.median * 1e3:10.2f} ms  "
+                                        f"{ratio:6.2f}x {fastest.name.split('[')[-1].rstrip(']')}")

@@ -276,6 +276,9 @@ class Trainer:
         self.out_dir = Path(config.out_dir)
         self.ckpt_path = self.out_dir / "ckpt.pt"
         self.metrics_path = self.out_dir / "metrics.jsonl"
+        if not config.resume and self.ckpt_path.exists():  # never overwrite a finished run's checkpoint
+            raise ValueError(f"{self.ckpt_path} exists from an earlier run: pass --resume to continue it, "
+                             f"or choose another --out-dir")
         resumed = self._load_resume_state(asked) if config.resume else None
         if resumed is not None:  # the checkpoint's settings win, except what steers the run
             for key, value in resumed["config"].items():

@@ -186,6 +186,11 @@ def test_cli_smoke_run(corpus, cache_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "---- sample ----" in printed
     assert printed.strip().splitlines()[-1].startswith("wrote ") and str(out / "metrics.jsonl") in printed
+    # The same command again must not overwrite the finished checkpoint.
+    before = (out / "ckpt.pt").read_bytes()
+    assert train.main(tiny_flags(corpus, out, cache_dir)) == 2
+    assert "pass --resume to continue it" in capsys.readouterr().err
+    assert (out / "ckpt.pt").read_bytes() == before
 
 
 def test_grad_accumulation_draws_one_micro_batch_each(corpus, cache_dir, tmp_path):

@@ -110,6 +110,7 @@ class CharEmbedding(nn.Module):
         if torch.compiler.is_compiling() and seen is not None and seen[0] == device:
             return seen[1]
         backend = resolve_backend(self.backend, device)  # raises if an explicit backend cannot run
+        backend.prepare(self.table, device)
         self._backend_seen = (device, backend)
         return backend
 

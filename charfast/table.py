@@ -83,6 +83,9 @@ class TokenCharTable:
         self.n_chars = n_chars
         self.name = name
         self._device_copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        # Backends' precomputations for this table (e.g. the cpp vocabulary trie), kept here
+        # so they live as long as the table and a compiled graph can read them.
+        self.backend_state: dict[str, object] = {}
 
     @property
     def vocab_size(self) -> int:

@@ -151,3 +151,24 @@ def test_bad_inputs(table):
         GPT(tiny_config(arch="char"))
     with pytest.raises(ValueError, match="covers 39 token ids"):
         GPT(tiny_config(arch="char"), char_table=random_table(VOCAB - 1, 6, N_CHARS))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+def test_gpt_compiles_fullgraph_on_its_first_call(table, backend):
+    # The first call is the traced one (as in `train --compile on`): per-table caches such
+    # as the cpp vocabulary trie must already exist, built eagerly by CharEmbedding.
+    from charfast.backends import why_unavailable
+    if why_unavailable(backend, torch.device("cpu")):
+        pytest.skip(f"{backend}: {why_unavailable(backend, torch.device('cpu'))}")
+    torch._dynamo.reset()
+    fresh = random_table(VOCAB, 6, N_CHARS)  # no backend has seen this table yet
+    model = GPT(tiny_config(char_backend=backend), char_table=fresh)
+    eager = GPT(tiny_config(char_backend="reference"), char_table=fresh)
+    eager.load_state_dict(model.state_dict())
+    idx = random_idx(VOCAB, (2, 9))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    for m in (compiled, eager):
+        m(idx, idx.roll(-1, dims=1))[1].backward()
+    for (name, p), p_eager in zip(model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, p_eager.grad, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+    torch._dynamo.reset()

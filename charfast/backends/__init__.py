@@ -47,6 +47,9 @@ class Backend:
     char_lstm: Callable
     # device -> None when it can run there, else a sentence saying why not
     unavailable_reason: Callable[[torch.device], "str | None"]
+    # (table, device) -> None: per-table work done eagerly before a forward may be traced by
+    # torch.compile (it cannot build caches inside a graph), e.g. the cpp vocabulary trie
+    prepare: Callable[[object, torch.device], None] = lambda table, device: None
 
 
 _loaded: dict[str, Backend] = {}

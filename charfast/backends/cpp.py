@@ -11,25 +11,26 @@ the result cast back, as the reference does. Its own dtype check rejects anythin
 from __future__ import annotations
 
 import functools
-import weakref
 
 import torch
 
 from charfast.backends import Backend
 from charfast.backends.cpp_build import load_error
 
-# TokenCharTable -> (trie_nodes [N, 3] int32, token_node [V] int32); dropped with the table.
-_vocab_tries: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_TRIE_KEY = "cpp_vocab_trie"  # in TokenCharTable.backend_state: (trie_nodes [N, 3] int32, token_node [V] int32)
 
 
 def vocab_trie(table) -> tuple[torch.Tensor, torch.Tensor]:
     """The prefix trie of every token of `table` (built on first use, then cached):
     trie_nodes [N, 3] int32 (parent, char, depth per node) and token_node [V] int32."""
-    trie = _vocab_tries.get(table)
+    trie = table.backend_state.get(_TRIE_KEY)
     if trie is None:
+        if torch.compiler.is_compiling():
+            raise RuntimeError("charfast cpp backend: the vocabulary trie must be built before torch.compile "
+                               "traces the op (CharEmbedding does it; else call vocab_trie(table) first)")
         require_ops()
         trie = torch.ops.charfast.build_vocab_trie(table.chars, table.lengths, table.n_chars)
-        _vocab_tries[table] = trie
+        table.backend_state[_TRIE_KEY] = trie
     return trie
 
 
@@ -106,4 +107,5 @@ def unavailable_reason(device: torch.device) -> str | None:
     return ops_load_error()
 
 
-BACKEND = Backend(name="cpp", char_lstm=char_lstm_cpp, unavailable_reason=unavailable_reason)
+BACKEND = Backend(name="cpp", char_lstm=char_lstm_cpp, unavailable_reason=unavailable_reason,
+                  prepare=lambda table, device: vocab_trie(table))

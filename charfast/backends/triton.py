@@ -147,4 +147,5 @@ def _unavailable_reason(device: torch.device) -> str | None:
     return f"Triton kernels run on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
 
 
-BACKEND = Backend(name="triton", char_lstm=char_lstm_triton, unavailable_reason=_unavailable_reason)
+BACKEND = Backend(name="triton", char_lstm=char_lstm_triton, unavailable_reason=_unavailable_reason,
+                  prepare=lambda table, device: table.on(device))  # the table's device copy

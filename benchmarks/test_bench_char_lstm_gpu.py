@@ -22,11 +22,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charfast import CharEmbedding, TokenCharTable
+from charfast import CharEmbedding
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.packed_lstm import packed_lstm_char_embedding
+from charfast.packed_lstm import packed_lstm_char_embedding, padded_lstm_char_embedding
 
-from conftest import batch_ids
+from conftest import batch_ids, batch_work
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPRETED,
                                 reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)")
@@ -39,17 +39,6 @@ PEAKS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2
 
 def gpu_peaks(device_name: str) -> tuple[float, float] | None:
     return next((peak for key, peak in PEAKS.items() if key in device_name), None)
-
-
-def batch_work(table: TokenCharTable, idx: torch.Tensor) -> dict:
-    """How much LSTM work a batch holds: positions, distinct tokens, their chars (S), the
-    chars of all positions (the study's work) and the nodes of the distinct tokens' trie."""
-    ids = torch.unique(idx.cpu())
-    lengths = table.lengths[ids].long()
-    prefixes = {table.chars[i, :n].numpy().tobytes()[:k]
-                for i, n in zip(ids.tolist(), lengths.tolist()) for k in range(1, n + 1)}
-    return dict(positions=idx.numel(), distinct=ids.numel(), distinct_chars=int(lengths.sum()),
-                all_chars=int(table.lengths[idx.cpu().reshape(-1)].long().sum()), trie_nodes=len(prefixes))
 
 
 def floor_seconds(work: dict, hidden: int, backward: bool, peaks: tuple[float, float] | None,
@@ -65,22 +54,10 @@ def floor_seconds(work: dict, hidden: int, backward: bool, peaks: tuple[float, f
     return max(flops / flop_per_s, moved / byte_per_s)
 
 
-def cudnn_padded_char_embedding(module: CharEmbedding, idx: torch.Tensor) -> torch.Tensor:
-    """torch.nn.LSTM (cuDNN) over the distinct tokens padded to the batch's longest one."""
-    ids, inverse = torch.unique(idx.reshape(-1), return_inverse=True)  # [U], [N]
-    table_chars, table_lengths = module.table.on(idx.device)
-    lengths = table_lengths[ids].long()  # [U]
-    steps = max(int(lengths.max()), 1)  # a host sync: fine for a baseline
-    out, _ = module.lstm(module.char_emb(table_chars[ids, :steps].long()))  # [U, steps, H]
-    h = out[torch.arange(ids.numel(), device=idx.device), (lengths - 1).clamp(min=0)]  # [U, H]
-    h = h * (lengths > 0).unsqueeze(1).to(h.dtype)
-    return module.proj(h)[inverse].view(*idx.shape, -1)
-
-
 IMPLEMENTATIONS = {
     "triton": lambda module, idx: module(idx),
     "reference": lambda module, idx: module(idx),
-    "cudnn": cudnn_padded_char_embedding,
+    "cudnn": padded_lstm_char_embedding,
     "study": packed_lstm_char_embedding,
 }
 

@@ -11,9 +11,12 @@ update on a batch of real text. Variants, all from the same seed:
     char-reference  + CharEmbedding(backend="reference")
     char-study      + the same char encoder computed the study's way (nn.LSTM over packed
                     sequences of all B*T tokens, charfast.packed_lstm)
+    *-compiled      the same model under torch.compile (inductor; compiled in the warm-up)
 """
 from __future__ import annotations
 
+import statistics
+import time
 import types
 
 import pytest
@@ -28,7 +31,7 @@ from charfast.packed_lstm import packed_lstm_char_embedding
 from conftest import batch_ids
 
 BATCH, SEQ_LEN, VOCAB = 16, 256, 2048
-VARIANTS = ["baseline", "char-cpp", "char-reference", "char-study"]
+VARIANTS = ["baseline", "char-cpp", "char-reference", "char-study", "baseline-compiled", "char-cpp-compiled"]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +45,8 @@ def bpe_data():
 
 def build_model(variant: str, table: TokenCharTable) -> GPT:
     torch.manual_seed(0)
-    char = variant != "baseline"
-    backend = "cpp" if variant == "char-cpp" else "reference"
+    char = not variant.startswith("baseline")
+    backend = "cpp" if variant.startswith("char-cpp") else "reference"
     config = GPTConfig(vocab_size=table.vocab_size, block_size=SEQ_LEN, n_layer=3, n_head=4, n_embd=128,
                        arch="char" if char else "baseline", char_backend=backend)
     model = GPT(config, char_table=table if char else None)
@@ -54,15 +57,16 @@ def build_model(variant: str, table: TokenCharTable) -> GPT:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gpt_train_step(benchmark, bpe_data, variant):
-    if variant == "char-cpp" and why_unavailable("cpp", torch.device("cpu")):
+    if variant.startswith("char-cpp") and why_unavailable("cpp", torch.device("cpu")):
         pytest.skip(f"cpp backend unavailable: {why_unavailable('cpp', torch.device('cpu'))}")
     table, idx, targets = bpe_data
     model = build_model(variant, table)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    forward = torch.compile(model) if variant.endswith("-compiled") else model
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        _, loss = model(idx, targets)
+        _, loss = forward(idx, targets)
         loss.backward()
         optimizer.step()
         return loss
@@ -72,3 +76,36 @@ def test_gpt_train_step(benchmark, bpe_data, variant):
                                 mean_token_len=float(table.lengths[idx].float().mean()))
     loss = benchmark.pedantic(step, rounds=8, warmup_rounds=2)
     assert torch.isfinite(loss)
+
+
+def test_char_overhead_interleaved(benchmark, bpe_data):
+    """The char embedding's share of the eager step, with baseline and char-cpp steps
+    alternated (so drift in the machine's speed hits both alike): extra_info holds the
+    median ratio char / baseline. The timed call is one char-cpp step."""
+    if why_unavailable("cpp", torch.device("cpu")):
+        pytest.skip("cpp backend unavailable")
+    table, idx, targets = bpe_data
+    steps = {}
+    for variant in ("baseline", "char-cpp"):
+        model = build_model(variant, table)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(model=model, optimizer=optimizer):
+            optimizer.zero_grad(set_to_none=True)
+            model(idx, targets)[1].backward()
+            optimizer.step()
+        steps[variant] = step
+    times = {variant: [] for variant in steps}
+    for round_index in range(12):
+        for variant, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if round_index >= 2:  # warm-up rounds
+                times[variant].append(time.perf_counter() - start)
+    ratio = statistics.median(times["char-cpp"]) / statistics.median(times["baseline"])
+    benchmark.group = f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN}: char overhead, interleaved"
+    benchmark.extra_info.update(char_over_baseline=round(ratio, 4),
+                                baseline_median_ms=round(statistics.median(times["baseline"]) * 1e3, 2),
+                                char_median_ms=round(statistics.median(times["char-cpp"]) * 1e3, 2))
+    benchmark.pedantic(steps["char-cpp"], rounds=3, warmup_rounds=0)
+    assert ratio < 2

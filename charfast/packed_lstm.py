@@ -1,9 +1,10 @@
-"""The study's char encoder: torch.nn.LSTM over packed sequences of every token position.
+"""Char encoders built on torch.nn.LSTM itself, the baselines charfast is measured against.
 
-This is how the original study computed its char embedding (all B*T tokens, repeats
-recomputed, lengths copied to the host for packing). charfast keeps it as an independent
-oracle for the tests (it runs torch's own LSTM kernel) and as the baseline the benchmarks
-compare against.
+- packed_lstm_*: the original study's approach: nn.LSTM over packed sequences of every
+  token position (all B*T tokens, repeats recomputed, lengths copied to the host for
+  packing). Also an independent oracle for the tests (torch's own LSTM kernel).
+- padded_lstm_char_embedding: the framework's best plain use: nn.LSTM (cuDNN on a GPU)
+  over the batch's distinct tokens padded to the longest, h gathered at each length.
 """
 from __future__ import annotations
 
@@ -28,3 +29,15 @@ def packed_lstm_char_embedding(module, idx: torch.Tensor) -> torch.Tensor:
     """The study's forward for a CharEmbedding's parameters: [...] ids -> [..., d_model]."""
     h = packed_lstm_states(module.lstm, module.char_emb, module.table, idx.reshape(-1))
     return module.proj(h).view(*idx.shape, -1)
+
+
+def padded_lstm_char_embedding(module, idx: torch.Tensor) -> torch.Tensor:
+    """nn.LSTM over the distinct tokens of idx [...] padded to the longest -> [..., d_model]."""
+    ids, inverse = torch.unique(idx.reshape(-1), return_inverse=True)  # [U], [N]
+    table_chars, table_lengths = module.table.on(idx.device)
+    lengths = table_lengths[ids].long()  # [U]
+    steps = max(int(lengths.max()), 1) if ids.numel() else 1  # a host sync: fine for a baseline
+    out, _ = module.lstm(module.char_emb(table_chars[ids, :steps].long()))  # [U, steps, H]
+    h = out[torch.arange(ids.numel(), device=idx.device), (lengths - 1).clamp(min=0)]  # [U, H]
+    h = h * (lengths > 0).unsqueeze(1).to(h.dtype)  # zero-length tokens: h = 0
+    return module.proj(h).index_select(0, inverse).view(*idx.shape, -1)

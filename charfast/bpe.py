@@ -20,6 +20,8 @@ from typing import Iterable
 
 import tiktoken
 
+from charfast.atomic import atomic_write
+
 from charfast.table import default_cache_dir
 
 _FORMAT = 1  # bump when the cache file layout or the training recipe changes
@@ -96,9 +98,7 @@ def _read_ranks(path: Path) -> dict[bytes, int] | None:
 def _write_ranks(path: Path, ranks: dict[bytes, int]) -> None:
     """tiktoken's text format (base64 token, rank), written to a temp file then renamed."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks.items()), encoding="ascii")
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            f.write("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks.items()).encode("ascii"))
     except OSError:
         pass  # a read-only cache folder costs a retrain next time, nothing more

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charfast.atomic import atomic_write
+
 FORMAT = "charfast-ckpt-1"
 REQUIRED_KEYS = ("format", "step", "config", "tokenizer", "model", "optimizer", "scheduler", "data", "rng")
 
@@ -30,17 +32,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     missing = [k for k in REQUIRED_KEYS if k != "format" and k not in state]
     if missing:
         raise ValueError(f"save_checkpoint: state lacks {missing}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the checkpoint
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -17,6 +17,7 @@ import tiktoken
 import torch
 from tqdm import tqdm
 
+from charfast.atomic import atomic_write
 from charfast.bpe import END_OF_TEXT, train_bpe
 from charfast.corpus import shakespeare_documents
 from charfast.table import default_cache_dir
@@ -100,13 +101,10 @@ def tokenize(encoding: tiktoken.Encoding, documents: list[tuple[str, str]], labe
         digest.update(f"{name}|{len(text)}|".encode() + text.encode("utf-8"))
     path = Path(cache_dir or default_cache_dir()) / "tokens" / f"{label}-{encoding.name}-{digest.hexdigest()[:16]}.{np.dtype(dtype).name}"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:  # readers never see half a file
             for _, text in tqdm(documents, desc=f"tokenizing {label}", unit="doc", disable=not show_progress):
                 ids = encoding.encode_ordinary(text) + ([eot] if eot is not None else [])
-                np.asarray(ids, dtype=dtype).tofile(f)
-        os.replace(tmp, path)  # readers never see half a file
+                f.write(np.asarray(ids, dtype=dtype).tobytes())
     return np.memmap(path, dtype=dtype, mode="r")
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charfast.atomic import atomic_write
+
 _CACHE_FORMAT = 1  # bump when the on-disk layout changes, so stale files are rebuilt
 
 
@@ -166,11 +168,8 @@ def _safe(name: str) -> str:
 
 
 def _atomic_save_npz(path: Path, **arrays) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
     except OSError:
         pass  # a read-only cache folder costs a rebuild next time, nothing more

@@ -21,7 +21,7 @@ from charfast.atomic import atomic_write
 from charfast.bpe import END_OF_TEXT, train_bpe
 from charfast.corpus import shakespeare_documents
 from charfast.table import default_cache_dir
-from charfast.tokenizer import get_tiktoken
+from charfast.tokenizer import get_tiktoken, token_bytes, token_bytes_digest
 
 _FORMAT = 1  # bump when the token cache layout changes
 TEXT_SUFFIXES = (".txt", ".md", ".text")
@@ -80,13 +80,8 @@ def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLik
 
 def tokenizer_identity(encoding: tiktoken.Encoding) -> dict:
     """Name, id count and a hash of every token's bytes: what a checkpoint must match."""
-    digest = hashlib.sha256()
-    for i in range(encoding.n_vocab):
-        try:
-            digest.update(encoding.decode_single_token_bytes(i) + b"\x00")
-        except KeyError:
-            digest.update(b"\xff")  # an unused id
-    return {"name": encoding.name, "n_vocab": encoding.n_vocab, "sha256": digest.hexdigest()}
+    return {"name": encoding.name, "n_vocab": encoding.n_vocab,
+            "sha256": token_bytes_digest(token_bytes(encoding))}
 
 
 # ------------------------------------------------------------------ token cache

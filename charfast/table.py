@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charfast import tokenizer
 from charfast.atomic import atomic_write
 
 _CACHE_FORMAT = 1  # bump when the on-disk layout changes, so stale files are rebuilt
@@ -131,12 +132,9 @@ class TokenCharTable:
         """
         if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1):
             raise ValueError(f"from_tiktoken: max_chars must be a positive int or None, got {max_chars!r}")
-        special_ids = {encoding.encode_single_token(s) for s in encoding.special_tokens_set}
-        token_bytes = [None if i in special_ids else _token_bytes_or_none(encoding, i)
-                       for i in range(encoding.n_vocab)]
-        digest = hashlib.sha256(f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|".encode())
-        for b in token_bytes:
-            digest.update(b"\xff\xff" if b is None else len(b).to_bytes(2, "little") + b)
+        token_bytes = tokenizer.token_bytes(encoding)
+        digest = hashlib.sha256(
+            f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|{tokenizer.token_bytes_digest(token_bytes)}".encode())
         name = encoding.name if max_chars is None else f"{encoding.name}[:{max_chars}]"
         cache_file = Path(cache_dir or default_cache_dir()) / f"table-{_safe(encoding.name)}-{digest.hexdigest()[:16]}.npz"
         if cache_file.exists():
@@ -153,14 +151,6 @@ class TokenCharTable:
         chars[np.arange(chars.shape[1]) < lengths[:, None]] = flat
         _atomic_save_npz(cache_file, chars=chars, lengths=lengths)
         return cls(torch.from_numpy(chars), torch.from_numpy(lengths), 256, name=name)
-
-
-def _token_bytes_or_none(encoding, token_id: int) -> bytes | None:
-    """A token's bytes, or None for an id the encoding does not use."""
-    try:
-        return encoding.decode_single_token_bytes(token_id)
-    except KeyError:
-        return None
 
 
 def _safe(name: str) -> str:

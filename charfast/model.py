@@ -23,6 +23,7 @@ from charfast.char_embedding import CharEmbedding
 from charfast.table import TokenCharTable
 
 ARCHS = ("char", "baseline", "baseline-matched")
+IGNORE_INDEX = -100  # a target with this value is not scored (e.g. the question of a task example)
 ATTENTION_IMPLS = ("auto", "sdpa", "flash-attn")
 
 try:  # the flash-attn package, used on CUDA when installed
@@ -220,7 +221,8 @@ class GPT(nn.Module):
         return self.drop(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx [B, T] -> (logits [B, T, V], loss or None); loss is the mean cross-entropy."""
+        """idx [B, T] -> (logits [B, T, V], loss or None); loss is the mean cross-entropy over
+        the targets that are not IGNORE_INDEX."""
         self._check_input(idx, "idx")
         x = self.embed(idx)
         for block in self.blocks:
@@ -231,7 +233,8 @@ class GPT(nn.Module):
         self._check_input(targets, "targets")
         if targets.shape != idx.shape:
             raise ValueError(f"GPT: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
         return logits, loss
 
     def _check_input(self, t: torch.Tensor, name: str) -> None:

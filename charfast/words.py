@@ -123,11 +123,14 @@ def make_splits(counts: Counter[str], encoding: tiktoken.Encoding, token_counts:
     - heldout_rare: the held-out words with at least one rare token (`rare_token_mask` of
       `token_counts`, the pretraining data's [n_vocab] token counts; `word_tokens`).
     - nonce: `n_nonce` distinct random a-z strings, none of them a word in `counts`; each
-      length is drawn from the held-out words' lengths, each letter uniformly from a-z.
+      length is drawn uniformly from the held-out word types' lengths (so the nonce lengths
+      follow the held-out length distribution), each letter uniformly from a-z.
     Held-out words and nonce strings come from separate seeded streams, so changing
     n_nonce does not change the held-out words.
     """
     _check_counts(counts)
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     _check_fraction("heldout_fraction", heldout_fraction)
     if not isinstance(n_nonce, int) or n_nonce < 0:
         raise ValueError(f"n_nonce must be an integer >= 0, got {n_nonce!r}")
@@ -149,8 +152,9 @@ def make_splits(counts: Counter[str], encoding: tiktoken.Encoding, token_counts:
     train = sorted(words[i] for i in range(len(words)) if i not in chosen)
     heldout_rare = [w for w in heldout if rare[word_tokens(encoding, w)].any()]
 
-    lengths = np.array([len(w) for w in heldout])
-    possible = sum(26 ** n for n in set(lengths.tolist())) - sum(len(w) in set(lengths.tolist()) for w in counts)
+    lengths = np.array([len(w) for w in heldout])  # one per held-out word type
+    length_set = set(lengths.tolist())
+    possible = sum(26 ** n for n in length_set) - sum(len(w) in length_set for w in counts)
     if n_nonce > possible:
         raise ValueError(f"n_nonce={n_nonce} exceeds the {possible} a-z strings of the held-out words' "
                          f"lengths that are not words")

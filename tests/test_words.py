@@ -152,6 +152,7 @@ def test_freeze_rejects_meta_that_is_not_json(cl100k, tmp_path):
     ({"counts": Counter()}, "counts is empty"),
     ({"counts": Counter({"apple": 1})}, "at least 2 words"),
     ({"counts": Counter({"Apple": 1, "pear": 2})}, "lower-case a-z"),
+    ({"seed": -1}, "seed must be"),
     ({"heldout_fraction": 0.0}, "heldout_fraction must lie in"),
     ({"heldout_fraction": 1.0}, "heldout_fraction must lie in"),
     ({"rare_fraction": 1.5}, "rare_fraction must lie in"),

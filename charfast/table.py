@@ -136,7 +136,7 @@ class TokenCharTable:
         digest = hashlib.sha256(
             f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|{tokenizer.token_bytes_digest(token_bytes)}".encode())
         name = encoding.name if max_chars is None else f"{encoding.name}[:{max_chars}]"
-        cache_file = Path(cache_dir or default_cache_dir()) / f"table-{_safe(encoding.name)}-{digest.hexdigest()[:16]}.npz"
+        cache_file = Path(cache_dir or default_cache_dir()) / f"table-{safe_filename(encoding.name)}-{digest.hexdigest()[:16]}.npz"
         if cache_file.exists():
             try:
                 with np.load(cache_file) as saved:
@@ -153,7 +153,8 @@ class TokenCharTable:
         return cls(torch.from_numpy(chars), torch.from_numpy(lengths), 256, name=name)
 
 
-def _safe(name: str) -> str:
+def safe_filename(name: str) -> str:
+    """`name` with every character other than letters, digits and -_. replaced by _."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 

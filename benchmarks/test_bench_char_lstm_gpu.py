@@ -24,6 +24,7 @@ import torch
 
 from charfast import CharEmbedding
 from charfast.backends.triton import KERNELS_INTERPRETED
+from charfast.gpu_peaks import gpu_peaks
 from charfast.packed_lstm import packed_lstm_char_embedding, padded_lstm_char_embedding
 
 from conftest import batch_ids, batch_work
@@ -33,13 +34,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPR
 
 SEQ_LEN = 1024
 DTYPE = torch.bfloat16
-# Dense bf16 tensor-core FLOP/s and HBM bytes/s from the vendor's data sheets (SXM parts).
-PEAKS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2.0e12)}
-
-
-def gpu_peaks(device_name: str) -> tuple[float, float] | None:
-    return next((peak for key, peak in PEAKS.items() if key in device_name), None)
-
 
 def floor_seconds(work: dict, hidden: int, backward: bool, peaks: tuple[float, float] | None,
                   bytes_per_value: int = 2) -> float | None:

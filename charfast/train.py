@@ -31,6 +31,7 @@ from charfast.checkpoint import (CheckpointError, check_compatible, load_checkpo
                                  set_rng_state)
 from charfast.data import (TokenBatches, get_tokenizer, load_documents, split_documents, tokenize,
                            tokenizer_identity)
+from charfast.gpu_peaks import gpu_peaks
 from charfast.model import ARCHS, ATTENTION_IMPLS, GPT, GPTConfig
 from charfast.plotting import plot_loss_curve
 from charfast.table import TokenCharTable
@@ -99,8 +100,6 @@ PRESETS = {
                        warmup_steps=700, max_steps=20000, eval_interval=500, eval_iters=50, beta2=0.95),
 }
 
-# Peak dense bf16 FLOP/s per GPU, for MFU (matched on the device name).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12, "4090": 165e12}
 
 
 # ------------------------------------------------------------------ configuration
@@ -518,8 +517,8 @@ class Trainer:
 def _peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+    peaks = gpu_peaks(torch.cuda.get_device_name(device))
+    return None if peaks is None else peaks[0]
 
 
 def _postfix(record: dict) -> str:

@@ -1,10 +1,16 @@
 """Shared inputs of the benchmarks: cl100k tokens of the default Shakespeare corpus."""
 from __future__ import annotations
 
+import contextlib
+import statistics
+import time
+import types
+
 import pytest
 import torch
 
-from charfast import TokenCharTable
+from charfast import GPT, GPTConfig, TokenCharTable
+from charfast.packed_lstm import packed_lstm_char_embedding
 from charfast.corpus import shakespeare_documents
 from charfast.tokenizer import get_tiktoken
 
@@ -26,6 +32,53 @@ def batch_work(table: TokenCharTable, idx: torch.Tensor) -> dict:
                 all_chars=int(table.lengths[idx.cpu().reshape(-1)].long().sum()), trie_nodes=len(prefixes))
 
 
+def build_gpt(variant: str, table: TokenCharTable, config: GPTConfig) -> GPT:
+    """The GPT of a benchmark variant, from seed 0: "baseline[-compiled]" (no char embedding),
+    "char-<backend>[-compiled]" (CharEmbedding with that backend) or "char-study" (the same
+    char encoder computed the study's way, nn.LSTM over packed sequences of all B*T tokens)."""
+    torch.manual_seed(0)
+    name = variant.removesuffix("-compiled")
+    char = name != "baseline"
+    backend = "reference" if name == "char-study" else name.removeprefix("char-")
+    config = GPTConfig(**{**vars(config), "arch": "char" if char else "baseline", "char_backend": backend})
+    model = GPT(config, char_table=table if char else None)
+    if name == "char-study":
+        model.char_emb.forward = types.MethodType(packed_lstm_char_embedding, model.char_emb)
+    return model
+
+
+def gpt_train_step(model: GPT, idx: torch.Tensor, targets: torch.Tensor, compiled: bool):
+    """One training step as charfast.train takes it (bf16 autocast and fused AdamW on CUDA),
+    synchronised, returning the loss."""
+    cuda = idx.device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    forward = torch.compile(model) if compiled else model
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
+            _, loss = forward(idx, targets)
+        loss.backward()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
+        return loss
+    return step
+
+
+def interleaved_medians(steps: dict, rounds: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each step, the steps alternated round by round (so drift in the
+    machine's speed hits all alike); the first `warmup` rounds are not counted."""
+    times = {name: [] for name in steps}
+    for round_index in range(rounds + warmup):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if round_index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 @pytest.fixture(scope="session")
 def cl100k_table() -> TokenCharTable:
     return TokenCharTable.from_tiktoken(get_tiktoken("cl100k_base"))
@@ -41,7 +94,8 @@ def shakespeare_tokens() -> torch.Tensor:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Each benchmark group as ratios of medians: how many times slower than the group's fastest."""
     session = getattr(config, "_benchmarksession", None)
-    results = [b for b in getattr(session, "benchmarks", []) if b.stats is not None] if session else []
+    results = [b for b in getattr(session, "benchmarks", []) if b.stats is not None and b.stats.data] \
+        if session else []  # a benchmark whose test failed has no timings
     groups: dict[str, list] = {}
     for bench in results:
         groups.setdefault(bench.group or "(no group)", []).append(bench)

@@ -11,6 +11,10 @@ position, from the same bfloat16 parameters:
     cudnn      unique ids, padded to the batch's longest token, torch.nn.LSTM (cuDNN),
                h gathered at each length
     study      torch.nn.LSTM over packed sequences of all B*T tokens (charfast.packed_lstm)
+    flashrnn-triton, flashrnn-cuda
+               FlashRNN's fused LSTM kernels (Triton; CUDA, compiled on first use) over
+               the distinct tokens padded like cudnn's (charfast.flashrnn_baseline);
+               skipped when the flashrnn package is not installed
 
 extra_info holds the work (distinct tokens, their chars, the trie nodes a prefix-sharing
 kernel would step through) and the floor: the recurrent FLOPs (8*S*H^2 forward, 3x that
@@ -25,6 +29,7 @@ import torch
 from charfast import CharEmbedding
 from charfast.backends.triton import KERNELS_INTERPRETED
 from charfast.gpu_peaks import gpu_peaks
+from charfast.flashrnn_baseline import flashrnn_char_embedding
 from charfast.packed_lstm import packed_lstm_char_embedding, padded_lstm_char_embedding
 
 from conftest import batch_ids, batch_work
@@ -35,17 +40,23 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPR
 SEQ_LEN = 1024
 DTYPE = torch.bfloat16
 
-def floor_seconds(work: dict, hidden: int, backward: bool, peaks: tuple[float, float] | None,
-                  bytes_per_value: int = 2) -> float | None:
-    """Lower bound on the time of the char-LSTM over the distinct tokens (see module doc)."""
+def recurrent_work(work: dict, hidden: int, backward: bool, bytes_per_value: int = 2) -> dict:
+    """The least work of the char-LSTM over the distinct tokens: FLOPs of h @ W_hh^T over
+    S chars (backward: the dh recurrence and the dW_hh GEMM, each as large as the forward)
+    and bytes (W_hh and the outputs once each way, chars as bytes)."""
+    passes = 3 if backward else 1
+    return dict(recurrent_flops=passes * 8 * work["distinct_chars"] * hidden * hidden,
+                min_bytes=passes * (4 * hidden * hidden + work["distinct"] * hidden) * bytes_per_value
+                + work["distinct_chars"])
+
+
+def floor_seconds(least: dict, peaks: tuple[float, float] | None) -> float | None:
+    """Lower bound on the time: the least FLOPs at the bf16 peak or the least bytes at the
+    memory bandwidth, whichever is slower (see module doc)."""
     if peaks is None:
         return None
     flop_per_s, byte_per_s = peaks
-    passes = 3 if backward else 1  # backward: dh recurrence and the dW_hh GEMM, each as large as the forward
-    flops = passes * 8 * work["distinct_chars"] * hidden * hidden
-    # W_hh and the outputs once each way; chars as bytes.
-    moved = passes * (4 * hidden * hidden + work["distinct"] * hidden) * bytes_per_value + work["distinct_chars"]
-    return max(flops / flop_per_s, moved / byte_per_s)
+    return max(least["recurrent_flops"] / flop_per_s, least["min_bytes"] / byte_per_s)
 
 
 IMPLEMENTATIONS = {
@@ -53,7 +64,10 @@ IMPLEMENTATIONS = {
     "reference": lambda module, idx: module(idx),
     "cudnn": padded_lstm_char_embedding,
     "study": packed_lstm_char_embedding,
+    "flashrnn-triton": lambda module, idx: flashrnn_char_embedding(module, idx, backend="triton_fused"),
+    "flashrnn-cuda": lambda module, idx: flashrnn_char_embedding(module, idx, backend="cuda_fused"),
 }
+ROUNDS = {"reference": 5, "study": 5}  # the slow ones; the others run 20
 
 
 @pytest.mark.parametrize("mode", ["forward", "forward_backward"])
@@ -61,6 +75,8 @@ IMPLEMENTATIONS = {
 @pytest.mark.parametrize("hidden", [128, 256, 768])
 @pytest.mark.parametrize("batch", [16, 64])
 def test_char_embedding_speed(benchmark, cl100k_table, shakespeare_tokens, batch, hidden, impl, mode):
+    if impl.startswith("flashrnn"):
+        pytest.importorskip("flashrnn", reason="FlashRNN baseline: pip install flashrnn")
     table = cl100k_table
     idx = batch_ids(shakespeare_tokens, batch, SEQ_LEN).cuda()
     backend = "reference" if impl == "reference" else "triton"
@@ -79,8 +95,13 @@ def test_char_embedding_speed(benchmark, cl100k_table, shakespeare_tokens, batch
                 run(module, idx)
         torch.cuda.synchronize()
 
-    benchmark.pedantic(step, warmup_rounds=3, rounds=20, iterations=1)
+    benchmark.group = f"char embedding {mode.replace('_', '+')}, {torch.cuda.get_device_name()}, " \
+                      f"B={batch} T={SEQ_LEN} hidden={hidden} bf16"
+    benchmark.pedantic(step, warmup_rounds=3, rounds=ROUNDS.get(impl, 20), iterations=1)
     work = batch_work(table, idx)
-    floor = floor_seconds(work, hidden, backward, gpu_peaks(torch.cuda.get_device_name()))
-    benchmark.extra_info.update(work, device=torch.cuda.get_device_name(), dtype=str(DTYPE), floor_s=floor,
+    least = recurrent_work(work, hidden, backward)
+    floor = floor_seconds(least, gpu_peaks(torch.cuda.get_device_name()))
+    benchmark.extra_info.update(work, **least, device=torch.cuda.get_device_name(), dtype=str(DTYPE),
+                                mean_token_len=round(float(table.lengths[idx.cpu()].float().mean()), 3),
+                                floor_s=floor,
                                 time_over_floor=None if floor is None else benchmark.stats.stats.median / floor)

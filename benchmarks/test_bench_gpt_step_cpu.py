@@ -15,20 +15,15 @@ update on a batch of real text. Variants, all from the same seed:
 """
 from __future__ import annotations
 
-import statistics
-import time
-import types
-
 import pytest
 import torch
 
-from charfast import GPT, GPTConfig, TokenCharTable
+from charfast import GPTConfig, TokenCharTable
 from charfast.backends import why_unavailable
 from charfast.bpe import train_bpe
 from charfast.corpus import shakespeare_documents
-from charfast.packed_lstm import packed_lstm_char_embedding
 
-from conftest import batch_ids
+from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
 
 BATCH, SEQ_LEN, VOCAB = 16, 256, 2048
 VARIANTS = ["baseline", "char-cpp", "char-reference", "char-study", "baseline-compiled", "char-cpp-compiled"]
@@ -43,16 +38,9 @@ def bpe_data():
     return TokenCharTable.from_tiktoken(encoding), batch[:, :-1], batch[:, 1:]
 
 
-def build_model(variant: str, table: TokenCharTable) -> GPT:
-    torch.manual_seed(0)
-    char = not variant.startswith("baseline")
-    backend = "cpp" if variant.startswith("char-cpp") else "reference"
-    config = GPTConfig(vocab_size=table.vocab_size, block_size=SEQ_LEN, n_layer=3, n_head=4, n_embd=128,
-                       arch="char" if char else "baseline", char_backend=backend)
-    model = GPT(config, char_table=table if char else None)
-    if variant == "char-study":
-        model.char_emb.forward = types.MethodType(packed_lstm_char_embedding, model.char_emb)
-    return model
+def build_model(variant: str, table: TokenCharTable):
+    return build_gpt(variant, table, GPTConfig(vocab_size=table.vocab_size, block_size=SEQ_LEN,
+                                               n_layer=3, n_head=4, n_embd=128))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -61,16 +49,7 @@ def test_gpt_train_step(benchmark, bpe_data, variant):
         pytest.skip(f"cpp backend unavailable: {why_unavailable('cpp', torch.device('cpu'))}")
     table, idx, targets = bpe_data
     model = build_model(variant, table)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    forward = torch.compile(model) if variant.endswith("-compiled") else model
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        _, loss = forward(idx, targets)
-        loss.backward()
-        optimizer.step()
-        return loss
-
+    step = gpt_train_step(model, idx, targets, compiled=variant.endswith("-compiled"))
     benchmark.group = f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN} V={table.vocab_size}"
     benchmark.extra_info.update(parameters=model.num_parameters(), distinct_ids=int(torch.unique(idx).numel()),
                                 mean_token_len=float(table.lengths[idx].float().mean()))
@@ -80,32 +59,18 @@ def test_gpt_train_step(benchmark, bpe_data, variant):
 
 def test_char_overhead_interleaved(benchmark, bpe_data):
     """The char embedding's share of the eager step, with baseline and char-cpp steps
-    alternated (so drift in the machine's speed hits both alike): extra_info holds the
-    median ratio char / baseline. The timed call is one char-cpp step."""
+    alternated: extra_info holds the median ratio char / baseline. The timed call is one
+    char-cpp step."""
     if why_unavailable("cpp", torch.device("cpu")):
         pytest.skip("cpp backend unavailable")
     table, idx, targets = bpe_data
-    steps = {}
-    for variant in ("baseline", "char-cpp"):
-        model = build_model(variant, table)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step(model=model, optimizer=optimizer):
-            optimizer.zero_grad(set_to_none=True)
-            model(idx, targets)[1].backward()
-            optimizer.step()
-        steps[variant] = step
-    times = {variant: [] for variant in steps}
-    for round_index in range(12):
-        for variant, step in steps.items():
-            start = time.perf_counter()
-            step()
-            if round_index >= 2:  # warm-up rounds
-                times[variant].append(time.perf_counter() - start)
-    ratio = statistics.median(times["char-cpp"]) / statistics.median(times["baseline"])
+    steps = {variant: gpt_train_step(build_model(variant, table), idx, targets, compiled=False)
+             for variant in ("baseline", "char-cpp")}
+    medians = interleaved_medians(steps, rounds=10, warmup=2)
+    ratio = medians["char-cpp"] / medians["baseline"]
     benchmark.group = f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN}: char overhead, interleaved"
     benchmark.extra_info.update(char_over_baseline=round(ratio, 4),
-                                baseline_median_ms=round(statistics.median(times["baseline"]) * 1e3, 2),
-                                char_median_ms=round(statistics.median(times["char-cpp"]) * 1e3, 2))
+                                baseline_median_ms=round(medians["baseline"] * 1e3, 2),
+                                char_median_ms=round(medians["char-cpp"] * 1e3, 2))
     benchmark.pedantic(steps["char-cpp"], rounds=3, warmup_rounds=0)
     assert ratio < 2

@@ -27,4 +27,6 @@ def char_lstm(table, ids: torch.Tensor, char_weight: torch.Tensor, weight_ih: to
     `ids` must be valid for `table`; CharEmbedding checks them.
     """
     chosen = backend if isinstance(backend, Backend) else resolve_backend(backend, ids.device)
-    return chosen.char_lstm(gate_table(char_weight, weight_ih, bias_ih, bias_hh), weight_hh, table, ids)
+    gates = gate_table(char_weight, weight_ih, bias_ih, bias_hh)  # [C, 4H]
+    # Under autocast the gate table comes out in the autocast dtype: run the recurrence in it too.
+    return chosen.char_lstm(gates, weight_hh.to(gates.dtype), table, ids)

@@ -31,13 +31,25 @@ def packed_lstm_char_embedding(module, idx: torch.Tensor) -> torch.Tensor:
     return module.proj(h).view(*idx.shape, -1)
 
 
-def padded_lstm_char_embedding(module, idx: torch.Tensor) -> torch.Tensor:
-    """nn.LSTM over the distinct tokens of idx [...] padded to the longest -> [..., d_model]."""
+def distinct_padded_chars(module, idx: torch.Tensor):
+    """The distinct tokens of idx [...], padded to the longest: (chars [U, steps] long,
+    lengths [U] long, inverse [N]) with idx.reshape(-1) == ids[inverse]."""
     ids, inverse = torch.unique(idx.reshape(-1), return_inverse=True)  # [U], [N]
     table_chars, table_lengths = module.table.on(idx.device)
     lengths = table_lengths[ids].long()  # [U]
     steps = max(int(lengths.max()), 1) if ids.numel() else 1  # a host sync: fine for a baseline
-    out, _ = module.lstm(module.char_emb(table_chars[ids, :steps].long()))  # [U, steps, H]
-    h = out[torch.arange(ids.numel(), device=idx.device), (lengths - 1).clamp(min=0)]  # [U, H]
-    h = h * (lengths > 0).unsqueeze(1).to(h.dtype)  # zero-length tokens: h = 0
+    return table_chars[ids, :steps].long(), lengths, inverse
+
+
+def last_char_states(out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """h [U, H] at each token's last char from per-step states out [U, steps, H]; 0 for length 0."""
+    h = out[torch.arange(out.shape[0], device=out.device), (lengths - 1).clamp(min=0)]  # [U, H]
+    return h * (lengths > 0).unsqueeze(1).to(h.dtype)
+
+
+def padded_lstm_char_embedding(module, idx: torch.Tensor) -> torch.Tensor:
+    """nn.LSTM over the distinct tokens of idx [...] padded to the longest -> [..., d_model]."""
+    chars, lengths, inverse = distinct_padded_chars(module, idx)
+    out, _ = module.lstm(module.char_emb(chars))  # [U, steps, H]
+    h = last_char_states(out, lengths)
     return module.proj(h).index_select(0, inverse).view(*idx.shape, -1)

@@ -30,8 +30,9 @@ class LstmBlocks:
     @classmethod
     def for_shape(cls, n_rows: int, hidden: int, dtype: torch.dtype = torch.bfloat16) -> "LstmBlocks":
         tile = min(_MAX_TILE, max(_MIN_DOT, triton.next_power_of_2(hidden)))
-        # More rows per program reuse each W_hh tile more, but leave fewer programs to fill the GPU.
-        rows = 32 if n_rows >= 4096 else _MIN_DOT
+        # 16 rows per program: BLOCK_U = 32 failed to compile on Triton 3.6 for sm_90 ("'tt.load'
+        # op failed to verify that mask type matches ptr type", seen on an H100, 2026-11-24).
+        rows = _MIN_DOT
         # float32 operands of the pipelined exact dot need ~140 KB of shared memory at 64-wide
         # reduction tiles (compiled for sm_90): halve them to stay well inside any GPU's limit.
         reduction = min(tile, 32) if dtype == torch.float32 else tile

@@ -172,3 +172,26 @@ def test_gpt_compiles_fullgraph_on_its_first_call(table, backend):
     for (name, p), p_eager in zip(model.named_parameters(), eager.parameters()):
         torch.testing.assert_close(p.grad, p_eager.grad, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
     torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the GPU training path")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "inductor"])
+def test_char_gpt_on_cuda_under_bf16_autocast_matches_the_reference_backend(table, compiled):
+    """The GPU training path (Triton backend, bf16 autocast, optionally inductor) against
+    the same model in float32 on the reference backend: loss and every gradient."""
+    torch._dynamo.reset()
+    model = GPT(tiny_config(char_backend="triton", n_embd=64, char_hidden=64), char_table=table).cuda()
+    exact = GPT(tiny_config(char_backend="reference", n_embd=64, char_hidden=64), char_table=table).cuda()
+    exact.load_state_dict(model.state_dict())
+    idx = random_idx(VOCAB, (4, 16)).cuda()
+    forward = torch.compile(model, fullgraph=True) if compiled else model
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = forward(idx, idx.roll(-1, dims=1))[1]
+    loss.backward()
+    loss_exact = exact(idx, idx.roll(-1, dims=1))[1]
+    loss_exact.backward()
+    assert abs(loss.item() - loss_exact.item()) < 1e-2 * loss_exact.item()
+    for (name, p), p_exact in zip(model.named_parameters(), exact.parameters()):
+        error = (p.grad - p_exact.grad).norm() / p_exact.grad.norm()
+        assert error < 5e-2, f"{name}: relative gradient error {error:.2e} under bf16 autocast"
+    torch._dynamo.reset()

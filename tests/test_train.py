@@ -193,6 +193,19 @@ def test_cli_smoke_run(corpus, cache_dir, tmp_path, capsys):
     assert (out / "ckpt.pt").read_bytes() == before
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the GPU training path")
+def test_cli_run_and_resume_on_cuda(corpus, cache_dir, tmp_path):
+    """On CUDA the default is torch.compile, bf16 autocast and the Triton backend."""
+    out = tmp_path / "run"
+    assert train.main(tiny_flags(corpus, out, cache_dir, device="cuda", max_steps=4, n_embd=32, char_hidden=32)) == 0
+    assert train.main(tiny_flags(corpus, out, cache_dir, device="cuda", max_steps=6, n_embd=32, char_hidden=32,
+                                 resume=True)) == 0
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["train_loss"]) for r in records)
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 6
+
+
 def test_grad_accumulation_draws_one_micro_batch_each(corpus, cache_dir, tmp_path):
     out = tmp_path / "run"
     assert train.main(tiny_flags(corpus, out, cache_dir, grad_accum=3, max_steps=2, sample_tokens=0)) == 0

@@ -1,0 +1,54 @@
+"""The FlashRNN baseline of the benchmarks computes CharEmbedding's function: its input,
+weight and output layouts are checked against the reference, values and gradients."""
+import pytest
+import torch
+
+from backend_cases import ODD_CASES, outputs_and_grads, random_idx, random_table
+from charfast import CharEmbedding
+
+pytest.importorskip("flashrnn", reason="optional benchmark baseline: pip install flashrnn")
+from charfast.flashrnn_baseline import flashrnn_char_embedding  # noqa: E402
+
+
+class FlashRNNEncoder(torch.nn.Module):
+    """Holds a CharEmbedding's parameters and computes its output with flashrnn."""
+
+    def __init__(self, module: CharEmbedding, backend: str):
+        super().__init__()
+        self.inner, self.backend = module, backend
+
+    def forward(self, idx):
+        return flashrnn_char_embedding(self.inner, idx, backend=self.backend)
+
+
+def outputs_of_both(case, backend, device, dtype):
+    """(reference out, grads) in float64/float32 and (flashrnn out, grads) in dtype, same weights."""
+    table = random_table(case["vocab"], case["max_len"], case["n_chars"])
+    idx = random_idx(case["vocab"], case["idx_shape"]).to(device)
+    ref = CharEmbedding(table, 24, char_dim=case["char_dim"], hidden=case["hidden"], backend="reference")
+    ref = ref.to(device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    weight = torch.randn(*idx.shape, 24, dtype=ref.proj.weight.dtype, device=device)
+    expected = outputs_and_grads(ref, idx, weight)
+    baseline = FlashRNNEncoder(ref.to(dtype), backend)
+    out, grads = outputs_and_grads(baseline, idx, weight.to(dtype))
+    return expected, (out, {name.removeprefix("inner."): grad for name, grad in grads.items()})
+
+
+@pytest.mark.parametrize("case", ODD_CASES)
+def test_layouts_match_the_reference_in_float64(case):
+    """flashrnn's pure-PyTorch backend uses the same layouts as its fused kernels."""
+    (out_ref, grads_ref), (out, grads) = outputs_of_both(case, "vanilla", "cpu", torch.float64)
+    torch.testing.assert_close(out, out_ref, rtol=1e-12, atol=1e-12)
+    for name, grad_ref in grads_ref.items():
+        torch.testing.assert_close(grads[name], grad_ref, rtol=1e-12, atol=1e-12,
+                                   msg=lambda m, name=name: f"grad of {name}: {m}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flashrnn's fused kernels need CUDA")
+@pytest.mark.parametrize("backend", ["triton_fused", "cuda_fused"])
+def test_fused_kernels_match_the_reference_in_bfloat16(backend):
+    case = dict(vocab=300, max_len=16, n_chars=40, char_dim=32, hidden=128, idx_shape=(4, 64))
+    (out_ref, grads_ref), (out, grads) = outputs_of_both(case, backend, "cuda", torch.bfloat16)
+    for name, got, want in [("output", out, out_ref)] + [(n, grads[n], g) for n, g in grads_ref.items()]:
+        error = (got.float() - want).norm() / want.norm()
+        assert error < 2e-2, f"{backend} {name}: relative error {error:.2e} (bf16 expects < 2e-2)"

@@ -62,7 +62,8 @@ setup(
         "matplotlib>=3.7",
         "tokenizers>=0.15",
     ],
-    extras_require={"test": ["pytest>=7.4", "pytest-benchmark>=4.0"]},
+    # flashrnn: the FlashRNN baseline of the benchmarks, whose layouts the tests check.
+    extras_require={"test": ["pytest>=7.4", "pytest-benchmark>=4.0", "flashrnn>=1.0", "einops"]},
     ext_modules=EXT_MODULES,
     cmdclass=CMDCLASS,
 )

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from charfast import GPT, GPTConfig, TokenCharTable
-from charfast.packed_lstm import packed_lstm_char_embedding
 from charfast.corpus import shakespeare_documents
+from charfast.packed_lstm import packed_lstm_char_embedding
 from charfast.tokenizer import get_tiktoken
 
 

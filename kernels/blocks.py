@@ -28,7 +28,7 @@ class LstmBlocks:
                 raise ValueError(f"LstmBlocks: {name} must be a power of two >= {_MIN_DOT}, got {value}")
 
     @classmethod
-    def for_shape(cls, n_rows: int, hidden: int, dtype: torch.dtype = torch.bfloat16) -> "LstmBlocks":
+    def for_shape(cls, hidden: int, dtype: torch.dtype = torch.bfloat16) -> "LstmBlocks":
         tile = min(_MAX_TILE, max(_MIN_DOT, triton.next_power_of_2(hidden)))
         # 16 rows per program: BLOCK_U = 32 failed to compile on Triton 3.6 for sm_90 ("'tt.load'
         # op failed to verify that mask type matches ptr type", seen on an H100, 2026-11-24).

@@ -107,7 +107,7 @@ def launch_char_lstm_backward(gates, c_prev, weight_hh, grad_h, sorted_lengths, 
     Inputs must be contiguous, laid out as the forward kernel left them.
     """
     n_rows, hidden = order.shape[0], weight_hh.shape[1]
-    blocks = blocks or LstmBlocks.for_shape(n_rows, hidden, weight_hh.dtype)
+    blocks = blocks or LstmBlocks.for_shape(hidden, weight_hh.dtype)
     if n_rows:
         dh_carry = torch.empty(n_rows, hidden, dtype=torch.float32, device=gates.device)
         dc_carry = torch.empty_like(dh_carry)

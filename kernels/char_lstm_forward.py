@@ -123,7 +123,7 @@ def launch_char_lstm_forward(gate_table, weight_hh, table_chars, sorted_ids, sor
     `blocks` overrides the tile sizes (tests use it to force many tiles).
     """
     n_rows, hidden = sorted_ids.shape[0], weight_hh.shape[1]
-    blocks = blocks or LstmBlocks.for_shape(n_rows, hidden, weight_hh.dtype)
+    blocks = blocks or LstmBlocks.for_shape(hidden, weight_hh.dtype)
     h_out = weight_hh.new_empty(n_rows, hidden)
     h_prev = weight_hh.new_empty(total_steps, hidden)
     c_prev = weight_hh.new_empty(total_steps, hidden, dtype=torch.float32)

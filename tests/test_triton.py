@@ -140,7 +140,7 @@ from charfast.kernels.blocks import LstmBlocks, dot_precision
 from charfast.kernels.char_lstm_backward import char_lstm_backward_kernel
 from charfast.kernels.char_lstm_forward import char_lstm_forward_kernel
 for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
-    blocks = LstmBlocks.for_shape(8192, 1024, dtype)
+    blocks = LstmBlocks.for_shape(1024, dtype)
     consts = dict(BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden, BLOCK_K=blocks.reduction,
                   DOT_PRECISION=dot_precision(dtype))
     forward = dict(gate_table="*" + name, weight_hh="*" + name, table_chars="*u8", sorted_ids="*i64",

@@ -24,6 +24,9 @@ def flashrnn_char_embedding(module, idx: torch.Tensor, backend: str = "triton_fu
         raise ValueError(f"flashrnn_char_embedding: backend must be one of {FLASHRNN_BACKENDS}, got {backend!r}")
     lstm = module.lstm
     hidden = lstm.hidden_size
+    if backend == "triton_fused" and hidden & (hidden - 1):
+        raise ValueError(f"flashrnn_char_embedding: backend 'triton_fused' needs the module's hidden size a power "
+                         f"of two, got {hidden} (use 'cuda_fused' or 'vanilla')")
     chars, lengths, inverse = distinct_padded_chars(module, idx)  # [U, steps], [U], [N]
     gates = gate_table(module.char_emb.weight, lstm.weight_ih_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)  # [C, 4H]
     wx = gates[chars].view(*chars.shape, 4, 1, hidden)  # [U, steps, 4, 1, H]

@@ -73,7 +73,11 @@ def char_lstm_forward_kernel(
         active = row_ok & (lengths > t)  # [BU] rows that have a char at step t
         continues = active & (lengths > t + 1)  # their state feeds step t + 1
         finishes = active & (lengths == t + 1)  # step t is their last char
-        chars = tl.load(table_chars + tokens * table_width + t, mask=active, other=0).to(tl.int64)  # [BU]
+        # Unmasked: t < steps <= table_width and masked rows read token 0, so the address is
+        # always inside the table (zero-padded past each token's end); every use of an inactive
+        # row's char is masked. A mask here broke Triton 3.6's sm_90 compile at BLOCK_U >= 32
+        # ("'tt.load' op failed to verify that mask type matches ptr type").
+        chars = tl.load(table_chars + tokens * table_width + t).to(tl.int64)  # [BU]
         slot = first_slot + t  # [BU]
         tl.store(step_chars + slot, chars.to(tl.int32), mask=active)
         for j0 in range(0, H, BLOCK_H):

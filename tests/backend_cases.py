@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from charfast import CharEmbedding, TokenCharTable
+from charfast.packed_lstm import padded_lstm_char_embedding
 
 # (vocab, max_len, n_chars, char_dim, hidden, idx shape): lengths 0, 1 and max are forced
 # into every table; hidden sizes that are not powers of two; one token; many repeats.
@@ -68,3 +69,47 @@ def assert_matches_reference(backend: str, case: dict, dtype=torch.float64, devi
         assert torch.isfinite(grads[name]).all(), f"{backend}: non-finite grad of {name}"
         torch.testing.assert_close(grads[name], grad_ref, rtol=rtol, atol=atol,
                                    msg=lambda m, name=name: f"{backend} grad of {name}: {m}")
+
+
+def low_precision_errors(backend: str, case: dict, dtype: torch.dtype, device: str,
+                         forward=None) -> dict[str, tuple]:
+    """{"output" or parameter name: (backend's error, nn.LSTM's error, scale)} in dtype.
+
+    Both run from the same dtype parameters: CharEmbedding(backend) (or forward(module, idx)
+    when given) and torch.nn.LSTM over the padded distinct tokens (cuDNN on a GPU,
+    charfast.packed_lstm); each error is the max abs difference from the reference run in
+    float64 on those parameters (upcast), and scale is that float64 result's max abs value."""
+    table = random_table(case["vocab"], case["max_len"], case["n_chars"])
+    idx = random_idx(case["vocab"], case["idx_shape"]).to(device)
+    module = CharEmbedding(table, 24, char_dim=case["char_dim"], hidden=case["hidden"], backend=backend)
+    module = module.to(device=device, dtype=dtype)
+    exact = CharEmbedding(table, 24, char_dim=case["char_dim"], hidden=case["hidden"], backend="reference")
+    exact = exact.to(device=device, dtype=torch.float64)
+    exact.load_state_dict(module.state_dict())
+    weight = torch.randn(*idx.shape, 24, dtype=dtype, device=device)
+    out_exact, grads_exact = outputs_and_grads(exact, idx, weight.double())
+    if forward is not None:
+        module.forward = lambda ids: forward(module, ids)
+    out, grads = outputs_and_grads(module, idx, weight)
+    module.forward = lambda ids: padded_lstm_char_embedding(module, ids)  # same parameters, nn.LSTM's kernel
+    out_lstm, grads_lstm = outputs_and_grads(module, idx, weight)
+
+    def error(got, want):
+        return (got.double() - want).abs().max().item()
+
+    errors = {"output": (error(out, out_exact), error(out_lstm, out_exact), out_exact.abs().max().item())}
+    for name, want in grads_exact.items():
+        errors[name] = (error(grads[name], want), error(grads_lstm[name], want), want.abs().max().item())
+    return errors
+
+
+def assert_within_lstm_error_budget(backend: str, case: dict, dtype: torch.dtype, device: str,
+                                    factor: float = 2.0, forward=None, name: str | None = None) -> None:
+    """In 16-bit, the backend (or forward) may err at most `factor` times what torch.nn.LSTM
+    errs in the same precision, plus one rounding of the result (dtype's eps times its
+    scale): output and every gradient. The budget follows the precision, not a guess."""
+    name = name or backend
+    for what, (err, lstm_err, scale) in low_precision_errors(backend, case, dtype, device, forward).items():
+        budget = factor * lstm_err + torch.finfo(dtype).eps * scale
+        assert err <= budget, (f"{name} {what} in {dtype}: max error {err:.3e} > budget {budget:.3e} "
+                               f"(nn.LSTM's error {lstm_err:.3e}, scale {scale:.3e})")

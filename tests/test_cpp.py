@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend_cases import ODD_CASES, assert_matches_reference, random_table
+from backend_cases import ODD_CASES, assert_matches_reference, assert_within_lstm_error_budget, random_table
 from charfast import TokenCharTable
 from charfast.backends import resolve_backend
 from charfast.backends import cpp
@@ -95,6 +95,11 @@ def test_matches_reference_on_real_text(cl100k, cl100k_table):
     torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-13)
     for grad, grad_ref in zip(grads, grads_ref):
         torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_16_bit_errs_no_more_than_torch_lstm(dtype):
+    assert_within_lstm_error_budget("cpp", ODD_CASES[1], dtype, device="cpu")
 
 
 def test_half_precision_computes_in_fp32_like_the_reference():

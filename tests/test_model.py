@@ -5,11 +5,14 @@ import math
 import pytest
 import torch
 
+import charfast.backends.triton as triton_backend
 from backend_cases import random_idx, random_table
 from charfast import GPT, GPTConfig
 from charfast.model import ARCHS, char_encoder_parameter_count
 
 VOCAB, N_CHARS = 40, 17
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,
+                                reason="needs CUDA and compiled Triton (TRITON_INTERPRET=0): the GPU training path")
 
 
 def tiny_config(**overrides) -> GPTConfig:
@@ -174,24 +177,44 @@ def test_gpt_compiles_fullgraph_on_its_first_call(table, backend):
     torch._dynamo.reset()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the GPU training path")
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "inductor"])
-def test_char_gpt_on_cuda_under_bf16_autocast_matches_the_reference_backend(table, compiled):
-    """The GPU training path (Triton backend, bf16 autocast, optionally inductor) against
-    the same model in float32 on the reference backend: loss and every gradient."""
+def _gradient_errors(table, backend, device, dtype, compiled):
+    """{name: relative gradient error} of the GPT on char_backend=backend under autocast(dtype)
+    against the same weights in float32 on the reference backend, plus the loss error."""
     torch._dynamo.reset()
-    model = GPT(tiny_config(char_backend="triton", n_embd=64, char_hidden=64), char_table=table).cuda()
-    exact = GPT(tiny_config(char_backend="reference", n_embd=64, char_hidden=64), char_table=table).cuda()
+    torch.manual_seed(0)
+    model = GPT(tiny_config(char_backend=backend, n_embd=64, char_hidden=64), char_table=table).to(device)
+    exact = GPT(tiny_config(char_backend="reference", n_embd=64, char_hidden=64), char_table=table).to(device)
     exact.load_state_dict(model.state_dict())
-    idx = random_idx(VOCAB, (4, 16)).cuda()
+    idx = random_idx(VOCAB, (4, 16)).to(device)
     forward = torch.compile(model, fullgraph=True) if compiled else model
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(device, dtype=dtype):
         loss = forward(idx, idx.roll(-1, dims=1))[1]
     loss.backward()
     loss_exact = exact(idx, idx.roll(-1, dims=1))[1]
     loss_exact.backward()
-    assert abs(loss.item() - loss_exact.item()) < 1e-2 * loss_exact.item()
-    for (name, p), p_exact in zip(model.named_parameters(), exact.parameters()):
-        error = (p.grad - p_exact.grad).norm() / p_exact.grad.norm()
-        assert error < 5e-2, f"{name}: relative gradient error {error:.2e} under bf16 autocast"
+    errors = {name: ((p.grad - p_exact.grad).norm() / p_exact.grad.norm()).item()
+              for (name, p), p_exact in zip(model.named_parameters(), exact.parameters())}
+    errors["loss"] = abs(loss.item() - loss_exact.item()) / loss_exact.item()
     torch._dynamo.reset()
+    return errors
+
+
+AUTOCAST_CASES = [
+    # Triton's interpreter has no bfloat16 dot (see test_triton): float16 exercises the same wiring on CPU.
+    pytest.param("cpu", torch.float16, False, id="cpu-float16-eager",
+                 marks=pytest.mark.skipif(not triton_backend.KERNELS_INTERPRETED, reason="needs TRITON_INTERPRET=1")),
+    pytest.param("cuda", torch.bfloat16, False, id="cuda-bfloat16-eager", marks=needs_cuda),
+    pytest.param("cuda", torch.bfloat16, True, id="cuda-bfloat16-inductor", marks=needs_cuda),
+]
+
+
+@pytest.mark.parametrize("device, dtype, compiled", AUTOCAST_CASES)
+def test_char_gpt_under_autocast_errs_like_the_reference_backend(table, device, dtype, compiled):
+    """The training path (Triton backend under autocast, optionally inductor) against float32:
+    its loss and every gradient err at most 4x what the reference backend errs under the same
+    autocast (which keeps the char recurrence in float32), plus two roundings of dtype."""
+    errors = _gradient_errors(table, "triton", device, dtype, compiled)
+    budget = {name: 4 * error + 2 * torch.finfo(dtype).eps
+              for name, error in _gradient_errors(table, "reference", device, dtype, False).items()}
+    over = {name: f"{errors[name]:.2e} > {budget[name]:.2e}" for name in budget if errors[name] > budget[name]}
+    assert not over, f"relative errors over budget under {dtype} autocast: {over}"

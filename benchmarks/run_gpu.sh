@@ -1,22 +1,52 @@
 #!/usr/bin/env bash
-# On a CUDA machine with charfast installed: the tests (the GPU ones run, the kernels
+# On a CUDA machine with charfast importable: the tests (the GPU ones run, the kernels
 # compiled), then the GPU benchmarks, each with its log (and JSON results) in OUT_DIR.
 #   bash benchmarks/run_gpu.sh OUT_DIR
 # Environment: TEST_SECONDS (300; 0 skips the tests), TEST_K (a pytest -k expression for
-# the tests), BENCH_SECONDS (600; 0 skips the benchmarks), BENCH_K (default "gpu").
+# the tests), PROFILE_SECONDS (120; 0 skips benchmarks/profile_gpu.py), BENCH_SECONDS (600;
+# 0 skips the benchmarks), BENCH_K (default "gpu"; "gpu and not tiles" leaves out the
+# Triton tile sweep).
+# Each test file runs in its own process, so a crash in one (a segfault) is logged with its
+# traceback and the others still run; the end of stdout summarises every failure, since a
+# device call may return only the tail of its output.
 set -uo pipefail
 out=${1:?usage: run_gpu.sh OUT_DIR}
 mkdir -p "$out"
 unset TRITON_INTERPRET
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
-python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
-torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
+python -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, \
+'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
+echo "c++: $(c++ --version 2>&1 | head -1); $(nproc) CPUs" | tee -a "$out/gpu.txt"
+
 if [ "${TEST_SECONDS:-300}" -gt 0 ]; then
-  timeout "${TEST_SECONDS:-300}" python -m pytest tests/ -q -rs -p no:cacheprovider -k "${TEST_K:-}" \
-    2>&1 | tee "$out/tests.log"
+  : > "$out/tests.log"
+  deadline=$((SECONDS + ${TEST_SECONDS:-300}))
+  for file in tests/test_*.py; do
+    left=$((deadline - SECONDS))
+    if [ "$left" -le 0 ]; then echo "OUT OF TIME before $file" | tee -a "$out/tests.log"; break; fi
+    timeout "$left" python -m pytest "$file" -q -rfEs -p no:cacheprovider -k "${TEST_K:-}" >> "$out/tests.log" 2>&1
+    rc=$?
+    # 5: every test of the file deselected by TEST_K
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ] || echo "EXIT $rc: $file" | tee -a "$out/tests.log"
+  done
+fi
+if [ "${PROFILE_SECONDS:-120}" -gt 0 ]; then
+  timeout "${PROFILE_SECONDS:-120}" python benchmarks/profile_gpu.py --rows 12 > "$out/profile.log" 2>&1
+  echo "profile: exit $?"
 fi
 if [ "${BENCH_SECONDS:-600}" -gt 0 ]; then
-  timeout "${BENCH_SECONDS:-600}" python -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider \
+  timeout "${BENCH_SECONDS:-600}" python -m pytest benchmarks/ --benchmark-only -q -rfEs -p no:cacheprovider \
     -k "${BENCH_K:-gpu}" --benchmark-json "$out/bench.json" --benchmark-columns=median,iqr,rounds \
-    2>&1 | tee "$out/bench.log"
+    > "$out/bench.log" 2>&1
+  echo "benchmarks: exit $?"
 fi
+
+echo "=== summary ==="
+[ -f "$out/profile.log" ] && grep -E "^=== " "$out/profile.log"
+for log in "$out/tests.log" "$out/bench.log"; do
+  [ -f "$log" ] || continue
+  echo "--- $(basename "$log")"
+  grep -E "^(FAILED|ERROR|EXIT|OUT OF TIME)|Fatal Python error|^SKIPPED.*failed:| (passed|failed|skipped)" "$log" \
+    | cut -c1-400
+done
+[ -f "$out/bench.log" ] && sed -n '/charfast: ratios within each group/,$p' "$out/bench.log" | head -80

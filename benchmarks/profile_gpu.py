@@ -1,0 +1,93 @@
+"""Where the char embedding's time goes: torch.profiler over CharEmbedding forward +
+backward, charfast's backend (Triton on a GPU) next to torch.nn.LSTM (cuDNN on a GPU) on
+the same batch of real cl100k text.
+
+    python benchmarks/profile_gpu.py [--batch 16] [--hidden 128 768] [--steps 10] [--device cpu]
+
+For each (hidden, implementation) it prints the wall time per step, the device's busy time
+per step (the sum of its kernels; wall minus busy is host overhead while the GPU idles),
+the kernels and memcpy/sync calls per step, and the ops that took the most device time.
+On a CPU (float32, the cpp backend) it profiles the host side only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # conftest's shared inputs
+from conftest import batch_ids, load_cl100k_table, load_shakespeare_tokens  # noqa: E402
+
+from charfast import CharEmbedding  # noqa: E402
+from charfast.packed_lstm import padded_lstm_char_embedding  # noqa: E402
+
+IMPLEMENTATIONS = {"charfast": lambda module, idx: module(idx), "nn.LSTM": padded_lstm_char_embedding}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def profile_one(table, idx, hidden: int, impl: str, steps: int, rows: int) -> None:
+    device = idx.device
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    module = CharEmbedding(table, 128, char_dim=hidden, hidden=hidden, inference_cache=False).to(device, dtype)
+    grad = torch.randn(*idx.shape, 128, device=device, dtype=dtype)
+    run = IMPLEMENTATIONS[impl]
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        run(module, idx).backward(grad)
+
+    for _ in range(3):  # compile and warm up outside the profile
+        step()
+    synchronize(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        wall = (time.perf_counter() - start) / steps
+    events = prof.key_averages()
+    device_time = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))  # noqa: E731
+    busy_us = sum(device_time(e) for e in events) / steps
+    kernels = sum(e.count for e in events if device_time(e) > 0 and e.device_type == torch.autograd.DeviceType.CUDA)
+    syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
+                                                      "cudaMemcpyAsync")) / steps
+    name = f"{impl} ({module._backend_for(device).name})" if impl == "charfast" else impl
+    print(f"\n=== hidden={hidden} {name}: wall {wall * 1e3:.3f} ms/step, GPU busy {busy_us / 1e3:.3f} ms/step "
+          f"({kernels / steps:.0f} kernels, {syncs:.0f} memcpy/sync calls per step)")
+    sort_key = ("self_cpu_time_total" if device.type != "cuda" else
+                "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total")
+    print(events.table(sort_by=sort_key, row_limit=rows, max_name_column_width=60))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=1024)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 768])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=15, help="ops listed per profile")
+    parser.add_argument("--device", default="cuda", help="cuda (bf16, Triton vs cuDNN) or cpu (float32, cpp)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("profile_gpu.py: no CUDA GPU here (--device cpu profiles the CPU path)")
+    table = load_cl100k_table()
+    idx = batch_ids(load_shakespeare_tokens(), args.batch, args.seq_len).to(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{where}, B={args.batch} T={args.seq_len}, forward+backward")
+    for hidden in args.hidden:
+        for impl in IMPLEMENTATIONS:
+            profile_one(table, idx, hidden, impl, args.steps, args.rows)
+
+
+if __name__ == "__main__":
+    main()

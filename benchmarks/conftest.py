@@ -32,6 +32,16 @@ def batch_work(table: TokenCharTable, idx: torch.Tensor) -> dict:
                 all_chars=int(table.lengths[idx.cpu().reshape(-1)].long().sum()), trie_nodes=len(prefixes))
 
 
+def recurrent_work(work: dict, hidden: int, backward: bool, bytes_per_value: int = 2) -> dict:
+    """The least work of the char-LSTM over the distinct tokens: FLOPs of h @ W_hh^T over
+    S chars (backward: the dh recurrence and the dW_hh GEMM, each as large as the forward)
+    and bytes (W_hh and the outputs once each way, chars as bytes)."""
+    passes = 3 if backward else 1
+    return dict(recurrent_flops=passes * 8 * work["distinct_chars"] * hidden * hidden,
+                min_bytes=passes * (4 * hidden * hidden + work["distinct"] * hidden) * bytes_per_value
+                + work["distinct_chars"])
+
+
 def build_gpt(variant: str, table: TokenCharTable, config: GPTConfig) -> GPT:
     """The GPT of a benchmark variant, from seed 0: "baseline[-compiled]" (no char embedding),
     "char-<backend>[-compiled]" (CharEmbedding with that backend) or "char-study" (the same

@@ -12,7 +12,10 @@ gradients) from the same float32 weights, d_model = char_dim = hidden = 128:
     study        torch.nn.LSTM over packed sequences of all B*T tokens (the original study)
 
 extra_info records the work: positions, distinct ids, mean token length, the LSTM cell
-steps each implementation runs and the forward+backward FLOPs of its matrix products.
+steps each implementation runs and the forward+backward FLOPs of its matrix products, and
+the recurrent work over every char of the distinct tokens and the least bytes to move
+(recurrent_flops, min_bytes: conftest.recurrent_work, the GPU benchmark's floor; the cpp
+trie shares prefixes, so it multiplies less than recurrent_flops).
 Compare the medians within one run: the machine may be shared.
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ from charfast import CharEmbedding
 from charfast.backends import why_unavailable
 from charfast.packed_lstm import packed_lstm_char_embedding, padded_lstm_char_embedding
 
-from conftest import batch_ids, batch_work
+from conftest import batch_ids, batch_work, recurrent_work
 
 BATCH, SEQ_LEN, WIDTH = 16, 256, 128
 ROUNDS = {"cpp": 20, "reference": 5, "lstm-padded": 5, "study": 5}
@@ -80,7 +83,8 @@ def test_char_embedding_forward_backward(benchmark, cl100k_table, batch, work, i
         forward(module, batch).backward(grad_out)
 
     benchmark.group = f"char embedding fwd+bwd, CPU, B={BATCH} T={SEQ_LEN} d={WIDTH}"
-    benchmark.extra_info.update(work, **matmul_flops(impl, work))
+    benchmark.extra_info.update(work, **matmul_flops(impl, work),
+                                **recurrent_work(work, WIDTH, backward=True, bytes_per_value=4))
     benchmark.pedantic(step, rounds=ROUNDS[impl], warmup_rounds=1)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
 

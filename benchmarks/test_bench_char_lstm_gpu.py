@@ -32,23 +32,13 @@ from charfast.gpu_peaks import gpu_peaks
 from charfast.flashrnn_baseline import flashrnn_char_embedding
 from charfast.packed_lstm import packed_lstm_char_embedding, padded_lstm_char_embedding
 
-from conftest import batch_ids, batch_work
+from conftest import batch_ids, batch_work, recurrent_work
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPRETED,
                                 reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)")
 
 SEQ_LEN = 1024
 DTYPE = torch.bfloat16
-
-def recurrent_work(work: dict, hidden: int, backward: bool, bytes_per_value: int = 2) -> dict:
-    """The least work of the char-LSTM over the distinct tokens: FLOPs of h @ W_hh^T over
-    S chars (backward: the dh recurrence and the dW_hh GEMM, each as large as the forward)
-    and bytes (W_hh and the outputs once each way, chars as bytes)."""
-    passes = 3 if backward else 1
-    return dict(recurrent_flops=passes * 8 * work["distinct_chars"] * hidden * hidden,
-                min_bytes=passes * (4 * hidden * hidden + work["distinct"] * hidden) * bytes_per_value
-                + work["distinct_chars"])
-
 
 def floor_seconds(least: dict, peaks: tuple[float, float] | None) -> float | None:
     """Lower bound on the time: the least FLOPs at the bf16 peak or the least bytes at the

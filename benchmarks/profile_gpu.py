@@ -1,6 +1,6 @@
 """Where the char embedding's time goes: torch.profiler over CharEmbedding forward +
-backward, charfast's backend (Triton on a GPU) next to torch.nn.LSTM (cuDNN on a GPU) on
-the same batch of real cl100k text.
+backward, charfast's backend (Triton on a GPU) next to torch.nn.LSTM (cuDNN on a GPU) over
+the distinct tokens padded and packed, on the same batch of real cl100k text.
 
     python benchmarks/profile_gpu.py [--batch 16] [--hidden 128 768] [--steps 10] [--device cpu]
 
@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # conftest's shared in
 from conftest import batch_ids, load_cl100k_table, load_shakespeare_tokens  # noqa: E402
 
 from charfast import CharEmbedding  # noqa: E402
-from charfast.packed_lstm import padded_lstm_char_embedding  # noqa: E402
+from charfast.packed_lstm import packed_distinct_lstm_char_embedding, padded_lstm_char_embedding  # noqa: E402
 
-IMPLEMENTATIONS = {"charfast": lambda module, idx: module(idx), "nn.LSTM": padded_lstm_char_embedding}
+IMPLEMENTATIONS = {"charfast": lambda module, idx: module(idx), "nn.LSTM padded": padded_lstm_char_embedding,
+                   "nn.LSTM packed": packed_distinct_lstm_char_embedding}
 
 
 def synchronize(device: torch.device) -> None:

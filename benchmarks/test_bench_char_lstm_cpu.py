@@ -9,6 +9,7 @@ gradients) from the same float32 weights, d_model = char_dim = hidden = 128:
     cpp          CharEmbedding(backend="cpp"): unique ids, LSTM over their prefix trie
     reference    CharEmbedding(backend="reference"): unique ids, padded PyTorch step loop
     lstm-padded  torch.nn.LSTM over the distinct tokens padded to the longest
+    lstm-packed  torch.nn.LSTM over packed sequences of the distinct tokens (each its own length)
     study        torch.nn.LSTM over packed sequences of all B*T tokens (the original study)
 
 extra_info records the work: positions, distinct ids, mean token length, the LSTM cell
@@ -25,16 +26,18 @@ import torch
 
 from charfast import CharEmbedding
 from charfast.backends import why_unavailable
-from charfast.packed_lstm import packed_lstm_char_embedding, padded_lstm_char_embedding
+from charfast.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
+                                  padded_lstm_char_embedding)
 
 from conftest import batch_ids, batch_work, recurrent_work
 
 BATCH, SEQ_LEN, WIDTH = 16, 256, 128
-ROUNDS = {"cpp": 20, "reference": 5, "lstm-padded": 5, "study": 5}
+ROUNDS = {"cpp": 20, "reference": 5, "lstm-padded": 5, "lstm-packed": 5, "study": 5}
 FORWARDS = {
     "cpp": lambda module, idx: module(idx),
     "reference": lambda module, idx: module(idx),
     "lstm-padded": padded_lstm_char_embedding,
+    "lstm-packed": packed_distinct_lstm_char_embedding,
     "study": packed_lstm_char_embedding,
 }
 
@@ -61,8 +64,8 @@ def work(cl100k_table, batch) -> dict:
 def matmul_flops(impl: str, work: dict) -> dict:
     """Cell steps and forward+backward FLOPs of the matrix products (backward = 2x forward).
     nn.LSTM multiplies every step's input by W_ih; charfast gathers it from a per-char table."""
-    steps = {"cpp": work["internal_nodes"], "reference": work["padded_steps"],
-             "lstm-padded": work["padded_steps"], "study": work["all_chars"]}[impl]
+    steps = {"cpp": work["internal_nodes"], "reference": work["padded_steps"], "lstm-padded": work["padded_steps"],
+             "lstm-packed": work["distinct_chars"], "study": work["all_chars"]}[impl]
     per_step = 2 * 4 * WIDTH * WIDTH * (1 if impl in ("cpp", "reference") else 2)  # h@W_hh (+ x@W_ih)
     return {"cell_steps": steps, "matmul_flops_fwd_bwd": 3 * steps * per_step}
 

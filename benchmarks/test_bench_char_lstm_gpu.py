@@ -10,6 +10,9 @@ position, from the same bfloat16 parameters:
     reference  CharEmbedding(backend="reference"): unique ids, PyTorch step loop
     cudnn      unique ids, padded to the batch's longest token, torch.nn.LSTM (cuDNN),
                h gathered at each length
+    cudnn-packed
+               unique ids as packed sequences, torch.nn.LSTM (cuDNN's variable-length
+               path): each token runs only its own chars
     study      torch.nn.LSTM over packed sequences of all B*T tokens (charfast.packed_lstm)
     flashrnn-triton, flashrnn-cuda
                FlashRNN's fused LSTM kernels (Triton; CUDA, compiled on first use) over
@@ -30,7 +33,8 @@ from charfast import CharEmbedding
 from charfast.backends.triton import KERNELS_INTERPRETED
 from charfast.gpu_peaks import gpu_peaks
 from charfast.flashrnn_baseline import flashrnn_char_embedding
-from charfast.packed_lstm import packed_lstm_char_embedding, padded_lstm_char_embedding
+from charfast.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
+                                  padded_lstm_char_embedding)
 
 from conftest import batch_ids, batch_work, recurrent_work
 
@@ -53,6 +57,7 @@ IMPLEMENTATIONS = {
     "triton": lambda module, idx: module(idx),
     "reference": lambda module, idx: module(idx),
     "cudnn": padded_lstm_char_embedding,
+    "cudnn-packed": packed_distinct_lstm_char_embedding,
     "study": packed_lstm_char_embedding,
     "flashrnn-triton": lambda module, idx: flashrnn_char_embedding(module, idx, backend="triton_fused"),
     "flashrnn-cuda": lambda module, idx: flashrnn_char_embedding(module, idx, backend="cuda_fused"),

@@ -53,22 +53,24 @@ def test_gpt_train_step(benchmark, bpe_data, variant):
     benchmark.group = f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN} V={table.vocab_size}"
     benchmark.extra_info.update(parameters=model.num_parameters(), distinct_ids=int(torch.unique(idx).numel()),
                                 mean_token_len=float(table.lengths[idx].float().mean()))
-    loss = benchmark.pedantic(step, rounds=8, warmup_rounds=2)
+    loss = benchmark.pedantic(step, rounds=8, warmup_rounds=5)
     assert torch.isfinite(loss)
 
 
-def test_char_overhead_interleaved(benchmark, bpe_data):
-    """The char embedding's share of the eager step, with baseline and char-cpp steps
-    alternated: extra_info holds the median ratio char / baseline. The timed call is one
-    char-cpp step."""
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_char_overhead_interleaved(benchmark, bpe_data, compiled):
+    """The char embedding's share of the step, with baseline and char-cpp steps alternated
+    (the sequential variants above drift by 10% and more on a shared 2-core machine):
+    extra_info holds the median ratio char / baseline. The timed call is one char-cpp step."""
     if why_unavailable("cpp", torch.device("cpu")):
         pytest.skip("cpp backend unavailable")
     table, idx, targets = bpe_data
-    steps = {variant: gpt_train_step(build_model(variant, table), idx, targets, compiled=False)
+    steps = {variant: gpt_train_step(build_model(variant, table), idx, targets, compiled=compiled)
              for variant in ("baseline", "char-cpp")}
     medians = interleaved_medians(steps, rounds=10, warmup=2)
     ratio = medians["char-cpp"] / medians["baseline"]
-    benchmark.group = f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN}: char overhead, interleaved"
+    benchmark.group = (f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN}: char overhead, interleaved, "
+                       f"{'compiled' if compiled else 'eager'}")
     benchmark.extra_info.update(char_over_baseline=round(ratio, 4),
                                 baseline_median_ms=round(medians["baseline"] * 1e3, 2),
                                 char_median_ms=round(medians["char-cpp"] * 1e3, 2))

@@ -3,8 +3,10 @@
 - packed_lstm_*: the original study's approach: nn.LSTM over packed sequences of every
   token position (all B*T tokens, repeats recomputed, lengths copied to the host for
   packing). Also an independent oracle for the tests (torch's own LSTM kernel).
-- padded_lstm_char_embedding: the framework's best plain use: nn.LSTM (cuDNN on a GPU)
-  over the batch's distinct tokens padded to the longest, h gathered at each length.
+- padded_lstm_char_embedding: nn.LSTM (cuDNN on a GPU) over the batch's distinct tokens
+  padded to the longest, h gathered at each length: every token runs the longest one's steps.
+- packed_distinct_lstm_char_embedding: nn.LSTM over packed sequences of the distinct tokens:
+  each token runs its own length (cuDNN's variable-length path), the framework's best plain use.
 """
 from __future__ import annotations
 
@@ -52,4 +54,11 @@ def padded_lstm_char_embedding(module, idx: torch.Tensor) -> torch.Tensor:
     chars, lengths, inverse = distinct_padded_chars(module, idx)
     out, _ = module.lstm(module.char_emb(chars))  # [U, steps, H]
     h = last_char_states(out, lengths)
+    return module.proj(h).index_select(0, inverse).view(*idx.shape, -1)
+
+
+def packed_distinct_lstm_char_embedding(module, idx: torch.Tensor) -> torch.Tensor:
+    """nn.LSTM over packed sequences of the distinct tokens of idx [...] -> [..., d_model]."""
+    ids, inverse = torch.unique(idx.reshape(-1), return_inverse=True)  # [U], [N]
+    h = packed_lstm_states(module.lstm, module.char_emb, module.table, ids)  # [U, H]
     return module.proj(h).index_select(0, inverse).view(*idx.shape, -1)

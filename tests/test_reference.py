@@ -4,7 +4,8 @@ import torch
 
 from backend_cases import ODD_CASES, outputs_and_grads, random_idx, random_table
 from charfast import CharEmbedding
-from charfast.packed_lstm import packed_lstm_char_embedding, padded_lstm_char_embedding
+from charfast.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
+                                  padded_lstm_char_embedding)
 
 
 def per_token_lstm_embedding(module: CharEmbedding, idx: torch.Tensor) -> torch.Tensor:
@@ -33,8 +34,9 @@ class Oracle(torch.nn.Module):
         return self.encoder(self.inner, idx)
 
 
-@pytest.mark.parametrize("encoder", [per_token_lstm_embedding, packed_lstm_char_embedding,
-                                     padded_lstm_char_embedding], ids=["per-token", "packed", "padded"])
+@pytest.mark.parametrize("encoder", [per_token_lstm_embedding, packed_lstm_char_embedding, padded_lstm_char_embedding,
+                                     packed_distinct_lstm_char_embedding],
+                         ids=["per-token", "packed", "padded", "packed-distinct"])
 @pytest.mark.parametrize("case", ODD_CASES)
 def test_reference_matches_nn_lstm_in_float64(case, encoder):
     table = random_table(case["vocab"], case["max_len"], case["n_chars"])

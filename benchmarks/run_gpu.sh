@@ -9,6 +9,12 @@
 # Each test file runs in its own process, so a crash in one (a segfault) is logged with its
 # traceback and the others still run; the end of stdout summarises every failure, since a
 # device call may return only the tail of its output.
+# Everything takes longer than one 10-minute device call; split it, e.g.
+#   1. BENCH_SECONDS=0                            tests (GPU ones compiled) and the profile
+#   2. TEST_SECONDS=0 PROFILE_SECONDS=0 BENCH_K="char_lstm_gpu and not flashrnn-cuda"
+#   3. TEST_SECONDS=0 PROFILE_SECONDS=0 BENCH_K="tiles"
+#   4. TEST_SECONDS=0 PROFILE_SECONDS=0 BENCH_K="gpt_step_gpu"   (inductor compiles: minutes)
+#   5. TEST_SECONDS=0 PROFILE_SECONDS=0 BENCH_K="flashrnn-cuda"  (nvcc compiles on first use)
 set -uo pipefail
 out=${1:?usage: run_gpu.sh OUT_DIR}
 mkdir -p "$out"

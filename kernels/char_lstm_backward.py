@@ -23,6 +23,7 @@ import triton.language as tl
 
 from charfast.kernels.activations import sigmoid, tanh
 from charfast.kernels.blocks import LstmBlocks, dot_precision
+from charfast.kernels.row_blocks import load_row_block
 
 
 @triton.jit
@@ -40,11 +41,7 @@ def char_lstm_backward_kernel(
     BLOCK_U: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_U + tl.arange(0, BLOCK_U)  # [BU]
-    row_ok = rows < U
-    lengths = tl.load(sorted_lengths + rows, mask=row_ok, other=0)  # [BU]
-    first_slot = tl.load(offsets + rows, mask=row_ok, other=0)  # [BU]
-    out_rows = tl.load(order + rows, mask=row_ok, other=0)  # [BU]
+    rows, row_ok, lengths, first_slot, out_rows = load_row_block(sorted_lengths, offsets, order, U, BLOCK_U)  # [BU]
 
     for j0 in range(0, H, BLOCK_H):
         cols = j0 + tl.arange(0, BLOCK_H)  # [BH]

@@ -16,7 +16,7 @@ import torch
 
 from charfast import CharEmbedding
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.kernels.blocks import LstmBlocks
+from charfast.kernels.blocks import TUNING_CANDIDATES, LstmBlocks
 
 from conftest import batch_ids
 
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPR
                                 reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)")
 
 SEQ_LEN = 1024
-TILES = [LstmBlocks(rows, tile, tile, warps) for rows in (16, 32) for tile in (32, 64) for warps in (4, 8)]
 
 
 def forward_backward(module: CharEmbedding, idx: torch.Tensor, grad: torch.Tensor):
@@ -35,7 +34,7 @@ def forward_backward(module: CharEmbedding, idx: torch.Tensor, grad: torch.Tenso
     return out.detach(), module.lstm.weight_hh_l0.grad.clone()
 
 
-@pytest.mark.parametrize("tiles", TILES, ids=lambda t: f"rows{t.rows}-tile{t.hidden}-warps{t.num_warps}")
+@pytest.mark.parametrize("tiles", TUNING_CANDIDATES, ids=lambda t: f"rows{t.rows}-tile{t.hidden}-warps{t.num_warps}")
 @pytest.mark.parametrize("hidden", [128, 768])
 @pytest.mark.parametrize("batch", [16, 64])
 def test_triton_tiles(benchmark, monkeypatch, cl100k_table, shakespeare_tokens, batch, hidden, tiles):

@@ -43,3 +43,12 @@ def dot_precision(dtype: torch.dtype) -> str:
     """float32 parameters get exact float32 products (the ~1e-5 contract); 16-bit ones
     multiply in their own precision with float32 accumulation whatever this says."""
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+# Tile configs a tuning may choose among for 16-bit parameters: every one compiles for
+# sm_90 within 100 KB of shared memory (tests/test_triton.py), and
+# benchmarks/test_bench_triton_tiles_gpu.py times them on real batches. 64 rows take
+# 32-wide tiles: with 64-wide ones the pipelined forward needs 120 KB.
+TUNING_CANDIDATES = tuple(LstmBlocks(rows, tile, tile, warps)
+                          for rows, tile in ((16, 32), (16, 64), (32, 32), (32, 64), (64, 32))
+                          for warps in (4, 8))

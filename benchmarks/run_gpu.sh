@@ -56,3 +56,4 @@ for log in "$out/tests.log" "$out/bench.log"; do
     | cut -c1-400
 done
 [ -f "$out/bench.log" ] && sed -n '/charfast: ratios within each group/,$p' "$out/bench.log" | head -80
+# The tables for BENCHMARKS.md: python benchmarks/report.py "$out/bench.json"

@@ -45,6 +45,8 @@ if [ "${BENCH_SECONDS:-600}" -gt 0 ]; then
     -k "${BENCH_K:-gpu}" --benchmark-json "$out/bench.json" --benchmark-columns=median,iqr,rounds \
     > "$out/bench.log" 2>&1
   echo "benchmarks: exit $?"
+  [ -s "$out/bench.json" ] && python benchmarks/report.py "$out/bench.json" \
+    --command "BENCH_K=\"${BENCH_K:-gpu}\" bash benchmarks/run_gpu.sh OUT_DIR" > "$out/bench.md"
 fi
 
 echo "=== summary ==="
@@ -56,4 +58,4 @@ for log in "$out/tests.log" "$out/bench.log"; do
     | cut -c1-400
 done
 [ -f "$out/bench.log" ] && sed -n '/charfast: ratios within each group/,$p' "$out/bench.log" | head -80
-# The tables for BENCHMARKS.md: python benchmarks/report.py "$out/bench.json"
+# bench.md: the same run as Markdown tables for BENCHMARKS.md (benchmarks/report.py)

@@ -2,8 +2,9 @@
 
 tl.dot needs every tile dimension >= 16. Hidden tiles stay at most 64 wide so the four
 gate accumulators [BLOCK_U, BLOCK_H] and the weight tiles fit in registers / shared
-memory for any H (H = 1024 runs as 16 x 16 tiles per step). These are first guesses:
-they are to be tuned on a GPU (benchmarks/test_bench_char_lstm_gpu.py), not measured yet.
+memory for any H (H = 1024 runs as 16 x 16 tiles per step). for_shape's choice is a first
+guess, not yet measured against the alternatives: benchmarks/test_bench_triton_tiles_gpu.py
+times every TUNING_CANDIDATES entry on a GPU, and for_shape is to follow what it finds.
 """
 from dataclasses import dataclass
 

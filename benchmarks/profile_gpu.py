@@ -62,8 +62,9 @@ def profile_one(table, idx, hidden: int, impl: str, steps: int, rows: int) -> No
     syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
                                                       "cudaMemcpyAsync")) / steps
     name = f"{impl} ({module._backend_for(device).name})" if impl == "charfast" else impl
-    print(f"\n=== hidden={hidden} {name}: wall {wall * 1e3:.3f} ms/step, GPU busy {busy_us / 1e3:.3f} ms/step "
-          f"({kernels / steps:.0f} kernels, {syncs:.0f} memcpy/sync calls per step)")
+    busy = (f", GPU busy {busy_us / 1e3:.3f} ms/step ({kernels / steps:.0f} kernels, {syncs:.0f} memcpy/sync "
+            f"calls per step)") if device.type == "cuda" else ""
+    print(f"\n=== hidden={hidden} {name}: wall {wall * 1e3:.3f} ms/step{busy}")
     sort_key = ("self_cpu_time_total" if device.type != "cuda" else
                 "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total")
     print(events.table(sort_by=sort_key, row_limit=rows, max_name_column_width=60))

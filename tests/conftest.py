@@ -9,6 +9,31 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def _interpreter_dot_with_bfloat16():
+    """Teach Triton's interpreter bfloat16 tl.dot, so the tests run the kernels in the GPU
+    training dtype on the CPU too. Up to Triton 3.9 it multiplies the operands' raw uint16
+    bit patterns (triton-lang/triton#11584); here they become the float32 values they
+    encode, as on a GPU (exact products, float32 sums). Returns the unpatched create_dot."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
+    unpatched = InterpreterBuilder.create_dot
+
+    def as_float32(handle):
+        if handle.dtype.scalar != tl.bfloat16:
+            return handle
+        return TensorHandle((handle.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return unpatched(self, as_float32(a), as_float32(b), d, input_precision, max_num_imprecise_acc)
+
+    InterpreterBuilder.create_dot = create_dot
+    return unpatched
+
+
+UNPATCHED_INTERPRETER_DOT = _interpreter_dot_with_bfloat16() if os.environ.get("TRITON_INTERPRET") == "1" else None
+
+
 @pytest.fixture(scope="session")
 def cl100k():
     from charfast.tokenizer import get_tiktoken

@@ -34,10 +34,9 @@ def test_matches_reference_in_float32(case, device):
 
 
 # 16-bit results are judged against what torch.nn.LSTM (cuDNN on a GPU) errs in the same
-# precision. bfloat16 only compiled: Triton's interpreter multiplies bfloat16 bit patterns in
-# tl.dot (triton-lang/triton#11584), which the backend refuses (test below).
-@pytest.mark.parametrize("dtype", [pytest.param(torch.float16, id="float16"),
-                                   pytest.param(torch.bfloat16, id="bfloat16", marks=needs_cuda)])
+# precision. On the CPU, bfloat16 runs through the interpreter that conftest teaches
+# bfloat16 tl.dot.
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", ODD_CASES[:2], ids=["hidden40", "hidden130"])
 def test_16_bit_errs_no_more_than_torch_lstm(case, device, dtype):
@@ -45,10 +44,20 @@ def test_16_bit_errs_no_more_than_torch_lstm(case, device, dtype):
 
 
 @needs_interpreter
-def test_bfloat16_is_refused_under_the_interpreter():
+def test_bfloat16_is_refused_where_the_interpreter_gets_its_dot_wrong(monkeypatch):
+    """Triton's own interpreter (up to 3.9, triton-lang/triton#11584) would return garbage."""
+    from triton.runtime.interpreter import InterpreterBuilder
+    from conftest import UNPATCHED_INTERPRETER_DOT
     table, gate_table, weight_hh, _, _, ids = _op_inputs(dtype=torch.bfloat16)
-    with pytest.raises(TypeError, match="bfloat16 does not run under TRITON_INTERPRET=1"):
-        triton_backend.char_lstm_triton(gate_table, weight_hh, table, ids)
+    assert triton_backend.interpreter_bfloat16_dot_works()  # conftest's bfloat16 dot
+    monkeypatch.setattr(InterpreterBuilder, "create_dot", UNPATCHED_INTERPRETER_DOT)
+    triton_backend.interpreter_bfloat16_dot_works.cache_clear()
+    try:
+        assert not triton_backend.interpreter_bfloat16_dot_works()
+        with pytest.raises(TypeError, match="bfloat16 does not run under TRITON_INTERPRET=1"):
+            triton_backend.char_lstm_triton(gate_table, weight_hh, table, ids)
+    finally:
+        triton_backend.interpreter_bfloat16_dot_works.cache_clear()
 
 
 @pytest.mark.parametrize("device", DEVICES)

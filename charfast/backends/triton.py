@@ -36,11 +36,27 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 KERNELS_INTERPRETED = not isinstance(char_lstm_forward_kernel, triton.runtime.JITFunction)
 
 
+@functools.lru_cache(maxsize=None)
+def interpreter_bfloat16_dot_works() -> bool:
+    """Whether Triton's interpreter gets a bfloat16 tl.dot right: a 16 x 16 product of
+    small integers (exact in bfloat16 and float32) against torch's. Run once, on the CPU."""
+    a = (torch.arange(256).view(16, 16) % 5 - 2).to(torch.bfloat16)  # [16, 16] values in -2..2
+    b = a.t().contiguous()
+    out = torch.empty(16, 16)
+    dot_probe_kernel[(1,)](a, b, out, N=16)
+    return torch.equal(out, a.float() @ b.float())
+
+
 @torch.library.custom_op("charfast::triton_char_lstm_forward", mutates_args=())
 def char_lstm_forward_op(gate_table: Tensor, weight_hh: Tensor, table_chars: Tensor, table_lengths: Tensor,
                          ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(h [U, H], then what the backward needs: h_prev [S, H], c_prev [S, H] float32,
     step_chars [S] int32, sorted_lengths [U], offsets [U], order [U])."""
+    # Checked here, in the op that runs for real also under torch.compile (the probe runs a kernel).
+    if KERNELS_INTERPRETED and gate_table.dtype == torch.bfloat16 and not interpreter_bfloat16_dot_works():
+        raise TypeError("charfast triton char_lstm: bfloat16 does not run under TRITON_INTERPRET=1 with this "
+                        "Triton (its interpreter multiplies the bit patterns of bfloat16 tl.dot operands, "
+                        "triton-lang/triton#11584); use float16 or float32 there, or a GPU")
     lengths = table_lengths[ids.clamp(0, table_lengths.shape[0] - 1)].long()  # [U]
     if ids.numel():
         total_steps, low, high = torch.stack([lengths.sum(), ids.min(), ids.max()]).tolist()  # the one sync
@@ -113,17 +129,6 @@ def _backward(ctx, grad_h, *_unused_grads):
 char_lstm_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-@functools.lru_cache(maxsize=None)
-def interpreter_bfloat16_dot_works() -> bool:
-    """Whether Triton's interpreter gets a bfloat16 tl.dot right: a 16 x 16 product of
-    small integers (exact in bfloat16 and float32) against torch's. Run once, on the CPU."""
-    a = (torch.arange(256).view(16, 16) % 5 - 2).to(torch.bfloat16)  # [16, 16] values in -2..2
-    b = a.t().contiguous()
-    out = torch.empty(16, 16)
-    dot_probe_kernel[(1,)](a, b, out, N=16)
-    return torch.equal(out, a.float() @ b.float())
-
-
 def check_inputs(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) -> None:
     """Raise a clear error for anything the kernels cannot take (checked before launch)."""
     name = "charfast triton char_lstm"
@@ -133,10 +138,6 @@ def check_inputs(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) -> N
     if gate_table.dtype not in SUPPORTED_DTYPES or weight_hh.dtype != gate_table.dtype:
         raise TypeError(f"{name}: gate_table and weight_hh must share one dtype of "
                         f"{[str(d) for d in SUPPORTED_DTYPES]}, got {gate_table.dtype} and {weight_hh.dtype}")
-    if KERNELS_INTERPRETED and gate_table.dtype == torch.bfloat16 and not interpreter_bfloat16_dot_works():
-        raise TypeError(f"{name}: bfloat16 does not run under TRITON_INTERPRET=1 with this Triton (its "
-                        "interpreter multiplies the bit patterns of bfloat16 tl.dot operands, "
-                        "triton-lang/triton#11584); use float16 or float32 there, or a GPU")
     if weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1] or weight_hh.shape[1] < 1:
         raise ValueError(f"{name}: weight_hh must be [4H, H] with H >= 1, got {tuple(weight_hh.shape)}")
     if gate_table.dim() != 2 or gate_table.shape != (table.n_chars, weight_hh.shape[0]):

@@ -44,6 +44,14 @@ def test_16_bit_errs_no_more_than_torch_lstm(case, device, dtype):
 
 
 @needs_interpreter
+def test_long_tokens_in_bfloat16_err_no_more_than_torch_lstm():
+    """40-char tokens: 40 steps of bf16 rounding of h, forward and back (the GPU's larger
+    case is test_large_hidden_in_bfloat16_errs_no_more_than_cudnn)."""
+    case = dict(vocab=200, max_len=40, n_chars=64, char_dim=32, hidden=128, idx_shape=(4, 64))
+    assert_within_lstm_error_budget("triton", case, torch.bfloat16, device="cpu")
+
+
+@needs_interpreter
 def test_bfloat16_is_refused_where_the_interpreter_gets_its_dot_wrong(monkeypatch):
     """Triton's own interpreter (up to 3.9, triton-lang/triton#11584) would return garbage."""
     from triton.runtime.interpreter import InterpreterBuilder

@@ -20,7 +20,7 @@ def _interpreter_dot_with_bfloat16():
     unpatched = InterpreterBuilder.create_dot
 
     def as_float32(handle):
-        if handle.dtype.scalar != tl.bfloat16:
+        if handle.dtype.scalar != tl.bfloat16 or handle.data.dtype != np.uint16:  # not the broken form
             return handle
         return TensorHandle((handle.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
 

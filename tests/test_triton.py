@@ -61,7 +61,8 @@ def test_bfloat16_is_refused_where_the_interpreter_gets_its_dot_wrong(monkeypatc
     monkeypatch.setattr(InterpreterBuilder, "create_dot", UNPATCHED_INTERPRETER_DOT)
     triton_backend.interpreter_bfloat16_dot_works.cache_clear()
     try:
-        assert not triton_backend.interpreter_bfloat16_dot_works()
+        if triton_backend.interpreter_bfloat16_dot_works():
+            pytest.skip("this Triton's own interpreter multiplies bfloat16 right: nothing to refuse")
         with pytest.raises(TypeError, match="bfloat16 does not run under TRITON_INTERPRET=1"):
             triton_backend.char_lstm_triton(gate_table, weight_hh, table, ids)
     finally:

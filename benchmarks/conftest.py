@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from charfast import GPT, GPTConfig, TokenCharTable
-from charfast.corpus import shakespeare_documents
-from charfast.packed_lstm import packed_lstm_char_embedding
-from charfast.tokenizer import get_tiktoken
+from charfast.gpt.corpus import shakespeare_documents
+from charfast.baselines.packed_lstm import packed_lstm_char_embedding
+from charfast.gpt.tokenizer import get_tiktoken
 
 from ratios import Result, by_group
 

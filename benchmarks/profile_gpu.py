@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # conftest's shared in
 from conftest import batch_ids, load_cl100k_table, load_shakespeare_tokens  # noqa: E402
 
 from charfast import CharEmbedding  # noqa: E402
-from charfast.packed_lstm import packed_distinct_lstm_char_embedding, padded_lstm_char_embedding  # noqa: E402
+from charfast.baselines.packed_lstm import packed_distinct_lstm_char_embedding, padded_lstm_char_embedding  # noqa: E402
 
 IMPLEMENTATIONS = {"charfast": lambda module, idx: module(idx), "nn.LSTM padded": padded_lstm_char_embedding,
                    "nn.LSTM packed": packed_distinct_lstm_char_embedding}

@@ -6,7 +6,7 @@
 # the tests), PROFILE_SECONDS (120; 0 skips benchmarks/profile_gpu.py), BENCH_SECONDS (600;
 # 0 skips the benchmarks), BENCH_K (default "gpu"; "gpu and not tiles" leaves out the
 # Triton tile sweep).
-# The test files in TEST_ISOLATE (default tests/test_cpp.py, which segfaulted on an H100)
+# The test files in TEST_ISOLATE (default tests/core/test_cpp.py, which segfaulted on an H100)
 # run in their own processes, so a crash there is logged with its traceback and the rest
 # still run; the end of stdout summarises every failure, since a device call may return
 # only the tail of its output.
@@ -30,8 +30,8 @@ if [ "${TEST_SECONDS:-300}" -gt 0 ]; then
   deadline=$((SECONDS + ${TEST_SECONDS:-300}))
   # The files in TEST_ISOLATE each get their own process (a crash there cannot end the
   # rest); all others share one, to spend device time on tests rather than start-ups.
-  isolate=${TEST_ISOLATE:-tests/test_cpp.py}
-  rest=$(ls tests/test_*.py | grep -vxF -f <(tr ' ' '\n' <<< "$isolate") | tr '\n' ' ')
+  isolate=${TEST_ISOLATE:-tests/core/test_cpp.py}
+  rest=$(find tests -name "test_*.py" | sort | grep -vxF -f <(tr ' ' '\n' <<< "$isolate") | tr '\n' ' ')
   for files in $isolate "$rest"; do
     left=$((deadline - SECONDS))
     if [ "$left" -le 0 ]; then echo "OUT OF TIME before $files" | tee -a "$out/tests.log"; break; fi

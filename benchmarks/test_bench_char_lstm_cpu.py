@@ -26,7 +26,7 @@ import torch
 
 from charfast import CharEmbedding
 from charfast.backends import why_unavailable
-from charfast.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
+from charfast.baselines.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
                                   padded_lstm_char_embedding)
 
 from conftest import batch_ids, batch_work, recurrent_work

@@ -13,10 +13,10 @@ position, from the same bfloat16 parameters:
     cudnn-packed
                unique ids as packed sequences, torch.nn.LSTM (cuDNN's variable-length
                path): each token runs only its own chars
-    study      torch.nn.LSTM over packed sequences of all B*T tokens (charfast.packed_lstm)
+    study      torch.nn.LSTM over packed sequences of all B*T tokens (charfast.baselines.packed_lstm)
     flashrnn-triton, flashrnn-cuda
                FlashRNN's fused LSTM kernels (Triton; CUDA, compiled on first use) over
-               the distinct tokens padded like cudnn's (charfast.flashrnn_baseline);
+               the distinct tokens padded like cudnn's (charfast.baselines.flashrnn);
                skipped when the flashrnn package is not installed
 
 extra_info holds the work (distinct tokens, their chars, the trie nodes a prefix-sharing
@@ -31,9 +31,9 @@ import torch
 
 from charfast import CharEmbedding
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.gpu_peaks import gpu_peaks
-from charfast.flashrnn_baseline import flashrnn_char_embedding
-from charfast.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
+from charfast.gpt.gpu_peaks import gpu_peaks
+from charfast.baselines.flashrnn import flashrnn_char_embedding
+from charfast.baselines.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
                                   padded_lstm_char_embedding)
 
 from conftest import batch_ids, batch_work, recurrent_work

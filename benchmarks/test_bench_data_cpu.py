@@ -3,7 +3,7 @@
     pytest benchmarks/test_bench_data_cpu.py --benchmark-only
 
 Each round tokenizes all of Shakespeare's plays into a fresh cache folder with
-charfast.data.tokenize, for the default 512-rank corpus BPE and for cl100k_base;
+charfast.gpt.data.tokenize, for the default 512-rank corpus BPE and for cl100k_base;
 extra_info gives the throughput in MB of text per second.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ import tempfile
 
 import pytest
 
-from charfast.bpe import train_bpe
-from charfast.corpus import shakespeare_documents
-from charfast.data import tokenize
-from charfast.tokenizer import get_tiktoken
+from charfast.gpt.bpe import train_bpe
+from charfast.gpt.corpus import shakespeare_documents
+from charfast.gpt.data import tokenize
+from charfast.gpt.tokenizer import get_tiktoken
 
 
 @pytest.fixture(scope="module")

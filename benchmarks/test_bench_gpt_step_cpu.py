@@ -10,7 +10,7 @@ update on a batch of real text. Variants, all from the same seed:
     char-cpp        + CharEmbedding(backend="cpp") (the CPU default)
     char-reference  + CharEmbedding(backend="reference")
     char-study      + the same char encoder computed the study's way (nn.LSTM over packed
-                    sequences of all B*T tokens, charfast.packed_lstm)
+                    sequences of all B*T tokens, charfast.baselines.packed_lstm)
     *-compiled      the same model under torch.compile (inductor; compiled in the warm-up)
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 
 from charfast import GPTConfig, TokenCharTable
 from charfast.backends import why_unavailable
-from charfast.bpe import train_bpe
-from charfast.corpus import shakespeare_documents
+from charfast.gpt.bpe import train_bpe
+from charfast.gpt.corpus import shakespeare_documents
 
 from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
 

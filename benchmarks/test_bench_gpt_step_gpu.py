@@ -10,7 +10,7 @@ a fused AdamW update, as charfast.train takes it. Variants, all from the same se
     baseline        no char embedding
     char-triton     + CharEmbedding(backend="triton") (the CUDA default)
     char-study      + the same char encoder computed the study's way (nn.LSTM/cuDNN over
-                    packed sequences of all B*T tokens, charfast.packed_lstm)
+                    packed sequences of all B*T tokens, charfast.baselines.packed_lstm)
     *-compiled      the same model under torch.compile (inductor; compiled in the warm-up)
 
 test_char_overhead_interleaved alternates baseline and char steps and records the ratio
@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.train import PRESETS, TrainConfig, model_config
+from charfast.gpt.train import PRESETS, TrainConfig, model_config
 
 from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
 

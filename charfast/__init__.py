@@ -24,8 +24,19 @@ _map_source_tree_kernels()
 
 from charfast.char_embedding import CharEmbedding  # noqa: E402
 from charfast.char_lstm import char_lstm  # noqa: E402
-from charfast.model import GPT, GPTConfig  # noqa: E402
 from charfast.table import TokenCharTable  # noqa: E402
 
 __all__ = ["TokenCharTable", "CharEmbedding", "char_lstm", "GPT", "GPTConfig"]
 __version__ = "0.1.0"
+
+# The GPT app's classes, re-exported for `from charfast import GPT, GPTConfig` but imported
+# only when asked for: `import charfast` loads the core alone.
+_FROM_GPT = ("GPT", "GPTConfig")
+
+
+def __getattr__(name: str):
+    if name in _FROM_GPT:
+        from charfast import gpt
+
+        return getattr(gpt, name)
+    raise AttributeError(f"module 'charfast' has no attribute {name!r}")

@@ -19,18 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charfast import tokenizer
 from charfast.atomic import atomic_write
+from charfast.cache import default_cache_dir, safe_filename
+from charfast.token_bytes import token_bytes, token_bytes_digest
 
 _CACHE_FORMAT = 1  # bump when the on-disk layout changes, so stale files are rebuilt
-
-
-def default_cache_dir() -> Path:
-    """CHARFAST_CACHE, else $XDG_CACHE_HOME/charfast, else ~/.cache/charfast."""
-    env = os.environ.get("CHARFAST_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "charfast"
 
 
 def _char_dtype(n_chars: int) -> torch.dtype:
@@ -130,11 +123,12 @@ class TokenCharTable:
         The cache key is the encoding's name plus a SHA-256 of every token's bytes and of
         max_chars, so a changed encoding never reads a stale table.
         """
+        _check_is_tiktoken_encoding(encoding)
         if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1):
             raise ValueError(f"from_tiktoken: max_chars must be a positive int or None, got {max_chars!r}")
-        token_bytes = tokenizer.token_bytes(encoding)
+        every_token = token_bytes(encoding)
         digest = hashlib.sha256(
-            f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|{tokenizer.token_bytes_digest(token_bytes)}".encode())
+            f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|{token_bytes_digest(every_token)}".encode())
         name = encoding.name if max_chars is None else f"{encoding.name}[:{max_chars}]"
         cache_file = Path(cache_dir or default_cache_dir()) / f"table-{safe_filename(encoding.name)}-{digest.hexdigest()[:16]}.npz"
         if cache_file.exists():
@@ -143,19 +137,25 @@ class TokenCharTable:
                     return cls(torch.from_numpy(saved["chars"]), torch.from_numpy(saved["lengths"]), 256, name=name)
             except Exception:  # a torn or foreign file: rebuild and overwrite it
                 pass
-        lengths = np.array([0 if b is None else len(b) for b in token_bytes], dtype=np.int32)
+        lengths = np.array([0 if b is None else len(b) for b in every_token], dtype=np.int32)
         if max_chars is not None:
             lengths = np.minimum(lengths, max_chars)
-        chars = np.zeros((len(token_bytes), max(int(lengths.max()), 1)), dtype=np.uint8)
-        flat = np.frombuffer(b"".join(b[:n] for b, n in zip(token_bytes, lengths) if b), dtype=np.uint8)
+        chars = np.zeros((len(every_token), max(int(lengths.max()), 1)), dtype=np.uint8)
+        flat = np.frombuffer(b"".join(b[:n] for b, n in zip(every_token, lengths) if b), dtype=np.uint8)
         chars[np.arange(chars.shape[1]) < lengths[:, None]] = flat
         _atomic_save_npz(cache_file, chars=chars, lengths=lengths)
         return cls(torch.from_numpy(chars), torch.from_numpy(lengths), 256, name=name)
 
 
-def safe_filename(name: str) -> str:
-    """`name` with every character other than letters, digits and -_. replaced by _."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+def _check_is_tiktoken_encoding(encoding) -> None:
+    """tiktoken is imported here, on first use, so `import charfast` does not need it."""
+    try:
+        import tiktoken
+    except ImportError as err:
+        raise ImportError("TokenCharTable.from_tiktoken needs the tiktoken package: pip install tiktoken") from err
+    if not isinstance(encoding, tiktoken.Encoding):
+        raise TypeError(f"from_tiktoken: encoding must be a tiktoken.Encoding (e.g. tiktoken.get_encoding(...)), "
+                        f"got {type(encoding).__name__} {encoding!r}")
 
 
 def _atomic_save_npz(path: Path, **arrays) -> None:

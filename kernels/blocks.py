@@ -48,7 +48,7 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 # Tile configs a tuning may choose among for 16-bit parameters: every one compiles for
-# sm_90 within 100 KB of shared memory (tests/test_triton.py), and
+# sm_90 within 100 KB of shared memory (tests/core/test_triton.py), and
 # benchmarks/test_bench_triton_tiles_gpu.py times them on real batches. 64 rows take
 # 32-wide tiles: with 64-wide ones the pipelined forward needs 120 KB.
 TUNING_CANDIDATES = tuple(LstmBlocks(rows, tile, tile, warps)

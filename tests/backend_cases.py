@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from charfast import CharEmbedding, TokenCharTable
-from charfast.packed_lstm import padded_lstm_char_embedding
+from charfast.baselines.packed_lstm import padded_lstm_char_embedding
 
 # (vocab, max_len, n_chars, char_dim, hidden, idx shape): lengths 0, 1 and max are forced
 # into every table; hidden sizes that are not powers of two; one token; many repeats.
@@ -77,7 +77,7 @@ def low_precision_errors(backend: str, case: dict, dtype: torch.dtype, device: s
 
     Both run from the same dtype parameters: CharEmbedding(backend) (or forward(module, idx)
     when given) and torch.nn.LSTM over the padded distinct tokens (cuDNN on a GPU,
-    charfast.packed_lstm); each error is the max abs difference from the reference run in
+    charfast.baselines.packed_lstm); each error is the max abs difference from the reference run in
     float64 on those parameters (upcast), and scale is that float64 result's max abs value."""
     torch.manual_seed(0)  # the same weights whatever ran before: a budget check must not flake
     table = random_table(case["vocab"], case["max_len"], case["n_chars"])

@@ -36,7 +36,7 @@ UNPATCHED_INTERPRETER_DOT = _interpreter_dot_with_bfloat16() if os.environ.get("
 
 @pytest.fixture(scope="session")
 def cl100k():
-    from charfast.tokenizer import get_tiktoken
+    from charfast.gpt.tokenizer import get_tiktoken
     return get_tiktoken("cl100k_base")
 
 

@@ -19,7 +19,7 @@ from charfast.backends import resolve_backend, why_unavailable
 from charfast.kernels.blocks import LstmBlocks
 
 # One process runs the kernels either interpreted (CPU tensors; conftest's default) or
-# compiled (CUDA): `TRITON_INTERPRET=0 pytest tests/test_triton.py` on a GPU machine.
+# compiled (CUDA): `TRITON_INTERPRET=0 pytest tests/core/test_triton.py` on a GPU machine.
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,
                                 reason="needs a CUDA GPU and compiled Triton (TRITON_INTERPRET=0)")
 needs_interpreter = pytest.mark.skipif(not triton_backend.KERNELS_INTERPRETED,

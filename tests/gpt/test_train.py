@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-import charfast.train as train
-from charfast.bpe import END_OF_TEXT, train_bpe
-from charfast.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
-from charfast.corpus import shakespeare_documents
-from charfast.data import TokenBatches, get_tokenizer, load_documents, split_documents, tokenize
+from charfast.gpt import train
+from charfast.gpt.bpe import END_OF_TEXT, train_bpe
+from charfast.gpt.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from charfast.gpt.corpus import shakespeare_documents
+from charfast.gpt.data import TokenBatches, load_documents, split_documents, tokenize
+from charfast.gpt.tokenizer import get_tokenizer
 
 CHARS_PER_DOC = 12_000
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from charfast.atomic import atomic_write
-from charfast.stats import paired_bootstrap_difference
+from charfast.study.layout import StudyLayout
+from charfast.study.stats import paired_bootstrap_difference
 
 CHAR, CONTROL = "char", "baseline-matched"
 
@@ -66,19 +67,17 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_report(results: list[dict], rows: list[dict], out_dir: Path, study_root: Path) -> list[Path]:
+def plot_report(results: list[dict], rows: list[dict], layout: StudyLayout) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")  # files only: no display needed
     from matplotlib import pyplot as plt
-
-    from charfast.study import run_folder, slug  # the study's folder layout
 
     colours = {CHAR: "tab:blue", CONTROL: "tab:orange"}
     paths = []
     fig, (pre, fine) = plt.subplots(1, 2, figsize=(12, 4), dpi=120)
     for run in results:
         label = f"{run['arch']} seed {run['seed']} ({run['tokenizer']})"
-        metrics = study_root / run_folder(run["tokenizer"], run["arch"], run["seed"]) / "pretrain" / "metrics.jsonl"
+        metrics = layout.pretrain_dir(run["tokenizer"], run["arch"], run["seed"]) / "metrics.jsonl"
         records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
         val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
         if val:
@@ -91,7 +90,7 @@ def plot_report(results: list[dict], rows: list[dict], out_dir: Path, study_root
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    paths.append(out_dir / "loss_curves.png")
+    paths.append(layout.root / "loss_curves.png")
     fig.savefig(paths[-1])
     plt.close(fig)
 
@@ -114,7 +113,7 @@ def plot_report(results: list[dict], rows: list[dict], out_dir: Path, study_root
         axes[0, 0].set_title(f"exact-match accuracy by task, {tokenizer}")
         axes[0, 0].legend(fontsize=7, ncol=3)
         fig.tight_layout()
-        paths.append(out_dir / f"accuracy_{slug(tokenizer)}.png")
+        paths.append(layout.accuracy_plot(tokenizer))
         fig.savefig(paths[-1])
         plt.close(fig)
     return paths
@@ -124,7 +123,7 @@ def write_report(result_paths: list[Path], study_root: Path) -> Path:
     """report.md (and its PNGs) in study_root; returns its path."""
     results = load_results(result_paths)
     rows = comparison_rows(results)
-    plots = plot_report(results, rows, study_root, study_root)
+    plots = plot_report(results, rows, StudyLayout(study_root))
     text = ["# charfast study report", "",
             "Exact match: greedy decoding up to the first newline, answer value compared exactly. "
             "Answer loss: teacher-forced cross-entropy of the answer tokens (the original study's measure). "

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "report.py"
+REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
 
 
 def bench(name, group, median, **extra_info):

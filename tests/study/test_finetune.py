@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from charfast import GPT, GPTConfig, TokenCharTable
-from charfast.bpe import train_bpe
-from charfast.evaluate import evaluate_examples, summarize
-from charfast.finetune import FinetuneConfig, example_stream, finetune
-from charfast.tasks import make_example
+from charfast.gpt.bpe import train_bpe
+from charfast.study.evaluate import evaluate_examples, summarize
+from charfast.study.finetune import FinetuneConfig, example_stream, finetune
+from charfast.study.tasks import make_example
 
 WORDS = ["strawberry", "banana", "rhythm", "queue", "apple", "lemon", "melon", "grape"]
 

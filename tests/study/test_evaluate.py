@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from charfast import GPT, GPTConfig
-from charfast.evaluate import evaluate_examples, summarize
-from charfast.model import IGNORE_INDEX
-from charfast.task_data import answer_masked_batch, encode_example
-from charfast.tasks import make_example
+from charfast.study.evaluate import evaluate_examples, summarize
+from charfast.gpt.model import IGNORE_INDEX
+from charfast.study.task_data import answer_masked_batch, encode_example
+from charfast.study.tasks import make_example
 
 
 @pytest.fixture(scope="module")

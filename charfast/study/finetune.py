@@ -12,8 +12,8 @@ from typing import Iterator
 
 import torch
 
-from charfast.task_data import answer_masked_batch, encode_example
-from charfast.tasks import TASKS, Example, make_example
+from charfast.study.task_data import answer_masked_batch, encode_example
+from charfast.study.tasks import TASKS, Example, make_example
 
 
 @dataclass(frozen=True)

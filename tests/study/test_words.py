@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from charfast.words import (SPLIT_NAMES, freeze_splits, load_splits, make_splits, token_frequencies,
+from charfast.study.words import (SPLIT_NAMES, freeze_splits, load_splits, make_splits, token_frequencies,
                             word_counts, word_tokens)
 
 WORDS = ("apple banana cherry dragon eleven forest garden harbor island jungle kettle lemon meadow "
@@ -173,7 +173,7 @@ def test_make_splits_needs_some_pretraining_tokens(cl100k):
 
 
 def test_real_corpus_splits(cl100k):
-    from charfast.corpus import shakespeare_documents
+    from charfast.gpt.corpus import shakespeare_documents
     documents = shakespeare_documents()
     counts = word_counts(documents)
     tokens = np.concatenate([np.asarray(cl100k.encode_ordinary(text), dtype=np.int64) for _, text in documents])

@@ -9,8 +9,8 @@ import torch
 import charfast.backends.triton as triton_backend
 from backend_cases import random_idx, random_table
 from charfast import GPT, GPTConfig
-from charfast.model import ARCHS, char_encoder_parameter_count
-from charfast.packed_lstm import padded_lstm_char_embedding
+from charfast.gpt.model import ARCHS, char_encoder_parameter_count
+from charfast.baselines.packed_lstm import padded_lstm_char_embedding
 
 VOCAB, N_CHARS = 40, 17
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,

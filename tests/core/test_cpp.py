@@ -19,7 +19,7 @@ from charfast.backends.reference import char_lstm_reference
 pytestmark = pytest.mark.skipif(cpp.ops_load_error() is not None,
                                 reason=f"C++ ops unavailable: {cpp.ops_load_error()}")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def weights(n_chars: int, hidden: int, dtype=torch.float64, seed: int = 0):
@@ -31,7 +31,7 @@ def weights(n_chars: int, hidden: int, dtype=torch.float64, seed: int = 0):
 
 
 def text_ids(table: TokenCharTable, encoding, n_tokens: int) -> torch.Tensor:
-    from charfast.corpus import shakespeare_documents
+    from charfast.gpt.corpus import shakespeare_documents
     tokens = encoding.encode_ordinary(shakespeare_documents()[0][1][: 8 * n_tokens])[:n_tokens]
     return torch.unique(torch.tensor(tokens))
 

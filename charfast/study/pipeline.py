@@ -1,38 +1,36 @@
-"""The character-task study: `python -m charfast.study`.
+"""The character-task study's stages, for every tokenizer, seed and arch.
 
 For each tokenizer, seed and architecture (char vs the parameter-matched baseline):
 
     pretrain    python -m charfast.train on the corpus (resumed if interrupted)
     splits      words of the corpus split into train / heldout / heldout_rare / nonce,
-                frozen once per tokenizer (charfast.words)
+                frozen once per tokenizer (charfast.study.words)
     test set    a fixed, seeded set of task examples per task and split, frozen once
     fine-tune   the pretrained model on task examples of train words, loss on answers only
     evaluate    greedy exact match and teacher-forced answer loss on the test set
 
 Every stage writes its result into the output folder and is skipped when that result is
-already there, so an interrupted study continues where it stopped. The report
-(charfast.study_report) then compares the archs per task and split with paired bootstrap
+already there, so an interrupted study continues where it stopped (the folders:
+charfast.study.layout). The report (charfast.study.report) then compares the archs per task and split with paired bootstrap
 intervals over the shared test questions, averaged over seeds.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from charfast import train
 from charfast.atomic import atomic_write
-from charfast.checkpoint import load_checkpoint
-from charfast.data import load_documents, split_documents
-from charfast.evaluate import evaluate_examples
-from charfast.finetune import FinetuneConfig, finetune
-from charfast.table import safe_filename as slug
-from charfast.tasks import STUDY_TASKS, TASKS, Example, make_example
-from charfast.words import freeze_splits, load_splits, make_splits, token_frequencies, word_counts
+from charfast.gpt import train
+from charfast.gpt.checkpoint import load_checkpoint
+from charfast.gpt.data import load_documents, split_documents
+from charfast.study.evaluate import evaluate_examples
+from charfast.study.finetune import FinetuneConfig, finetune
+from charfast.study.layout import StudyLayout
+from charfast.study.tasks import TASKS, Example, make_example
+from charfast.study.words import MANIFEST, freeze_splits, load_splits, make_splits, token_frequencies, word_counts
 
 ARCHS = ("char", "baseline-matched")
 SPLITS = ("train", "heldout", "heldout_rare", "nonce")
@@ -68,11 +66,6 @@ class StudyConfig:
                              f"unknown: {unknown}")
 
 
-def run_folder(tokenizer: str, arch: str, seed: int) -> Path:
-    """Where one (tokenizer, arch, seed) run lives, relative to the study's folder."""
-    return Path(slug(tokenizer)) / f"{arch}-seed{seed}"
-
-
 def _write_json(path: Path, value) -> None:
     with atomic_write(path) as f:
         f.write((json.dumps(value, indent=1) + "\n").encode("utf-8"))
@@ -83,12 +76,12 @@ class Study:
         config.validate()
         self.config = config
         self.preset = PRESETS[config.preset]
-        self.root = Path(config.out_dir)
+        self.layout = StudyLayout(Path(config.out_dir))
 
     # ---------------------------------------------------------------- stages
     def pretrain(self, tokenizer: str, arch: str, seed: int) -> Path:
         """The pretraining run's folder, trained (or finished) to the preset's steps."""
-        folder = self.root / run_folder(tokenizer, arch, seed) / "pretrain"
+        folder = self.layout.pretrain_dir(tokenizer, arch, seed)
         steps = self.preset["pretrain_steps"]
         ckpt = folder / "ckpt.pt"
         if ckpt.exists() and load_checkpoint(ckpt)["step"] >= steps:
@@ -113,16 +106,16 @@ class Study:
     def splits_and_test_set(self, tokenizer: str, pretrain_dir: Path):
         """(word splits, [(split, Example)]) of a tokenizer, frozen under its folder on first use
         (the rare-token split needs the pretraining tokens of `pretrain_dir`'s run)."""
-        folder = self.root / slug(tokenizer)
-        if not (folder / "splits" / "manifest.json").exists():
+        splits_dir = self.layout.splits_dir(tokenizer)
+        if not (splits_dir / MANIFEST).exists():
             trainer = self.load_pretrained(pretrain_dir)
             train_docs, _ = split_documents(load_documents(trainer.config.data), trainer.config.val_fraction,
                                             seed=trainer.config.seed)
             token_counts = token_frequencies(trainer.train_batches.tokens, trainer.encoding.n_vocab)
             splits = make_splits(word_counts(train_docs), trainer.encoding, token_counts, seed=0)
-            freeze_splits(splits, folder / "splits", meta={"tokenizer": tokenizer})
-        splits, _ = load_splits(folder / "splits")
-        test_path = folder / "test_set.json"
+            freeze_splits(splits, splits_dir, meta={"tokenizer": tokenizer})
+        splits, _ = load_splits(splits_dir)
+        test_path = self.layout.test_set(tokenizer)
         if not test_path.exists():
             _write_json(test_path, [dict(split=s, **dataclasses.asdict(e)) for s, e in self._draw_test_set(splits)])
         rows = json.loads(test_path.read_text(encoding="utf-8"))
@@ -142,8 +135,7 @@ class Study:
     def finetune_and_evaluate(self, tokenizer: str, arch: str, seed: int, pretrain_dir: Path,
                               splits, test_set) -> Path:
         """results.json of the fine-tuned model (reused when present)."""
-        folder = pretrain_dir.parent / "finetune"
-        results_path = folder / "results.json"
+        results_path = self.layout.results(tokenizer, arch, seed)
         if results_path.exists():
             return results_path
         trainer = self.load_pretrained(pretrain_dir)
@@ -167,42 +159,3 @@ class Study:
             for (arch, seed), folder in pretrained.items():
                 results.append(self.finetune_and_evaluate(tokenizer, arch, seed, folder, splits, test_set))
         return results
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m charfast.study", description=(
-        "Pretrain char and baseline-matched GPTs, fine-tune them on character tasks and compare "
-        "exact-match accuracy per task and split; finished stages are reused."))
-    defaults = StudyConfig()
-    parser.add_argument("--out-dir", default=defaults.out_dir, help="where every stage and the report go")
-    parser.add_argument("--preset", default=defaults.preset, choices=list(PRESETS),
-                        help="small: ~25 min on a 2-core CPU; full: GPT-2 small on a GPU")
-    parser.add_argument("--tokenizers", nargs="+", default=list(defaults.tokenizers),
-                        help="one run set per tokenizer: the vocabulary sweep, e.g. bpe:512 bpe:4096 cl100k_base")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
-    parser.add_argument("--archs", nargs="+", default=list(defaults.archs))
-    parser.add_argument("--tasks", nargs="+", default=list(defaults.tasks),
-                        help=f"default: all; the study's four are {' '.join(STUDY_TASKS)}")
-    parser.add_argument("--data", default=None, help="text file or folder (default: the embedded Shakespeare)")
-    parser.add_argument("--device", default=defaults.device)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from charfast.study_report import write_report
-    args = build_parser().parse_args(argv)
-    config = StudyConfig(out_dir=args.out_dir, preset=args.preset, tokenizers=tuple(args.tokenizers),
-                         seeds=tuple(args.seeds), archs=tuple(args.archs), tasks=tuple(args.tasks),
-                         data=args.data, device=args.device)
-    try:
-        results = Study(config).run()
-    except ValueError as err:
-        print(f"charfast.study: error: {err}", file=sys.stderr)
-        return 2
-    report = write_report(results, Path(config.out_dir))
-    print(f"wrote {report}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 Exact match (what the study lacked): the model sees the question, decodes greedily until
 it writes a newline (or runs out of tokens), and is right when the answer value read from
-that line equals the true one (charfast.tasks.is_exact_match). The teacher-forced answer
+that line equals the true one (charfast.study.tasks.is_exact_match). The teacher-forced answer
 loss is the study's measure: mean cross-entropy of the true answer's tokens given the
 question and the true answer so far.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from charfast.model import IGNORE_INDEX
-from charfast.task_data import ANSWER_END, answer_masked_batch, encode_example
-from charfast.tasks import Example, is_exact_match
+from charfast.gpt.model import IGNORE_INDEX
+from charfast.study.task_data import ANSWER_END, answer_masked_batch, encode_example
+from charfast.study.tasks import Example, is_exact_match
 
 
 @dataclass(frozen=True)

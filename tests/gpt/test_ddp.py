@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-import charfast.train as train
+from charfast.gpt import train
 from test_train import read_metrics, tiny_flags, write_tiny_corpus
 
 

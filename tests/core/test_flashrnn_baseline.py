@@ -7,7 +7,7 @@ from backend_cases import ODD_CASES, assert_within_lstm_error_budget, outputs_an
 from charfast import CharEmbedding
 
 pytest.importorskip("flashrnn", reason="optional benchmark baseline: pip install flashrnn")
-from charfast.flashrnn_baseline import flashrnn_char_embedding  # noqa: E402
+from charfast.baselines.flashrnn import flashrnn_char_embedding  # noqa: E402
 
 
 class FlashRNNEncoder(torch.nn.Module):

@@ -18,10 +18,9 @@ import torch
 from tqdm import tqdm
 
 from charfast.atomic import atomic_write
-from charfast.bpe import END_OF_TEXT, train_bpe
-from charfast.corpus import shakespeare_documents
-from charfast.table import default_cache_dir
-from charfast.tokenizer import get_tiktoken, token_bytes, token_bytes_digest
+from charfast.cache import default_cache_dir
+from charfast.gpt.bpe import END_OF_TEXT
+from charfast.gpt.corpus import shakespeare_documents
 
 _FORMAT = 1  # bump when the token cache layout changes
 TEXT_SUFFIXES = (".txt", ".md", ".text")
@@ -60,28 +59,6 @@ def split_documents(documents: list[tuple[str, str]], val_fraction: float,
     train = [d for i, d in enumerate(documents) if i not in held_out]
     val = [d for i, d in enumerate(documents) if i in held_out]
     return train, val
-
-
-# ------------------------------------------------------------------ tokenizers
-def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLike | None = None) -> tiktoken.Encoding:
-    """"bpe:N" (or "bpe:N:L", tokens of at most L bytes) trains a byte-level BPE with N
-    ranks on `train_texts` (cached); any other name is a tiktoken encoding ("cl100k_base")."""
-    if name.startswith("bpe:"):
-        parts = name.split(":")[1:]
-        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
-            raise ValueError(f"--tokenizer: expected 'bpe:VOCAB' or 'bpe:VOCAB:MAXLEN' (e.g. bpe:512), got {name!r}")
-        max_len = int(parts[1]) if len(parts) == 2 else None
-        return train_bpe(train_texts, int(parts[0]), max_token_length=max_len, cache_dir=cache_dir)
-    try:
-        return get_tiktoken(name)
-    except ValueError as err:
-        raise ValueError(f"--tokenizer: {err}; or 'bpe:VOCAB' for a BPE trained on the corpus") from err
-
-
-def tokenizer_identity(encoding: tiktoken.Encoding) -> dict:
-    """Name, id count and a hash of every token's bytes: what a checkpoint must match."""
-    return {"name": encoding.name, "n_vocab": encoding.n_vocab,
-            "sha256": token_bytes_digest(token_bytes(encoding))}
 
 
 # ------------------------------------------------------------------ token cache

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from charfast import study
-from charfast.corpus import shakespeare_documents
+from charfast.study import cli, pipeline
+from charfast.gpt.corpus import shakespeare_documents
 
 TINY = dict(pretrain_steps=3, finetune_steps=3, finetune_batch=4, finetune_lr=1e-3, examples_per_cell=3,
             train_flags=("--tokenizer", "bpe:300", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
@@ -18,19 +18,19 @@ def tiny_study(tmp_path, monkeypatch):
     corpus.mkdir()
     for name, text in shakespeare_documents()[:4]:
         (corpus / f"{name}.txt").write_text(text[:30_000], encoding="utf-8")
-    monkeypatch.setitem(study.PRESETS, "small", TINY)
+    monkeypatch.setitem(pipeline.PRESETS, "small", TINY)
     monkeypatch.setenv("CHARFAST_CACHE", str(tmp_path / "cache"))
     return ["--out-dir", str(tmp_path / "study"), "--data", str(corpus), "--seeds", "0", "1",
             "--tasks", "reverse", "count", "--tokenizers", "bpe:300", "--device", "cpu"]
 
 
 def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
-    assert study.main(tiny_study) == 0
+    assert cli.main(tiny_study) == 0
     root = tmp_path / "study"
     report = (root / "report.md").read_text(encoding="utf-8")
     rows = json.loads((root / "report.json").read_text(encoding="utf-8"))
     # 2 tasks x 4 splits, each with both archs over 2 seeds and an interval around the difference.
-    assert {(r["task"], r["split"]) for r in rows} == {(t, s) for t in ("count", "reverse") for s in study.SPLITS}
+    assert {(r["task"], r["split"]) for r in rows} == {(t, s) for t in ("count", "reverse") for s in pipeline.SPLITS}
     for r in rows:
         assert r["seeds"] == 2 and r["n"] == 3 and r["low"] <= r["diff"] <= r["high"]
         assert 0 <= r["acc_char"] <= 1 and r["loss_char"] > 0
@@ -41,11 +41,11 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     test_set = json.loads((root / "bpe_300" / "test_set.json").read_text(encoding="utf-8"))
     assert len(test_set) == 2 * 4 * 3
     # A second run reuses every finished stage: nothing trains again.
-    monkeypatch.setattr(study.train, "main", lambda flags: pytest.fail("pretraining ran again"))
-    monkeypatch.setattr(study, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
-    assert study.main(tiny_study) == 0
+    monkeypatch.setattr(pipeline.train, "main", lambda flags: pytest.fail("pretraining ran again"))
+    monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
+    assert cli.main(tiny_study) == 0
 
 
 def test_bad_study_settings(tiny_study, capsys):
-    assert study.main(tiny_study + ["--tasks", "nope"]) == 2
+    assert cli.main(tiny_study + ["--tasks", "nope"]) == 2
     assert "unknown: ['nope']" in capsys.readouterr().err

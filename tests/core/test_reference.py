@@ -4,7 +4,7 @@ import torch
 
 from backend_cases import ODD_CASES, outputs_and_grads, random_idx, random_table
 from charfast import CharEmbedding
-from charfast.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
+from charfast.baselines.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
                                   padded_lstm_char_embedding)
 
 

@@ -4,8 +4,8 @@ import string
 import numpy as np
 import pytest
 
-from charfast.stats import paired_bootstrap_difference
-from charfast.tasks import STUDY_TASKS, TASKS, extract_answer, is_exact_match, make_example
+from charfast.study.stats import paired_bootstrap_difference
+from charfast.study.tasks import STUDY_TASKS, TASKS, extract_answer, is_exact_match, make_example
 
 WORDS = ["strawberry", "mississippi", "banana", "rhythm", "queue", "ab"]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from charfast.model import IGNORE_INDEX
-from charfast.tasks import Example
+from charfast.gpt.model import IGNORE_INDEX
+from charfast.study.tasks import Example
 
 ANSWER_END = "\n"
 

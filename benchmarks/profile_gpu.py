@@ -9,6 +9,7 @@ per step (the sum of its kernels; wall minus busy is host overhead while the GPU
 the kernels and memcpy/sync calls per step, and the ops that took the most device time.
 On a CPU (float32, the cpp backend) it profiles the host side only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,11 @@ from conftest import batch_ids, load_cl100k_table, load_shakespeare_tokens  # no
 from charfast import CharEmbedding  # noqa: E402
 from charfast.baselines.packed_lstm import packed_distinct_lstm_char_embedding, padded_lstm_char_embedding  # noqa: E402
 
-IMPLEMENTATIONS = {"charfast": lambda module, idx: module(idx), "nn.LSTM padded": padded_lstm_char_embedding,
-                   "nn.LSTM packed": packed_distinct_lstm_char_embedding}
+IMPLEMENTATIONS = {
+    "charfast": lambda module, idx: module(idx),
+    "nn.LSTM padded": padded_lstm_char_embedding,
+    "nn.LSTM packed": packed_distinct_lstm_char_embedding,
+}
 
 
 def synchronize(device: torch.device) -> None:
@@ -59,14 +63,27 @@ def profile_one(table, idx, hidden: int, impl: str, steps: int, rows: int) -> No
     device_time = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))  # noqa: E731
     busy_us = sum(device_time(e) for e in events) / steps
     kernels = sum(e.count for e in events if device_time(e) > 0 and e.device_type == torch.autograd.DeviceType.CUDA)
-    syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
-                                                      "cudaMemcpyAsync")) / steps
+    syncs = (
+        sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync"))
+        / steps
+    )
     name = f"{impl} ({module._backend_for(device).name})" if impl == "charfast" else impl
-    busy = (f", GPU busy {busy_us / 1e3:.3f} ms/step ({kernels / steps:.0f} kernels, {syncs:.0f} memcpy/sync "
-            f"calls per step)") if device.type == "cuda" else ""
+    busy = (
+        (
+            f", GPU busy {busy_us / 1e3:.3f} ms/step ({kernels / steps:.0f} kernels, {syncs:.0f} memcpy/sync "
+            f"calls per step)"
+        )
+        if device.type == "cuda"
+        else ""
+    )
     print(f"\n=== hidden={hidden} {name}: wall {wall * 1e3:.3f} ms/step{busy}")
-    sort_key = ("self_cpu_time_total" if device.type != "cuda" else
-                "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total")
+    sort_key = (
+        "self_cpu_time_total"
+        if device.type != "cuda"
+        else "self_device_time_total"
+        if hasattr(events[0], "self_device_time_total")
+        else "self_cuda_time_total"
+    )
     print(events.table(sort_by=sort_key, row_limit=rows, max_name_column_width=60))
 
 

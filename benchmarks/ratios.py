@@ -1,5 +1,6 @@
 """Benchmark results as ratios within each group, shared by the run's terminal summary
 (conftest.py) and the Markdown report of a saved run (report.py)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

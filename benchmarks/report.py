@@ -8,6 +8,7 @@ the group's fastest, and what the benchmark recorded about itself (its own ratio
 over the hardware floor, tokens per second). The header names the machine, the software
 and the run's date and commit, from the JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,20 +24,32 @@ NOTES = ("time_over_floor", "tokens_per_s", "distinct", "mean_token_len")  # ext
 
 def load(path: Path) -> tuple[dict, list[Result]]:
     run = json.loads(path.read_text())
-    results = [Result(b.get("group") or "(no group)", b["name"], b["stats"]["median"], b["stats"]["iqr"],
-                      b["stats"]["rounds"], b.get("extra_info") or {}) for b in run.get("benchmarks", [])]
+    results = [
+        Result(
+            b.get("group") or "(no group)",
+            b["name"],
+            b["stats"]["median"],
+            b["stats"]["iqr"],
+            b["stats"]["rounds"],
+            b.get("extra_info") or {},
+        )
+        for b in run.get("benchmarks", [])
+    ]
     return run, results
 
 
 def header(run: dict, command: str | None) -> list[str]:
     machine, commit = run.get("machine_info", {}), run.get("commit_info", {})
     cpu = machine.get("cpu", {})
-    devices = sorted({str(b["extra_info"]["device"]) for b in run.get("benchmarks", [])
-                      if (b.get("extra_info") or {}).get("device")})
-    lines = [f"Run {run.get('datetime', '?')[:16].replace('T', ' ')} UTC, commit {commit.get('id', '?')[:8]}"
-             f"{' (uncommitted changes)' if commit.get('dirty') else ''}.",
-             f"Machine: {cpu.get('brand_raw', machine.get('processor', '?'))}, {cpu.get('count', '?')} CPUs"
-             f"{', ' + ', '.join(devices) if devices else ''}; Python {machine.get('python_version', '?')}."]
+    devices = sorted(
+        {str(b["extra_info"]["device"]) for b in run.get("benchmarks", []) if (b.get("extra_info") or {}).get("device")}
+    )
+    lines = [
+        f"Run {run.get('datetime', '?')[:16].replace('T', ' ')} UTC, commit {commit.get('id', '?')[:8]}"
+        f"{' (uncommitted changes)' if commit.get('dirty') else ''}.",
+        f"Machine: {cpu.get('brand_raw', machine.get('processor', '?'))}, {cpu.get('count', '?')} CPUs"
+        f"{', ' + ', '.join(devices) if devices else ''}; Python {machine.get('python_version', '?')}.",
+    ]
     if command:
         lines += ["", f"    {command}"]
     return lines
@@ -53,10 +66,15 @@ def table(ranked: list[tuple[Result, float]]) -> list[str]:
     lines = [f"| variant | median | IQR | rounds | vs {fastest} | notes |", "|---|---|---|---|---|---|"]
     for result, ratio in ranked:
         notes = [format_note(k, v) for k, v in result.own_ratios.items()]
-        notes += [format_note(k, result.extra_info[k]) for k in NOTES
-                  if result.extra_info.get(k) is not None and k not in result.own_ratios]
-        lines.append(f"| {result.variant} | {result.median * 1e3:.3f} ms | {result.iqr * 1e3:.3f} ms | "
-                     f"{result.rounds} | {ratio:.2f}x | {'; '.join(notes)} |")
+        notes += [
+            format_note(k, result.extra_info[k])
+            for k in NOTES
+            if result.extra_info.get(k) is not None and k not in result.own_ratios
+        ]
+        lines.append(
+            f"| {result.variant} | {result.median * 1e3:.3f} ms | {result.iqr * 1e3:.3f} ms | "
+            f"{result.rounds} | {ratio:.2f}x | {'; '.join(notes)} |"
+        )
     return lines
 
 

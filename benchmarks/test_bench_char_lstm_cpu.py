@@ -19,17 +19,20 @@ the recurrent work over every char of the distinct tokens and the least bytes to
 trie shares prefixes, so it multiplies less than recurrent_flops).
 Compare the medians within one run: the machine may be shared.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import batch_ids, batch_work, recurrent_work
 
 from charfast import CharEmbedding
 from charfast.backends import why_unavailable
-from charfast.baselines.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
-                                  padded_lstm_char_embedding)
-
-from conftest import batch_ids, batch_work, recurrent_work
+from charfast.baselines.packed_lstm import (
+    packed_distinct_lstm_char_embedding,
+    packed_lstm_char_embedding,
+    padded_lstm_char_embedding,
+)
 
 BATCH, SEQ_LEN, WIDTH = 16, 256, 128
 ROUNDS = {"cpp": 20, "reference": 5, "lstm-padded": 5, "lstm-packed": 5, "study": 5}
@@ -41,8 +44,10 @@ FORWARDS = {
     "study": packed_lstm_char_embedding,
 }
 
-pytestmark = pytest.mark.skipif(why_unavailable("cpp", torch.device("cpu")) is not None,
-                                reason=f"cpp backend unavailable: {why_unavailable('cpp', torch.device('cpu'))}")
+pytestmark = pytest.mark.skipif(
+    why_unavailable("cpp", torch.device("cpu")) is not None,
+    reason=f"cpp backend unavailable: {why_unavailable('cpp', torch.device('cpu'))}",
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +58,28 @@ def batch(cl100k_table, shakespeare_tokens):
 @pytest.fixture(scope="module")
 def work(cl100k_table, batch) -> dict:
     from charfast.backends.cpp import batch_trie_stats
+
     ids = torch.unique(batch)
     lengths = cl100k_table.lengths[ids].long()
-    return dict(batch_work(cl100k_table, batch), threads=torch.get_num_threads(),
-                mean_token_len=round(float(cl100k_table.lengths[batch].float().mean()), 3),
-                padded_steps=ids.numel() * int(lengths.max()),
-                internal_nodes=batch_trie_stats(cl100k_table, ids)["internal_nodes"])
+    return dict(
+        batch_work(cl100k_table, batch),
+        threads=torch.get_num_threads(),
+        mean_token_len=round(float(cl100k_table.lengths[batch].float().mean()), 3),
+        padded_steps=ids.numel() * int(lengths.max()),
+        internal_nodes=batch_trie_stats(cl100k_table, ids)["internal_nodes"],
+    )
 
 
 def matmul_flops(impl: str, work: dict) -> dict:
     """Cell steps and forward+backward FLOPs of the matrix products (backward = 2x forward).
     nn.LSTM multiplies every step's input by W_ih; charfast gathers it from a per-char table."""
-    steps = {"cpp": work["internal_nodes"], "reference": work["padded_steps"], "lstm-padded": work["padded_steps"],
-             "lstm-packed": work["distinct_chars"], "study": work["all_chars"]}[impl]
+    steps = {
+        "cpp": work["internal_nodes"],
+        "reference": work["padded_steps"],
+        "lstm-padded": work["padded_steps"],
+        "lstm-packed": work["distinct_chars"],
+        "study": work["all_chars"],
+    }[impl]
     per_step = 2 * 4 * WIDTH * WIDTH * (1 if impl in ("cpp", "reference") else 2)  # h@W_hh (+ x@W_ih)
     return {"cell_steps": steps, "matmul_flops_fwd_bwd": 3 * steps * per_step}
 
@@ -86,8 +100,9 @@ def test_char_embedding_forward_backward(benchmark, cl100k_table, batch, work, i
         forward(module, batch).backward(grad_out)
 
     benchmark.group = f"char embedding fwd+bwd, CPU, B={BATCH} T={SEQ_LEN} d={WIDTH}"
-    benchmark.extra_info.update(work, **matmul_flops(impl, work),
-                                **recurrent_work(work, WIDTH, backward=True, bytes_per_value=4))
+    benchmark.extra_info.update(
+        work, **matmul_flops(impl, work), **recurrent_work(work, WIDTH, backward=True, bytes_per_value=4)
+    )
     benchmark.pedantic(step, rounds=ROUNDS[impl], warmup_rounds=1)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
 
@@ -96,6 +111,7 @@ def test_trie_selection(benchmark, cl100k_table, batch, work):
     """The per-batch trie work (select the batch's nodes from the vocabulary trie): must be
     far cheaper than the LSTM it saves."""
     from charfast.backends.cpp import vocab_trie
+
     trie_nodes, token_node = vocab_trie(cl100k_table)
     ids = torch.unique(batch)
     benchmark.group = "cpp trie selection"

@@ -24,25 +24,31 @@ kernel would step through) and the floor: the recurrent FLOPs (8*S*H^2 forward, 
 forward+backward) at the GPU's bf16 peak, or the bytes that must move at its memory
 bandwidth, whichever is slower; time_over_floor = median time / floor.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import batch_ids, batch_work, recurrent_work
 
 from charfast import CharEmbedding
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.gpt.gpu_peaks import gpu_peaks
 from charfast.baselines.flashrnn import flashrnn_char_embedding
-from charfast.baselines.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
-                                  padded_lstm_char_embedding)
+from charfast.baselines.packed_lstm import (
+    packed_distinct_lstm_char_embedding,
+    packed_lstm_char_embedding,
+    padded_lstm_char_embedding,
+)
+from charfast.gpt.gpu_peaks import gpu_peaks
 
-from conftest import batch_ids, batch_work, recurrent_work
-
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPRETED,
-                                reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or KERNELS_INTERPRETED,
+    reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)",
+)
 
 SEQ_LEN = 1024
 DTYPE = torch.bfloat16
+
 
 def floor_seconds(least: dict, peaks: tuple[float, float] | None) -> float | None:
     """Lower bound on the time: the least FLOPs at the bf16 peak or the least bytes at the
@@ -75,8 +81,9 @@ def test_char_embedding_speed(benchmark, cl100k_table, shakespeare_tokens, batch
     table = cl100k_table
     idx = batch_ids(shakespeare_tokens, batch, SEQ_LEN).cuda()
     backend = "reference" if impl == "reference" else "triton"
-    module = CharEmbedding(table, 128, char_dim=hidden, hidden=hidden, backend=backend,
-                           inference_cache=False).to("cuda", DTYPE)
+    module = CharEmbedding(table, 128, char_dim=hidden, hidden=hidden, backend=backend, inference_cache=False).to(
+        "cuda", DTYPE
+    )
     run = IMPLEMENTATIONS[impl]
     grad = torch.randn(*idx.shape, 128, device="cuda", dtype=DTYPE)
     backward = mode == "forward_backward"
@@ -98,13 +105,20 @@ def test_char_embedding_speed(benchmark, cl100k_table, shakespeare_tokens, batch
         except Exception as err:  # noqa: BLE001 - any failure of the baseline is reported, not raised
             pytest.skip(f"{impl} failed: {type(err).__name__}: {str(err)[:300]}")
 
-    benchmark.group = f"char embedding {mode.replace('_', '+')}, {torch.cuda.get_device_name()}, " \
-                      f"B={batch} T={SEQ_LEN} hidden={hidden} bf16"
+    benchmark.group = (
+        f"char embedding {mode.replace('_', '+')}, {torch.cuda.get_device_name()}, "
+        f"B={batch} T={SEQ_LEN} hidden={hidden} bf16"
+    )
     benchmark.pedantic(step, warmup_rounds=3, rounds=ROUNDS.get(impl, 20), iterations=1)
     work = batch_work(table, idx)
     least = recurrent_work(work, hidden, backward)
     floor = floor_seconds(least, gpu_peaks(torch.cuda.get_device_name()))
-    benchmark.extra_info.update(work, **least, device=torch.cuda.get_device_name(), dtype=str(DTYPE),
-                                mean_token_len=round(float(table.lengths[idx.cpu()].float().mean()), 3),
-                                floor_s=floor,
-                                time_over_floor=None if floor is None else benchmark.stats.stats.median / floor)
+    benchmark.extra_info.update(
+        work,
+        **least,
+        device=torch.cuda.get_device_name(),
+        dtype=str(DTYPE),
+        mean_token_len=round(float(table.lengths[idx.cpu()].float().mean()), 3),
+        floor_s=floor,
+        time_over_floor=None if floor is None else benchmark.stats.stats.median / floor,
+    )

@@ -6,6 +6,7 @@ Each round tokenizes all of Shakespeare's plays into a fresh cache folder with
 charfast.gpt.data.tokenize, for the default 512-rank corpus BPE and for cl100k_base;
 extra_info gives the throughput in MB of text per second.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -25,8 +26,7 @@ def documents():
 
 @pytest.mark.parametrize("tokenizer", ["bpe512", "cl100k_base"])
 def test_tokenize_to_memmap(benchmark, documents, tokenizer):
-    encoding = (train_bpe([text for _, text in documents], 512) if tokenizer == "bpe512"
-                else get_tiktoken(tokenizer))
+    encoding = train_bpe([text for _, text in documents], 512) if tokenizer == "bpe512" else get_tiktoken(tokenizer)
     megabytes = sum(len(text.encode("utf-8")) for _, text in documents) / 1e6
 
     def cold_tokenize():
@@ -35,6 +35,7 @@ def test_tokenize_to_memmap(benchmark, documents, tokenizer):
 
     benchmark.group = "data: tokenize + memmap, Shakespeare (cold cache)"
     n_tokens = benchmark.pedantic(cold_tokenize, rounds=3, warmup_rounds=0)
-    benchmark.extra_info.update(text_mb=round(megabytes, 2), tokens=n_tokens,
-                                mb_per_s=round(megabytes / benchmark.stats.stats.median, 2))
+    benchmark.extra_info.update(
+        text_mb=round(megabytes, 2), tokens=n_tokens, mb_per_s=round(megabytes / benchmark.stats.stats.median, 2)
+    )
     assert n_tokens > 1_000_000

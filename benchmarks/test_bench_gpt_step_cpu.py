@@ -13,17 +13,17 @@ update on a batch of real text. Variants, all from the same seed:
                     sequences of all B*T tokens, charfast.baselines.packed_lstm)
     *-compiled      the same model under torch.compile (inductor; compiled in the warm-up)
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
 
 from charfast import GPTConfig, TokenCharTable
 from charfast.backends import why_unavailable
 from charfast.gpt.bpe import train_bpe
 from charfast.gpt.corpus import shakespeare_documents
-
-from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
 
 BATCH, SEQ_LEN, VOCAB = 16, 256, 2048
 VARIANTS = ["baseline", "char-cpp", "char-reference", "char-study", "baseline-compiled", "char-cpp-compiled"]
@@ -39,8 +39,9 @@ def bpe_data():
 
 
 def build_model(variant: str, table: TokenCharTable):
-    return build_gpt(variant, table, GPTConfig(vocab_size=table.vocab_size, block_size=SEQ_LEN,
-                                               n_layer=3, n_head=4, n_embd=128))
+    return build_gpt(
+        variant, table, GPTConfig(vocab_size=table.vocab_size, block_size=SEQ_LEN, n_layer=3, n_head=4, n_embd=128)
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -51,8 +52,11 @@ def test_gpt_train_step(benchmark, bpe_data, variant):
     model = build_model(variant, table)
     step = gpt_train_step(model, idx, targets, compiled=variant.endswith("-compiled"))
     benchmark.group = f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN} V={table.vocab_size}"
-    benchmark.extra_info.update(parameters=model.num_parameters(), distinct_ids=int(torch.unique(idx).numel()),
-                                mean_token_len=float(table.lengths[idx].float().mean()))
+    benchmark.extra_info.update(
+        parameters=model.num_parameters(),
+        distinct_ids=int(torch.unique(idx).numel()),
+        mean_token_len=float(table.lengths[idx].float().mean()),
+    )
     loss = benchmark.pedantic(step, rounds=8, warmup_rounds=5)
     assert torch.isfinite(loss)
 
@@ -65,14 +69,20 @@ def test_char_overhead_interleaved(benchmark, bpe_data, compiled):
     if why_unavailable("cpp", torch.device("cpu")):
         pytest.skip("cpp backend unavailable")
     table, idx, targets = bpe_data
-    steps = {variant: gpt_train_step(build_model(variant, table), idx, targets, compiled=compiled)
-             for variant in ("baseline", "char-cpp")}
+    steps = {
+        variant: gpt_train_step(build_model(variant, table), idx, targets, compiled=compiled)
+        for variant in ("baseline", "char-cpp")
+    }
     medians = interleaved_medians(steps, rounds=10, warmup=2)
     ratio = medians["char-cpp"] / medians["baseline"]
-    benchmark.group = (f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN}: char overhead, interleaved, "
-                       f"{'compiled' if compiled else 'eager'}")
-    benchmark.extra_info.update(char_over_baseline=round(ratio, 4),
-                                baseline_median_ms=round(medians["baseline"] * 1e3, 2),
-                                char_median_ms=round(medians["char-cpp"] * 1e3, 2))
+    benchmark.group = (
+        f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN}: char overhead, interleaved, "
+        f"{'compiled' if compiled else 'eager'}"
+    )
+    benchmark.extra_info.update(
+        char_over_baseline=round(ratio, 4),
+        baseline_median_ms=round(medians["baseline"] * 1e3, 2),
+        char_median_ms=round(medians["char-cpp"] * 1e3, 2),
+    )
     benchmark.pedantic(steps["char-cpp"], rounds=3, warmup_rounds=0)
     assert ratio < 2

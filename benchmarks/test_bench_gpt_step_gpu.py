@@ -16,20 +16,22 @@ a fused AdamW update, as charfast.train takes it. Variants, all from the same se
 test_char_overhead_interleaved alternates baseline and char steps and records the ratio
 of their medians, eager and compiled.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 import torch
+from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
 
 from charfast.backends.triton import KERNELS_INTERPRETED
 from charfast.gpt.train import PRESETS, TrainConfig, model_config
 
-from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
-
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPRETED,
-                                reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or KERNELS_INTERPRETED,
+    reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)",
+)
 
 BATCH = 16
 PRESET = dataclasses.replace(TrainConfig(), **PRESETS["gpt2-small"])
@@ -43,8 +45,10 @@ def gpt2_small(cl100k_table, shakespeare_tokens):
 
 
 def group_name(what: str) -> str:
-    return (f"GPT train step{what}, {torch.cuda.get_device_name()}, {PRESET.n_layer}x{PRESET.n_embd}, "
-            f"B={BATCH} T={PRESET.block_size} bf16 autocast")
+    return (
+        f"GPT train step{what}, {torch.cuda.get_device_name()}, {PRESET.n_layer}x{PRESET.n_embd}, "
+        f"B={BATCH} T={PRESET.block_size} bf16 autocast"
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -53,9 +57,12 @@ def test_gpt_train_step(benchmark, cl100k_table, gpt2_small, variant):
     model = build_gpt(variant, cl100k_table, config).cuda()
     step = gpt_train_step(model, idx, targets, compiled=variant.endswith("-compiled"))
     benchmark.group = group_name("")
-    benchmark.extra_info.update(parameters=model.num_parameters(), distinct_ids=int(torch.unique(idx).numel()),
-                                mean_token_len=float(cl100k_table.lengths[idx.cpu()].float().mean()),
-                                tokens_per_step=idx.numel())
+    benchmark.extra_info.update(
+        parameters=model.num_parameters(),
+        distinct_ids=int(torch.unique(idx).numel()),
+        mean_token_len=float(cl100k_table.lengths[idx.cpu()].float().mean()),
+        tokens_per_step=idx.numel(),
+    )
     loss = benchmark.pedantic(step, rounds=10, warmup_rounds=3)
     benchmark.extra_info["tokens_per_s"] = round(idx.numel() / benchmark.stats.stats.median)
     assert torch.isfinite(loss)
@@ -66,13 +73,17 @@ def test_char_overhead_interleaved(benchmark, cl100k_table, gpt2_small, compiled
     """The char embedding's share of the step: extra_info holds the median ratio
     char-triton / baseline with the two alternated. The timed call is one char step."""
     config, idx, targets = gpt2_small
-    steps = {variant: gpt_train_step(build_gpt(variant, cl100k_table, config).cuda(), idx, targets, compiled)
-             for variant in ("baseline", "char-triton")}
+    steps = {
+        variant: gpt_train_step(build_gpt(variant, cl100k_table, config).cuda(), idx, targets, compiled)
+        for variant in ("baseline", "char-triton")
+    }
     medians = interleaved_medians(steps, rounds=10, warmup=3)
     ratio = medians["char-triton"] / medians["baseline"]
     benchmark.group = group_name(f": char overhead, interleaved, {'compiled' if compiled else 'eager'}")
-    benchmark.extra_info.update(char_over_baseline=round(ratio, 4),
-                                baseline_median_ms=round(medians["baseline"] * 1e3, 3),
-                                char_median_ms=round(medians["char-triton"] * 1e3, 3))
+    benchmark.extra_info.update(
+        char_over_baseline=round(ratio, 4),
+        baseline_median_ms=round(medians["baseline"] * 1e3, 3),
+        char_median_ms=round(medians["char-triton"] * 1e3, 3),
+    )
     benchmark.pedantic(steps["char-triton"], rounds=3, warmup_rounds=0)
     assert ratio < 2

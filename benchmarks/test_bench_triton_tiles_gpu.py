@@ -9,19 +9,21 @@ checked against the default config's on the same weights, so a config that compu
 something else fails instead of winning. LstmBlocks.for_shape (kernels/blocks.py) is to
 follow what this measures.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import batch_ids
 
 from charfast import CharEmbedding
 from charfast.backends.triton import KERNELS_INTERPRETED
 from charfast.kernels.blocks import TUNING_CANDIDATES, LstmBlocks
 
-from conftest import batch_ids
-
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or KERNELS_INTERPRETED,
-                                reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or KERNELS_INTERPRETED,
+    reason="GPU benchmark: needs CUDA and compiled Triton (TRITON_INTERPRET unset)",
+)
 
 SEQ_LEN = 1024
 
@@ -39,8 +41,9 @@ def forward_backward(module: CharEmbedding, idx: torch.Tensor, grad: torch.Tenso
 @pytest.mark.parametrize("batch", [16, 64])
 def test_triton_tiles(benchmark, monkeypatch, cl100k_table, shakespeare_tokens, batch, hidden, tiles):
     idx = batch_ids(shakespeare_tokens, batch, SEQ_LEN).cuda()
-    module = CharEmbedding(cl100k_table, 128, char_dim=hidden, hidden=hidden, backend="triton",
-                           inference_cache=False).to("cuda", torch.bfloat16)
+    module = CharEmbedding(
+        cl100k_table, 128, char_dim=hidden, hidden=hidden, backend="triton", inference_cache=False
+    ).to("cuda", torch.bfloat16)
     grad = torch.randn(*idx.shape, 128, device="cuda", dtype=torch.bfloat16)
     expected = forward_backward(module, idx, grad)  # the default tiles
     default = LstmBlocks.for_shape(hidden, torch.bfloat16)
@@ -50,8 +53,14 @@ def test_triton_tiles(benchmark, monkeypatch, cl100k_table, shakespeare_tokens, 
         scale = want.float().abs().max().item()
         assert error <= 8 * torch.finfo(torch.bfloat16).eps * scale, f"{tiles}: {name} differs by {error:.3e}"
 
-    benchmark.group = f"triton tiles, forward+backward, {torch.cuda.get_device_name()}, " \
-                      f"B={batch} T={SEQ_LEN} hidden={hidden} bf16"
+    benchmark.group = (
+        f"triton tiles, forward+backward, {torch.cuda.get_device_name()}, B={batch} T={SEQ_LEN} hidden={hidden} bf16"
+    )
     benchmark.pedantic(forward_backward, args=(module, idx, grad), warmup_rounds=3, rounds=20, iterations=1)
-    benchmark.extra_info.update(rows=tiles.rows, hidden_tile=tiles.hidden, reduction_tile=tiles.reduction,
-                                num_warps=tiles.num_warps, default=tiles == default)
+    benchmark.extra_info.update(
+        rows=tiles.rows,
+        hidden_tile=tiles.hidden,
+        reduction_tile=tiles.reduction,
+        num_warps=tiles.num_warps,
+        default=tiles == default,
+    )

@@ -1,10 +1,12 @@
 """Atomic file writes: readers see the old file or the whole new one, never a torn one."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 
 @contextmanager

@@ -5,6 +5,7 @@
 Drop-in: add `CharEmbedding(table, d_model)(idx)` to a model's token + position
 embeddings. The LSTM runs once per distinct id in the batch, never per position.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,16 @@ class CharEmbedding(nn.Module):
     batch_first=True), a parameter container in torch's layout), proj (nn.Linear(hidden, d_model)).
     """
 
-    def __init__(self, table: TokenCharTable, d_model: int, char_dim: int = 128, hidden: int = 128,
-                 backend: str = "auto", inference_cache: bool = True, forget_bias: float = 1.0):
+    def __init__(
+        self,
+        table: TokenCharTable,
+        d_model: int,
+        char_dim: int = 128,
+        hidden: int = 128,
+        backend: str = "auto",
+        inference_cache: bool = True,
+        forget_bias: float = 1.0,
+    ):
         super().__init__()
         if not isinstance(table, TokenCharTable):
             raise TypeError(f"CharEmbedding: table must be a TokenCharTable, got {type(table).__name__}")
@@ -55,8 +64,8 @@ class CharEmbedding(nn.Module):
         self.lstm = nn.LSTM(char_dim, hidden, batch_first=True)
         self.proj = nn.Linear(hidden, d_model)
         with torch.no_grad():
-            self.lstm.bias_ih_l0[hidden:2 * hidden].fill_(forget_bias)
-            self.lstm.bias_hh_l0[hidden:2 * hidden].fill_(forget_bias)
+            self.lstm.bias_ih_l0[hidden : 2 * hidden].fill_(forget_bias)
+            self.lstm.bias_hh_l0[hidden : 2 * hidden].fill_(forget_bias)
         self._cache_params: list[torch.Tensor] = []  # the parameters _cache was computed from
         self._cache: torch.Tensor | None = None  # [V, d_model]
         # (Assigning self.lstm above already remembered its weights and the backend.)
@@ -73,8 +82,16 @@ class CharEmbedding(nn.Module):
     def token_states(self, ids: torch.Tensor) -> torch.Tensor:
         """h [U, hidden] for valid distinct token ids [U]."""
         weight_ih, weight_hh, bias_ih, bias_hh = self._lstm_weights()
-        return char_lstm(self.table, ids, self.char_emb.weight, weight_ih, weight_hh, bias_ih, bias_hh,
-                         backend=self._backend_for(ids.device))
+        return char_lstm(
+            self.table,
+            ids,
+            self.char_emb.weight,
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            backend=self._backend_for(ids.device),
+        )
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: integer token ids [...] -> [..., d_model]."""
@@ -141,16 +158,25 @@ class CharEmbedding(nn.Module):
 
     # ------------------------------------------------------------ inference cache
     def _use_inference_cache(self) -> bool:
-        return (self.inference_cache and not self.training and not torch.is_grad_enabled()
-                and not torch.compiler.is_compiling())
+        return (
+            self.inference_cache
+            and not self.training
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+        )
 
     def _cache_is_current(self) -> bool:
         # Compared by value: fused optimizers (e.g. AdamW(fused=True)) update parameters
         # without bumping their version counters, so no cheaper key is reliable.
         params = list(self.parameters())
-        return self._cache is not None and len(params) == len(self._cache_params) and all(
-            p.shape == q.shape and p.dtype == q.dtype and p.device == q.device and torch.equal(p, q)
-            for p, q in zip(params, self._cache_params))
+        return (
+            self._cache is not None
+            and len(params) == len(self._cache_params)
+            and all(
+                p.shape == q.shape and p.dtype == q.dtype and p.device == q.device and torch.equal(p, q)
+                for p, q in zip(params, self._cache_params)
+            )
+        )
 
     def _vocabulary_output(self) -> torch.Tensor:
         if not self._cache_is_current():
@@ -174,15 +200,18 @@ class CharEmbedding(nn.Module):
         if self.char_emb.num_embeddings != self.table.n_chars:
             raise ValueError(
                 f"CharEmbedding: char_emb has {self.char_emb.num_embeddings} rows but the table "
-                f"{self.table.name!r} uses {self.table.n_chars} chars")
-        if (lstm.num_layers != 1 or lstm.bidirectional or lstm.proj_size != 0 or not lstm.bias
-                or not lstm.batch_first):
-            raise ValueError("CharEmbedding: lstm must be a one-layer, unidirectional nn.LSTM with biases, "
-                             "batch_first=True and no proj_size")
+                f"{self.table.name!r} uses {self.table.n_chars} chars"
+            )
+        if lstm.num_layers != 1 or lstm.bidirectional or lstm.proj_size != 0 or not lstm.bias or not lstm.batch_first:
+            raise ValueError(
+                "CharEmbedding: lstm must be a one-layer, unidirectional nn.LSTM with biases, "
+                "batch_first=True and no proj_size"
+            )
         if lstm.input_size != self.char_emb.embedding_dim or self.proj.in_features != lstm.hidden_size:
             raise ValueError(
                 f"CharEmbedding: widths disagree: char_emb {self.char_emb.embedding_dim} -> lstm "
-                f"{lstm.input_size}x{lstm.hidden_size} -> proj {self.proj.in_features}")
+                f"{lstm.input_size}x{lstm.hidden_size} -> proj {self.proj.in_features}"
+            )
 
     def _check_idx(self, idx) -> None:
         if not isinstance(idx, torch.Tensor):
@@ -201,7 +230,8 @@ class CharEmbedding(nn.Module):
             bad = low if low < 0 else high
             raise ValueError(
                 f"CharEmbedding: token id {bad} is out of range [0, {self.table.vocab_size}) "
-                f"of table {self.table.name!r}")
+                f"of table {self.table.name!r}"
+            )
 
 
 def _after_load_state_dict(module: CharEmbedding, incompatible_keys) -> None:

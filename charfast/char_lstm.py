@@ -6,6 +6,7 @@ The input projection depends only on the char id, so it is computed once per cha
 tiny table) instead of once per char position; each LSTM step then gathers a row of it.
 Autograd carries gate_table's gradient back to char_emb, W_ih and both biases.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,15 +14,23 @@ import torch
 from charfast.backends import Backend, resolve_backend
 
 
-def gate_table(char_weight: torch.Tensor, weight_ih: torch.Tensor,
-               bias_ih: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
+def gate_table(
+    char_weight: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor
+) -> torch.Tensor:
     """[C, 4H] input-gate contribution of every char, biases included."""
     return torch.addmm(bias_ih + bias_hh, char_weight, weight_ih.t())
 
 
-def char_lstm(table, ids: torch.Tensor, char_weight: torch.Tensor, weight_ih: torch.Tensor,
-              weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor,
-              backend: str | Backend | None = "auto") -> torch.Tensor:
+def char_lstm(
+    table,
+    ids: torch.Tensor,
+    char_weight: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+    backend: str | Backend | None = "auto",
+) -> torch.Tensor:
     """h [U, H]: the LSTM's state after the last char of each token in `ids` [U] (h = 0 for
     a zero-length token), with torch.nn.LSTM's parameter layout and gate order.
     `ids` must be valid for `table`; CharEmbedding checks them.

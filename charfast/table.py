@@ -10,6 +10,7 @@ Special tokens (``<|endoftext|>`` ...) and unused ids in the id space have no by
 get length 0, so their LSTM state is h = 0 and CharEmbedding gives them only the
 projection bias. Tokens are never truncated unless ``max_chars`` asks for it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,7 +57,8 @@ class TokenCharTable:
         if lengths.dim() != 1 or lengths.shape[0] != chars.shape[0]:
             raise ValueError(
                 f"TokenCharTable: lengths must be 1-D with one entry per token ({chars.shape[0]}), "
-                f"got shape {tuple(lengths.shape)}")
+                f"got shape {tuple(lengths.shape)}"
+            )
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
             raise TypeError(f"TokenCharTable: lengths must be an integer tensor, got {lengths.dtype}")
         if chars.shape[0] == 0:
@@ -67,13 +69,13 @@ class TokenCharTable:
             bad = int(((lengths < 0) | (lengths > max_len)).nonzero()[0])
             raise ValueError(
                 f"TokenCharTable: lengths must lie in [0, {max_len}] (the width of chars); "
-                f"token {bad} has length {int(lengths[bad])}")
+                f"token {bad} has length {int(lengths[bad])}"
+            )
         # Canonical form: zeros past each token's end, smallest dtype that holds n_chars.
         chars = chars.masked_fill(torch.arange(max_len) >= lengths[:, None], 0)  # [V, Lmax]
         low, high = (int(chars.min()), int(chars.max())) if chars.numel() else (0, 0)
         if low < 0 or high >= n_chars:
-            raise ValueError(
-                f"TokenCharTable: char ids must lie in [0, {n_chars}) (n_chars); found {low}..{high}")
+            raise ValueError(f"TokenCharTable: char ids must lie in [0, {n_chars}) (n_chars); found {low}..{high}")
         self.chars = chars.to(_char_dtype(n_chars)).contiguous()  # [V, Lmax]
         self.lengths = lengths.to(torch.int32).contiguous()  # [V]
         self.n_chars = n_chars
@@ -108,13 +110,16 @@ class TokenCharTable:
         return bytes(self.chars[token_id, :n].tolist()) if self.n_chars <= 256 else self.chars[token_id, :n].tolist()
 
     def __repr__(self) -> str:
-        return (f"TokenCharTable(name={self.name!r}, vocab_size={self.vocab_size}, "
-                f"max_len={self.max_len}, n_chars={self.n_chars})")
+        return (
+            f"TokenCharTable(name={self.name!r}, vocab_size={self.vocab_size}, "
+            f"max_len={self.max_len}, n_chars={self.n_chars})"
+        )
 
     # ------------------------------------------------------------------ tiktoken
     @classmethod
-    def from_tiktoken(cls, encoding, max_chars: int | None = None,
-                      cache_dir: str | os.PathLike | None = None) -> "TokenCharTable":
+    def from_tiktoken(
+        cls, encoding, max_chars: int | None = None, cache_dir: str | os.PathLike | None = None
+    ) -> TokenCharTable:
         """Build (or load from the disk cache) the byte table of a tiktoken Encoding.
 
         Every id in [0, encoding.n_vocab) gets a row: ordinary tokens their UTF-8 bytes,
@@ -128,9 +133,13 @@ class TokenCharTable:
             raise ValueError(f"from_tiktoken: max_chars must be a positive int or None, got {max_chars!r}")
         every_token = token_bytes(encoding)
         digest = hashlib.sha256(
-            f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|{token_bytes_digest(every_token)}".encode())
+            f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|{token_bytes_digest(every_token)}".encode()
+        )
         name = encoding.name if max_chars is None else f"{encoding.name}[:{max_chars}]"
-        cache_file = Path(cache_dir or default_cache_dir()) / f"table-{safe_filename(encoding.name)}-{digest.hexdigest()[:16]}.npz"
+        cache_file = (
+            Path(cache_dir or default_cache_dir())
+            / f"table-{safe_filename(encoding.name)}-{digest.hexdigest()[:16]}.npz"
+        )
         if cache_file.exists():
             try:
                 with np.load(cache_file) as saved:
@@ -154,8 +163,10 @@ def _check_is_tiktoken_encoding(encoding) -> None:
     except ImportError as err:
         raise ImportError("TokenCharTable.from_tiktoken needs the tiktoken package: pip install tiktoken") from err
     if not isinstance(encoding, tiktoken.Encoding):
-        raise TypeError(f"from_tiktoken: encoding must be a tiktoken.Encoding (e.g. tiktoken.get_encoding(...)), "
-                        f"got {type(encoding).__name__} {encoding!r}")
+        raise TypeError(
+            f"from_tiktoken: encoding must be a tiktoken.Encoding (e.g. tiktoken.get_encoding(...)), "
+            f"got {type(encoding).__name__} {encoding!r}"
+        )
 
 
 def _atomic_save_npz(path: Path, **arrays) -> None:

@@ -4,6 +4,7 @@ The Triton interpreter (used by the CPU test run) has no libdevice, so the LSTM 
 cannot call tanh from there. Both forms only ever exponentiate a non-positive number,
 so nothing overflows for large |x|.
 """
+
 import triton
 import triton.language as tl
 

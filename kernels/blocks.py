@@ -6,6 +6,7 @@ memory for any H (H = 1024 runs as 16 x 16 tiles per step). for_shape's choice i
 guess, not yet measured against the alternatives: benchmarks/test_bench_triton_tiles_gpu.py
 times every TUNING_CANDIDATES entry on a GPU, and for_shape is to follow what it finds.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,8 @@ def dot_precision(dtype: torch.dtype) -> str:
 # sm_90 within 100 KB of shared memory (tests/core/test_triton.py), and
 # benchmarks/test_bench_triton_tiles_gpu.py times them on real batches. 64 rows take
 # 32-wide tiles: with 64-wide ones the pipelined forward needs 120 KB.
-TUNING_CANDIDATES = tuple(LstmBlocks(rows, tile, tile, warps)
-                          for rows, tile in ((16, 32), (16, 64), (32, 32), (32, 64), (64, 32))
-                          for warps in (4, 8))
+TUNING_CANDIDATES = tuple(
+    LstmBlocks(rows, tile, tile, warps)
+    for rows, tile in ((16, 32), (16, 64), (32, 32), (32, 64), (64, 32))
+    for warps in (4, 8)
+)

@@ -17,6 +17,7 @@ Per step t, from the row's last step down to 0, two phases separated by barriers
 The carried dh and dc live in float32 scratch rows [U, H]; a row that has not started
 (t >= its length) keeps dh = grad of its output and dc = 0.
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -37,8 +38,11 @@ def char_lstm_backward_kernel(
     order,  # [U] int64 output row of each sorted row
     dh_carry,  # [U, H] float32 scratch: dL/dh_t of each sorted row
     dc_carry,  # [U, H] float32 scratch: dL/dc_t of each sorted row
-    U, H,
-    BLOCK_U: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    U,
+    H,
+    BLOCK_U: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     rows, row_ok, lengths, first_slot, out_rows = load_row_block(sorted_lengths, offsets, order, U, BLOCK_U)  # [BU]
@@ -86,19 +90,20 @@ def char_lstm_backward_kernel(
                 for n0 in range(0, 4 * H, BLOCK_K):
                     ns = n0 + tl.arange(0, BLOCK_K)  # [BK] over the 4H gate units
                     n_ok = ns < 4 * H
-                    dgates = tl.load(gates + slot[:, None] * (4 * H) + ns[None, :],
-                                     mask=active[:, None] & n_ok[None, :], other=0.0)  # [BU, BK]
-                    w_tile = tl.load(weight_hh + ns[:, None] * H + cols[None, :],
-                                     mask=n_ok[:, None] & col_ok[None, :], other=0.0)  # [BK, BH]
-                    acc = tl.dot(dgates.to(weight_hh.dtype.element_ty), w_tile, acc,
-                                 input_precision=DOT_PRECISION)
-                tl.store(dh_carry + rows[:, None] * H + cols[None, :], acc,
-                         mask=active[:, None] & col_ok[None, :])
+                    dgates = tl.load(
+                        gates + slot[:, None] * (4 * H) + ns[None, :], mask=active[:, None] & n_ok[None, :], other=0.0
+                    )  # [BU, BK]
+                    w_tile = tl.load(
+                        weight_hh + ns[:, None] * H + cols[None, :], mask=n_ok[:, None] & col_ok[None, :], other=0.0
+                    )  # [BK, BH]
+                    acc = tl.dot(dgates.to(weight_hh.dtype.element_ty), w_tile, acc, input_precision=DOT_PRECISION)
+                tl.store(dh_carry + rows[:, None] * H + cols[None, :], acc, mask=active[:, None] & col_ok[None, :])
         tl.debug_barrier()  # the next step's phase A reads dh_{t-1} of every tile
 
 
-def launch_char_lstm_backward(gates, c_prev, weight_hh, grad_h, sorted_lengths, offsets, order,
-                              blocks: "LstmBlocks | None" = None):
+def launch_char_lstm_backward(
+    gates, c_prev, weight_hh, grad_h, sorted_lengths, offsets, order, blocks: "LstmBlocks | None" = None
+):
     """Turn `gates` [S, 4H] float32 (pre-activations) into dgates in place.
 
     Inputs must be contiguous, laid out as the forward kernel left them.
@@ -109,8 +114,21 @@ def launch_char_lstm_backward(gates, c_prev, weight_hh, grad_h, sorted_lengths, 
         dh_carry = torch.empty(n_rows, hidden, dtype=torch.float32, device=gates.device)
         dc_carry = torch.empty_like(dh_carry)
         char_lstm_backward_kernel[(triton.cdiv(n_rows, blocks.rows),)](
-            gates, c_prev, weight_hh, grad_h, sorted_lengths, offsets, order, dh_carry, dc_carry,
-            n_rows, hidden,
-            BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden, BLOCK_K=blocks.reduction,
-            DOT_PRECISION=dot_precision(weight_hh.dtype), num_warps=blocks.num_warps)
+            gates,
+            c_prev,
+            weight_hh,
+            grad_h,
+            sorted_lengths,
+            offsets,
+            order,
+            dh_carry,
+            dc_carry,
+            n_rows,
+            hidden,
+            BLOCK_U=blocks.rows,
+            BLOCK_H=blocks.hidden,
+            BLOCK_K=blocks.reduction,
+            DOT_PRECISION=dot_precision(weight_hh.dtype),
+            num_warps=blocks.num_warps,
+        )
     return gates

@@ -21,6 +21,7 @@ are exactly what the backward needs, so saving them costs no extra traffic:
 
 with row r's step t at slot offsets[r] + t. State and accumulation are float32.
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -43,8 +44,12 @@ def char_lstm_forward_kernel(
     h_prev,  # [S, H] parameter dtype: h_{t-1} of every step (h_{-1} = 0)
     c_prev,  # [S, H] float32: c_{t-1} of every step (c_{-1} = 0)
     step_chars,  # [S] int32
-    U, H, table_width,
-    BLOCK_U: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    U,
+    H,
+    table_width,
+    BLOCK_U: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     rows, row_ok, lengths, first_slot, out_rows = load_row_block(sorted_lengths, offsets, order, U, BLOCK_U)  # [BU]
@@ -61,8 +66,11 @@ def char_lstm_forward_kernel(
         at_start = starts[:, None] & col_ok[None, :]
         tl.store(h_prev + first_slot[:, None] * H + cols[None, :], zeros.to(h_prev.dtype.element_ty), mask=at_start)
         tl.store(c_prev + first_slot[:, None] * H + cols[None, :], zeros, mask=at_start)
-        tl.store(h_out + out_rows[:, None] * H + cols[None, :], zeros.to(h_out.dtype.element_ty),
-                 mask=empty[:, None] & col_ok[None, :])
+        tl.store(
+            h_out + out_rows[:, None] * H + cols[None, :],
+            zeros.to(h_out.dtype.element_ty),
+            mask=empty[:, None] & col_ok[None, :],
+        )
     tl.debug_barrier()  # step 0 reads the c_prev slots just zeroed, maybe by other threads
 
     steps = tl.max(lengths, axis=0)  # this block's longest row (rows are sorted, any order works)
@@ -90,19 +98,22 @@ def char_lstm_forward_kernel(
                 for k0 in range(0, H, BLOCK_K):
                     ks = k0 + tl.arange(0, BLOCK_K)  # [BK]
                     k_ok = ks < H
-                    h_tile = tl.load(h_prev + slot[:, None] * H + ks[None, :],
-                                     mask=active[:, None] & k_ok[None, :], other=0.0)  # [BU, BK]
+                    h_tile = tl.load(
+                        h_prev + slot[:, None] * H + ks[None, :], mask=active[:, None] & k_ok[None, :], other=0.0
+                    )  # [BU, BK]
                     # W_hh^T tile [BK, BH] of each gate: element (k, j) = W_hh[gate * H + j, k]
                     w_tile = weight_hh + cols[None, :] * H + ks[:, None]
                     w_ok = k_ok[:, None] & col_ok[None, :]
-                    acc_i = tl.dot(h_tile, tl.load(w_tile, mask=w_ok, other=0.0), acc_i,
-                                   input_precision=DOT_PRECISION)
-                    acc_f = tl.dot(h_tile, tl.load(w_tile + H * H, mask=w_ok, other=0.0), acc_f,
-                                   input_precision=DOT_PRECISION)
-                    acc_g = tl.dot(h_tile, tl.load(w_tile + 2 * H * H, mask=w_ok, other=0.0), acc_g,
-                                   input_precision=DOT_PRECISION)
-                    acc_o = tl.dot(h_tile, tl.load(w_tile + 3 * H * H, mask=w_ok, other=0.0), acc_o,
-                                   input_precision=DOT_PRECISION)
+                    acc_i = tl.dot(h_tile, tl.load(w_tile, mask=w_ok, other=0.0), acc_i, input_precision=DOT_PRECISION)
+                    acc_f = tl.dot(
+                        h_tile, tl.load(w_tile + H * H, mask=w_ok, other=0.0), acc_f, input_precision=DOT_PRECISION
+                    )
+                    acc_g = tl.dot(
+                        h_tile, tl.load(w_tile + 2 * H * H, mask=w_ok, other=0.0), acc_g, input_precision=DOT_PRECISION
+                    )
+                    acc_o = tl.dot(
+                        h_tile, tl.load(w_tile + 3 * H * H, mask=w_ok, other=0.0), acc_o, input_precision=DOT_PRECISION
+                    )
             state = slot[:, None] * H + cols[None, :]  # [BU, BH] this step's slot
             c_last = tl.load(c_prev + state, mask=tile_ok, other=0.0)  # [BU, BH] c_{t-1}
             c = sigmoid(acc_f) * c_last + sigmoid(acc_i) * tanh(acc_g)
@@ -110,14 +121,26 @@ def char_lstm_forward_kernel(
             next_ok = continues[:, None] & col_ok[None, :]
             tl.store(c_prev + state + H, c, mask=next_ok)  # slot t + 1 holds c_t
             tl.store(h_prev + state + H, h.to(h_prev.dtype.element_ty), mask=next_ok)
-            tl.store(h_out + out_rows[:, None] * H + cols[None, :], h.to(h_out.dtype.element_ty),
-                     mask=finishes[:, None] & col_ok[None, :])
+            tl.store(
+                h_out + out_rows[:, None] * H + cols[None, :],
+                h.to(h_out.dtype.element_ty),
+                mask=finishes[:, None] & col_ok[None, :],
+            )
         # Step t + 1 reads the whole h_t, written tile by tile by all threads of this program.
         tl.debug_barrier()
 
 
-def launch_char_lstm_forward(gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order,
-                             total_steps: int, blocks: "LstmBlocks | None" = None):
+def launch_char_lstm_forward(
+    gate_table,
+    weight_hh,
+    table_chars,
+    sorted_ids,
+    sorted_lengths,
+    offsets,
+    order,
+    total_steps: int,
+    blocks: "LstmBlocks | None" = None,
+):
     """Run the forward kernel; returns (h_out [U, H], h_prev [S, H], c_prev [S, H], step_chars [S]).
 
     Inputs must be contiguous, on one device, rows sorted longest first (see the kernel);
@@ -131,8 +154,24 @@ def launch_char_lstm_forward(gate_table, weight_hh, table_chars, sorted_ids, sor
     step_chars = torch.empty(total_steps, dtype=torch.int32, device=weight_hh.device)
     if n_rows:
         char_lstm_forward_kernel[(triton.cdiv(n_rows, blocks.rows),)](
-            gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order,
-            h_out, h_prev, c_prev, step_chars, n_rows, hidden, table_chars.shape[1],
-            BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden, BLOCK_K=blocks.reduction,
-            DOT_PRECISION=dot_precision(weight_hh.dtype), num_warps=blocks.num_warps)
+            gate_table,
+            weight_hh,
+            table_chars,
+            sorted_ids,
+            sorted_lengths,
+            offsets,
+            order,
+            h_out,
+            h_prev,
+            c_prev,
+            step_chars,
+            n_rows,
+            hidden,
+            table_chars.shape[1],
+            BLOCK_U=blocks.rows,
+            BLOCK_H=blocks.hidden,
+            BLOCK_K=blocks.reduction,
+            DOT_PRECISION=dot_precision(weight_hh.dtype),
+            num_warps=blocks.num_warps,
+        )
     return h_out, h_prev, c_prev, step_chars

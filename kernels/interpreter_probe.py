@@ -4,6 +4,7 @@ Up to Triton 3.9 the interpreter multiplies the raw bit patterns of bfloat16 tl.
 operands (triton-lang/triton#11584); the Triton backend runs this probe once before it
 lets bfloat16 through the interpreter (charfast.backends.triton).
 """
+
 import triton
 import triton.language as tl
 

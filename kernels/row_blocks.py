@@ -3,6 +3,7 @@
 Rows are the batch's distinct tokens sorted longest first (see char_lstm_forward.py);
 program p owns rows [p * BLOCK_U, (p + 1) * BLOCK_U), the last block masked at U.
 """
+
 import triton
 import triton.language as tl
 

@@ -4,6 +4,7 @@ Every backend's test module calls `assert_matches_reference(backend, ...)` on th
 shapes of `ODD_CASES`; the reference itself is checked against torch.nn.LSTM in
 test_reference.py.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,12 +46,13 @@ def outputs_and_grads(module: CharEmbedding, idx: torch.Tensor, weight: torch.Te
     out = module(idx)
     (out * weight).sum().backward()
     # A parameter no output depends on (e.g. the LSTM when every token is empty) gets None: zeros.
-    return out.detach(), {name: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
-                          for name, p in module.named_parameters()}
+    return out.detach(), {
+        name: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+        for name, p in module.named_parameters()
+    }
 
 
-def assert_matches_reference(backend: str, case: dict, dtype=torch.float64, device="cpu",
-                             rtol=1e-7, atol=1e-9) -> None:
+def assert_matches_reference(backend: str, case: dict, dtype=torch.float64, device="cpu", rtol=1e-7, atol=1e-9) -> None:
     """CharEmbedding(backend) equals CharEmbedding("reference") with the same weights:
     output and the gradient of every parameter."""
     table = random_table(case["vocab"], case["max_len"], case["n_chars"])
@@ -67,12 +69,12 @@ def assert_matches_reference(backend: str, case: dict, dtype=torch.float64, devi
     torch.testing.assert_close(out, out_ref, rtol=rtol, atol=atol, msg=lambda m: f"{backend} output: {m}")
     for name, grad_ref in grads_ref.items():
         assert torch.isfinite(grads[name]).all(), f"{backend}: non-finite grad of {name}"
-        torch.testing.assert_close(grads[name], grad_ref, rtol=rtol, atol=atol,
-                                   msg=lambda m, name=name: f"{backend} grad of {name}: {m}")
+        torch.testing.assert_close(
+            grads[name], grad_ref, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{backend} grad of {name}: {m}"
+        )
 
 
-def low_precision_errors(backend: str, case: dict, dtype: torch.dtype, device: str,
-                         forward=None) -> dict[str, tuple]:
+def low_precision_errors(backend: str, case: dict, dtype: torch.dtype, device: str, forward=None) -> dict[str, tuple]:
     """{"output" or parameter name: (backend's error, nn.LSTM's error, scale)} in dtype.
 
     Both run from the same dtype parameters: CharEmbedding(backend) (or forward(module, idx)
@@ -104,13 +106,22 @@ def low_precision_errors(backend: str, case: dict, dtype: torch.dtype, device: s
     return errors
 
 
-def assert_within_lstm_error_budget(backend: str, case: dict, dtype: torch.dtype, device: str,
-                                    factor: float = 2.0, forward=None, name: str | None = None) -> None:
+def assert_within_lstm_error_budget(
+    backend: str,
+    case: dict,
+    dtype: torch.dtype,
+    device: str,
+    factor: float = 2.0,
+    forward=None,
+    name: str | None = None,
+) -> None:
     """In 16-bit, the backend (or forward) may err at most `factor` times what torch.nn.LSTM
     errs in the same precision, plus one rounding of the result (dtype's eps times its
     scale): output and every gradient. The budget follows the precision, not a guess."""
     name = name or backend
     for what, (err, lstm_err, scale) in low_precision_errors(backend, case, dtype, device, forward).items():
         budget = factor * lstm_err + torch.finfo(dtype).eps * scale
-        assert err <= budget, (f"{name} {what} in {dtype}: max error {err:.3e} > budget {budget:.3e} "
-                               f"(nn.LSTM's error {lstm_err:.3e}, scale {scale:.3e})")
+        assert err <= budget, (
+            f"{name} {what} in {dtype}: max error {err:.3e} > budget {budget:.3e} "
+            f"(nn.LSTM's error {lstm_err:.3e}, scale {scale:.3e})"
+        )

@@ -17,6 +17,7 @@ def _interpreter_dot_with_bfloat16():
     import numpy as np
     import triton.language as tl
     from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
+
     unpatched = InterpreterBuilder.create_dot
 
     def as_float32(handle):
@@ -37,12 +38,14 @@ UNPATCHED_INTERPRETER_DOT = _interpreter_dot_with_bfloat16() if os.environ.get("
 @pytest.fixture(scope="session")
 def cl100k():
     from charfast.gpt.tokenizer import get_tiktoken
+
     return get_tiktoken("cl100k_base")
 
 
 @pytest.fixture(scope="session")
 def cl100k_table(cl100k, tmp_path_factory):
     from charfast import TokenCharTable
+
     return TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path_factory.mktemp("table-cache"))
 
 

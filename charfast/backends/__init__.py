@@ -13,13 +13,14 @@ Selection: an explicit name (argument, else the CHARFAST_BACKEND environment var
 must be able to run on the device, or it raises; "auto" takes the first available
 backend in AUTO_ORDER for the device type and says once which one it took.
 """
+
 from __future__ import annotations
 
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -46,7 +47,7 @@ class Backend:
     # (gate_table [C,4H], weight_hh [4H,H], table, ids [U]) -> h [U,H]
     char_lstm: Callable
     # device -> None when it can run there, else a sentence saying why not
-    unavailable_reason: Callable[[torch.device], "str | None"]
+    unavailable_reason: Callable[[torch.device], str | None]
     # (table, device) -> None: per-table work done eagerly before a forward may be traced by
     # torch.compile (it cannot build caches inside a graph), e.g. the cpp vocabulary trie
     prepare: Callable[[object, torch.device], None] = lambda table, device: None

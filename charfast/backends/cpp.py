@@ -8,6 +8,7 @@ autograd formula (the op's backward is the C++ trie_lstm_backward).
 The op computes in float32 or float64; float16/bfloat16 inputs are computed in float32 and
 the result cast back, as the reference does. Its own dtype check rejects anything else.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,10 @@ def vocab_trie(table) -> tuple[torch.Tensor, torch.Tensor]:
     trie = table.backend_state.get(_TRIE_KEY)
     if trie is None:
         if torch.compiler.is_compiling():
-            raise RuntimeError("charfast cpp backend: the vocabulary trie must be built before torch.compile "
-                               "traces the op (CharEmbedding does it; else call vocab_trie(table) first)")
+            raise RuntimeError(
+                "charfast cpp backend: the vocabulary trie must be built before torch.compile "
+                "traces the op (CharEmbedding does it; else call vocab_trie(table) first)"
+            )
         require_ops()
         trie = torch.ops.charfast.build_vocab_trie(table.chars, table.lengths, table.n_chars)
         table.backend_state[_TRIE_KEY] = trie
@@ -45,12 +48,19 @@ def batch_trie_stats(table, ids: torch.Tensor) -> dict[str, int]:
 
 def _fake_forward(gate_table, weight_hh, trie_nodes, token_node, ids):
     hidden = weight_hh.shape[1]
-    torch._check(weight_hh.shape[0] == 4 * hidden and gate_table.shape[1] == 4 * hidden,
-                 lambda: f"charfast::trie_lstm_forward: expected gate_table [C, 4H] and weight_hh [4H, H], "
-                         f"got {tuple(gate_table.shape)} and {tuple(weight_hh.shape)}")
+    torch._check(
+        weight_hh.shape[0] == 4 * hidden and gate_table.shape[1] == 4 * hidden,
+        lambda: (
+            f"charfast::trie_lstm_forward: expected gate_table [C, 4H] and weight_hh [4H, H], "
+            f"got {tuple(gate_table.shape)} and {tuple(weight_hh.shape)}"
+        ),
+    )
     n_nodes = torch.library.get_ctx().new_dynamic_size()  # the batch trie's size depends on the ids
-    return (gate_table.new_empty(ids.shape[0], hidden), gate_table.new_empty(n_nodes, 4 * hidden),
-            gate_table.new_empty(n_nodes, hidden))
+    return (
+        gate_table.new_empty(ids.shape[0], hidden),
+        gate_table.new_empty(n_nodes, 4 * hidden),
+        gate_table.new_empty(n_nodes, hidden),
+    )
 
 
 def _fake_backward(grad_h, weight_hh, node_act, node_c, trie_nodes, token_node, ids, n_chars):
@@ -71,11 +81,12 @@ def _backward(ctx, grad_h, _grad_node_act, _grad_node_c):
         return None, None, None, None, None
     weight_hh, node_act, node_c, trie_nodes, token_node, ids = ctx.saved_tensors
     grad_gate_table, grad_weight_hh = torch.ops.charfast.trie_lstm_backward(
-        grad_h, weight_hh, node_act, node_c, trie_nodes, token_node, ids, ctx.n_chars)
+        grad_h, weight_hh, node_act, node_c, trie_nodes, token_node, ids, ctx.n_chars
+    )
     return grad_gate_table, grad_weight_hh, None, None, None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ops_load_error() -> str | None:
     """Load the C++ ops and register their Python parts, once; None on success, else why not."""
     reason = load_error()
@@ -96,8 +107,9 @@ def require_ops() -> None:
 def char_lstm_cpp(gate_table: torch.Tensor, weight_hh: torch.Tensor, table, ids: torch.Tensor) -> torch.Tensor:
     """h [U, H] after each token's last char (h = 0 for zero-length tokens); see charfast.backends."""
     compute_dtype = torch.float32 if gate_table.dtype in (torch.float16, torch.bfloat16) else gate_table.dtype
-    h, _, _ = torch.ops.charfast.trie_lstm_forward(gate_table.to(compute_dtype), weight_hh.to(compute_dtype),
-                                                   *vocab_trie(table), ids)
+    h, _, _ = torch.ops.charfast.trie_lstm_forward(
+        gate_table.to(compute_dtype), weight_hh.to(compute_dtype), *vocab_trie(table), ids
+    )
     return h.to(weight_hh.dtype)
 
 
@@ -107,5 +119,9 @@ def unavailable_reason(device: torch.device) -> str | None:
     return ops_load_error()
 
 
-BACKEND = Backend(name="cpp", char_lstm=char_lstm_cpp, unavailable_reason=unavailable_reason,
-                  prepare=lambda table, device: vocab_trie(table))
+BACKEND = Backend(
+    name="cpp",
+    char_lstm=char_lstm_cpp,
+    unavailable_reason=unavailable_reason,
+    prepare=lambda table, device: vocab_trie(table),
+)

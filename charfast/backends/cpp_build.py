@@ -5,6 +5,7 @@ install time. Without it, the first use compiles the same sources with
 torch.utils.cpp_extension.load (ninja; cached under TORCH_EXTENSIONS_DIR, so later
 processes load the cached library). Both register the ops `torch.ops.charfast.*`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,6 +34,7 @@ def compiler_missing_reason() -> str | None:
         return f"no C++ compiler found (looked for {compiler!r} on PATH; set CXX or install g++/clang++)"
     if shutil.which("ninja") is None:
         from torch.utils.cpp_extension import is_ninja_available
+
         if not is_ninja_available():
             return "ninja is not installed (pip install ninja)"
     return None
@@ -44,18 +46,28 @@ def jit_build() -> None:
 
     missing = [name for name in SOURCES if not (CSRC / name).is_file()]
     if missing:
-        raise RuntimeError(f"the C++ sources are not in {CSRC} (missing {', '.join(missing)}); "
-                           "install charfast from a source checkout to build them")
+        raise RuntimeError(
+            f"the C++ sources are not in {CSRC} (missing {', '.join(missing)}); "
+            "install charfast from a source checkout to build them"
+        )
     reason = compiler_missing_reason()
     if reason is not None:
         raise RuntimeError(reason)
-    load(name=JIT_NAME, sources=[str(CSRC / name) for name in SOURCES], extra_cflags=CXX_FLAGS,
-         extra_ldflags=LD_FLAGS, extra_include_paths=[str(CSRC)], is_python_module=False, verbose=False)
+    load(
+        name=JIT_NAME,
+        sources=[str(CSRC / name) for name in SOURCES],
+        extra_cflags=CXX_FLAGS,
+        extra_ldflags=LD_FLAGS,
+        extra_include_paths=[str(CSRC)],
+        is_python_module=False,
+        verbose=False,
+    )
 
 
 def ops_registered() -> bool:
     """Whether this process has the C++ ops already (from charfast._C or a JIT build)."""
     import torch
+
     return hasattr(torch.ops.charfast, "trie_lstm_forward")
 
 
@@ -72,7 +84,7 @@ def prebuilt_problem() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_error() -> str | None:
     """Load the ops once per process; None on success, else why they cannot be loaded."""
     if ops_registered():  # e.g. jit_build() ran already: loading a second copy would abort
@@ -81,11 +93,14 @@ def load_error() -> str | None:
     if prebuilt_error is None:
         try:
             import charfast._C  # noqa: F401 - importing registers the ops
+
             return None
         except ImportError as err:
             prebuilt_error = f"charfast._C failed to import ({err})"
-    logger.info("charfast: %s; building the C++ ops with torch.utils.cpp_extension (cached after the first time)",
-                prebuilt_error)
+    logger.info(
+        "charfast: %s; building the C++ ops with torch.utils.cpp_extension (cached after the first time)",
+        prebuilt_error,
+    )
     try:
         jit_build()
     except Exception as err:  # noqa: BLE001 - reported as the backend's reason

@@ -5,6 +5,7 @@ tested against torch.nn.LSTM. Autograd supplies its backward.
 
 Dimensions: U distinct tokens, L time steps (characters), C chars, H hidden.
 """
+
 from __future__ import annotations
 
 import torch

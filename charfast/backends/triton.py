@@ -18,6 +18,7 @@ The op is opaque to torch.compile (custom ops `charfast::triton_char_lstm_forwar
 fullgraph=True. S is data-dependent, so the fake forward declares it as a dynamic size;
 the real forward reads it (and checks the ids) with one host sync.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,7 +37,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 KERNELS_INTERPRETED = not isinstance(char_lstm_forward_kernel, triton.runtime.JITFunction)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def interpreter_bfloat16_dot_works() -> bool:
     """Whether Triton's interpreter gets a bfloat16 tl.dot right: a 16 x 16 product of
     small integers (exact in bfloat16 and float32) against torch's. Run once, on the CPU."""
@@ -48,28 +49,34 @@ def interpreter_bfloat16_dot_works() -> bool:
 
 
 @torch.library.custom_op("charfast::triton_char_lstm_forward", mutates_args=())
-def char_lstm_forward_op(gate_table: Tensor, weight_hh: Tensor, table_chars: Tensor, table_lengths: Tensor,
-                         ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def char_lstm_forward_op(
+    gate_table: Tensor, weight_hh: Tensor, table_chars: Tensor, table_lengths: Tensor, ids: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(h [U, H], then what the backward needs: h_prev [S, H], c_prev [S, H] float32,
     step_chars [S] int32, sorted_lengths [U], offsets [U], order [U])."""
     # Checked here, in the op that runs for real also under torch.compile (the probe runs a kernel).
     if KERNELS_INTERPRETED and gate_table.dtype == torch.bfloat16 and not interpreter_bfloat16_dot_works():
-        raise TypeError("charfast triton char_lstm: bfloat16 does not run under TRITON_INTERPRET=1 with this "
-                        "Triton (its interpreter multiplies the bit patterns of bfloat16 tl.dot operands, "
-                        "triton-lang/triton#11584); use float16 or float32 there, or a GPU")
+        raise TypeError(
+            "charfast triton char_lstm: bfloat16 does not run under TRITON_INTERPRET=1 with this "
+            "Triton (its interpreter multiplies the bit patterns of bfloat16 tl.dot operands, "
+            "triton-lang/triton#11584); use float16 or float32 there, or a GPU"
+        )
     lengths = table_lengths[ids.clamp(0, table_lengths.shape[0] - 1)].long()  # [U]
     if ids.numel():
         total_steps, low, high = torch.stack([lengths.sum(), ids.min(), ids.max()]).tolist()  # the one sync
         if low < 0 or high >= table_lengths.shape[0]:
-            raise ValueError(f"charfast triton char_lstm: ids must lie in [0, {table_lengths.shape[0]}) "
-                             f"(the table's vocabulary); found {low}..{high}")
+            raise ValueError(
+                f"charfast triton char_lstm: ids must lie in [0, {table_lengths.shape[0]}) "
+                f"(the table's vocabulary); found {low}..{high}"
+            )
     else:
         total_steps = 0
     order = torch.argsort(lengths, descending=True, stable=True)  # [U] longest first
     sorted_lengths = lengths[order]  # [U]
     offsets = torch.cumsum(sorted_lengths, 0) - sorted_lengths  # [U] exclusive prefix sum
     h, h_prev, c_prev, step_chars = launch_char_lstm_forward(
-        gate_table, weight_hh, table_chars, ids[order].contiguous(), sorted_lengths, offsets, order, total_steps)
+        gate_table, weight_hh, table_chars, ids[order].contiguous(), sorted_lengths, offsets, order, total_steps
+    )
     return h, h_prev, c_prev, step_chars, sorted_lengths, offsets, order
 
 
@@ -78,15 +85,29 @@ def _(gate_table, weight_hh, table_chars, table_lengths, ids):
     n_rows, hidden = ids.shape[0], weight_hh.shape[1]
     total_steps = torch.library.get_ctx().new_dynamic_size()
     index = ids.new_empty(n_rows, dtype=torch.int64)
-    return (weight_hh.new_empty(n_rows, hidden), weight_hh.new_empty(total_steps, hidden),
-            weight_hh.new_empty(total_steps, hidden, dtype=torch.float32),
-            ids.new_empty(total_steps, dtype=torch.int32), index, index.clone(), index.clone())
+    return (
+        weight_hh.new_empty(n_rows, hidden),
+        weight_hh.new_empty(total_steps, hidden),
+        weight_hh.new_empty(total_steps, hidden, dtype=torch.float32),
+        ids.new_empty(total_steps, dtype=torch.int32),
+        index,
+        index.clone(),
+        index.clone(),
+    )
 
 
 @torch.library.custom_op("charfast::triton_char_lstm_backward", mutates_args=())
-def char_lstm_backward_op(grad_h: Tensor, gate_table: Tensor, weight_hh: Tensor, h_prev: Tensor, c_prev: Tensor,
-                          step_chars: Tensor, sorted_lengths: Tensor, offsets: Tensor,
-                          order: Tensor) -> tuple[Tensor, Tensor]:
+def char_lstm_backward_op(
+    grad_h: Tensor,
+    gate_table: Tensor,
+    weight_hh: Tensor,
+    h_prev: Tensor,
+    c_prev: Tensor,
+    step_chars: Tensor,
+    sorted_lengths: Tensor,
+    offsets: Tensor,
+    order: Tensor,
+) -> tuple[Tensor, Tensor]:
     """(grad of gate_table [C, 4H], grad of weight_hh [4H, H])."""
     chars = step_chars.long()  # [S]
     # Pre-activations of every step at once: [S, 4H] float32, overwritten by dgates.
@@ -136,18 +157,24 @@ def check_inputs(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) -> N
         if not isinstance(value, Tensor):
             raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(value).__name__}")
     if gate_table.dtype not in SUPPORTED_DTYPES or weight_hh.dtype != gate_table.dtype:
-        raise TypeError(f"{name}: gate_table and weight_hh must share one dtype of "
-                        f"{[str(d) for d in SUPPORTED_DTYPES]}, got {gate_table.dtype} and {weight_hh.dtype}")
+        raise TypeError(
+            f"{name}: gate_table and weight_hh must share one dtype of "
+            f"{[str(d) for d in SUPPORTED_DTYPES]}, got {gate_table.dtype} and {weight_hh.dtype}"
+        )
     if weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1] or weight_hh.shape[1] < 1:
         raise ValueError(f"{name}: weight_hh must be [4H, H] with H >= 1, got {tuple(weight_hh.shape)}")
     if gate_table.dim() != 2 or gate_table.shape != (table.n_chars, weight_hh.shape[0]):
-        raise ValueError(f"{name}: gate_table must be [n_chars, 4H] = [{table.n_chars}, {weight_hh.shape[0]}], "
-                         f"got {tuple(gate_table.shape)}")
+        raise ValueError(
+            f"{name}: gate_table must be [n_chars, 4H] = [{table.n_chars}, {weight_hh.shape[0]}], "
+            f"got {tuple(gate_table.shape)}"
+        )
     if ids.dim() != 1 or ids.dtype != torch.int64:
         raise TypeError(f"{name}: ids must be a 1-D int64 tensor, got {ids.dim()}-D {ids.dtype}")
     if not (gate_table.device == weight_hh.device == ids.device):
-        raise ValueError(f"{name}: gate_table ({gate_table.device}), weight_hh ({weight_hh.device}) and ids "
-                         f"({ids.device}) must be on one device")
+        raise ValueError(
+            f"{name}: gate_table ({gate_table.device}), weight_hh ({weight_hh.device}) and ids "
+            f"({ids.device}) must be on one device"
+        )
 
 
 def char_lstm_triton(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) -> Tensor:
@@ -161,10 +188,17 @@ def _unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cuda":
         return None if torch.cuda.is_available() else "CUDA is not available"
     if device.type == "cpu":
-        return None if KERNELS_INTERPRETED else ("Triton runs on CPU only in its interpreter: set TRITON_INTERPRET=1 "
-                                         "before triton is first imported")
+        return (
+            None
+            if KERNELS_INTERPRETED
+            else ("Triton runs on CPU only in its interpreter: set TRITON_INTERPRET=1 before triton is first imported")
+        )
     return f"Triton kernels run on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device.type}"
 
 
-BACKEND = Backend(name="triton", char_lstm=char_lstm_triton, unavailable_reason=_unavailable_reason,
-                  prepare=lambda table, device: table.on(device))  # the table's device copy
+BACKEND = Backend(
+    name="triton",
+    char_lstm=char_lstm_triton,
+    unavailable_reason=_unavailable_reason,
+    prepare=lambda table, device: table.on(device),
+)  # the table's device copy

@@ -6,12 +6,13 @@ projection precomputed (Wx [U, steps, 4, 1, H], gates i, f, z, o like torch's i,
 so it reads the same per-char gate table as charfast's kernels, and R [4, 1, H, H] is
 torch's weight_hh [4H, H] viewed per gate.
 """
+
 from __future__ import annotations
 
 import torch
 
-from charfast.char_lstm import gate_table
 from charfast.baselines.packed_lstm import distinct_padded_chars, last_char_states
+from charfast.char_lstm import gate_table
 
 FLASHRNN_BACKENDS = ("cuda_fused", "triton_fused", "vanilla")
 
@@ -25,15 +26,18 @@ def flashrnn_char_embedding(module, idx: torch.Tensor, backend: str = "triton_fu
     lstm = module.lstm
     hidden = lstm.hidden_size
     if backend == "triton_fused" and hidden & (hidden - 1):
-        raise ValueError(f"flashrnn_char_embedding: backend 'triton_fused' needs the module's hidden size a power "
-                         f"of two, got {hidden} (use 'cuda_fused' or 'vanilla')")
+        raise ValueError(
+            f"flashrnn_char_embedding: backend 'triton_fused' needs the module's hidden size a power "
+            f"of two, got {hidden} (use 'cuda_fused' or 'vanilla')"
+        )
     chars, lengths, inverse = distinct_padded_chars(module, idx)  # [U, steps], [U], [N]
     gates = gate_table(module.char_emb.weight, lstm.weight_ih_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)  # [C, 4H]
     wx = gates[chars].view(*chars.shape, 4, 1, hidden)  # [U, steps, 4, 1, H]
     recurrent = lstm.weight_hh_l0.view(4, 1, hidden, hidden)  # [4, 1, H, H]
     bias = torch.zeros(4, 1, hidden, device=wx.device, dtype=wx.dtype)  # biases are in the gate table
-    dtype = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
-             torch.float64: "float64"}[wx.dtype]
+    dtype = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float64: "float64"}[
+        wx.dtype
+    ]
     states, _ = flashrnn(wx, recurrent.to(wx.dtype), bias, backend=backend, dtype=dtype)  # [2, U, steps, 1, H]
     h = last_char_states(states[0, :, :, 0], lengths)  # [U, H]
     return module.proj(h).index_select(0, inverse).view(*idx.shape, -1)

@@ -8,21 +8,23 @@
 - packed_distinct_lstm_char_embedding: nn.LSTM over packed sequences of the distinct tokens:
   each token runs its own length (cuDNN's variable-length path), the framework's best plain use.
 """
+
 from __future__ import annotations
 
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 
-def packed_lstm_states(lstm: torch.nn.LSTM, char_emb: torch.nn.Embedding, table, token_ids: torch.Tensor) -> torch.Tensor:
+def packed_lstm_states(
+    lstm: torch.nn.LSTM, char_emb: torch.nn.Embedding, table, token_ids: torch.Tensor
+) -> torch.Tensor:
     """h [N, H] for every entry of token_ids [N] (repeats included), via nn.LSTM on a PackedSequence."""
     table_chars, table_lengths = table.on(token_ids.device)
     lengths = table_lengths[token_ids].long()  # [N]
     steps = max(int(lengths.max()), 1) if token_ids.numel() else 1
     chars = table_chars[token_ids, :steps].long()  # [N, steps]
     # Packing rejects empty sequences: run zero-length tokens for one step, then zero them.
-    packed = pack_padded_sequence(char_emb(chars), lengths.clamp(min=1).cpu(), batch_first=True,
-                                  enforce_sorted=False)
+    packed = pack_padded_sequence(char_emb(chars), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
     _, (h_n, _) = lstm(packed)  # h_n [1, N, H], in the caller's order
     return h_n[0] * (lengths > 0).unsqueeze(1).to(h_n.dtype)
 

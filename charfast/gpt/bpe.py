@@ -10,13 +10,14 @@ One special token, <|endoftext|>, separates documents; it gets the id after the 
 Trained ranks are cached on disk, keyed by the corpus text, the vocabulary size and the
 token-length limit, so a second run loads them in milliseconds.
 """
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import tiktoken
 
@@ -30,7 +31,9 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 
 def _gpt2_unicode_to_byte() -> dict[str, int]:
     """Inverse of GPT-2's bytes_to_unicode: the printable char HF's ByteLevel uses per byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -48,10 +51,15 @@ def _train_ranks(texts: Iterable[str], vocab_size: int, max_token_length: int | 
         raise RuntimeError("training a BPE needs the 'tokenizers' package: pip install tokenizers") from err
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  max_token_length=max_token_length, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        max_token_length=max_token_length,
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(texts, trainer)
     import json  # the trained merges are only reachable through the JSON dump
+
     merges = json.loads(tokenizer.to_str())["model"]["merges"]
     to_byte = _gpt2_unicode_to_byte()
     ranks = {bytes([b]): b for b in range(256)}
@@ -61,12 +69,15 @@ def _train_ranks(texts: Iterable[str], vocab_size: int, max_token_length: int | 
     return ranks
 
 
-def train_bpe(texts: list[str], vocab_size: int, max_token_length: int | None = None,
-              cache_dir: str | os.PathLike | None = None) -> tiktoken.Encoding:
+def train_bpe(
+    texts: list[str], vocab_size: int, max_token_length: int | None = None, cache_dir: str | os.PathLike | None = None
+) -> tiktoken.Encoding:
     """A byte-level BPE with `vocab_size` ranks (256 bytes + merges) trained on `texts`,
     plus <|endoftext|> (id vocab_size), as a tiktoken Encoding named "bpe{vocab_size}-{hash}"."""
     if not isinstance(vocab_size, int) or vocab_size < 257:
-        raise ValueError(f"train_bpe: vocab_size must be an int >= 257 (256 bytes + at least one merge), got {vocab_size!r}")
+        raise ValueError(
+            f"train_bpe: vocab_size must be an int >= 257 (256 bytes + at least one merge), got {vocab_size!r}"
+        )
     if max_token_length is not None and (not isinstance(max_token_length, int) or max_token_length < 2):
         raise ValueError(f"train_bpe: max_token_length must be an int >= 2 or None, got {max_token_length!r}")
     digest = hashlib.sha256(f"{_FORMAT}|{vocab_size}|{max_token_length}|".encode())
@@ -78,8 +89,9 @@ def train_bpe(texts: list[str], vocab_size: int, max_token_length: int | None = 
     if ranks is None:
         ranks = _train_ranks(texts, vocab_size, max_token_length)
         _write_ranks(cache_file, ranks)
-    return tiktoken.Encoding(name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={END_OF_TEXT: len(ranks)})
+    return tiktoken.Encoding(
+        name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={END_OF_TEXT: len(ranks)}
+    )
 
 
 def _read_ranks(path: Path) -> dict[bytes, int] | None:

@@ -7,6 +7,7 @@ A checkpoint is a dict of tensors and plain Python values only (no pickled class
 
 so `torch.load(path, weights_only=True)` reads it and no code runs while loading.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a charfast checkpoint "
-                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a charfast checkpoint "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint {path} has format {found!r}, expected {FORMAT!r}")
@@ -59,11 +62,16 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 def check_compatible(state: dict, config: dict, tokenizer: dict, path: str | os.PathLike = "checkpoint") -> None:
     """CheckpointError naming every field where the checkpoint and this run disagree."""
     if state["tokenizer"] != tokenizer:
-        raise CheckpointError(f"{path} was trained with tokenizer {state['tokenizer'].get('name')!r} "
-                              f"(n_vocab {state['tokenizer'].get('n_vocab')}), this run uses {tokenizer['name']!r} "
-                              f"(n_vocab {tokenizer['n_vocab']}); their tokens differ")
-    diffs = [f"{k}: checkpoint {state['config'].get(k)!r} vs this run {v!r}"
-             for k, v in config.items() if state["config"].get(k) != v]
+        raise CheckpointError(
+            f"{path} was trained with tokenizer {state['tokenizer'].get('name')!r} "
+            f"(n_vocab {state['tokenizer'].get('n_vocab')}), this run uses {tokenizer['name']!r} "
+            f"(n_vocab {tokenizer['n_vocab']}); their tokens differ"
+        )
+    diffs = [
+        f"{k}: checkpoint {state['config'].get(k)!r} vs this run {v!r}"
+        for k, v in config.items()
+        if state["config"].get(k) != v
+    ]
     if diffs:
         raise CheckpointError(f"{path} does not match this run's settings: " + "; ".join(diffs))
 
@@ -75,8 +83,13 @@ def rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": np_pos,
-                  "has_gauss": np_has_gauss, "gauss": np_gauss},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": np_pos,
+            "has_gauss": np_has_gauss,
+            "gauss": np_gauss,
+        },
         "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
     }
 

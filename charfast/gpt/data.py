@@ -6,6 +6,7 @@ generator seeded with (seed, i), so the data position is one integer, a resumed 
 exactly the batches it would have drawn, and the global batch (batch_size x world_size
 rows) is the same whatever the number of ranks; rank r takes rows [r*B, (r+1)*B).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,13 +43,16 @@ def load_documents(path: str | os.PathLike | None = None) -> list[tuple[str, str
     if path.is_file():
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
         per_chunk = max(1, -(-len(lines) // CHUNKS_PER_FILE))
-        return [(f"{path.name}:{i // per_chunk}", "".join(lines[i:i + per_chunk]))
-                for i in range(0, len(lines), per_chunk)]
+        return [
+            (f"{path.name}:{i // per_chunk}", "".join(lines[i : i + per_chunk]))
+            for i in range(0, len(lines), per_chunk)
+        ]
     raise ValueError(f"--data: {path} is neither a text file nor a folder")
 
 
-def split_documents(documents: list[tuple[str, str]], val_fraction: float,
-                    seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def split_documents(
+    documents: list[tuple[str, str]], val_fraction: float, seed: int = 0
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(train, val): a seeded choice of whole documents (at least one) is held out."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
@@ -62,8 +66,13 @@ def split_documents(documents: list[tuple[str, str]], val_fraction: float,
 
 
 # ------------------------------------------------------------------ token cache
-def tokenize(encoding: tiktoken.Encoding, documents: list[tuple[str, str]], label: str,
-             cache_dir: str | os.PathLike | None = None, show_progress: bool = True) -> np.ndarray:
+def tokenize(
+    encoding: tiktoken.Encoding,
+    documents: list[tuple[str, str]],
+    label: str,
+    cache_dir: str | os.PathLike | None = None,
+    show_progress: bool = True,
+) -> np.ndarray:
     """All documents' tokens, each document followed by <|endoftext|> when the encoding has
     it, as a read-only memmap; tokenized once and cached under a key of encoding + text."""
     eot = encoding.encode_single_token(END_OF_TEXT) if END_OF_TEXT in encoding.special_tokens_set else None
@@ -71,7 +80,11 @@ def tokenize(encoding: tiktoken.Encoding, documents: list[tuple[str, str]], labe
     digest = hashlib.sha256(f"{_FORMAT}|{encoding.name}|{encoding.n_vocab}|{eot}|".encode())
     for name, text in documents:
         digest.update(f"{name}|{len(text)}|".encode() + text.encode("utf-8"))
-    path = Path(cache_dir or default_cache_dir()) / "tokens" / f"{label}-{encoding.name}-{digest.hexdigest()[:16]}.{np.dtype(dtype).name}"
+    path = (
+        Path(cache_dir or default_cache_dir())
+        / "tokens"
+        / f"{label}-{encoding.name}-{digest.hexdigest()[:16]}.{np.dtype(dtype).name}"
+    )
     if not path.exists():
         with atomic_write(path) as f:  # readers never see half a file
             for _, text in tqdm(documents, desc=f"tokenizing {label}", unit="doc", disable=not show_progress):
@@ -85,11 +98,14 @@ class TokenBatches:
     """Random windows of `tokens` as (x, y) [batch_size, block_size] int64 batches for
     this rank. `position` counts the micro-batches drawn; it is the resumable state."""
 
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ):
         if len(tokens) < block_size + 1:
-            raise ValueError(f"the data has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}; "
-                             f"use more data or a smaller block size")
+            raise ValueError(
+                f"the data has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}; "
+                f"use more data or a smaller block size"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
         self.tokens = tokens
@@ -104,8 +120,8 @@ class TokenBatches:
         """Micro-batch number `index` (this rank's rows of the global batch)."""
         T, B = self.block_size, self.batch_size
         starts = np.random.default_rng([self.seed, index]).integers(0, len(self.tokens) - T, size=B * self.world_size)
-        starts = starts[self.rank * B:(self.rank + 1) * B]  # [B]
-        windows = np.stack([np.asarray(self.tokens[s:s + T + 1], dtype=np.int64) for s in starts])  # [B, T+1]
+        starts = starts[self.rank * B : (self.rank + 1) * B]  # [B]
+        windows = np.stack([np.asarray(self.tokens[s : s + T + 1], dtype=np.int64) for s in starts])  # [B, T+1]
         windows = torch.from_numpy(windows)
         if torch.device(device).type == "cuda":
             windows = windows.pin_memory().to(device, non_blocking=True)

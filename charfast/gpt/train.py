@@ -8,6 +8,7 @@ Writes into --out-dir: metrics.jsonl (one JSON object per step: step, train_loss
 tokens_per_s, ms_per_step [, val_loss, mfu]), ckpt.pt (see charfast.gpt.checkpoint),
 loss.png and sample.txt. --resume continues from ckpt.pt exactly; Ctrl-C saves and exits.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from charfast.gpt.bpe import END_OF_TEXT
-from charfast.gpt.checkpoint import (CheckpointError, check_compatible, load_checkpoint, rng_state, save_checkpoint,
-                                 set_rng_state)
+from charfast.gpt.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from charfast.gpt.data import TokenBatches, load_documents, split_documents, tokenize
 from charfast.gpt.gpu_peaks import gpu_peaks
 from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, GPT, GPTConfig
@@ -40,8 +47,15 @@ from charfast.table import TokenCharTable
 @dataclass
 class TrainConfig:
     # data and tokenizer
-    data: str | None = field(default=None, metadata={"help": "text file or folder (default: the embedded Shakespeare plays)"})
-    tokenizer: str = field(default="bpe:512", metadata={"help": "'bpe:VOCAB[:MAXLEN]' (BPE trained on the corpus, cached) or a tiktoken name such as cl100k_base"})
+    data: str | None = field(
+        default=None, metadata={"help": "text file or folder (default: the embedded Shakespeare plays)"}
+    )
+    tokenizer: str = field(
+        default="bpe:512",
+        metadata={
+            "help": "'bpe:VOCAB[:MAXLEN]' (BPE trained on the corpus, cached) or a tiktoken name such as cl100k_base"
+        },
+    )
     val_fraction: float = field(default=0.1, metadata={"help": "fraction of documents held out for validation"})
     # model
     arch: str = field(default="char", metadata={"help": f"one of {', '.join(ARCHS)}"})
@@ -81,12 +95,27 @@ class TrainConfig:
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
     top_k: int | None = field(default=40, metadata={"help": "sample from the k most likely tokens"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
-    cache_dir: str | None = field(default=None, metadata={"help": "tokenizer/token cache (default: CHARFAST_CACHE or ~/.cache/charfast)"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "tokenizer/token cache (default: CHARFAST_CACHE or ~/.cache/charfast)"}
+    )
 
 
 # Fields that steer a run but not what it computes: they may differ on --resume.
-RUN_CONTROL = {"max_steps", "eval_interval", "eval_iters", "out_dir", "device", "compile", "resume",
-               "sample_tokens", "sample_prompt", "temperature", "top_k", "progress", "cache_dir"}
+RUN_CONTROL = {
+    "max_steps",
+    "eval_interval",
+    "eval_iters",
+    "out_dir",
+    "device",
+    "compile",
+    "resume",
+    "sample_tokens",
+    "sample_prompt",
+    "temperature",
+    "top_k",
+    "progress",
+    "cache_dir",
+}
 MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
 
 PRESETS = {
@@ -95,31 +124,56 @@ PRESETS = {
     "cpu": {},
     # GPT-2 small's shape (163M parameters with cl100k's 100k-token vocabulary, 124M with
     # GPT-2's 50k); 16 x 1024 x 4 = 65k tokens per step per GPU.
-    "gpt2-small": dict(tokenizer="cl100k_base", n_layer=12, n_head=12, n_embd=768, block_size=1024,
-                       char_dim=128, char_hidden=256, batch_size=16, grad_accum=4, lr=6e-4, min_lr=6e-5,
-                       warmup_steps=700, max_steps=20000, eval_interval=500, eval_iters=50, beta2=0.95),
+    "gpt2-small": dict(
+        tokenizer="cl100k_base",
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        block_size=1024,
+        char_dim=128,
+        char_hidden=256,
+        batch_size=16,
+        grad_accum=4,
+        lr=6e-4,
+        min_lr=6e-5,
+        warmup_steps=700,
+        max_steps=20000,
+        eval_interval=500,
+        eval_iters=50,
+        beta2=0.95,
+    ),
 }
-
 
 
 # ------------------------------------------------------------------ configuration
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m charfast.train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="python -m charfast.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     # SUPPRESS: only flags the user typed appear in the namespace, so we know what was asked for.
-    parser.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
-                        help="JSON file of settings (field names as below, with _ or -); flags override it")
-    parser.add_argument("--preset", default=argparse.SUPPRESS, choices=sorted(PRESETS),
-                        help="named settings applied before --config and flags (default: cpu)")
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="JSON file of settings (field names as below, with _ or -); flags override it",
+    )
+    parser.add_argument(
+        "--preset",
+        default=argparse.SUPPRESS,
+        choices=sorted(PRESETS),
+        help="named settings applied before --config and flags (default: cpu)",
+    )
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         text = f"{f.metadata['help']} (default: {f.default})"
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
-            parser.add_argument(flag, type=_parse_type(f.type), default=argparse.SUPPRESS, help=text,
-                                metavar=f.name.upper())
+            parser.add_argument(
+                flag, type=_parse_type(f.type), default=argparse.SUPPRESS, help=text, metavar=f.name.upper()
+            )
     return parser
 
 
@@ -276,8 +330,10 @@ class Trainer:
         self.ckpt_path = self.out_dir / "ckpt.pt"
         self.metrics_path = self.out_dir / "metrics.jsonl"
         if not config.resume and self.ckpt_path.exists():  # never overwrite a finished run's checkpoint
-            raise ValueError(f"{self.ckpt_path} exists from an earlier run: pass --resume to continue it, "
-                             f"or choose another --out-dir")
+            raise ValueError(
+                f"{self.ckpt_path} exists from an earlier run: pass --resume to continue it, "
+                f"or choose another --out-dir"
+            )
         resumed = self._load_resume_state(asked) if config.resume else None
         if resumed is not None:  # the checkpoint's settings win, except what steers the run
             for key, value in resumed["config"].items():
@@ -287,7 +343,11 @@ class Trainer:
         with main_rank_first(self.ddp):
             self._prepare_data()
         gpt_config = model_config(config, self.encoding.n_vocab)
-        table = TokenCharTable.from_tiktoken(self.encoding, cache_dir=config.cache_dir) if config.arch != "baseline" else None
+        table = (
+            TokenCharTable.from_tiktoken(self.encoding, cache_dir=config.cache_dir)
+            if config.arch != "baseline"
+            else None
+        )
         self.model = GPT(gpt_config, char_table=table).to(self.device)
         if self.model.char_emb is not None:
             # The weights change between evals, and an eval batch needs only a few distinct
@@ -305,11 +365,16 @@ class Trainer:
     # ---------------------------------------------------------------- setup
     def _load_resume_state(self, asked: set[str]) -> dict:
         state = load_checkpoint(self.ckpt_path)
-        conflicts = [f"--{k.replace('_', '-')} {getattr(self.config, k)!r} (checkpoint: {state['config'].get(k)!r})"
-                     for k in sorted(asked - RUN_CONTROL) if state["config"].get(k) != getattr(self.config, k)]
+        conflicts = [
+            f"--{k.replace('_', '-')} {getattr(self.config, k)!r} (checkpoint: {state['config'].get(k)!r})"
+            for k in sorted(asked - RUN_CONTROL)
+            if state["config"].get(k) != getattr(self.config, k)
+        ]
         if conflicts:
-            raise CheckpointError(f"--resume continues {self.ckpt_path} with its own settings; these flags "
-                                  f"disagree with it: {', '.join(conflicts)}")
+            raise CheckpointError(
+                f"--resume continues {self.ckpt_path} with its own settings; these flags "
+                f"disagree with it: {', '.join(conflicts)}"
+            )
         return state
 
     def _prepare_data(self) -> None:
@@ -327,10 +392,16 @@ class Trainer:
     def _make_optimizer(self) -> torch.optim.Optimizer:
         # Decay matrices and embeddings; never biases or LayerNorm gains.
         params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.config.weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2),
-                                 fused=self.device.type in ("cuda", "cpu"))
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.config.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(
+            groups,
+            lr=self.config.lr,
+            betas=(self.config.beta1, self.config.beta2),
+            fused=self.device.type in ("cuda", "cpu"),
+        )
 
     def _wrap_model(self) -> torch.nn.Module:
         model = self.model
@@ -355,9 +426,16 @@ class Trainer:
             rngs = [rng_state()]
         if not self.ddp.is_main:
             return None
-        return {"step": self.step, "config": dataclasses.asdict(self.config), "tokenizer": self.tokenizer_id,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "data": self.train_batches.state_dict(), "rng": rngs}
+        return {
+            "step": self.step,
+            "config": dataclasses.asdict(self.config),
+            "tokenizer": self.tokenizer_id,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "data": self.train_batches.state_dict(),
+            "rng": rngs,
+        }
 
     def save(self) -> None:
         state = self._checkpoint_state()
@@ -377,8 +455,10 @@ class Trainer:
         self.step = int(state["step"])
         rngs = state["rng"]
         if len(rngs) != self.ddp.world_size and self.ddp.is_main:
-            print(f"note: checkpoint was written by {len(rngs)} process(es), this run has "
-                  f"{self.ddp.world_size}; dropout randomness will differ from an uninterrupted run")
+            print(
+                f"note: checkpoint was written by {len(rngs)} process(es), this run has "
+                f"{self.ddp.world_size}; dropout randomness will differ from an uninterrupted run"
+            )
         set_rng_state(rngs[self.ddp.rank % len(rngs)])
 
     # ---------------------------------------------------------------- steps
@@ -429,12 +509,20 @@ class Trainer:
         tokens_per_step = c.batch_size * c.block_size * c.grad_accum * self.ddp.world_size
         peak = _peak_flops(self.device)
         if self.ddp.is_main:
-            print(f"charfast.train: arch={c.arch} params={self.model.num_parameters():,} tokenizer={self.encoding.name} "
-                  f"(n_vocab {self.encoding.n_vocab}) device={self.device} world_size={self.ddp.world_size} "
-                  f"train_tokens={len(self.train_batches.tokens):,} val_tokens={len(self.val_batches.tokens):,}"
-                  + (f" resuming at step {self.step}" if self.step else ""))
-        bar = tqdm(total=c.max_steps, initial=self.step, disable=not (c.progress and self.ddp.is_main),
-                   desc="train", unit="step", dynamic_ncols=True)
+            print(
+                f"charfast.train: arch={c.arch} params={self.model.num_parameters():,} tokenizer={self.encoding.name} "
+                f"(n_vocab {self.encoding.n_vocab}) device={self.device} world_size={self.ddp.world_size} "
+                f"train_tokens={len(self.train_batches.tokens):,} val_tokens={len(self.val_batches.tokens):,}"
+                + (f" resuming at step {self.step}" if self.step else "")
+            )
+        bar = tqdm(
+            total=c.max_steps,
+            initial=self.step,
+            disable=not (c.progress and self.ddp.is_main),
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+        )
         interrupted = False
         with StopRequest() as stop:
             while self.step < c.max_steps:
@@ -442,8 +530,13 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 train_loss = self.train_step()
                 elapsed = time.perf_counter() - started
-                record = {"step": self.step, "train_loss": train_loss, "lr": lr,
-                          "tokens_per_s": tokens_per_step / elapsed, "ms_per_step": 1000 * elapsed}
+                record = {
+                    "step": self.step,
+                    "train_loss": train_loss,
+                    "lr": lr,
+                    "tokens_per_s": tokens_per_step / elapsed,
+                    "ms_per_step": 1000 * elapsed,
+                }
                 if peak:
                     record["mfu"] = self.model.flops_per_token() * record["tokens_per_s"] / (peak * self.ddp.world_size)
                 if self.step % c.eval_interval == 0 or self.step == c.max_steps:
@@ -494,8 +587,10 @@ class Trainer:
             written.append(sample_path)
             print("---- sample ----\n" + sample + "\n----------------")
         first, last = self.records[0], self.records[-1]
-        print(f"train_loss {first['train_loss']:.3f} (step {first['step']}) -> {last['train_loss']:.3f} "
-              f"(step {last['step']})" + (f", val_loss {last['val_loss']:.3f}" if "val_loss" in last else ""))
+        print(
+            f"train_loss {first['train_loss']:.3f} (step {first['step']}) -> {last['train_loss']:.3f} "
+            f"(step {last['step']})" + (f", val_loss {last['val_loss']:.3f}" if "val_loss" in last else "")
+        )
         print("wrote " + ", ".join(str(p) for p in written))
 
     def sample(self) -> str:
@@ -522,7 +617,9 @@ def _peak_flops(device: torch.device) -> float | None:
 
 
 def _postfix(record: dict) -> str:
-    text = f"loss {record['train_loss']:.3f} | {record['tokens_per_s']:,.0f} tok/s | {record['ms_per_step']:.0f} ms/step"
+    text = (
+        f"loss {record['train_loss']:.3f} | {record['tokens_per_s']:,.0f} tok/s | {record['ms_per_step']:.0f} ms/step"
+    )
     if "mfu" in record:
         text += f" | mfu {100 * record['mfu']:.1f}%"
     if "val_loss" in record:

@@ -1,4 +1,5 @@
 """The study's command line: `python -m charfast.study [flags]`."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,19 +12,35 @@ from charfast.study.tasks import STUDY_TASKS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m charfast.study", description=(
-        "Pretrain char and baseline-matched GPTs, fine-tune them on character tasks and compare "
-        "exact-match accuracy per task and split; finished stages are reused."))
+    parser = argparse.ArgumentParser(
+        prog="python -m charfast.study",
+        description=(
+            "Pretrain char and baseline-matched GPTs, fine-tune them on character tasks and compare "
+            "exact-match accuracy per task and split; finished stages are reused."
+        ),
+    )
     defaults = StudyConfig()
     parser.add_argument("--out-dir", default=defaults.out_dir, help="where every stage and the report go")
-    parser.add_argument("--preset", default=defaults.preset, choices=list(PRESETS),
-                        help="small: ~25 min on a 2-core CPU; full: GPT-2 small on a GPU")
-    parser.add_argument("--tokenizers", nargs="+", default=list(defaults.tokenizers),
-                        help="one run set per tokenizer: the vocabulary sweep, e.g. bpe:512 bpe:4096 cl100k_base")
+    parser.add_argument(
+        "--preset",
+        default=defaults.preset,
+        choices=list(PRESETS),
+        help="small: ~25 min on a 2-core CPU; full: GPT-2 small on a GPU",
+    )
+    parser.add_argument(
+        "--tokenizers",
+        nargs="+",
+        default=list(defaults.tokenizers),
+        help="one run set per tokenizer: the vocabulary sweep, e.g. bpe:512 bpe:4096 cl100k_base",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
     parser.add_argument("--archs", nargs="+", default=list(defaults.archs))
-    parser.add_argument("--tasks", nargs="+", default=list(defaults.tasks),
-                        help=f"default: all; the study's four are {' '.join(STUDY_TASKS)}")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(defaults.tasks),
+        help=f"default: all; the study's four are {' '.join(STUDY_TASKS)}",
+    )
     parser.add_argument("--data", default=None, help="text file or folder (default: the embedded Shakespeare)")
     parser.add_argument("--device", default=defaults.device)
     return parser
@@ -31,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = StudyConfig(out_dir=args.out_dir, preset=args.preset, tokenizers=tuple(args.tokenizers),
-                         seeds=tuple(args.seeds), archs=tuple(args.archs), tasks=tuple(args.tasks),
-                         data=args.data, device=args.device)
+    config = StudyConfig(
+        out_dir=args.out_dir,
+        preset=args.preset,
+        tokenizers=tuple(args.tokenizers),
+        seeds=tuple(args.seeds),
+        archs=tuple(args.archs),
+        tasks=tuple(args.tasks),
+        data=args.data,
+        device=args.device,
+    )
     try:
         results = Study(config).run()
     except ValueError as err:

@@ -6,6 +6,7 @@ that line equals the true one (charfast.study.tasks.is_exact_match). The teacher
 loss is the study's measure: mean cross-entropy of the true answer's tokens given the
 question and the true answer so far.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -35,7 +36,7 @@ def greedy_answer(model, encoding, prompt: list[int], max_new_tokens: int, devic
     idx = torch.tensor([prompt], device=device)  # [1, T0]
     generated: list[int] = []
     for _ in range(max_new_tokens):
-        logits = model(idx[:, -model.config.block_size:])[0][0, -1]  # [V]
+        logits = model(idx[:, -model.config.block_size :])[0][0, -1]  # [V]
         next_id = int(logits.argmax())
         generated.append(next_id)
         text = encoding.decode(generated, errors="replace")
@@ -56,8 +57,9 @@ def answer_losses(model, encoded, device) -> list[float]:
     return (token_loss.sum(dim=1) / scored.sum(dim=1)).tolist()
 
 
-def evaluate_examples(model, encoding, examples: list[tuple[str, Example]], device="cpu",
-                      batch_size: int = 64, extra_tokens: int = 4) -> list[ExampleResult]:
+def evaluate_examples(
+    model, encoding, examples: list[tuple[str, Example]], device="cpu", batch_size: int = 64, extra_tokens: int = 4
+) -> list[ExampleResult]:
     """Score (split, example) pairs. Decoding may run `extra_tokens` past the true answer's
     length, so a longer wrong answer is read whole before it is judged."""
     was_training = model.training
@@ -66,12 +68,13 @@ def evaluate_examples(model, encoding, examples: list[tuple[str, Example]], devi
         encoded = [encode_example(encoding, example) for _, example in examples]
         losses: list[float] = []
         for start in range(0, len(encoded), batch_size):
-            losses += answer_losses(model, encoded[start:start + batch_size], device)
+            losses += answer_losses(model, encoded[start : start + batch_size], device)
         results = []
         for (split, example), enc, loss in zip(examples, encoded, losses):
             generated = greedy_answer(model, encoding, enc.prompt, len(enc.answer) + extra_tokens, device)
-            results.append(ExampleResult(example.task, split, example.word, is_exact_match(example, generated),
-                                         loss, generated))
+            results.append(
+                ExampleResult(example.task, split, example.word, is_exact_match(example, generated), loss, generated)
+            )
         return results
     finally:
         model.train(was_training)
@@ -82,6 +85,11 @@ def summarize(results: list[ExampleResult]) -> dict[tuple[str, str], dict]:
     groups: dict[tuple[str, str], list[ExampleResult]] = defaultdict(list)
     for result in results:
         groups[(result.task, result.split)].append(result)
-    return {key: {"n": len(rs), "exact_match": sum(r.correct for r in rs) / len(rs),
-                  "answer_loss": sum(r.answer_loss for r in rs) / len(rs)}
-            for key, rs in sorted(groups.items())}
+    return {
+        key: {
+            "n": len(rs),
+            "exact_match": sum(r.correct for r in rs) / len(rs),
+            "answer_loss": sum(r.answer_loss for r in rs) / len(rs),
+        }
+        for key, rs in sorted(groups.items())
+    }

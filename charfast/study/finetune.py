@@ -4,11 +4,12 @@ Each step draws `batch_size` fresh examples: a task and a training word at rando
 a seeded stream, so a run is reproducible), rendered with random question and answer
 templates. (Mixing in language-modelling data, which the study allows, is not built yet.)
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -29,8 +30,9 @@ class FinetuneConfig:
     def validate(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
         if not self.tasks or unknown:
-            raise ValueError(f"FinetuneConfig: tasks must be a non-empty list of {', '.join(TASKS)}; "
-                             f"unknown: {unknown}")
+            raise ValueError(
+                f"FinetuneConfig: tasks must be a non-empty list of {', '.join(TASKS)}; unknown: {unknown}"
+            )
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FinetuneConfig: {name} must be >= 1, got {getattr(self, name)}")
@@ -50,8 +52,7 @@ def example_stream(words: list[str], tasks: tuple[str, ...], seed: int) -> Itera
             yield make_example(task, word, rng)
 
 
-def finetune(model, encoding, words: list[str], config: FinetuneConfig, device="cpu",
-             on_step=None) -> list[dict]:
+def finetune(model, encoding, words: list[str], config: FinetuneConfig, device="cpu", on_step=None) -> list[dict]:
     """Train `model` in place; returns [{"step", "train_loss"}] and calls on_step(record)."""
     config.validate()
     model.train()

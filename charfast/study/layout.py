@@ -10,6 +10,7 @@ it and the report that reads it.
           pretrain/                  a charfast.train run: ckpt.pt, metrics.jsonl
           finetune/results.json      fine-tuning curve and every test answer
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,9 +11,11 @@ For each tokenizer, seed and architecture (char vs the parameter-matched baselin
 
 Every stage writes its result into the output folder and is skipped when that result is
 already there, so an interrupted study continues where it stopped (the folders:
-charfast.study.layout). The report (charfast.study.report) then compares the archs per task and split with paired bootstrap
-intervals over the shared test questions, averaged over seeds.
+charfast.study.layout). The report (charfast.study.report) then compares the archs per
+task and split with paired bootstrap intervals over the shared test questions, averaged
+over seeds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,11 +39,23 @@ SPLITS = ("train", "heldout", "heldout_rare", "nonce")
 
 PRESETS = {
     # ~25 minutes on a 2-core CPU for 3 seeds: the default CPU model, shortened runs.
-    "small": dict(pretrain_steps=400, finetune_steps=300, finetune_batch=32, finetune_lr=1e-3,
-                  examples_per_cell=30, train_flags=("--eval-interval", "100", "--eval-iters", "4")),
+    "small": dict(
+        pretrain_steps=400,
+        finetune_steps=300,
+        finetune_batch=32,
+        finetune_lr=1e-3,
+        examples_per_cell=30,
+        train_flags=("--eval-interval", "100", "--eval-iters", "4"),
+    ),
     # GPU: GPT-2 small shape on cl100k (bring a big corpus with --data).
-    "full": dict(pretrain_steps=20000, finetune_steps=3000, finetune_batch=64, finetune_lr=3e-5,
-                 examples_per_cell=500, train_flags=("--preset", "gpt2-small", "--block-size", "256")),
+    "full": dict(
+        pretrain_steps=20000,
+        finetune_steps=3000,
+        finetune_batch=64,
+        finetune_lr=3e-5,
+        examples_per_cell=500,
+        train_flags=("--preset", "gpt2-small", "--block-size", "256"),
+    ),
 }
 
 
@@ -62,8 +76,9 @@ class StudyConfig:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         unknown = [t for t in self.tasks if t not in TASKS] + [a for a in self.archs if a not in train.ARCHS]
         if unknown or not self.tasks or not self.archs or not self.seeds or not self.tokenizers:
-            raise ValueError(f"study: tasks, archs, seeds and tokenizers must be non-empty and known; "
-                             f"unknown: {unknown}")
+            raise ValueError(
+                f"study: tasks, archs, seeds and tokenizers must be non-empty and known; unknown: {unknown}"
+            )
 
 
 def _write_json(path: Path, value) -> None:
@@ -86,9 +101,23 @@ class Study:
         ckpt = folder / "ckpt.pt"
         if ckpt.exists() and load_checkpoint(ckpt)["step"] >= steps:
             return folder
-        flags = [*self.preset["train_flags"], "--tokenizer", tokenizer, "--arch", arch, "--seed", str(seed),
-                 "--max-steps", str(steps), "--out-dir", str(folder), "--device", self.config.device,
-                 "--sample-tokens", "0"]
+        flags = [
+            *self.preset["train_flags"],
+            "--tokenizer",
+            tokenizer,
+            "--arch",
+            arch,
+            "--seed",
+            str(seed),
+            "--max-steps",
+            str(steps),
+            "--out-dir",
+            str(folder),
+            "--device",
+            self.config.device,
+            "--sample-tokens",
+            "0",
+        ]
         if self.config.data:
             flags += ["--data", self.config.data]
         if ckpt.exists():
@@ -99,8 +128,9 @@ class Study:
 
     def load_pretrained(self, folder: Path) -> train.Trainer:
         """The finished pretraining run as a Trainer: model, encoding and training tokens."""
-        config, asked = train.resolve_config(["--out-dir", str(folder), "--resume", "--device", self.config.device,
-                                              "--no-progress"])
+        config, asked = train.resolve_config(
+            ["--out-dir", str(folder), "--resume", "--device", self.config.device, "--no-progress"]
+        )
         return train.Trainer(config, asked)
 
     def splits_and_test_set(self, tokenizer: str, pretrain_dir: Path):
@@ -109,8 +139,9 @@ class Study:
         splits_dir = self.layout.splits_dir(tokenizer)
         if not (splits_dir / MANIFEST).exists():
             trainer = self.load_pretrained(pretrain_dir)
-            train_docs, _ = split_documents(load_documents(trainer.config.data), trainer.config.val_fraction,
-                                            seed=trainer.config.seed)
+            train_docs, _ = split_documents(
+                load_documents(trainer.config.data), trainer.config.val_fraction, seed=trainer.config.seed
+            )
             token_counts = token_frequencies(trainer.train_batches.tokens, trainer.encoding.n_vocab)
             splits = make_splits(word_counts(train_docs), trainer.encoding, token_counts, seed=0)
             freeze_splits(splits, splits_dir, meta={"tokenizer": tokenizer})
@@ -132,29 +163,44 @@ class Study:
                     test_set.append((split, make_example(task, word, rng)))
         return test_set
 
-    def finetune_and_evaluate(self, tokenizer: str, arch: str, seed: int, pretrain_dir: Path,
-                              splits, test_set) -> Path:
+    def finetune_and_evaluate(self, tokenizer: str, arch: str, seed: int, pretrain_dir: Path, splits, test_set) -> Path:
         """results.json of the fine-tuned model (reused when present)."""
         results_path = self.layout.results(tokenizer, arch, seed)
         if results_path.exists():
             return results_path
         trainer = self.load_pretrained(pretrain_dir)
         model, encoding = trainer.model, trainer.encoding
-        config = FinetuneConfig(tasks=self.config.tasks, steps=self.preset["finetune_steps"],
-                                batch_size=self.preset["finetune_batch"], lr=self.preset["finetune_lr"], seed=seed)
+        config = FinetuneConfig(
+            tasks=self.config.tasks,
+            steps=self.preset["finetune_steps"],
+            batch_size=self.preset["finetune_batch"],
+            lr=self.preset["finetune_lr"],
+            seed=seed,
+        )
         curve = finetune(model, encoding, list(splits.train), config, device=trainer.device)
         after = evaluate_examples(model, encoding, test_set, device=trainer.device)
-        _write_json(results_path, {
-            "tokenizer": tokenizer, "arch": arch, "seed": seed, "finetune": dataclasses.asdict(config),
-            "finetune_curve": curve, "after": [dataclasses.asdict(r) for r in after]})
+        _write_json(
+            results_path,
+            {
+                "tokenizer": tokenizer,
+                "arch": arch,
+                "seed": seed,
+                "finetune": dataclasses.asdict(config),
+                "finetune_curve": curve,
+                "after": [dataclasses.asdict(r) for r in after],
+            },
+        )
         return results_path
 
     def run(self) -> list[Path]:
         """Every stage for every tokenizer, seed and arch; returns the results.json paths."""
         results = []
         for tokenizer in self.config.tokenizers:
-            pretrained = {(arch, seed): self.pretrain(tokenizer, arch, seed)
-                          for seed in self.config.seeds for arch in self.config.archs}
+            pretrained = {
+                (arch, seed): self.pretrain(tokenizer, arch, seed)
+                for seed in self.config.seeds
+                for arch in self.config.archs
+            }
             splits, test_set = self.splits_and_test_set(tokenizer, next(iter(pretrained.values())))
             for (arch, seed), folder in pretrained.items():
                 results.append(self.finetune_and_evaluate(tokenizer, arch, seed, folder, splits, test_set))

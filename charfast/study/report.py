@@ -6,6 +6,7 @@ bootstrap 95% interval (both archs answered the same frozen questions; each ques
 score is first averaged over seeds). Plots: pretraining loss curves (the study's Figure
 3), fine-tuning loss curves (its Figure 4) and accuracy by task and split.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,28 +48,44 @@ def comparison_rows(results: list[dict]) -> list[dict]:
             acc = {arch: score_matrix(runs[arch], task, split, "correct") for arch in runs}
             loss = {arch: score_matrix(runs[arch], task, split, "answer_loss") for arch in runs}
             interval = paired_bootstrap_difference(acc[CHAR], acc[CONTROL])
-            rows.append({"tokenizer": tokenizer, "task": task, "split": split, "n": acc[CHAR].shape[1],
-                         "seeds": acc[CHAR].shape[0],
-                         "acc_char": acc[CHAR].mean(), "acc_control": acc[CONTROL].mean(),
-                         "diff": interval.estimate, "low": interval.low, "high": interval.high,
-                         "loss_char": loss[CHAR].mean(), "loss_control": loss[CONTROL].mean()})
+            rows.append(
+                {
+                    "tokenizer": tokenizer,
+                    "task": task,
+                    "split": split,
+                    "n": acc[CHAR].shape[1],
+                    "seeds": acc[CHAR].shape[0],
+                    "acc_char": acc[CHAR].mean(),
+                    "acc_control": acc[CONTROL].mean(),
+                    "diff": interval.estimate,
+                    "low": interval.low,
+                    "high": interval.high,
+                    "loss_char": loss[CHAR].mean(),
+                    "loss_control": loss[CONTROL].mean(),
+                }
+            )
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| tokenizer | task | split | n x seeds | exact match char | baseline-matched | "
-             "difference [95% CI] | answer loss char | baseline-matched |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| tokenizer | task | split | n x seeds | exact match char | baseline-matched | "
+        "difference [95% CI] | answer loss char | baseline-matched |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r['tokenizer']} | {r['task']} | {r['split']} | {r['n']} x {r['seeds']} | "
-                     f"{r['acc_char']:.1%} | {r['acc_control']:.1%} | "
-                     f"{r['diff']:+.1%} [{r['low']:+.1%}, {r['high']:+.1%}] | "
-                     f"{r['loss_char']:.3f} | {r['loss_control']:.3f} |")
+        lines.append(
+            f"| {r['tokenizer']} | {r['task']} | {r['split']} | {r['n']} x {r['seeds']} | "
+            f"{r['acc_char']:.1%} | {r['acc_control']:.1%} | "
+            f"{r['diff']:+.1%} [{r['low']:+.1%}, {r['high']:+.1%}] | "
+            f"{r['loss_char']:.3f} | {r['loss_control']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def plot_report(results: list[dict], rows: list[dict], layout: StudyLayout) -> list[Path]:
     import matplotlib
+
     matplotlib.use("Agg")  # files only: no display needed
     from matplotlib import pyplot as plt
 
@@ -103,9 +120,14 @@ def plot_report(results: list[dict], rows: list[dict], layout: StudyLayout) -> l
             x = np.arange(len(cells))
             ax.bar(x - 0.2, [r["acc_char"] for r in cells], 0.4, color=colours[CHAR], label=CHAR)
             ax.bar(x + 0.2, [r["acc_control"] for r in cells], 0.4, color=colours[CONTROL], label=CONTROL)
-            ax.errorbar(x, [r["diff"] for r in cells], yerr=[[r["diff"] - r["low"] for r in cells],
-                                                              [r["high"] - r["diff"] for r in cells]],
-                        fmt="k.", capsize=3, label="char - baseline (95% CI)")
+            ax.errorbar(
+                x,
+                [r["diff"] for r in cells],
+                yerr=[[r["diff"] - r["low"] for r in cells], [r["high"] - r["diff"] for r in cells]],
+                fmt="k.",
+                capsize=3,
+                label="char - baseline (95% CI)",
+            )
             ax.axhline(0, color="grey", linewidth=0.5)
             ax.set_xticks(x, [r["task"] for r in cells], fontsize=7)
             ax.set_ylabel(f"{split}\nexact match")
@@ -124,11 +146,17 @@ def write_report(result_paths: list[Path], study_root: Path) -> Path:
     results = load_results(result_paths)
     rows = comparison_rows(results)
     plots = plot_report(results, rows, StudyLayout(study_root))
-    text = ["# charfast study report", "",
-            "Exact match: greedy decoding up to the first newline, answer value compared exactly. "
-            "Answer loss: teacher-forced cross-entropy of the answer tokens (the original study's measure). "
-            "Intervals: paired bootstrap over the shared questions, scores averaged over seeds first.", "",
-            markdown_table(rows), *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    text = [
+        "# charfast study report",
+        "",
+        "Exact match: greedy decoding up to the first newline, answer value compared exactly. "
+        "Answer loss: teacher-forced cross-entropy of the answer tokens (the original study's measure). "
+        "Intervals: paired bootstrap over the shared questions, scores averaged over seeds first.",
+        "",
+        markdown_table(rows),
+        *[f"![{p.stem}]({p.name})" for p in plots],
+        "",
+    ]
     path = study_root / "report.md"
     with atomic_write(path) as f:
         f.write("\n".join(text).encode("utf-8"))

@@ -1,4 +1,5 @@
 """Confidence intervals for the study: paired bootstrap of an accuracy difference."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,8 +15,7 @@ class Interval:
     confidence: float
 
 
-def paired_bootstrap_difference(a, b, n_resamples: int = 10_000, confidence: float = 0.95,
-                                seed: int = 0) -> Interval:
+def paired_bootstrap_difference(a, b, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> Interval:
     """Mean of a minus mean of b, with a percentile-bootstrap interval that resamples the
     shared test examples (the pairing: both models answered the same questions).
 

@@ -5,6 +5,7 @@ with a newline: the model learns to stop there, and greedy decoding reads up to 
 question and the answer are tokenized separately, so the boundary between them is the
 same in training and at evaluation (where only the question is given).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ class EncodedExample:
 
 
 def encode_example(encoding, example: Example) -> EncodedExample:
-    return EncodedExample(encoding.encode_ordinary(example.question),
-                          encoding.encode_ordinary(example.answer + ANSWER_END))
+    return EncodedExample(
+        encoding.encode_ordinary(example.question), encoding.encode_ordinary(example.answer + ANSWER_END)
+    )
 
 
 def answer_masked_batch(encoded: list[EncodedExample], block_size: int, pad_id: int = 0):
@@ -40,13 +42,15 @@ def answer_masked_batch(encoded: list[EncodedExample], block_size: int, pad_id: 
         raise ValueError("answer_masked_batch: no examples")
     longest = max(len(e.ids) for e in encoded)
     if longest - 1 > block_size:
-        raise ValueError(f"a task example has {longest} tokens, more than block_size + 1 = {block_size + 1}; "
-                         f"use a larger block size or shorter words")
+        raise ValueError(
+            f"a task example has {longest} tokens, more than block_size + 1 = {block_size + 1}; "
+            f"use a larger block size or shorter words"
+        )
     x = torch.full((len(encoded), longest - 1), pad_id, dtype=torch.long)  # [B, T]
     y = torch.full((len(encoded), longest - 1), IGNORE_INDEX, dtype=torch.long)  # [B, T]
     for row, example in enumerate(encoded):
         ids = torch.tensor(example.ids)
-        x[row, :len(ids) - 1] = ids[:-1]
+        x[row, : len(ids) - 1] = ids[:-1]
         start = len(example.prompt) - 1  # position whose target is the first answer token
-        y[row, start:len(ids) - 1] = ids[len(example.prompt):]
+        y[row, start : len(ids) - 1] = ids[len(example.prompt) :]
     return x, y

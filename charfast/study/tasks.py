@@ -10,13 +10,14 @@ Fixes over the study: count draws the letter uniformly from a-z (absent letters
 included, so 0 is a common answer); replace replaces every occurrence, not the first;
 index asks only about letters the word contains.
 """
+
 from __future__ import annotations
 
 import random
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 LETTERS = string.ascii_lowercase
 
@@ -107,64 +108,124 @@ def _swap(word, rng):
     return {"first": first, "second": second}, swapped
 
 
-TASKS: dict[str, Task] = {t.name: t for t in [
-    Task("count", _count, (
-        "How many times does the letter '{letter}' appear in '{word}'?",
-        "Count the occurrences of '{letter}' in the word '{word}'.",
-        "In '{word}', how many '{letter}'s are there?",
-        "Number of '{letter}' characters in '{word}'?",
-    ), ("{value}", "The letter '{letter}' appears {value} times.", "Answer: {value}")),
-    Task("index", _index, (
-        "At which 0-based position does '{letter}' first occur in '{word}'?",
-        "Give the index (starting at 0) of the first '{letter}' in '{word}'.",
-        "Where is the first '{letter}' in '{word}'? Count from 0.",
-    ), ("{value}", "It is at index {value}.", "Answer: {value}")),
-    Task("reverse", _reverse, (
-        "Reverse the letters of '{word}'.",
-        "Write '{word}' backwards.",
-        "What is '{word}' spelled in reverse order?",
-    ), ("{value}", "Reversed: {value}", "Answer: {value}")),
-    Task("replace", _replace, (
-        "Replace every '{letter}' in '{word}' with '{other}'.",
-        "In '{word}', change each '{letter}' to '{other}'.",
-        "Write '{word}' with all '{letter}'s turned into '{other}'s.",
-    ), ("{value}", "Result: {value}", "Answer: {value}")),
-    Task("spell", _spell, (
-        "Spell out '{word}' letter by letter.",
-        "Spell the word '{word}'.",
-        "What are the letters of '{word}'?",
-    ), ("{value}", "Spelled: {value}", "Answer: {value}")),
-    Task("spell_inverse", _spell_inverse, (
-        "Which word is spelled '{spelled}'?",
-        "Join the letters '{spelled}' into a word.",
-        "Put together: {spelled}",
-    ), ("{value}", "The word is {value}.", "Answer: {value}")),
-    Task("contains", _contains, (
-        "Does '{word}' contain the letter '{letter}'?",
-        "Is there a '{letter}' in '{word}'?",
-        "Answer yes or no: '{letter}' occurs in '{word}'.",
-    ), ("{value}", "Answer: {value}")),
-    Task("insert", _insert, (
-        "Add '{letter}' after every '{after}' in '{word}'.",
-        "Insert the letter '{letter}' right after each '{after}' of '{word}'.",
-        "In '{word}', put a '{letter}' after every '{after}'.",
-    ), ("{value}", "Result: {value}", "Answer: {value}")),
-    Task("delete", _delete, (
-        "Delete every '{letter}' from '{word}'.",
-        "Remove all '{letter}'s in '{word}'.",
-        "Write '{word}' without the letter '{letter}'.",
-    ), ("{value}", "Result: {value}", "Answer: {value}"), min_distinct_letters=2),
-    Task("substitute", _replace, (
-        "Substitute '{letter}' with '{other}' in '{word}'.",
-        "Swap out each '{letter}' for '{other}' in '{word}'.",
-        "Use '{other}' wherever '{word}' has '{letter}'.",
-    ), ("{value}", "Result: {value}", "Answer: {value}")),
-    Task("swap", _swap, (
-        "Swap the letters '{first}' and '{second}' everywhere in '{word}'.",
-        "In '{word}', exchange every '{first}' with '{second}' and every '{second}' with '{first}'.",
-        "Trade places of '{first}' and '{second}' in '{word}'.",
-    ), ("{value}", "Result: {value}", "Answer: {value}"), min_distinct_letters=2),
-]}
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task(
+            "count",
+            _count,
+            (
+                "How many times does the letter '{letter}' appear in '{word}'?",
+                "Count the occurrences of '{letter}' in the word '{word}'.",
+                "In '{word}', how many '{letter}'s are there?",
+                "Number of '{letter}' characters in '{word}'?",
+            ),
+            ("{value}", "The letter '{letter}' appears {value} times.", "Answer: {value}"),
+        ),
+        Task(
+            "index",
+            _index,
+            (
+                "At which 0-based position does '{letter}' first occur in '{word}'?",
+                "Give the index (starting at 0) of the first '{letter}' in '{word}'.",
+                "Where is the first '{letter}' in '{word}'? Count from 0.",
+            ),
+            ("{value}", "It is at index {value}.", "Answer: {value}"),
+        ),
+        Task(
+            "reverse",
+            _reverse,
+            (
+                "Reverse the letters of '{word}'.",
+                "Write '{word}' backwards.",
+                "What is '{word}' spelled in reverse order?",
+            ),
+            ("{value}", "Reversed: {value}", "Answer: {value}"),
+        ),
+        Task(
+            "replace",
+            _replace,
+            (
+                "Replace every '{letter}' in '{word}' with '{other}'.",
+                "In '{word}', change each '{letter}' to '{other}'.",
+                "Write '{word}' with all '{letter}'s turned into '{other}'s.",
+            ),
+            ("{value}", "Result: {value}", "Answer: {value}"),
+        ),
+        Task(
+            "spell",
+            _spell,
+            (
+                "Spell out '{word}' letter by letter.",
+                "Spell the word '{word}'.",
+                "What are the letters of '{word}'?",
+            ),
+            ("{value}", "Spelled: {value}", "Answer: {value}"),
+        ),
+        Task(
+            "spell_inverse",
+            _spell_inverse,
+            (
+                "Which word is spelled '{spelled}'?",
+                "Join the letters '{spelled}' into a word.",
+                "Put together: {spelled}",
+            ),
+            ("{value}", "The word is {value}.", "Answer: {value}"),
+        ),
+        Task(
+            "contains",
+            _contains,
+            (
+                "Does '{word}' contain the letter '{letter}'?",
+                "Is there a '{letter}' in '{word}'?",
+                "Answer yes or no: '{letter}' occurs in '{word}'.",
+            ),
+            ("{value}", "Answer: {value}"),
+        ),
+        Task(
+            "insert",
+            _insert,
+            (
+                "Add '{letter}' after every '{after}' in '{word}'.",
+                "Insert the letter '{letter}' right after each '{after}' of '{word}'.",
+                "In '{word}', put a '{letter}' after every '{after}'.",
+            ),
+            ("{value}", "Result: {value}", "Answer: {value}"),
+        ),
+        Task(
+            "delete",
+            _delete,
+            (
+                "Delete every '{letter}' from '{word}'.",
+                "Remove all '{letter}'s in '{word}'.",
+                "Write '{word}' without the letter '{letter}'.",
+            ),
+            ("{value}", "Result: {value}", "Answer: {value}"),
+            min_distinct_letters=2,
+        ),
+        Task(
+            "substitute",
+            _replace,
+            (
+                "Substitute '{letter}' with '{other}' in '{word}'.",
+                "Swap out each '{letter}' for '{other}' in '{word}'.",
+                "Use '{other}' wherever '{word}' has '{letter}'.",
+            ),
+            ("{value}", "Result: {value}", "Answer: {value}"),
+        ),
+        Task(
+            "swap",
+            _swap,
+            (
+                "Swap the letters '{first}' and '{second}' everywhere in '{word}'.",
+                "In '{word}', exchange every '{first}' with '{second}' and every '{second}' with '{first}'.",
+                "Trade places of '{first}' and '{second}' in '{word}'.",
+            ),
+            ("{value}", "Result: {value}", "Answer: {value}"),
+            min_distinct_letters=2,
+        ),
+    ]
+}
 
 STUDY_TASKS = ("reverse", "count", "index", "replace")
 
@@ -176,8 +237,9 @@ def make_example(task: str, word: str, rng: random.Random) -> Example:
     if not word or not set(word) <= set(LETTERS):
         raise ValueError(f"task words must be non-empty lower-case a-z strings, got {word!r}")
     if len(set(word)) < TASKS[task].min_distinct_letters:
-        raise ValueError(f"task {task!r} needs words with at least "
-                         f"{TASKS[task].min_distinct_letters} distinct letters, got {word!r}")
+        raise ValueError(
+            f"task {task!r} needs words with at least {TASKS[task].min_distinct_letters} distinct letters, got {word!r}"
+        )
     return TASKS[task].example(word, rng)
 
 

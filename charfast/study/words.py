@@ -5,6 +5,7 @@ train and held-out words, picks the held-out words that contain a rare token, an
 nonce strings; `freeze_splits` writes them to disk with a manifest of hashes so every run
 evaluates on exactly the same words, and `load_splits` refuses files that changed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,9 @@ _ASCII_LETTERS = re.compile(r"[A-Za-z]+")
 _LOWER_WORD = re.compile(r"[a-z]+")
 
 
-def word_counts(documents: list[tuple[str, str]], min_letters: int = MIN_LETTERS,
-                max_letters: int = MAX_LETTERS) -> Counter[str]:
+def word_counts(
+    documents: list[tuple[str, str]], min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS
+) -> Counter[str]:
     """Occurrences of each lower-case a-z word of min_letters..max_letters letters in the
     texts of [(name, text)] documents.
 
@@ -44,8 +46,9 @@ def word_counts(documents: list[tuple[str, str]], min_letters: int = MIN_LETTERS
     kept, so names that the corpus only capitalises ("Hippolyta") are not words.
     """
     if not 1 <= min_letters <= max_letters:
-        raise ValueError(f"need 1 <= min_letters <= max_letters, got min_letters={min_letters}, "
-                         f"max_letters={max_letters}")
+        raise ValueError(
+            f"need 1 <= min_letters <= max_letters, got min_letters={min_letters}, max_letters={max_letters}"
+        )
     counts: Counter[str] = Counter()
     seen_in_lower_case: set[str] = set()
     for _, text in documents:
@@ -66,8 +69,7 @@ def token_frequencies(tokens: np.ndarray, n_vocab: int) -> np.ndarray:
     if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
         raise ValueError(f"tokens must be a 1-D integer array, got shape {tokens.shape} dtype {tokens.dtype}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= n_vocab):
-        raise ValueError(f"tokens must be ids in [0, n_vocab={n_vocab}), got ids in "
-                         f"[{tokens.min()}, {tokens.max()}]")
+        raise ValueError(f"tokens must be ids in [0, n_vocab={n_vocab}), got ids in [{tokens.min()}, {tokens.max()}]")
     return np.bincount(tokens.astype(np.int64), minlength=n_vocab)
 
 
@@ -104,6 +106,7 @@ def word_tokens(encoding: tiktoken.Encoding, word: str) -> list[int]:
 class WordSplits:
     """Word lists for the study, each sorted. heldout_rare is a subset of heldout (not a
     separate draw), so every evaluation split stays disjoint from train."""
+
     train: tuple[str, ...]
     heldout: tuple[str, ...]
     heldout_rare: tuple[str, ...]
@@ -114,9 +117,16 @@ class WordSplits:
         return {name: len(getattr(self, name)) for name in SPLIT_NAMES}
 
 
-def make_splits(counts: Counter[str], encoding: tiktoken.Encoding, token_counts: np.ndarray,
-                seed: int, heldout_fraction: float = 0.2, rare_fraction: float = 0.1,
-                n_nonce: int = 1000, max_words: int = 50_000) -> WordSplits:
+def make_splits(
+    counts: Counter[str],
+    encoding: tiktoken.Encoding,
+    token_counts: np.ndarray,
+    seed: int,
+    heldout_fraction: float = 0.2,
+    rare_fraction: float = 0.1,
+    n_nonce: int = 1000,
+    max_words: int = 50_000,
+) -> WordSplits:
     """Split the `max_words` most frequent words of `counts` (ties broken alphabetically).
 
     - heldout: a seeded random `heldout_fraction` of the word types; train: the rest.
@@ -138,8 +148,10 @@ def make_splits(counts: Counter[str], encoding: tiktoken.Encoding, token_counts:
         raise ValueError(f"max_words must be an integer >= 2 (a train and a held-out word), got {max_words!r}")
     token_counts = np.asarray(token_counts)
     if token_counts.shape != (encoding.n_vocab,) or not np.issubdtype(token_counts.dtype, np.integer):
-        raise ValueError(f"token_counts must be an integer array of shape [n_vocab={encoding.n_vocab}] "
-                         f"(see token_frequencies), got shape {token_counts.shape} dtype {token_counts.dtype}")
+        raise ValueError(
+            f"token_counts must be an integer array of shape [n_vocab={encoding.n_vocab}] "
+            f"(see token_frequencies), got shape {token_counts.shape} dtype {token_counts.dtype}"
+        )
     rare = rare_token_mask(token_counts, rare_fraction)
 
     words = sorted(counts, key=lambda w: (-counts[w], w))[:max_words]
@@ -154,10 +166,11 @@ def make_splits(counts: Counter[str], encoding: tiktoken.Encoding, token_counts:
 
     lengths = np.array([len(w) for w in heldout])  # one per held-out word type
     length_set = set(lengths.tolist())
-    possible = sum(26 ** n for n in length_set) - sum(len(w) in length_set for w in counts)
+    possible = sum(26**n for n in length_set) - sum(len(w) in length_set for w in counts)
     if n_nonce > possible:
-        raise ValueError(f"n_nonce={n_nonce} exceeds the {possible} a-z strings of the held-out words' "
-                         f"lengths that are not words")
+        raise ValueError(
+            f"n_nonce={n_nonce} exceeds the {possible} a-z strings of the held-out words' lengths that are not words"
+        )
     nonce: set[str] = set()
     while len(nonce) < n_nonce:
         length = int(nonce_rng.choice(lengths))
@@ -165,24 +178,32 @@ def make_splits(counts: Counter[str], encoding: tiktoken.Encoding, token_counts:
         if candidate not in counts:
             nonce.add(candidate)
 
-    params = {"seed": seed, "heldout_fraction": heldout_fraction, "rare_fraction": rare_fraction,
-              "n_nonce": n_nonce, "max_words": max_words, "n_candidate_words": len(words),
-              "tokenizer": encoding.name, "n_vocab": encoding.n_vocab,
-              "rare_count_threshold": int(token_counts[rare].max()), "n_rare_tokens": int(rare.sum())}
+    params = {
+        "seed": seed,
+        "heldout_fraction": heldout_fraction,
+        "rare_fraction": rare_fraction,
+        "n_nonce": n_nonce,
+        "max_words": max_words,
+        "n_candidate_words": len(words),
+        "tokenizer": encoding.name,
+        "n_vocab": encoding.n_vocab,
+        "rare_count_threshold": int(token_counts[rare].max()),
+        "n_rare_tokens": int(rare.sum()),
+    }
     return WordSplits(tuple(train), tuple(heldout), tuple(heldout_rare), tuple(sorted(nonce)), params)
 
 
 RULES = {
     "words": f"lower-case a-z words of {MIN_LETTERS}-{MAX_LETTERS} letters (word_counts' defaults) "
-             "seen at least once in lower case; counted in any case",
+    "seen at least once in lower case; counted in any case",
     "candidates": "the max_words most frequent words, ties broken alphabetically",
     "heldout": "a seeded random heldout_fraction of the candidate word types; train is the rest (disjoint)",
     "heldout_rare": "the held-out words (a subset of heldout) with at least one rare token among the tokens "
-                    "that overlap the word's letters in encode_ordinary(\"'word'\"); a token is rare when it "
-                    "never occurs in the pretraining tokens or its count is at most the rare_fraction quantile "
-                    "(inverted CDF) of the counts of the tokens that occur",
+    "that overlap the word's letters in encode_ordinary(\"'word'\"); a token is rare when it "
+    "never occurs in the pretraining tokens or its count is at most the rare_fraction quantile "
+    "(inverted CDF) of the counts of the tokens that occur",
     "nonce": "distinct random a-z strings, lengths drawn from the held-out words' lengths, letters uniform, "
-             "none a corpus word",
+    "none a corpus word",
 }
 
 
@@ -196,8 +217,14 @@ def freeze_splits(splits: WordSplits, folder: str | os.PathLike, meta: dict | No
         with atomic_write(folder / f"{name}.json") as f:
             f.write(data)
         hashes[f"{name}.json"] = hashlib.sha256(data).hexdigest()
-    manifest = {"format": _FORMAT, "rules": RULES, "params": splits.params, "sizes": splits.sizes(),
-                "sha256": hashes, "meta": meta or {}}
+    manifest = {
+        "format": _FORMAT,
+        "rules": RULES,
+        "params": splits.params,
+        "sizes": splits.sizes(),
+        "sha256": hashes,
+        "meta": meta or {},
+    }
     try:
         text = json.dumps(manifest, indent=2, sort_keys=True)
     except TypeError as err:
@@ -221,16 +248,18 @@ def load_splits(folder: str | os.PathLike) -> tuple[WordSplits, dict]:
         data = _read(path)
         expected = manifest["sha256"].get(path.name)
         if hashlib.sha256(data).hexdigest() != expected:
-            raise ValueError(f"{path}: SHA-256 does not match the manifest ({expected}); "
-                             "the split was changed after it was frozen")
+            raise ValueError(
+                f"{path}: SHA-256 does not match the manifest ({expected}); the split was changed after it was frozen"
+            )
         lists[name] = tuple(json.loads(data.decode("utf-8")))
     return WordSplits(**lists, params=manifest["params"]), manifest
 
 
 def _read(path: Path) -> bytes:
     if not path.is_file():
-        raise ValueError(f"{path}: missing; a frozen split folder needs {MANIFEST} and "
-                         f"{', '.join(n + '.json' for n in SPLIT_NAMES)}")
+        raise ValueError(
+            f"{path}: missing; a frozen split folder needs {MANIFEST} and {', '.join(n + '.json' for n in SPLIT_NAMES)}"
+        )
     return path.read_bytes()
 
 

@@ -1,4 +1,5 @@
 """benchmarks/report.py turns a saved run into Markdown tables with the right ratios."""
+
 import json
 import subprocess
 import sys
@@ -12,14 +13,24 @@ def bench(name, group, median, **extra_info):
 
 
 def test_report_ranks_each_group_by_median(tmp_path):
-    run = dict(datetime="2026-11-24T19:51:14", commit_info=dict(id="0123456789abcdef", dirty=False),
-               machine_info=dict(cpu=dict(brand_raw="Test CPU", count=2), python_version="3.11.7"),
-               benchmarks=[bench("test_x[study]", "fwd", 0.2164), bench("test_x[cpp]", "fwd", 0.0132),
-                           bench("test_step[eager]", "step", 0.25, char_over_baseline=1.032, device="GPU X")])
+    run = dict(
+        datetime="2026-11-24T19:51:14",
+        commit_info=dict(id="0123456789abcdef", dirty=False),
+        machine_info=dict(cpu=dict(brand_raw="Test CPU", count=2), python_version="3.11.7"),
+        benchmarks=[
+            bench("test_x[study]", "fwd", 0.2164),
+            bench("test_x[cpp]", "fwd", 0.0132),
+            bench("test_step[eager]", "step", 0.25, char_over_baseline=1.032, device="GPU X"),
+        ],
+    )
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(run))
-    done = subprocess.run([sys.executable, str(REPORT), str(path), "--command", "pytest benchmarks/"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, str(REPORT), str(path), "--command", "pytest benchmarks/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     lines = done.stdout.splitlines()
     assert lines[0] == "Run 2026-11-24 19:51 UTC, commit 01234567."
     assert "Test CPU, 2 CPUs, GPU X; Python 3.11.7" in lines[1]

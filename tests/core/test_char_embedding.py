@@ -1,11 +1,12 @@
 """CharEmbedding: dedup, study init, inference cache, backend selection and bad input."""
+
 import logging
 
 import pytest
 import torch
+from backend_cases import random_idx, random_table
 
 import charfast.backends as backends
-from backend_cases import random_idx, random_table
 from charfast import CharEmbedding, TokenCharTable
 
 
@@ -102,8 +103,9 @@ def test_training_mode_never_uses_the_cache(module, monkeypatch):
     assert builds == []
 
 
-@pytest.mark.parametrize("change", ["optimizer_step", "fused_optimizer_step", "load_state_dict", "in_place",
-                                    "to_double"])
+@pytest.mark.parametrize(
+    "change", ["optimizer_step", "fused_optimizer_step", "load_state_dict", "in_place", "to_double"]
+)
 def test_inference_cache_is_invalidated_when_parameters_change(module, change):
     idx = random_idx(30, (3, 5))
     other = CharEmbedding(module.table, 20, char_dim=6, hidden=10, backend="reference")
@@ -175,14 +177,17 @@ def test_explicit_unavailable_backend_raises_and_auto_falls_back(table, monkeypa
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("idx, error, match", [
-    (torch.tensor([1.0, 2.0]), TypeError, "integer token ids, got dtype torch.float32"),
-    (torch.tensor([True, False]), TypeError, "integer token ids, got dtype torch.bool"),
-    ([1, 2], TypeError, "must be a torch.Tensor"),
-    (torch.tensor([[1, 30]]), ValueError, r"token id 30 is out of range \[0, 30\)"),
-    (torch.tensor([[-1, 3]]), ValueError, r"token id -1 is out of range"),
-    (torch.tensor([1], device="meta"), ValueError, "idx is on meta but the module's parameters are on cpu"),
-])
+@pytest.mark.parametrize(
+    "idx, error, match",
+    [
+        (torch.tensor([1.0, 2.0]), TypeError, "integer token ids, got dtype torch.float32"),
+        (torch.tensor([True, False]), TypeError, "integer token ids, got dtype torch.bool"),
+        ([1, 2], TypeError, "must be a torch.Tensor"),
+        (torch.tensor([[1, 30]]), ValueError, r"token id 30 is out of range \[0, 30\)"),
+        (torch.tensor([[-1, 3]]), ValueError, r"token id -1 is out of range"),
+        (torch.tensor([1], device="meta"), ValueError, "idx is on meta but the module's parameters are on cpu"),
+    ],
+)
 def test_bad_idx_is_rejected(module, idx, error, match):
     with pytest.raises(error, match=match):
         module(idx)
@@ -212,11 +217,14 @@ def test_mismatched_widths_are_rejected(module):
         module(torch.tensor([1]))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(d_model=0), "d_model must be a positive int"),
-    (dict(d_model=8, hidden=2.5), "hidden must be a positive int"),
-    (dict(d_model=8, char_dim=-1), "char_dim must be a positive int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(d_model=0), "d_model must be a positive int"),
+        (dict(d_model=8, hidden=2.5), "hidden must be a positive int"),
+        (dict(d_model=8, char_dim=-1), "char_dim must be a positive int"),
+    ],
+)
 def test_bad_constructor_arguments(table, kwargs, match):
     with pytest.raises(ValueError, match=match):
         CharEmbedding(table, **kwargs)

@@ -1,5 +1,6 @@
 """The C++ CPU backend (csrc/): trie construction, values and gradients vs the reference,
 gradcheck, opcheck, thread-count independence, input checks, and the build paths."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,16 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from backend_cases import ODD_CASES, assert_matches_reference, assert_within_lstm_error_budget, random_table
+
 from charfast import TokenCharTable
-from charfast.backends import resolve_backend
-from charfast.backends import cpp
+from charfast.backends import cpp, resolve_backend
 from charfast.backends.cpp_build import compiler_missing_reason
 from charfast.backends.reference import char_lstm_reference
 
-pytestmark = pytest.mark.skipif(cpp.ops_load_error() is not None,
-                                reason=f"C++ ops unavailable: {cpp.ops_load_error()}")
+pytestmark = pytest.mark.skipif(cpp.ops_load_error() is not None, reason=f"C++ ops unavailable: {cpp.ops_load_error()}")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,12 +25,13 @@ def weights(n_chars: int, hidden: int, dtype=torch.float64, seed: int = 0):
     """(gate_table [C, 4H], weight_hh [4H, H]) with gradients, at a scale where gates saturate sometimes."""
     g = torch.Generator().manual_seed(seed)
     gate_table = torch.randn(n_chars, 4 * hidden, generator=g, dtype=dtype).requires_grad_()
-    weight_hh = (torch.randn(4 * hidden, hidden, generator=g, dtype=dtype) / hidden ** 0.5).requires_grad_()
+    weight_hh = (torch.randn(4 * hidden, hidden, generator=g, dtype=dtype) / hidden**0.5).requires_grad_()
     return gate_table, weight_hh
 
 
 def text_ids(table: TokenCharTable, encoding, n_tokens: int) -> torch.Tensor:
     from charfast.gpt.corpus import shakespeare_documents
+
     tokens = encoding.encode_ordinary(shakespeare_documents()[0][1][: 8 * n_tokens])[:n_tokens]
     return torch.unique(torch.tensor(tokens))
 
@@ -46,8 +46,9 @@ def test_vocab_trie_spells_every_token():
     assert torch.equal(depth[parent >= 0], depth[parent[parent >= 0]] + 1)
     assert torch.equal(depth[parent < 0], torch.ones_like(depth[parent < 0]))
     assert bool((depth[1:] >= depth[:-1]).all()), "nodes must be numbered level by level"
-    distinct_prefixes = {bytes(table.chars[v, :n].tolist()[:k]) for v, n in enumerate(table.lengths.tolist())
-                         for k in range(1, n + 1)}
+    distinct_prefixes = {
+        bytes(table.chars[v, :n].tolist()[:k]) for v, n in enumerate(table.lengths.tolist()) for k in range(1, n + 1)
+    }
     assert trie_nodes.shape[0] == len(distinct_prefixes)
     for v, n in enumerate(table.lengths.tolist()):
         spelled, node = [], int(token_node[v])
@@ -62,7 +63,7 @@ def test_batch_trie_shares_prefixes():
     words = [b"a", b"ab", b"abc", b"abd", b"", b"b"]
     chars = torch.zeros(len(words), 3, dtype=torch.long)
     for v, w in enumerate(words):
-        chars[v, :len(w)] = torch.tensor(list(w), dtype=torch.long)
+        chars[v, : len(w)] = torch.tensor(list(w), dtype=torch.long)
     table = TokenCharTable(chars, [len(w) for w in words], 256, name="words")
     stats = cpp.batch_trie_stats(table, torch.tensor([0, 1, 2, 3, 4]))
     # a, ab, abc, abd: 4 LSTM steps instead of 9, and only a and ab feed children.
@@ -123,8 +124,10 @@ def test_opcheck():
     trie_nodes, token_node = cpp.vocab_trie(table)
     for dtype in (torch.float32, torch.float64):
         gate_table, weight_hh = weights(11, 6, dtype=dtype)
-        torch.library.opcheck(torch.ops.charfast.trie_lstm_forward.default,
-                              (gate_table, weight_hh, trie_nodes, token_node, torch.arange(13)))
+        torch.library.opcheck(
+            torch.ops.charfast.trie_lstm_forward.default,
+            (gate_table, weight_hh, trie_nodes, token_node, torch.arange(13)),
+        )
 
 
 def test_same_result_with_one_and_two_threads(cl100k, cl100k_table):
@@ -151,19 +154,22 @@ def op_args():
     return gate_table.detach(), weight_hh.detach(), *cpp.vocab_trie(table), torch.arange(13)
 
 
-@pytest.mark.parametrize("position, bad, message", [
-    (0, lambda a: a[0].half(), "gate_table must be float32 or float64"),
-    (0, lambda a: a[0].long(), "gate_table must be float32 or float64"),
-    (1, lambda a: a[1].double(), "weight_hh must have gate_table's dtype"),
-    (1, lambda a: a[1][:20], r"weight_hh must be \[4H, H\]"),
-    (0, lambda a: a[0][:, :8], r"gate_table must be \[C, 4H\]"),
-    (0, lambda a: a[0][:4], "reads char"),  # fewer gate rows than the table's chars
-    (4, lambda a: torch.tensor([0, 13]), r"ids must lie in \[0, 13\)"),
-    (4, lambda a: torch.tensor([-1]), r"ids must lie in \[0, 13\)"),
-    (4, lambda a: a[4].int(), "ids must be a 1-D int64 CPU tensor"),
-    (4, lambda a: a[4].view(1, -1), "ids must be a 1-D int64 CPU tensor"),
-    (2, lambda a: a[2].long(), "trie_nodes must be the int32 CPU tensor"),
-])
+@pytest.mark.parametrize(
+    "position, bad, message",
+    [
+        (0, lambda a: a[0].half(), "gate_table must be float32 or float64"),
+        (0, lambda a: a[0].long(), "gate_table must be float32 or float64"),
+        (1, lambda a: a[1].double(), "weight_hh must have gate_table's dtype"),
+        (1, lambda a: a[1][:20], r"weight_hh must be \[4H, H\]"),
+        (0, lambda a: a[0][:, :8], r"gate_table must be \[C, 4H\]"),
+        (0, lambda a: a[0][:4], "reads char"),  # fewer gate rows than the table's chars
+        (4, lambda a: torch.tensor([0, 13]), r"ids must lie in \[0, 13\)"),
+        (4, lambda a: torch.tensor([-1]), r"ids must lie in \[0, 13\)"),
+        (4, lambda a: a[4].int(), "ids must be a 1-D int64 CPU tensor"),
+        (4, lambda a: a[4].view(1, -1), "ids must be a 1-D int64 CPU tensor"),
+        (2, lambda a: a[2].long(), "trie_nodes must be the int32 CPU tensor"),
+    ],
+)
 def test_forward_rejects_bad_input(op_args, position, bad, message):
     args = list(op_args)
     args[position] = bad(op_args)
@@ -209,18 +215,21 @@ def test_jit_build_path_works():
         "sys.path.insert(0, 'tests')\n"
         "from backend_cases import random_table\n"
         "from charfast.backends.reference import char_lstm_reference\n"
-        "t = random_table(9, 5, 6); g = torch.randn(6, 20, dtype=torch.float64); w = torch.randn(20, 5, dtype=torch.float64)\n"
+        "t = random_table(9, 5, 6)\n"
+        "g, w = torch.randn(6, 20, dtype=torch.float64), torch.randn(20, 5, dtype=torch.float64)\n"
         "ids = torch.arange(9)\n"
         "h = torch.ops.charfast.trie_lstm_forward(g, w, *cpp.vocab_trie(t), ids)[0]\n"
         "torch.testing.assert_close(h, char_lstm_reference(g, w, t, ids), rtol=1e-12, atol=1e-13)\n"
         "assert 'charfast._C' not in sys.modules\n"
-        "print('jit ok')\n")
+        "print('jit ok')\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "jit ok" in result.stdout, result.stderr[-3000:]
 
 
 def test_torch_compile_fullgraph_matches_eager():
     from charfast import CharEmbedding
+
     table = random_table(13, 7, 11)
     module = CharEmbedding(table, 8, char_dim=5, hidden=6, backend="cpp").double()
     idx = torch.tensor([[2, 1, 0, 5, 5], [12, 3, 2, 7, 9]])

@@ -1,9 +1,10 @@
 """The FlashRNN baseline of the benchmarks computes CharEmbedding's function: its input,
 weight and output layouts are checked against the reference, values and gradients."""
+
 import pytest
 import torch
-
 from backend_cases import ODD_CASES, assert_within_lstm_error_budget, outputs_and_grads, random_idx, random_table
+
 from charfast import CharEmbedding
 
 pytest.importorskip("flashrnn", reason="optional benchmark baseline: pip install flashrnn")
@@ -40,16 +41,23 @@ def test_layouts_match_the_reference_in_float64(case):
     (out_ref, grads_ref), (out, grads) = outputs_of_both(case, "vanilla", "cpu", torch.float64)
     torch.testing.assert_close(out, out_ref, rtol=1e-12, atol=1e-12)
     for name, grad_ref in grads_ref.items():
-        torch.testing.assert_close(grads[name], grad_ref, rtol=1e-12, atol=1e-12,
-                                   msg=lambda m, name=name: f"grad of {name}: {m}")
+        torch.testing.assert_close(
+            grads[name], grad_ref, rtol=1e-12, atol=1e-12, msg=lambda m, name=name: f"grad of {name}: {m}"
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="flashrnn's fused kernels need CUDA")
 @pytest.mark.parametrize("backend", ["triton_fused", "cuda_fused"])
 def test_fused_kernels_in_bfloat16_err_no_more_than_cudnn(backend):
     case = dict(vocab=300, max_len=16, n_chars=40, char_dim=32, hidden=128, idx_shape=(4, 64))
-    assert_within_lstm_error_budget("reference", case, torch.bfloat16, "cuda", name=f"flashrnn {backend}",
-                                    forward=lambda module, idx: flashrnn_char_embedding(module, idx, backend=backend))
+    assert_within_lstm_error_budget(
+        "reference",
+        case,
+        torch.bfloat16,
+        "cuda",
+        name=f"flashrnn {backend}",
+        forward=lambda module, idx: flashrnn_char_embedding(module, idx, backend=backend),
+    )
 
 
 def test_triton_fused_refuses_a_hidden_size_that_is_not_a_power_of_two():

@@ -1,11 +1,15 @@
 """The reference backend against torch.nn.LSTM with the same weights: values and gradients."""
+
 import pytest
 import torch
-
 from backend_cases import ODD_CASES, outputs_and_grads, random_idx, random_table
+
 from charfast import CharEmbedding
-from charfast.baselines.packed_lstm import (packed_distinct_lstm_char_embedding, packed_lstm_char_embedding,
-                                  padded_lstm_char_embedding)
+from charfast.baselines.packed_lstm import (
+    packed_distinct_lstm_char_embedding,
+    packed_lstm_char_embedding,
+    padded_lstm_char_embedding,
+)
 
 
 def per_token_lstm_embedding(module: CharEmbedding, idx: torch.Tensor) -> torch.Tensor:
@@ -34,23 +38,30 @@ class Oracle(torch.nn.Module):
         return self.encoder(self.inner, idx)
 
 
-@pytest.mark.parametrize("encoder", [per_token_lstm_embedding, packed_lstm_char_embedding, padded_lstm_char_embedding,
-                                     packed_distinct_lstm_char_embedding],
-                         ids=["per-token", "packed", "padded", "packed-distinct"])
+@pytest.mark.parametrize(
+    "encoder",
+    [
+        per_token_lstm_embedding,
+        packed_lstm_char_embedding,
+        padded_lstm_char_embedding,
+        packed_distinct_lstm_char_embedding,
+    ],
+    ids=["per-token", "packed", "padded", "packed-distinct"],
+)
 @pytest.mark.parametrize("case", ODD_CASES)
 def test_reference_matches_nn_lstm_in_float64(case, encoder):
     table = random_table(case["vocab"], case["max_len"], case["n_chars"])
     idx = random_idx(case["vocab"], case["idx_shape"])
-    module = CharEmbedding(table, 24, char_dim=case["char_dim"], hidden=case["hidden"],
-                           backend="reference").double()
+    module = CharEmbedding(table, 24, char_dim=case["char_dim"], hidden=case["hidden"], backend="reference").double()
     weight = torch.randn(*idx.shape, 24, dtype=torch.float64)
     out, grads = outputs_and_grads(module, idx, weight)
     oracle = Oracle(module, encoder)
     out_lstm, grads_lstm = outputs_and_grads(oracle, idx, weight)
     torch.testing.assert_close(out, out_lstm, rtol=1e-12, atol=1e-12)
     for name, grad in grads.items():
-        torch.testing.assert_close(grad, grads_lstm[f"inner.{name}"], rtol=1e-12, atol=1e-12,
-                                   msg=lambda m, name=name: f"grad of {name}: {m}")
+        torch.testing.assert_close(
+            grad, grads_lstm[f"inner.{name}"], rtol=1e-12, atol=1e-12, msg=lambda m, name=name: f"grad of {name}: {m}"
+        )
     assert any(g.abs().sum() > 0 for g in grads.values()), "the loss must reach the parameters"
 
 

@@ -86,18 +86,21 @@ def test_device_copy_is_cached():
     assert table.on("cpu")[0] is table.chars
 
 
-@pytest.mark.parametrize("chars, lengths, n_chars, error, match", [
-    (torch.zeros(3), torch.zeros(3), 4, ValueError, "2-D"),
-    (torch.zeros(3, 2), torch.zeros(3), 4, TypeError, "integer"),
-    (torch.zeros(3, 2, dtype=torch.long), torch.zeros(2, dtype=torch.long), 4, ValueError, "one entry per token"),
-    (torch.zeros(3, 2, dtype=torch.long), torch.zeros(3), 4, TypeError, "lengths must be an integer"),
-    (torch.zeros(3, 2, dtype=torch.long), torch.tensor([0, 3, 1]), 4, ValueError, r"token 1 has length 3"),
-    (torch.zeros(3, 2, dtype=torch.long), torch.tensor([0, -1, 1]), 4, ValueError, r"lengths must lie in \[0, 2\]"),
-    (torch.tensor([[0, 5], [1, 1]]), torch.tensor([2, 1]), 4, ValueError, r"char ids must lie in \[0, 4\)"),
-    (torch.tensor([[0, -2], [1, 1]]), torch.tensor([2, 1]), 4, ValueError, r"found -2\.\.1"),
-    (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=torch.long), 4, ValueError, "at least one token"),
-    (torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, dtype=torch.long), 0, ValueError, "n_chars"),
-])
+@pytest.mark.parametrize(
+    "chars, lengths, n_chars, error, match",
+    [
+        (torch.zeros(3), torch.zeros(3), 4, ValueError, "2-D"),
+        (torch.zeros(3, 2), torch.zeros(3), 4, TypeError, "integer"),
+        (torch.zeros(3, 2, dtype=torch.long), torch.zeros(2, dtype=torch.long), 4, ValueError, "one entry per token"),
+        (torch.zeros(3, 2, dtype=torch.long), torch.zeros(3), 4, TypeError, "lengths must be an integer"),
+        (torch.zeros(3, 2, dtype=torch.long), torch.tensor([0, 3, 1]), 4, ValueError, r"token 1 has length 3"),
+        (torch.zeros(3, 2, dtype=torch.long), torch.tensor([0, -1, 1]), 4, ValueError, r"lengths must lie in \[0, 2\]"),
+        (torch.tensor([[0, 5], [1, 1]]), torch.tensor([2, 1]), 4, ValueError, r"char ids must lie in \[0, 4\)"),
+        (torch.tensor([[0, -2], [1, 1]]), torch.tensor([2, 1]), 4, ValueError, r"found -2\.\.1"),
+        (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=torch.long), 4, ValueError, "at least one token"),
+        (torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, dtype=torch.long), 0, ValueError, "n_chars"),
+    ],
+)
 def test_bad_tables_are_rejected(chars, lengths, n_chars, error, match):
     with pytest.raises(error, match=match):
         TokenCharTable(chars, lengths, n_chars)

@@ -4,15 +4,15 @@ On CPU the kernels run under the Triton interpreter (TRITON_INTERPRET=1, set by 
 so shapes stay small; the GPU tests (bf16, large hidden, long tokens, inductor) skip
 without CUDA.
 """
+
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from backend_cases import ODD_CASES, assert_matches_reference, assert_within_lstm_error_budget, random_idx, random_table
 
-from backend_cases import (ODD_CASES, assert_matches_reference, assert_within_lstm_error_budget, random_idx,
-                           random_table)
 import charfast.backends.triton as triton_backend
 from charfast import CharEmbedding
 from charfast.backends import resolve_backend, why_unavailable
@@ -20,10 +20,13 @@ from charfast.kernels.blocks import LstmBlocks
 
 # One process runs the kernels either interpreted (CPU tensors; conftest's default) or
 # compiled (CUDA): `TRITON_INTERPRET=0 pytest tests/core/test_triton.py` on a GPU machine.
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,
-                                reason="needs a CUDA GPU and compiled Triton (TRITON_INTERPRET=0)")
-needs_interpreter = pytest.mark.skipif(not triton_backend.KERNELS_INTERPRETED,
-                                       reason="Triton runs on CPU only under TRITON_INTERPRET=1")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,
+    reason="needs a CUDA GPU and compiled Triton (TRITON_INTERPRET=0)",
+)
+needs_interpreter = pytest.mark.skipif(
+    not triton_backend.KERNELS_INTERPRETED, reason="Triton runs on CPU only under TRITON_INTERPRET=1"
+)
 DEVICES = [pytest.param("cpu", marks=needs_interpreter), pytest.param("cuda", marks=needs_cuda)]
 
 
@@ -54,8 +57,9 @@ def test_long_tokens_in_bfloat16_err_no_more_than_torch_lstm():
 @needs_interpreter
 def test_bfloat16_is_refused_where_the_interpreter_gets_its_dot_wrong(monkeypatch):
     """Triton's own interpreter (up to 3.9, triton-lang/triton#11584) would return garbage."""
-    from triton.runtime.interpreter import InterpreterBuilder
     from conftest import UNPATCHED_INTERPRETER_DOT
+    from triton.runtime.interpreter import InterpreterBuilder
+
     table, gate_table, weight_hh, _, _, ids = _op_inputs(dtype=torch.bfloat16)
     assert triton_backend.interpreter_bfloat16_dot_works()  # conftest's bfloat16 dot
     monkeypatch.setattr(InterpreterBuilder, "create_dot", UNPATCHED_INTERPRETER_DOT)
@@ -93,7 +97,8 @@ def test_every_output_element_is_written(device):
         weight_hh = torch.randn(80, 20, device=device)
         ids = torch.arange(case["vocab"], device=device)
         h, h_prev, c_prev, step_chars, *_ = triton_backend.char_lstm_forward_op(
-            gate_table, weight_hh, chars, lengths, ids)
+            gate_table, weight_hh, chars, lengths, ids
+        )
         assert h_prev.shape[0] == int(lengths.sum())
         for name, saved in (("h", h), ("h_prev", h_prev), ("c_prev", c_prev)):
             assert torch.isfinite(saved).all(), f"unwritten elements in {name}"
@@ -137,21 +142,35 @@ def test_opcheck(device):
 
 
 @needs_interpreter
-@pytest.mark.parametrize("bad, message", [
-    (lambda g, w, ids: (g.double(), w.double(), ids), "dtype"),
-    (lambda g, w, ids: (g, w.bfloat16(), ids), "dtype"),
-    (lambda g, w, ids: (g, w[:, :-1], ids), "weight_hh must be"),
-    (lambda g, w, ids: (g[:-1], w, ids), "gate_table must be"),
-    (lambda g, w, ids: (g, w, ids.view(1, -1)), "ids must be a 1-D int64"),
-    (lambda g, w, ids: (g, w, ids.int()), "ids must be a 1-D int64"),
-    (lambda g, w, ids: (g, w, ids.to("meta")), "one device"),
-    (lambda g, w, ids: (g, w, torch.cat([ids, torch.tensor([13])])), r"ids must lie in \[0, 13\)"),
-    (lambda g, w, ids: (g, w, torch.cat([torch.tensor([-1]), ids])), r"ids must lie in \[0, 13\)"),
-], ids=["float64", "mixed-dtypes", "hidden-mismatch", "n_chars-mismatch", "ids-2d", "ids-int32",
-        "device-mismatch", "id-too-large", "id-negative"])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda g, w, ids: (g.double(), w.double(), ids), "dtype"),
+        (lambda g, w, ids: (g, w.bfloat16(), ids), "dtype"),
+        (lambda g, w, ids: (g, w[:, :-1], ids), "weight_hh must be"),
+        (lambda g, w, ids: (g[:-1], w, ids), "gate_table must be"),
+        (lambda g, w, ids: (g, w, ids.view(1, -1)), "ids must be a 1-D int64"),
+        (lambda g, w, ids: (g, w, ids.int()), "ids must be a 1-D int64"),
+        (lambda g, w, ids: (g, w, ids.to("meta")), "one device"),
+        (lambda g, w, ids: (g, w, torch.cat([ids, torch.tensor([13])])), r"ids must lie in \[0, 13\)"),
+        (lambda g, w, ids: (g, w, torch.cat([torch.tensor([-1]), ids])), r"ids must lie in \[0, 13\)"),
+    ],
+    ids=[
+        "float64",
+        "mixed-dtypes",
+        "hidden-mismatch",
+        "n_chars-mismatch",
+        "ids-2d",
+        "ids-int32",
+        "device-mismatch",
+        "id-too-large",
+        "id-negative",
+    ],
+)
 def test_bad_input_is_rejected_before_launch(monkeypatch, bad, message):
     def no_launch(*args, **kwargs):
         raise AssertionError("the kernel was launched on bad input")
+
     monkeypatch.setattr(triton_backend, "launch_char_lstm_forward", no_launch)
     table, gate_table, weight_hh, _, _, ids = _op_inputs()
     gate_table, weight_hh, ids = bad(gate_table, weight_hh, ids)
@@ -239,8 +258,6 @@ def test_compile_fullgraph_through_aot_autograd(fresh_dynamo):
 @needs_cuda
 def test_compile_fullgraph_with_inductor_on_cuda(fresh_dynamo):
     _compile_matches_eager("cuda", "inductor")
-
-
 
 
 @needs_cuda

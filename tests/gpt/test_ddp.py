@@ -1,5 +1,6 @@
 """torchrun DDP on CPU (gloo): 2 processes with B rows each take the same step as 1
 process with the 2B rows of the global batch (each rank draws its shard of it)."""
+
 from __future__ import annotations
 
 import os
@@ -8,9 +9,9 @@ import subprocess
 import sys
 
 import torch
+from test_train import read_metrics, tiny_flags, write_tiny_corpus
 
 from charfast.gpt import train
-from test_train import read_metrics, tiny_flags, write_tiny_corpus
 
 
 def _free_port() -> int:
@@ -28,9 +29,22 @@ def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
     assert train.main(tiny_flags(corpus, single, cache, batch_size=4, **common)) == 0
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-               "-m", "charfast.train", *tiny_flags(corpus, pair, cache, batch_size=2, **common)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "charfast.train",
+        *tiny_flags(corpus, pair, cache, batch_size=2, **common),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "world_size=2" in result.stdout

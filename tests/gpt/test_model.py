@@ -1,25 +1,36 @@
 """GPT: shapes and loss of every arch, the matched control's size, causality, tying,
 learning on tiny data, generation and bad configs."""
+
 import math
 import types
 
 import pytest
 import torch
+from backend_cases import random_idx, random_table
 
 import charfast.backends.triton as triton_backend
-from backend_cases import random_idx, random_table
 from charfast import GPT, GPTConfig
-from charfast.gpt.model import ARCHS, char_encoder_parameter_count
 from charfast.baselines.packed_lstm import padded_lstm_char_embedding
+from charfast.gpt.model import ARCHS, char_encoder_parameter_count
 
 VOCAB, N_CHARS = 40, 17
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,
-                                reason="needs CUDA and compiled Triton (TRITON_INTERPRET=0): the GPU training path")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,
+    reason="needs CUDA and compiled Triton (TRITON_INTERPRET=0): the GPU training path",
+)
 
 
 def tiny_config(**overrides) -> GPTConfig:
-    values = dict(vocab_size=VOCAB, block_size=16, n_layer=2, n_head=2, n_embd=24, char_dim=8, char_hidden=12,
-                  char_backend="reference")
+    values = dict(
+        vocab_size=VOCAB,
+        block_size=16,
+        n_layer=2,
+        n_head=2,
+        n_embd=24,
+        char_dim=8,
+        char_hidden=12,
+        char_backend="reference",
+    )
     return GPTConfig(**{**values, **overrides})
 
 
@@ -44,8 +55,12 @@ def test_char_arch_trains_the_char_encoder(table):
     model = GPT(tiny_config(arch="char"), char_table=table)
     idx = random_idx(VOCAB, (2, 9))
     model(idx, idx)[1].backward()
-    for name in ("char_emb.char_emb.weight", "char_emb.lstm.weight_ih_l0", "char_emb.lstm.weight_hh_l0",
-                 "char_emb.proj.weight"):
+    for name in (
+        "char_emb.char_emb.weight",
+        "char_emb.lstm.weight_ih_l0",
+        "char_emb.lstm.weight_hh_l0",
+        "char_emb.proj.weight",
+    ):
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -66,8 +81,10 @@ def test_baseline_matched_at_the_default_preset_is_within_a_quarter_percent():
     # The default run: 513-token BPE, byte table (256 chars), width 128, char LSTM 128.
     config = GPTConfig(vocab_size=513, arch="baseline-matched")
     encoder = char_encoder_parameter_count(config, 256)
-    extra = GPT(config, char_table=random_table(513, 8, 256)).num_parameters() - GPT(
-        GPTConfig(vocab_size=513, arch="baseline")).num_parameters()
+    extra = (
+        GPT(config, char_table=random_table(513, 8, 256)).num_parameters()
+        - GPT(GPTConfig(vocab_size=513, arch="baseline")).num_parameters()
+    )
     assert abs(extra - encoder) / encoder < 0.0025
 
 
@@ -130,13 +147,16 @@ def test_generate(table):
         model.generate(prompt, 1, top_k=0)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(n_embd=30, n_head=4), r"n_embd \(30\) must be divisible by n_head \(4\)"),
-    (dict(arch="bytes"), "arch must be one of"),
-    (dict(n_layer=0), "n_layer must be a positive int"),
-    (dict(dropout=1.0), "dropout must lie in"),
-    (dict(attention="xformers"), "attention must be one of"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_embd=30, n_head=4), r"n_embd \(30\) must be divisible by n_head \(4\)"),
+        (dict(arch="bytes"), "arch must be one of"),
+        (dict(n_layer=0), "n_layer must be a positive int"),
+        (dict(dropout=1.0), "dropout must lie in"),
+        (dict(attention="xformers"), "attention must be one of"),
+    ],
+)
 def test_bad_config(overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**overrides)
@@ -163,6 +183,7 @@ def test_gpt_compiles_fullgraph_on_its_first_call(table, backend):
     # The first call is the traced one (as in `train --compile on`): per-table caches such
     # as the cpp vocabulary trie must already exist, built eagerly by CharEmbedding.
     from charfast.backends import why_unavailable
+
     if why_unavailable(backend, torch.device("cpu")):
         pytest.skip(f"{backend}: {why_unavailable(backend, torch.device('cpu'))}")
     torch._dynamo.reset()
@@ -199,8 +220,10 @@ def _gradient_errors(table, encoder, device, dtype, compiled):
     loss.backward()
     loss_exact = exact(idx, idx.roll(-1, dims=1))[1]
     loss_exact.backward()
-    errors = {name: ((p.grad - p_exact.grad).norm() / p_exact.grad.norm()).item()
-              for (name, p), p_exact in zip(model.named_parameters(), exact.parameters())}
+    errors = {
+        name: ((p.grad - p_exact.grad).norm() / p_exact.grad.norm()).item()
+        for (name, p), p_exact in zip(model.named_parameters(), exact.parameters())
+    }
     errors["loss"] = abs(loss.item() - loss_exact.item()) / loss_exact.item()
     torch._dynamo.reset()
     return errors
@@ -208,8 +231,12 @@ def _gradient_errors(table, encoder, device, dtype, compiled):
 
 AUTOCAST_CASES = [
     # On the CPU the kernels run interpreted (conftest teaches the interpreter bfloat16 tl.dot).
-    pytest.param("cpu", False, id="cpu-eager",
-                 marks=pytest.mark.skipif(not triton_backend.KERNELS_INTERPRETED, reason="needs TRITON_INTERPRET=1")),
+    pytest.param(
+        "cpu",
+        False,
+        id="cpu-eager",
+        marks=pytest.mark.skipif(not triton_backend.KERNELS_INTERPRETED, reason="needs TRITON_INTERPRET=1"),
+    ),
     pytest.param("cuda", False, id="cuda-eager", marks=needs_cuda),
     pytest.param("cuda", True, id="cuda-inductor", marks=needs_cuda),
 ]
@@ -223,7 +250,9 @@ def test_char_gpt_under_bfloat16_autocast_errs_no_more_than_with_torch_lstm(tabl
     roundings of bfloat16."""
     dtype = torch.bfloat16
     errors = _gradient_errors(table, "triton", device, dtype, compiled)
-    budget = {name: 2 * error + 2 * torch.finfo(dtype).eps
-              for name, error in _gradient_errors(table, "nn.LSTM", device, dtype, False).items()}
+    budget = {
+        name: 2 * error + 2 * torch.finfo(dtype).eps
+        for name, error in _gradient_errors(table, "nn.LSTM", device, dtype, False).items()
+    }
     over = {name: f"{errors[name]:.2e} > {budget[name]:.2e}" for name in budget if errors[name] > budget[name]}
     assert not over, f"relative errors over budget under {dtype} autocast: {over}"

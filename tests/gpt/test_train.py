@@ -3,6 +3,7 @@ CLI end to end, exact resume after Ctrl-C, and clear errors for bad settings.
 
 Every run here is a tiny model on a tiny slice of the default corpus, on CPU.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,25 @@ def write_tiny_corpus(folder: Path, n_docs: int = 4) -> Path:
 def tiny_flags(corpus: Path, out_dir: Path, cache_dir: Path, **overrides) -> list[str]:
     """CLI flags of a run that takes a fraction of a second per step, on the default
     (auto) char backend, whose bitwise reproducibility the exact-resume test relies on."""
-    values = dict(data=corpus, out_dir=out_dir, cache_dir=cache_dir, tokenizer="bpe:300", device="cpu",
-                  n_layer=1, n_head=2, n_embd=16, block_size=16, char_dim=8, char_hidden=8, batch_size=4,
-                  max_steps=6, eval_interval=2, eval_iters=2, warmup_steps=2, sample_tokens=5)
+    values = dict(
+        data=corpus,
+        out_dir=out_dir,
+        cache_dir=cache_dir,
+        tokenizer="bpe:300",
+        device="cpu",
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        block_size=16,
+        char_dim=8,
+        char_hidden=8,
+        batch_size=4,
+        max_steps=6,
+        eval_interval=2,
+        eval_iters=2,
+        warmup_steps=2,
+        sample_tokens=5,
+    )
     values.update(overrides)
     flags = ["--no-progress"]
     for key, value in values.items():
@@ -119,14 +136,17 @@ def test_batches_are_counter_based_and_sharded():
 # ------------------------------------------------------------------ tokenizers
 def test_bpe_matches_huggingface_and_round_trips(corpus, cache_dir):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
     texts = [t for _, t in load_documents(corpus)]
     encoding = train_bpe(texts, 300, cache_dir=cache_dir)
     assert encoding.n_vocab == 301 and encoding.encode_single_token(END_OF_TEXT) == 300
     assert encoding.name.startswith("bpe300-")
     hf = Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    hf.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    hf.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+    )
     sample = texts[1][:3000] + " Naïve café — ünïcode!"
     ours = [encoding.decode_single_token_bytes(t) for t in encoding.encode_ordinary(sample)]
     theirs = hf.encode(sample).tokens
@@ -138,11 +158,14 @@ def test_bpe_matches_huggingface_and_round_trips(corpus, cache_dir):
     assert max(len(limited.decode_single_token_bytes(i)) for i in range(300)) <= 3
 
 
-@pytest.mark.parametrize("name, message", [
-    ("gpt9_base", "unknown tokenizer 'gpt9_base'"),
-    ("bpe:lots", "expected 'bpe:VOCAB"),
-    ("bpe:100", "vocab_size must be an int >= 257"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("gpt9_base", "unknown tokenizer 'gpt9_base'"),
+        ("bpe:lots", "expected 'bpe:VOCAB"),
+        ("bpe:100", "vocab_size must be an int >= 257"),
+    ],
+)
 def test_bad_tokenizer_names(name, message):
     with pytest.raises(ValueError, match=message):
         get_tokenizer(name, ["some text"])
@@ -150,8 +173,16 @@ def test_bad_tokenizer_names(name, message):
 
 # ------------------------------------------------------------------ checkpoints
 def test_checkpoint_is_atomic_and_validated(tmp_path):
-    state = {"step": 1, "config": {"n_layer": 1}, "tokenizer": {"name": "t", "n_vocab": 3}, "model": {"w": torch.ones(2)},
-             "optimizer": {}, "scheduler": {}, "data": {"position": 1}, "rng": [torch.get_rng_state()]}
+    state = {
+        "step": 1,
+        "config": {"n_layer": 1},
+        "tokenizer": {"name": "t", "n_vocab": 3},
+        "model": {"w": torch.ones(2)},
+        "optimizer": {},
+        "scheduler": {},
+        "data": {"position": 1},
+        "rng": [torch.get_rng_state()],
+    }
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, state)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
@@ -199,8 +230,12 @@ def test_cli_run_and_resume_on_cuda(corpus, cache_dir, tmp_path):
     """On CUDA the default is torch.compile, bf16 autocast and the Triton backend."""
     out = tmp_path / "run"
     assert train.main(tiny_flags(corpus, out, cache_dir, device="cuda", max_steps=4, n_embd=32, char_hidden=32)) == 0
-    assert train.main(tiny_flags(corpus, out, cache_dir, device="cuda", max_steps=6, n_embd=32, char_hidden=32,
-                                 resume=True)) == 0
+    assert (
+        train.main(
+            tiny_flags(corpus, out, cache_dir, device="cuda", max_steps=6, n_embd=32, char_hidden=32, resume=True)
+        )
+        == 0
+    )
     records = read_metrics(out)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(r["train_loss"]) for r in records)
@@ -215,11 +250,25 @@ def test_grad_accumulation_draws_one_micro_batch_each(corpus, cache_dir, tmp_pat
 
 
 def test_help_lists_every_setting():
-    result = subprocess.run([sys.executable, "-m", "charfast.train", "--help"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "charfast.train", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0
-    for flag in ("--out-dir", "--max-steps", "--device", "--arch", "--resume", "--config", "--data",
-                 "--tokenizer", "--n-layer", "--lr", "--grad-accum", "--compile", "--preset"):
+    for flag in (
+        "--out-dir",
+        "--max-steps",
+        "--device",
+        "--arch",
+        "--resume",
+        "--config",
+        "--data",
+        "--tokenizer",
+        "--n-layer",
+        "--lr",
+        "--grad-accum",
+        "--compile",
+        "--preset",
+    ):
         assert flag in result.stdout, flag
 
 
@@ -244,6 +293,7 @@ def _interrupt_at(step: int):
         if self.step + 1 == step:
             os.kill(os.getpid(), signal.SIGINT)
         return original(self)
+
     return train_step
 
 
@@ -288,13 +338,16 @@ def test_resume_refuses_conflicting_or_broken_checkpoints(corpus, cache_dir, tmp
     assert "is corrupt or not a charfast checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(n_embd=18, n_head=4), "n_embd (18) must be divisible by n_head (4)"),
-    (dict(tokenizer="nope_base"), "unknown tokenizer 'nope_base'"),
-    (dict(arch="bytes"), "arch must be one of"),
-    (dict(block_size=100_000), "fewer than block_size + 1 = 100001"),
-    (dict(max_steps=0), "--max-steps must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_embd=18, n_head=4), "n_embd (18) must be divisible by n_head (4)"),
+        (dict(tokenizer="nope_base"), "unknown tokenizer 'nope_base'"),
+        (dict(arch="bytes"), "arch must be one of"),
+        (dict(block_size=100_000), "fewer than block_size + 1 = 100001"),
+        (dict(max_steps=0), "--max-steps must be >= 1"),
+    ],
+)
 def test_bad_settings_get_clear_messages(corpus, cache_dir, tmp_path, capsys, overrides, message):
     assert train.main(tiny_flags(corpus, tmp_path / "run", cache_dir, **overrides)) == 2
     assert message in capsys.readouterr().err

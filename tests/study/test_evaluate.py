@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from charfast import GPT, GPTConfig
-from charfast.study.evaluate import evaluate_examples, summarize
 from charfast.gpt.model import IGNORE_INDEX
+from charfast.study.evaluate import evaluate_examples, summarize
 from charfast.study.task_data import answer_masked_batch, encode_example
 from charfast.study.tasks import make_example
 
@@ -15,8 +15,11 @@ from charfast.study.tasks import make_example
 @pytest.fixture(scope="module")
 def examples():
     rng = random.Random(0)
-    pairs = [("train", make_example(task, word, rng)) for task in ("reverse", "count", "spell")
-             for word in ("strawberry", "banana")]
+    pairs = [
+        ("train", make_example(task, word, rng))
+        for task in ("reverse", "count", "spell")
+        for word in ("strawberry", "banana")
+    ]
     return pairs + [("heldout", make_example("index", "rhythm", rng))]
 
 
@@ -28,8 +31,8 @@ def test_loss_is_masked_to_the_answer(cl100k, examples):
         assert scored == enc.answer
         assert cl100k.decode(scored) == ex.answer + "\n"
         n = len(enc.ids)
-        assert x[row, :n - 1].tolist() == enc.ids[:-1]  # inputs are the sequence, shifted targets
-        assert (y[row, :len(enc.prompt) - 1] == IGNORE_INDEX).all()  # no loss on the question
+        assert x[row, : n - 1].tolist() == enc.ids[:-1]  # inputs are the sequence, shifted targets
+        assert (y[row, : len(enc.prompt) - 1] == IGNORE_INDEX).all()  # no loss on the question
 
 
 def test_too_long_examples_are_rejected(cl100k, examples):
@@ -58,7 +61,7 @@ class MemorisingModel(torch.nn.Module):
         for b in range(idx.shape[0]):
             row = idx[b].tolist()
             for t in range(idx.shape[1]):
-                target = self.wrong_id if self.wrong else self.next.get(tuple(row[:t + 1]), self.wrong_id)
+                target = self.wrong_id if self.wrong else self.next.get(tuple(row[: t + 1]), self.wrong_id)
                 logits[b, t, target] = 30.0
         return logits, None
 
@@ -82,8 +85,16 @@ def test_a_wrong_model_scores_nothing_and_decoding_stops(cl100k, examples):
 
 
 def test_an_untrained_gpt_runs_and_scores_about_chance(cl100k_table, cl100k, examples):
-    config = GPTConfig(vocab_size=cl100k.n_vocab, block_size=64, n_layer=1, n_head=2, n_embd=16,
-                       char_dim=8, char_hidden=8, char_backend="reference")
+    config = GPTConfig(
+        vocab_size=cl100k.n_vocab,
+        block_size=64,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        char_dim=8,
+        char_hidden=8,
+        char_backend="reference",
+    )
     model = GPT(config, char_table=cl100k_table)
     results = evaluate_examples(model, cl100k, examples[:2], extra_tokens=1)
     assert model.training  # restored
@@ -92,8 +103,16 @@ def test_an_untrained_gpt_runs_and_scores_about_chance(cl100k_table, cl100k, exa
 
 
 def test_gpt_loss_ignores_masked_targets(cl100k_table, cl100k, examples):
-    config = GPTConfig(vocab_size=cl100k.n_vocab, block_size=64, n_layer=1, n_head=2, n_embd=16,
-                       char_dim=8, char_hidden=8, char_backend="reference")
+    config = GPTConfig(
+        vocab_size=cl100k.n_vocab,
+        block_size=64,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        char_dim=8,
+        char_hidden=8,
+        char_backend="reference",
+    )
     model = GPT(config, char_table=cl100k_table)
     x, y = answer_masked_batch([encode_example(cl100k, ex) for _, ex in examples], 64)
     logits, loss = model(x, y)

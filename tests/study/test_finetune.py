@@ -21,10 +21,15 @@ def test_example_stream_is_seeded_and_skips_unusable_words():
     assert {e.task for e in first} == {"swap", "reverse"}
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (dict(tasks=()), "non-empty"), (dict(tasks=("nope",)), "unknown"), (dict(steps=0), "steps"),
-    (dict(lr=0.0), "lr"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(tasks=()), "non-empty"),
+        (dict(tasks=("nope",)), "unknown"),
+        (dict(steps=0), "steps"),
+        (dict(lr=0.0), "lr"),
+    ],
+)
 def test_bad_finetune_config(overrides, match):
     with pytest.raises(ValueError, match=match):
         FinetuneConfig(**{"tasks": ("reverse",), **overrides}).validate()
@@ -35,13 +40,18 @@ def test_finetuning_learns_a_task(tmp_path):
     torch.manual_seed(0)
     encoding = train_bpe(["the quick brown fox " * 50 + " ".join(WORDS) * 20], 300, cache_dir=tmp_path)
     table = TokenCharTable.from_tiktoken(encoding, cache_dir=tmp_path)
-    model = GPT(GPTConfig(vocab_size=encoding.n_vocab, block_size=80, n_layer=2, n_head=2, n_embd=48,
-                          char_dim=16, char_hidden=32), char_table=table)
+    model = GPT(
+        GPTConfig(
+            vocab_size=encoding.n_vocab, block_size=80, n_layer=2, n_head=2, n_embd=48, char_dim=16, char_hidden=32
+        ),
+        char_table=table,
+    )
     rng = random.Random(1)
     tests = [("train", make_example("reverse", w, rng)) for w in WORDS[:4]]
     before = summarize(evaluate_examples(model, encoding, tests))[("reverse", "train")]
-    records = finetune(model, encoding, WORDS[:4], FinetuneConfig(tasks=("reverse",), steps=150, batch_size=16,
-                                                                  lr=3e-3, seed=0))
+    records = finetune(
+        model, encoding, WORDS[:4], FinetuneConfig(tasks=("reverse",), steps=150, batch_size=16, lr=3e-3, seed=0)
+    )
     after = summarize(evaluate_examples(model, encoding, tests))[("reverse", "train")]
     assert records[-1]["train_loss"] < records[0]["train_loss"] / 4
     assert after["answer_loss"] < before["answer_loss"] / 4

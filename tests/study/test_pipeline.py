@@ -1,15 +1,42 @@
 """A study smoke run at tiny size: every stage, the report, and reuse of finished stages."""
+
 import json
 
 import pytest
 
-from charfast.study import cli, pipeline
 from charfast.gpt.corpus import shakespeare_documents
+from charfast.study import cli, pipeline
 
-TINY = dict(pretrain_steps=3, finetune_steps=3, finetune_batch=4, finetune_lr=1e-3, examples_per_cell=3,
-            train_flags=("--tokenizer", "bpe:300", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-                         "--block-size", "96", "--batch-size", "4", "--char-dim", "8", "--char-hidden", "8",
-                         "--eval-interval", "3", "--eval-iters", "1", "--no-progress"))
+TINY = dict(
+    pretrain_steps=3,
+    finetune_steps=3,
+    finetune_batch=4,
+    finetune_lr=1e-3,
+    examples_per_cell=3,
+    train_flags=(
+        "--tokenizer",
+        "bpe:300",
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--block-size",
+        "96",
+        "--batch-size",
+        "4",
+        "--char-dim",
+        "8",
+        "--char-hidden",
+        "8",
+        "--eval-interval",
+        "3",
+        "--eval-iters",
+        "1",
+        "--no-progress",
+    ),
+)
 
 
 @pytest.fixture
@@ -20,8 +47,22 @@ def tiny_study(tmp_path, monkeypatch):
         (corpus / f"{name}.txt").write_text(text[:30_000], encoding="utf-8")
     monkeypatch.setitem(pipeline.PRESETS, "small", TINY)
     monkeypatch.setenv("CHARFAST_CACHE", str(tmp_path / "cache"))
-    return ["--out-dir", str(tmp_path / "study"), "--data", str(corpus), "--seeds", "0", "1",
-            "--tasks", "reverse", "count", "--tokenizers", "bpe:300", "--device", "cpu"]
+    return [
+        "--out-dir",
+        str(tmp_path / "study"),
+        "--data",
+        str(corpus),
+        "--seeds",
+        "0",
+        "1",
+        "--tasks",
+        "reverse",
+        "count",
+        "--tokenizers",
+        "bpe:300",
+        "--device",
+        "cpu",
+    ]
 
 
 def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):

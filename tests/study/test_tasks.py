@@ -63,8 +63,12 @@ def test_rendered_answers_score_as_exact_matches_and_wrong_ones_do_not(task):
         assert is_exact_match(ex, ex.answer)
         assert is_exact_match(ex, ex.value + "\nwhatever follows")
         for template in TASKS[task].answers:  # any answer template counts
-            assert extract_answer(task, template.format(value=ex.value, letter="q", other="z",
-                                                        after="x", first="a", second="b")) == ex.value
+            assert (
+                extract_answer(
+                    task, template.format(value=ex.value, letter="q", other="z", after="x", first="a", second="b")
+                )
+                == ex.value
+            )
         assert not is_exact_match(ex, ex.value + "x")
         assert not is_exact_match(ex, "")
 
@@ -94,6 +98,7 @@ def test_generation_is_deterministic_for_a_seed():
     def draw(seed):
         rng = random.Random(seed)
         return [make_example(t, w, rng) for t in TASKS for w in WORDS if len(set(w)) >= 2]
+
     assert draw(5) == draw(5)
     assert draw(5) != draw(6)
 
@@ -102,13 +107,16 @@ def test_study_tasks_are_registered():
     assert set(STUDY_TASKS) <= set(TASKS)
 
 
-@pytest.mark.parametrize("task, word, match", [
-    ("nope", "word", "unknown task"),
-    ("reverse", "Word", "lower-case"),
-    ("reverse", "", "lower-case"),
-    ("swap", "aaa", "at least 2 distinct letters"),
-    ("delete", "zz", "at least 2 distinct letters"),
-])
+@pytest.mark.parametrize(
+    "task, word, match",
+    [
+        ("nope", "word", "unknown task"),
+        ("reverse", "Word", "lower-case"),
+        ("reverse", "", "lower-case"),
+        ("swap", "aaa", "at least 2 distinct letters"),
+        ("delete", "zz", "at least 2 distinct letters"),
+    ],
+)
 def test_bad_task_input(task, word, match):
     with pytest.raises(ValueError, match=match):
         make_example(task, word, random.Random(0))

@@ -6,13 +6,22 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from charfast.study.words import (SPLIT_NAMES, freeze_splits, load_splits, make_splits, token_frequencies,
-                            word_counts, word_tokens)
+from charfast.study.words import (
+    SPLIT_NAMES,
+    freeze_splits,
+    load_splits,
+    make_splits,
+    token_frequencies,
+    word_counts,
+    word_tokens,
+)
 
-WORDS = ("apple banana cherry dragon eleven forest garden harbor island jungle kettle lemon meadow "
-         "narrow orange pepper quartz river silver tunnel umbrella velvet walnut yellow zebra anchor "
-         "bridge candle desert engine falcon glacier hammer insect jacket ladder marble needle "
-         "oyster pencil rabbit saddle throne valley window").split()
+WORDS = (
+    "apple banana cherry dragon eleven forest garden harbor island jungle kettle lemon meadow "
+    "narrow orange pepper quartz river silver tunnel umbrella velvet walnut yellow zebra anchor "
+    "bridge candle desert engine falcon glacier hammer insect jacket ladder marble needle "
+    "oyster pencil rabbit saddle throne valley window"
+).split()
 
 
 def _counts() -> Counter:
@@ -45,12 +54,15 @@ def test_word_counts_rules():
         ("a", "The apple, Apple; APPLE! Hippolyta and HIPPOLYTA. naïve o'er e'en 2nd under_score"),
         ("b", "honey-tongued apple four abcdefghijklmnopq abcdefghijklmnopqr Shall shall"),
     ]
-    assert word_counts(documents) == Counter({
-        "apple": 4,  # every case counts once the word was seen in lower case
-        "honey": 1, "tongued": 1,  # hyphens split compounds
-        "abcdefghijklmnopq": 1,  # 17 letters is in range, 18 is not; "four" (4) is not
-        "shall": 2,
-    })  # Hippolyta (only capitalised), naïve, o'er, e'en, 2nd, under_score are left out
+    assert word_counts(documents) == Counter(
+        {
+            "apple": 4,  # every case counts once the word was seen in lower case
+            "honey": 1,
+            "tongued": 1,  # hyphens split compounds
+            "abcdefghijklmnopq": 1,  # 17 letters is in range, 18 is not; "four" (4) is not
+            "shall": 2,
+        }
+    )  # Hippolyta (only capitalised), naïve, o'er, e'en, 2nd, under_score are left out
     assert word_counts(documents, min_letters=4, max_letters=4) == Counter({"four": 1})
 
 
@@ -78,8 +90,7 @@ def test_word_tokens_leave_out_quote_only_tokens(cl100k):
 
 def test_splits_disjoint_and_rare_words_have_rare_tokens(cl100k):
     counts, token_counts = _counts(), _token_counts(cl100k)
-    splits = make_splits(counts, cl100k, token_counts, seed=3, heldout_fraction=0.5,
-                         rare_fraction=0.1, n_nonce=50)
+    splits = make_splits(counts, cl100k, token_counts, seed=3, heldout_fraction=0.5, rare_fraction=0.1, n_nonce=50)
     train, heldout, rare, nonce = (set(getattr(splits, n)) for n in SPLIT_NAMES)
     assert train | heldout == set(WORDS) and not train & heldout
     assert len(heldout) == round(0.5 * len(WORDS))
@@ -148,19 +159,22 @@ def test_freeze_rejects_meta_that_is_not_json(cl100k, tmp_path):
         freeze_splits(splits, tmp_path, meta={"bad": object()})
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"counts": Counter()}, "counts is empty"),
-    ({"counts": Counter({"apple": 1})}, "at least 2 words"),
-    ({"counts": Counter({"Apple": 1, "pear": 2})}, "lower-case a-z"),
-    ({"seed": -1}, "seed must be"),
-    ({"heldout_fraction": 0.0}, "heldout_fraction must lie in"),
-    ({"heldout_fraction": 1.0}, "heldout_fraction must lie in"),
-    ({"rare_fraction": 1.5}, "rare_fraction must lie in"),
-    ({"n_nonce": -1}, "n_nonce must be"),
-    ({"max_words": 1}, "max_words must be"),
-    ({"token_counts": np.zeros(10, dtype=np.int64)}, "token_counts must be an integer array of shape"),
-    ({"counts": Counter({"ab": 1, "cd": 1}), "n_nonce": 1000}, "n_nonce=1000 exceeds"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"counts": Counter()}, "counts is empty"),
+        ({"counts": Counter({"apple": 1})}, "at least 2 words"),
+        ({"counts": Counter({"Apple": 1, "pear": 2})}, "lower-case a-z"),
+        ({"seed": -1}, "seed must be"),
+        ({"heldout_fraction": 0.0}, "heldout_fraction must lie in"),
+        ({"heldout_fraction": 1.0}, "heldout_fraction must lie in"),
+        ({"rare_fraction": 1.5}, "rare_fraction must lie in"),
+        ({"n_nonce": -1}, "n_nonce must be"),
+        ({"max_words": 1}, "max_words must be"),
+        ({"token_counts": np.zeros(10, dtype=np.int64)}, "token_counts must be an integer array of shape"),
+        ({"counts": Counter({"ab": 1, "cd": 1}), "n_nonce": 1000}, "n_nonce=1000 exceeds"),
+    ],
+)
 def test_make_splits_bad_input(cl100k, kwargs, message):
     args = {"counts": _counts(), "encoding": cl100k, "token_counts": _token_counts(cl100k), "seed": 0}
     with pytest.raises(ValueError, match=message):
@@ -174,6 +188,7 @@ def test_make_splits_needs_some_pretraining_tokens(cl100k):
 
 def test_real_corpus_splits(cl100k):
     from charfast.gpt.corpus import shakespeare_documents
+
     documents = shakespeare_documents()
     counts = word_counts(documents)
     tokens = np.concatenate([np.asarray(cl100k.encode_ordinary(text), dtype=np.int64) for _, text in documents])

@@ -7,10 +7,18 @@ test_reference.py.
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 from charfast import CharEmbedding, TokenCharTable
 from charfast.baselines.packed_lstm import padded_lstm_char_embedding
+
+# The Triton kernels run on the CPU only under Triton's interpreter (conftest sets it there).
+needs_interpreter = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="Triton runs on CPU only under TRITON_INTERPRET=1"
+)
 
 # (vocab, max_len, n_chars, char_dim, hidden, idx shape): lengths 0, 1 and max are forced
 # into every table; hidden sizes that are not powers of two; one token; many repeats.

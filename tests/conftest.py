@@ -1,3 +1,5 @@
+"""Shared test set-up: Triton's mode, the gpu / cpp markers, cl100k fixtures, a fixed seed."""
+
 import os
 
 import pytest
@@ -7,6 +9,7 @@ import torch
 # (Set before anything imports triton: the kernels read it when they are defined.)
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+KERNELS_COMPILED_FOR_CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 
 
 def _interpreter_dot_with_bfloat16():
@@ -33,6 +36,21 @@ def _interpreter_dot_with_bfloat16():
 
 
 UNPATCHED_INTERPRETER_DOT = _interpreter_dot_with_bfloat16() if os.environ.get("TRITON_INTERPRET") == "1" else None
+
+
+def pytest_runtest_setup(item):
+    """`gpu` tests skip without CUDA; `cpp` tests skip when the C++ backend cannot load,
+    and fail instead under CHARFAST_REQUIRE_CPP=1 (CI), so a broken csrc/ build is seen."""
+    if item.get_closest_marker("gpu") and not KERNELS_COMPILED_FOR_CUDA:
+        pytest.skip("needs a CUDA GPU and compiled Triton kernels (TRITON_INTERPRET unset)")
+    if item.get_closest_marker("cpp"):
+        from charfast.backends.cpp import ops_load_error
+
+        reason = ops_load_error()
+        if reason is not None and os.environ.get("CHARFAST_REQUIRE_CPP") == "1":
+            pytest.fail(f"CHARFAST_REQUIRE_CPP=1 but the C++ backend cannot load: {reason}", pytrace=False)
+        if reason is not None:
+            pytest.skip(f"the C++ backend cannot load: {reason}")
 
 
 @pytest.fixture(scope="session")

@@ -282,7 +282,7 @@ def test_compiled_fullgraph_forward_and_backward_match_eager(table):
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=pytest.mark.cpp)])
 def test_forward_backward_is_bitwise_reproducible_on_cpu(backend):
     # Exact resume of training needs this: the same batch must give the same gradients.
     table = random_table(2000, 8, 40)

@@ -16,7 +16,7 @@ from charfast.backends import cpp, resolve_backend
 from charfast.backends.cpp_build import compiler_missing_reason
 from charfast.backends.reference import char_lstm_reference
 
-pytestmark = pytest.mark.skipif(cpp.ops_load_error() is not None, reason=f"C++ ops unavailable: {cpp.ops_load_error()}")
+pytestmark = pytest.mark.cpp
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -205,6 +205,7 @@ def test_missing_compiler_is_reported(monkeypatch):
     assert "no C++ compiler found" in compiler_missing_reason()
 
 
+@pytest.mark.slow
 def test_jit_build_path_works():
     """csrc/ compiled by torch.utils.cpp_extension.load (cached), in a fresh process that never imports charfast._C."""
     script = (
@@ -227,6 +228,7 @@ def test_jit_build_path_works():
     assert result.returncode == 0 and "jit ok" in result.stdout, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph_matches_eager():
     from charfast import CharEmbedding
 

@@ -46,7 +46,7 @@ def test_layouts_match_the_reference_in_float64(case):
         )
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="flashrnn's fused kernels need CUDA")
+@pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["triton_fused", "cuda_fused"])
 def test_fused_kernels_in_bfloat16_err_no_more_than_cudnn(backend):
     case = dict(vocab=300, max_len=16, n_chars=40, char_dim=32, hidden=128, idx_shape=(4, 64))

@@ -11,7 +11,14 @@ import sys
 
 import pytest
 import torch
-from backend_cases import ODD_CASES, assert_matches_reference, assert_within_lstm_error_budget, random_idx, random_table
+from backend_cases import (
+    ODD_CASES,
+    assert_matches_reference,
+    assert_within_lstm_error_budget,
+    needs_interpreter,
+    random_idx,
+    random_table,
+)
 
 import charfast.backends.triton as triton_backend
 from charfast import CharEmbedding
@@ -19,15 +26,8 @@ from charfast.backends import resolve_backend, why_unavailable
 from charfast.kernels.blocks import LstmBlocks
 
 # One process runs the kernels either interpreted (CPU tensors; conftest's default) or
-# compiled (CUDA): `TRITON_INTERPRET=0 pytest tests/core/test_triton.py` on a GPU machine.
-needs_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,
-    reason="needs a CUDA GPU and compiled Triton (TRITON_INTERPRET=0)",
-)
-needs_interpreter = pytest.mark.skipif(
-    not triton_backend.KERNELS_INTERPRETED, reason="Triton runs on CPU only under TRITON_INTERPRET=1"
-)
-DEVICES = [pytest.param("cpu", marks=needs_interpreter), pytest.param("cuda", marks=needs_cuda)]
+# compiled (CUDA): `pytest tests/core/test_triton.py` on a GPU machine runs the `gpu` ones.
+DEVICES = [pytest.param("cpu", marks=needs_interpreter), pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -46,6 +46,7 @@ def test_16_bit_errs_no_more_than_torch_lstm(case, device, dtype):
     assert_within_lstm_error_budget("triton", case, dtype, device=device)
 
 
+@pytest.mark.slow
 @needs_interpreter
 def test_long_tokens_in_bfloat16_err_no_more_than_torch_lstm():
     """40-char tokens: 40 steps of bf16 rounding of h, forward and back (the GPU's larger
@@ -221,6 +222,7 @@ print("compiled")
 """
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_a_gpu_without_one():
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
     done = subprocess.run([sys.executable, "-c", _AOT_COMPILE], env=env, capture_output=True, text=True, timeout=600)
@@ -255,19 +257,19 @@ def test_compile_fullgraph_through_aot_autograd(fresh_dynamo):
 
 
 # ------------------------------------------------------------------ GPU only
-@needs_cuda
+@pytest.mark.gpu
 def test_compile_fullgraph_with_inductor_on_cuda(fresh_dynamo):
     _compile_matches_eager("cuda", "inductor")
 
 
-@needs_cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("hidden", [768, 1024])
 def test_large_hidden_and_long_tokens(hidden):
     case = dict(vocab=300, max_len=128, n_chars=256, char_dim=64, hidden=hidden, idx_shape=(4, 256))
     assert_matches_reference("triton", case, torch.float32, device="cuda", rtol=1e-4, atol=1e-4)
 
 
-@needs_cuda
+@pytest.mark.gpu
 def test_large_hidden_in_bfloat16_errs_no_more_than_cudnn():
     case = dict(vocab=300, max_len=128, n_chars=256, char_dim=64, hidden=1024, idx_shape=(4, 256))
     assert_within_lstm_error_budget("triton", case, torch.bfloat16, device="cuda")

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from test_train import read_metrics, tiny_flags, write_tiny_corpus
 
@@ -20,6 +21,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
     corpus = write_tiny_corpus(tmp_path / "corpus")
     cache = tmp_path / "cache"

@@ -6,18 +6,13 @@ import types
 
 import pytest
 import torch
-from backend_cases import random_idx, random_table
+from backend_cases import needs_interpreter, random_idx, random_table
 
-import charfast.backends.triton as triton_backend
 from charfast import GPT, GPTConfig
 from charfast.baselines.packed_lstm import padded_lstm_char_embedding
 from charfast.gpt.model import ARCHS, char_encoder_parameter_count
 
 VOCAB, N_CHARS = 40, 17
-needs_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available() or triton_backend.KERNELS_INTERPRETED,
-    reason="needs CUDA and compiled Triton (TRITON_INTERPRET=0): the GPU training path",
-)
 
 
 def tiny_config(**overrides) -> GPTConfig:
@@ -178,14 +173,12 @@ def test_bad_inputs(table):
         GPT(tiny_config(arch="char"), char_table=random_table(VOCAB - 1, 6, N_CHARS))
 
 
-@pytest.mark.parametrize("backend", ["cpp", "triton"])
+@pytest.mark.parametrize(
+    "backend", [pytest.param("cpp", marks=pytest.mark.cpp), pytest.param("triton", marks=needs_interpreter)]
+)
 def test_gpt_compiles_fullgraph_on_its_first_call(table, backend):
     # The first call is the traced one (as in `train --compile on`): per-table caches such
     # as the cpp vocabulary trie must already exist, built eagerly by CharEmbedding.
-    from charfast.backends import why_unavailable
-
-    if why_unavailable(backend, torch.device("cpu")):
-        pytest.skip(f"{backend}: {why_unavailable(backend, torch.device('cpu'))}")
     torch._dynamo.reset()
     fresh = random_table(VOCAB, 6, N_CHARS)  # no backend has seen this table yet
     model = GPT(tiny_config(char_backend=backend), char_table=fresh)
@@ -235,10 +228,10 @@ AUTOCAST_CASES = [
         "cpu",
         False,
         id="cpu-eager",
-        marks=pytest.mark.skipif(not triton_backend.KERNELS_INTERPRETED, reason="needs TRITON_INTERPRET=1"),
+        marks=needs_interpreter,
     ),
-    pytest.param("cuda", False, id="cuda-eager", marks=needs_cuda),
-    pytest.param("cuda", True, id="cuda-inductor", marks=needs_cuda),
+    pytest.param("cuda", False, id="cuda-eager", marks=pytest.mark.gpu),
+    pytest.param("cuda", True, id="cuda-inductor", marks=pytest.mark.gpu),
 ]
 
 

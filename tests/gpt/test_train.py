@@ -225,7 +225,7 @@ def test_cli_smoke_run(corpus, cache_dir, tmp_path, capsys):
     assert (out / "ckpt.pt").read_bytes() == before
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the GPU training path")
+@pytest.mark.gpu
 def test_cli_run_and_resume_on_cuda(corpus, cache_dir, tmp_path):
     """On CUDA the default is torch.compile, bf16 autocast and the Triton backend."""
     out = tmp_path / "run"

@@ -67,7 +67,7 @@ def profile_one(table, idx, hidden: int, impl: str, steps: int, rows: int) -> No
         sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync"))
         / steps
     )
-    name = f"{impl} ({module._backend_for(device).name})" if impl == "charfast" else impl
+    name = f"{impl} ({module.resolved_backend(device).name})" if impl == "charfast" else impl
     busy = (
         (
             f", GPU busy {busy_us / 1e3:.3f} ms/step ({kernels / steps:.0f} kernels, {syncs:.0f} memcpy/sync "

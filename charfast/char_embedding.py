@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from charfast.backends import resolve_backend
+from charfast.backends import Backend, resolve_backend
 from charfast.char_lstm import char_lstm
 from charfast.table import TokenCharTable
 
@@ -68,9 +68,11 @@ class CharEmbedding(nn.Module):
             self.lstm.bias_hh_l0[hidden : 2 * hidden].fill_(forget_bias)
         self._cache_params: list[torch.Tensor] = []  # the parameters _cache was computed from
         self._cache: torch.Tensor | None = None  # [V, d_model]
-        # (Assigning self.lstm above already remembered its weights and the backend.)
+        self._lstm_weights: tuple[torch.Tensor, ...] = ()  # see refresh_compile_state
+        self._backend: Backend | None = None
+        self.refresh_compile_state()
         # load_state_dict(assign=True) replaces the LSTM's tensors: remember the new ones.
-        self.register_load_state_dict_post_hook(_after_load_state_dict)
+        self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def extra_repr(self) -> str:
         return f"table={self.table!r}, backend={self.backend!r}, inference_cache={self.inference_cache}"
@@ -81,17 +83,20 @@ class CharEmbedding(nn.Module):
 
     def token_states(self, ids: torch.Tensor) -> torch.Tensor:
         """h [U, hidden] for valid distinct token ids [U]."""
-        weight_ih, weight_hh, bias_ih, bias_hh = self._lstm_weights()
-        return char_lstm(
-            self.table,
-            ids,
-            self.char_emb.weight,
-            weight_ih,
-            weight_hh,
-            bias_ih,
-            bias_hh,
-            backend=self._backend_for(ids.device),
-        )
+        if not torch.compiler.is_compiling():
+            self.refresh_compile_state()
+            if self._backend is None:
+                self.resolved_backend(ids.device)  # raises, saying why self.backend cannot run there
+        weight_ih, weight_hh, bias_ih, bias_hh = self._lstm_weights
+        backend = self._backend if self._backend is not None else self.backend
+        return char_lstm(self.table, ids, self.char_emb.weight, weight_ih, weight_hh, bias_ih, bias_hh, backend=backend)
+
+    def resolved_backend(self, device: torch.device) -> Backend:
+        """The backend this module runs on `device` (what "auto" picks), prepared for its table;
+        a RuntimeError says why when self.backend cannot run there."""
+        backend = resolve_backend(self.backend, device)
+        backend.prepare(self.table, device)
+        return backend
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: integer token ids [...] -> [..., d_model]."""
@@ -111,49 +116,37 @@ class CharEmbedding(nn.Module):
         return out.view(*idx.shape, self.d_model)
 
     # ------------------------------------------------------------ torch.compile support
-    # Dynamo refuses to touch an nn.LSTM module (even to read its weights), and importing
-    # or choosing a backend inside a trace breaks the graph. So eager code remembers the
-    # LSTM's weight tensors and the chosen backend, refreshed whenever they can change
-    # (construction, .to()/_apply, assigning self.lstm, load_state_dict, every eager
-    # forward), and a compiled forward reads what was remembered.
-    def _lstm_weights(self) -> tuple[torch.Tensor, ...]:
-        """(W_ih [4H, D], W_hh [4H, H], b_ih [4H], b_hh [4H]) of self.lstm."""
-        if not torch.compiler.is_compiling():
-            self._remember_lstm_weights()
-        return self._lstm_weights_seen
+    def refresh_compile_state(self) -> None:
+        """Remember what a forward traced by torch.compile reads but cannot look up itself.
 
-    def _backend_for(self, device: torch.device):
-        seen = self._backend_seen
-        if torch.compiler.is_compiling() and seen is not None and seen[0] == device:
-            return seen[1]
-        backend = resolve_backend(self.backend, device)  # raises if an explicit backend cannot run
-        backend.prepare(self.table, device)
-        self._backend_seen = (device, backend)
-        return backend
+        torch.compile refuses to touch an nn.LSTM module, even to read its weights, and
+        resolving or preparing a backend inside a trace breaks the graph. A traced forward
+        therefore only reads two attributes, which this method sets:
 
-    def _remember_lstm_weights(self) -> None:
-        lstm = self._modules.get("lstm")
-        if lstm is not None:
-            self._lstm_weights_seen = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            _lstm_weights  (W_ih [4H, D], W_hh [4H, H], b_ih [4H], b_hh [4H]): the
+                           Parameters registered in self.lstm
+            _backend       the Backend that self.backend resolves to on the device of those
+                           weights, prepared for self.table; None where it cannot run there
 
-    def _remember_lstm_and_backend(self) -> None:
-        self._remember_lstm_weights()
-        self._backend_seen = None
-        parameter = next(self.parameters(), None)
-        if parameter is not None:
-            try:
-                self._backend_for(parameter.device)
-            except RuntimeError:  # e.g. backend="triton" while still on the CPU: the forward says so
-                pass
+        Invariant: whenever a forward may be traced, both describe the module as it is.
+        Every change that can break it calls this method: __init__, assigning self.lstm,
+        .to() / .cuda() / .double() (_apply), load_state_dict, and every eager forward.
+        """
+        lstm = self.lstm
+        self._lstm_weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+        try:
+            self._backend = self.resolved_backend(lstm.weight_hh_l0.device)
+        except RuntimeError:  # e.g. backend="triton" while still on the CPU: the forward says why
+            self._backend = None
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
-        if name == "lstm":
-            self._remember_lstm_and_backend()
+        if name == "lstm" and "_lstm_weights" in self.__dict__:  # a new LSTM after __init__
+            self.refresh_compile_state()
 
     def _apply(self, fn, recurse=True):
         result = super()._apply(fn, recurse)
-        self._remember_lstm_and_backend()
+        self.refresh_compile_state()
         return result
 
     # ------------------------------------------------------------ inference cache
@@ -234,5 +227,5 @@ class CharEmbedding(nn.Module):
             )
 
 
-def _after_load_state_dict(module: CharEmbedding, incompatible_keys) -> None:
-    module._remember_lstm_and_backend()
+def _refresh_after_load(module: CharEmbedding, incompatible_keys) -> None:
+    module.refresh_compile_state()

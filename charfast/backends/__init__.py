@@ -52,6 +52,10 @@ class Backend:
     # torch.compile (it cannot build caches inside a graph), e.g. the cpp vocabulary trie
     prepare: Callable[[object, torch.device], None] = lambda table, device: None
 
+    def __reduce__(self):
+        # Pickled by name (e.g. inside torch.save(model)): unpickling takes the registry's own.
+        return (backend_by_name, (self.name,))
+
 
 _loaded: dict[str, Backend] = {}
 _import_errors: dict[str, str] = {}
@@ -73,6 +77,15 @@ def _load(name: str) -> Backend | None:
         _import_errors[name] = f"{type(err).__name__}: {err}"
         return None
     _loaded[name] = backend
+    return backend
+
+
+def backend_by_name(name: str) -> Backend:
+    """The Backend registered as `name`; a RuntimeError says why when it cannot be loaded."""
+    backend = _load(name)
+    if backend is None:
+        reason = _import_errors.get(name, f"known backends: {', '.join(backend_names())}")
+        raise RuntimeError(f"charfast: backend {name!r} cannot be loaded ({reason})")
     return backend
 
 

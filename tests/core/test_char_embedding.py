@@ -246,11 +246,11 @@ def test_table_from_another_tokenizer_is_caught_by_range(cl100k_table):
 def _is_current(module):
     lstm = module.lstm
     expected = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-    return all(a is b for a, b in zip(module._lstm_weights_seen, expected))
+    return all(a is b for a, b in zip(module._lstm_weights, expected, strict=True))
 
 
 def test_weights_a_compiled_forward_reads_follow_every_change(module, table):
-    assert _is_current(module)
+    assert _is_current(module) and module._backend.name == "reference"
     module.lstm = torch.nn.LSTM(6, 10, batch_first=True)
     assert _is_current(module)
     other = CharEmbedding(table, 20, char_dim=6, hidden=10, backend="reference")
@@ -301,3 +301,15 @@ def test_forward_backward_is_bitwise_reproducible_on_cpu(backend):
         torch.set_num_threads(threads)
     for run in runs[1:]:
         assert all(torch.equal(a, b) for a, b in zip(run, runs[0]))
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=pytest.mark.cpp)])
+def test_whole_module_survives_torch_save_and_deepcopy(table, backend, tmp_path):
+    import copy
+
+    module = CharEmbedding(table, 20, char_dim=6, hidden=10, backend=backend)
+    idx = random_idx(30, (2, 7))
+    torch.save(module, tmp_path / "module.pt")
+    for restored in (torch.load(tmp_path / "module.pt", weights_only=False), copy.deepcopy(module)):
+        assert restored._backend.name == backend
+        torch.testing.assert_close(restored(idx), module(idx), rtol=0, atol=0)

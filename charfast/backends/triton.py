@@ -3,10 +3,10 @@
 Dimensions: U distinct tokens, S = sum of their lengths, C chars, H hidden.
 
 Layout. The distinct tokens are sorted by length, longest first, so each program's block
-of rows has near-equal lengths and loops only to its own longest row (DESIGN.md step 4).
-Their steps are packed (row r's step t at slot offsets[r] + t), so buffers hold S steps,
-not U x (longest token). The prefix-sharing trie variant (DESIGN.md step 5) is not built:
-it only pays if it beats this layout on a GPU, which is still to be measured.
+of rows has near-equal lengths and loops only to its own longest row. Their steps are
+packed (row r's step t at slot offsets[r] + t), so buffers hold S steps, not
+U x (longest token). Prefix sharing over a trie (as the cpp backend does) is not built
+here: it only pays if it beats this layout on a GPU, which is still to be measured.
 
 Saved for the backward: the forward kernel already passes its state between steps
 through the packed h_prev [S, H] / c_prev [S, H] slots, so keeping them costs no extra
@@ -22,6 +22,7 @@ the real forward reads it (and checks the ids) with one host sync.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
@@ -48,12 +49,36 @@ def interpreter_bfloat16_dot_works() -> bool:
     return torch.equal(out, a.float() @ b.float())
 
 
+class ForwardOutputs(NamedTuple):
+    """What the forward op returns: h, then the state the backward needs."""
+
+    h: Tensor  # [U, H] parameter dtype: the state after each token's last char
+    h_prev: Tensor  # [S, H] parameter dtype: h before each packed step
+    c_prev: Tensor  # [S, H] float32: c before each packed step
+    step_chars: Tensor  # [S] int32: the char of each packed step
+    sorted_lengths: Tensor  # [U] int64: the tokens' lengths, longest first
+    offsets: Tensor  # [U] int64: the packed slot of each sorted row's first step
+    order: Tensor  # [U] int64: sorted row -> output row
+
+
+class SavedForBackward(NamedTuple):
+    """What autograd keeps between the ops: the backward op's arguments after grad_h."""
+
+    gate_table: Tensor  # [C, 4H]
+    weight_hh: Tensor  # [4H, H]
+    h_prev: Tensor
+    c_prev: Tensor
+    step_chars: Tensor
+    sorted_lengths: Tensor
+    offsets: Tensor
+    order: Tensor
+
+
 @torch.library.custom_op("charfast::triton_char_lstm_forward", mutates_args=())
 def char_lstm_forward_op(
     gate_table: Tensor, weight_hh: Tensor, table_chars: Tensor, table_lengths: Tensor, ids: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(h [U, H], then what the backward needs: h_prev [S, H], c_prev [S, H] float32,
-    step_chars [S] int32, sorted_lengths [U], offsets [U], order [U])."""
+    """The fields of ForwardOutputs, in order (a custom op returns a plain tuple)."""
     # Checked here, in the op that runs for real also under torch.compile (the probe runs a kernel).
     if KERNELS_INTERPRETED and gate_table.dtype == torch.bfloat16 and not interpreter_bfloat16_dot_works():
         raise TypeError(
@@ -77,7 +102,7 @@ def char_lstm_forward_op(
     h, h_prev, c_prev, step_chars = launch_char_lstm_forward(
         gate_table, weight_hh, table_chars, ids[order].contiguous(), sorted_lengths, offsets, order, total_steps
     )
-    return h, h_prev, c_prev, step_chars, sorted_lengths, offsets, order
+    return tuple(ForwardOutputs(h, h_prev, c_prev, step_chars, sorted_lengths, offsets, order))
 
 
 @char_lstm_forward_op.register_fake
@@ -85,15 +110,16 @@ def _(gate_table, weight_hh, table_chars, table_lengths, ids):
     n_rows, hidden = ids.shape[0], weight_hh.shape[1]
     total_steps = torch.library.get_ctx().new_dynamic_size()
     index = ids.new_empty(n_rows, dtype=torch.int64)
-    return (
-        weight_hh.new_empty(n_rows, hidden),
-        weight_hh.new_empty(total_steps, hidden),
-        weight_hh.new_empty(total_steps, hidden, dtype=torch.float32),
-        ids.new_empty(total_steps, dtype=torch.int32),
-        index,
-        index.clone(),
-        index.clone(),
+    outputs = ForwardOutputs(
+        h=weight_hh.new_empty(n_rows, hidden),
+        h_prev=weight_hh.new_empty(total_steps, hidden),
+        c_prev=weight_hh.new_empty(total_steps, hidden, dtype=torch.float32),
+        step_chars=ids.new_empty(total_steps, dtype=torch.int32),
+        sorted_lengths=index,
+        offsets=index.clone(),
+        order=index.clone(),
     )
+    return tuple(outputs)
 
 
 @torch.library.custom_op("charfast::triton_char_lstm_backward", mutates_args=())
@@ -136,14 +162,18 @@ def _matmul_float32(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _setup_context(ctx, inputs, output):
-    gate_table, weight_hh, _, _, _ = inputs
-    _, h_prev, c_prev, step_chars, sorted_lengths, offsets, order = output
-    ctx.mark_non_differentiable(h_prev, c_prev)
-    ctx.save_for_backward(gate_table, weight_hh, h_prev, c_prev, step_chars, sorted_lengths, offsets, order)
+    gate_table, weight_hh, _table_chars, _table_lengths, _ids = inputs
+    out = ForwardOutputs(*output)
+    ctx.mark_non_differentiable(out.h_prev, out.c_prev)
+    saved = SavedForBackward(
+        gate_table, weight_hh, out.h_prev, out.c_prev, out.step_chars, out.sorted_lengths, out.offsets, out.order
+    )
+    ctx.save_for_backward(*saved)
 
 
 def _backward(ctx, grad_h, *_unused_grads):
-    grad_gate_table, grad_weight_hh = char_lstm_backward_op(grad_h, *ctx.saved_tensors)
+    saved = SavedForBackward(*ctx.saved_tensors)
+    grad_gate_table, grad_weight_hh = char_lstm_backward_op(grad_h, *saved)
     return grad_gate_table, grad_weight_hh, None, None, None
 
 
@@ -181,7 +211,8 @@ def char_lstm_triton(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) 
     """h [U, H] after each token's last char (0 for zero-length tokens); see charfast.backends."""
     check_inputs(gate_table, weight_hh, table, ids)
     table_chars, table_lengths = table.on(ids.device)
-    return char_lstm_forward_op(gate_table.contiguous(), weight_hh.contiguous(), table_chars, table_lengths, ids)[0]
+    outputs = char_lstm_forward_op(gate_table.contiguous(), weight_hh.contiguous(), table_chars, table_lengths, ids)
+    return ForwardOutputs(*outputs).h
 
 
 def _unavailable_reason(device: torch.device) -> str | None:

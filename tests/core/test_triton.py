@@ -97,13 +97,13 @@ def test_every_output_element_is_written(device):
         gate_table = torch.randn(case["n_chars"], 80, device=device)
         weight_hh = torch.randn(80, 20, device=device)
         ids = torch.arange(case["vocab"], device=device)
-        h, h_prev, c_prev, step_chars, *_ = triton_backend.char_lstm_forward_op(
-            gate_table, weight_hh, chars, lengths, ids
+        out = triton_backend.ForwardOutputs(
+            *triton_backend.char_lstm_forward_op(gate_table, weight_hh, chars, lengths, ids)
         )
-        assert h_prev.shape[0] == int(lengths.sum())
-        for name, saved in (("h", h), ("h_prev", h_prev), ("c_prev", c_prev)):
-            assert torch.isfinite(saved).all(), f"unwritten elements in {name}"
-        assert ((step_chars >= 0) & (step_chars < case["n_chars"])).all(), "unwritten elements in step_chars"
+        assert out.h_prev.shape[0] == int(lengths.sum())
+        for name in ("h", "h_prev", "c_prev"):
+            assert torch.isfinite(getattr(out, name)).all(), f"unwritten elements in {name}"
+        assert ((out.step_chars >= 0) & (out.step_chars < case["n_chars"])).all(), "unwritten elements in step_chars"
     finally:
         torch.use_deterministic_algorithms(previous)
 

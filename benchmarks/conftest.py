@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 import types
@@ -14,6 +13,7 @@ from ratios import Result, by_group
 from charfast import GPT, GPTConfig, TokenCharTable
 from charfast.baselines.packed_lstm import packed_lstm_char_embedding
 from charfast.gpt.corpus import shakespeare_documents
+from charfast.gpt.model import mixed_precision
 from charfast.gpt.tokenizer import get_tiktoken
 
 
@@ -77,7 +77,7 @@ def gpt_train_step(model: GPT, idx: torch.Tensor, targets: torch.Tensor, compile
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
+        with mixed_precision(idx.device):
             _, loss = forward(idx, targets)
         loss.backward()
         optimizer.step()

@@ -26,7 +26,7 @@ import torch
 from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
 
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.gpt.train import PRESETS, TrainConfig, model_config
+from charfast.gpt.config import PRESETS, TrainConfig, model_config
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or KERNELS_INTERPRETED,

@@ -67,6 +67,20 @@ def cl100k_table(cl100k, tmp_path_factory):
     return TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path_factory.mktemp("table-cache"))
 
 
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A folder of 4 short plays (tiny_runs.write_tiny_corpus)."""
+    from tiny_runs import write_tiny_corpus
+
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """A cache folder (tokenizers, token ids, tables) shared by the tiny runs."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -13,6 +13,7 @@ linear layer with (nearly) the same parameter count as the char encoder, so any 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -125,6 +126,14 @@ class CausalSelfAttention(nn.Module):
                 )
             return False
         return True
+
+
+def mixed_precision(device: torch.device):
+    """The GPT's precision policy, as a context manager: bf16 autocast on CUDA (FlashAttention
+    needs 16-bit activations), float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:

@@ -7,234 +7,43 @@ with `torchrun --nproc_per_node N -m charfast.train ...` (gloo on CPU, nccl on C
 Writes into --out-dir: metrics.jsonl (one JSON object per step: step, train_loss, lr,
 tokens_per_s, ms_per_step [, val_loss, mfu]), ckpt.pt (see charfast.gpt.checkpoint),
 loss.png and sample.txt. --resume continues from ckpt.pt exactly; Ctrl-C saves and exits.
+
+The settings come from charfast.gpt.config (which owns their precedence and the resume
+policy), the process group from charfast.gpt.distributed; this module is the loop.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import json
 import math
-import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
-from charfast.gpt.bpe import END_OF_TEXT
-from charfast.gpt.checkpoint import (
-    CheckpointError,
-    check_compatible,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from charfast.gpt.checkpoint import CheckpointError, check_compatible, rng_state, save_checkpoint, set_rng_state
+from charfast.gpt.config import RUN_CONTROL, ResolvedConfig, TrainConfig, model_config, resolve_config
 from charfast.gpt.data import TokenBatches, load_documents, split_documents, tokenize
-from charfast.gpt.gpu_peaks import gpu_peaks
-from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, GPT, GPTConfig
+from charfast.gpt.distributed import (
+    Distributed,
+    all_reduce_mean,
+    any_rank,
+    gather_to_main,
+    init_distributed,
+    main_rank_first,
+    shutdown,
+)
+from charfast.gpt.gpu_peaks import peak_flops
+from charfast.gpt.metrics import MetricsLog
+from charfast.gpt.model import GPT, mixed_precision
 from charfast.gpt.plotting import plot_loss_curve
+from charfast.gpt.sample import sample_text
 from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
 from charfast.table import TokenCharTable
-
-
-@dataclass
-class TrainConfig:
-    # data and tokenizer
-    data: str | None = field(
-        default=None, metadata={"help": "text file or folder (default: the embedded Shakespeare plays)"}
-    )
-    tokenizer: str = field(
-        default="bpe:512",
-        metadata={
-            "help": "'bpe:VOCAB[:MAXLEN]' (BPE trained on the corpus, cached) or a tiktoken name such as cl100k_base"
-        },
-    )
-    val_fraction: float = field(default=0.1, metadata={"help": "fraction of documents held out for validation"})
-    # model
-    arch: str = field(default="char", metadata={"help": f"one of {', '.join(ARCHS)}"})
-    n_layer: int = field(default=4, metadata={"help": "transformer blocks"})
-    n_head: int = field(default=4, metadata={"help": "attention heads (must divide n_embd)"})
-    n_embd: int = field(default=128, metadata={"help": "model width"})
-    block_size: int = field(default=128, metadata={"help": "context length in tokens (size of the position table)"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout probability"})
-    bias: bool = field(default=True, metadata={"help": "biases in Linear and LayerNorm"})
-    tie_weights: bool = field(default=True, metadata={"help": "share the token embedding with the output layer"})
-    char_dim: int = field(default=128, metadata={"help": "char embedding width (arch char)"})
-    char_hidden: int = field(default=128, metadata={"help": "char-LSTM hidden size (arch char)"})
-    char_backend: str = field(default="auto", metadata={"help": "char-LSTM backend: auto, reference, cpp, triton"})
-    attention: str = field(default="auto", metadata={"help": f"one of {', '.join(ATTENTION_IMPLS)}"})
-    # optimisation
-    batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch per process"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
-    min_lr: float = field(default=2e-4, metadata={"help": "learning rate at the end of the cosine decay"})
-    warmup_steps: int = field(default=50, metadata={"help": "linear warmup steps"})
-    lr_decay_steps: int | None = field(default=None, metadata={"help": "cosine decay length (default: max_steps)"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (matrices and embeddings only)"})
-    beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
-    beta2: float = field(default=0.99, metadata={"help": "AdamW beta2"})
-    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: off)"})
-    seed: int = field(default=1337, metadata={"help": "seed of initialisation, data order and dropout"})
-    # run control (may change on --resume)
-    max_steps: int = field(default=1200, metadata={"help": "optimizer steps to train in all"})
-    eval_interval: int = field(default=200, metadata={"help": "evaluate and checkpoint every N steps"})
-    eval_iters: int = field(default=10, metadata={"help": "validation batches per evaluation"})
-    out_dir: str = field(default="out", metadata={"help": "where metrics.jsonl, ckpt.pt, loss.png, sample.txt go"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
-    compile: str = field(default="auto", metadata={"help": "torch.compile: auto (on for CUDA), on, off"})
-    resume: bool = field(default=False, metadata={"help": "continue from OUT_DIR/ckpt.pt"})
-    sample_tokens: int = field(default=200, metadata={"help": "tokens to generate at the end (0: none)"})
-    sample_prompt: str = field(default="", metadata={"help": "prompt of the sample (default: a document start)"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
-    top_k: int | None = field(default=40, metadata={"help": "sample from the k most likely tokens"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
-    cache_dir: str | None = field(
-        default=None, metadata={"help": "tokenizer/token cache (default: CHARFAST_CACHE or ~/.cache/charfast)"}
-    )
-
-
-# Fields that steer a run but not what it computes: they may differ on --resume.
-RUN_CONTROL = {
-    "max_steps",
-    "eval_interval",
-    "eval_iters",
-    "out_dir",
-    "device",
-    "compile",
-    "resume",
-    "sample_tokens",
-    "sample_prompt",
-    "temperature",
-    "top_k",
-    "progress",
-    "cache_dir",
-}
-MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
-
-PRESETS = {
-    # The default: 1.06M parameters, 4k tokens per step, 1200 steps (~2 epochs of the
-    # plays); about 5 minutes on an otherwise idle 2-core CPU.
-    "cpu": {},
-    # GPT-2 small's shape (163M parameters with cl100k's 100k-token vocabulary, 124M with
-    # GPT-2's 50k); 16 x 1024 x 4 = 65k tokens per step per GPU.
-    "gpt2-small": dict(
-        tokenizer="cl100k_base",
-        n_layer=12,
-        n_head=12,
-        n_embd=768,
-        block_size=1024,
-        char_dim=128,
-        char_hidden=256,
-        batch_size=16,
-        grad_accum=4,
-        lr=6e-4,
-        min_lr=6e-5,
-        warmup_steps=700,
-        max_steps=20000,
-        eval_interval=500,
-        eval_iters=50,
-        beta2=0.95,
-    ),
-}
-
-
-# ------------------------------------------------------------------ configuration
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m charfast.train",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    # SUPPRESS: only flags the user typed appear in the namespace, so we know what was asked for.
-    parser.add_argument(
-        "--config",
-        default=argparse.SUPPRESS,
-        metavar="FILE",
-        help="JSON file of settings (field names as below, with _ or -); flags override it",
-    )
-    parser.add_argument(
-        "--preset",
-        default=argparse.SUPPRESS,
-        choices=sorted(PRESETS),
-        help="named settings applied before --config and flags (default: cpu)",
-    )
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        text = f"{f.metadata['help']} (default: {f.default})"
-        if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-        else:
-            parser.add_argument(
-                flag, type=_parse_type(f.type), default=argparse.SUPPRESS, help=text, metavar=f.name.upper()
-            )
-    return parser
-
-
-def _parse_type(annotation: str):
-    if annotation.startswith("int"):
-        return int if "None" not in annotation else _int_or_none
-    return {"float": float}.get(annotation, str)
-
-
-def _int_or_none(text: str) -> int | None:
-    return None if text.lower() == "none" else int(text)
-
-
-def resolve_config(argv: list[str] | None = None) -> tuple[TrainConfig, set[str]]:
-    """(config, names the user set): defaults < --preset < --config FILE < flags."""
-    args = vars(build_parser().parse_args(argv))
-    values = dataclasses.asdict(TrainConfig())
-    values.update(PRESETS[args.pop("preset", "cpu")])
-    asked = set()
-    if "config" in args:
-        from_file = _read_config_file(args.pop("config"))
-        values.update(from_file)
-        asked |= set(from_file)
-    values.update(args)
-    asked |= set(args)
-    return validate_config(TrainConfig(**values)), asked
-
-
-def _read_config_file(path: str) -> dict:
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"--config: cannot read {path}: {err}") from err
-    if not isinstance(raw, dict):
-        raise SystemExit(f"--config: {path} must hold a JSON object of settings")
-    values = {k.replace("-", "_"): v for k, v in raw.items()}
-    unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise SystemExit(f"--config: unknown setting(s) {unknown} in {path}; see --help")
-    return values
-
-
-def validate_config(config: TrainConfig) -> TrainConfig:
-    positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters")
-    for name in positive:
-        if getattr(config, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
-    if config.compile not in ("auto", "on", "off"):
-        raise ValueError(f"--compile must be auto, on or off, got {config.compile!r}")
-    if config.lr <= 0 or config.min_lr < 0 or config.min_lr > config.lr:
-        raise ValueError(f"--lr must be > 0 and --min-lr in [0, lr], got lr {config.lr}, min_lr {config.min_lr}")
-    if config.warmup_steps < 0 or config.grad_clip < 0 or config.sample_tokens < 0:
-        raise ValueError("--warmup-steps, --grad-clip and --sample-tokens must be >= 0")
-    if config.lr_decay_steps is None:
-        config.lr_decay_steps = config.max_steps
-    model_config(config, vocab_size=1)  # the model's own checks, before any data work
-    return config
-
-
-def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
-    return GPTConfig(vocab_size=vocab_size, **{k: getattr(config, k) for k in MODEL_FIELDS})
 
 
 def lr_multiplier(step: int, config: TrainConfig) -> float:
@@ -245,57 +54,6 @@ def lr_multiplier(step: int, config: TrainConfig) -> float:
     progress = min(1.0, (step - config.warmup_steps) / span)
     floor = config.min_lr / config.lr
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-# ------------------------------------------------------------------ distributed
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
-    """Join the torchrun process group when WORLD_SIZE > 1; pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device_name}: CUDA is not available on this machine")
-    if world_size == 1:
-        return Distributed(), torch.device(device_name)
-    ddp = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-    device = torch.device("cuda", ddp.local_rank) if device_name.startswith("cuda") else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return ddp, device
-
-
-def all_reduce_mean(value: torch.Tensor, ddp: Distributed) -> torch.Tensor:
-    if ddp.enabled:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= ddp.world_size
-    return value
-
-
-@contextlib.contextmanager
-def main_rank_first(ddp: Distributed):
-    """Rank 0 fills the caches (BPE, tokens) first; the others then read them."""
-    if ddp.enabled and not ddp.is_main:
-        dist.barrier()
-    yield
-    if ddp.enabled and ddp.is_main:
-        dist.barrier()
 
 
 class StopRequest:
@@ -321,34 +79,31 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-# ------------------------------------------------------------------ the run
 class Trainer:
-    def __init__(self, config: TrainConfig, asked: set[str]):
-        self.config = config
-        self.ddp, self.device = init_distributed(config.device)
+    """One training run: data, model, optimizer and the loop, on this process's device.
+
+    Built from resolved settings (charfast.gpt.config.resolve_config) and this process's
+    place in the process group (charfast.gpt.distributed.init_distributed); with a
+    checkpoint in `run`, everything is restored from it first.
+    """
+
+    def __init__(self, run: ResolvedConfig, ddp: Distributed, device: torch.device):
+        self.config = config = run.config
+        self.ddp, self.device = ddp, device
         self.out_dir = Path(config.out_dir)
-        self.ckpt_path = self.out_dir / "ckpt.pt"
-        self.metrics_path = self.out_dir / "metrics.jsonl"
-        if not config.resume and self.ckpt_path.exists():  # never overwrite a finished run's checkpoint
-            raise ValueError(
-                f"{self.ckpt_path} exists from an earlier run: pass --resume to continue it, "
-                f"or choose another --out-dir"
-            )
-        resumed = self._load_resume_state(asked) if config.resume else None
-        if resumed is not None:  # the checkpoint's settings win, except what steers the run
-            for key, value in resumed["config"].items():
-                if key not in RUN_CONTROL:
-                    setattr(config, key, value)
-        torch.manual_seed(config.seed)
-        with main_rank_first(self.ddp):
+        self.ckpt_path = run.checkpoint_path
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        # One seed per rank for initialisation and dropout alike: DDP hands every rank
+        # rank 0's initial weights, and dropout masks should differ between ranks.
+        torch.manual_seed(config.seed + ddp.rank)
+        with main_rank_first(ddp):
             self._prepare_data()
-        gpt_config = model_config(config, self.encoding.n_vocab)
         table = (
-            TokenCharTable.from_tiktoken(self.encoding, cache_dir=config.cache_dir)
-            if config.arch != "baseline"
-            else None
+            None
+            if config.arch == "baseline"
+            else TokenCharTable.from_tiktoken(self.encoding, cache_dir=config.cache_dir)
         )
-        self.model = GPT(gpt_config, char_table=table).to(self.device)
+        self.model = GPT(model_config(config, self.encoding.n_vocab), char_table=table).to(device)
         if self.model.char_emb is not None:
             # The weights change between evals, and an eval batch needs only a few distinct
             # tokens: rebuilding the whole-vocabulary cache each time would cost more.
@@ -356,27 +111,11 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_multiplier(s, config))
         self.step = 0
-        torch.manual_seed(config.seed + self.ddp.rank)  # dropout differs per rank
-        if resumed is not None:
-            self._restore(resumed)
+        if run.checkpoint is not None:
+            self._restore(run.checkpoint)
         self.train_model = self._wrap_model()
-        self.records: list[dict] = []
 
     # ---------------------------------------------------------------- setup
-    def _load_resume_state(self, asked: set[str]) -> dict:
-        state = load_checkpoint(self.ckpt_path)
-        conflicts = [
-            f"--{k.replace('_', '-')} {getattr(self.config, k)!r} (checkpoint: {state['config'].get(k)!r})"
-            for k in sorted(asked - RUN_CONTROL)
-            if state["config"].get(k) != getattr(self.config, k)
-        ]
-        if conflicts:
-            raise CheckpointError(
-                f"--resume continues {self.ckpt_path} with its own settings; these flags "
-                f"disagree with it: {', '.join(conflicts)}"
-            )
-        return state
-
     def _prepare_data(self) -> None:
         c = self.config
         train_docs, val_docs = split_documents(load_documents(c.data), c.val_fraction, seed=c.seed)
@@ -412,21 +151,12 @@ class Trainer:
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return model
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     # ---------------------------------------------------------------- checkpoints
-    def _checkpoint_state(self) -> dict | None:
-        rngs = [None] * self.ddp.world_size
-        if self.ddp.enabled:
-            dist.all_gather_object(rngs, rng_state())
-        else:
-            rngs = [rng_state()]
+    def save(self) -> None:
+        rngs = gather_to_main(rng_state(), self.ddp)  # every rank's, for an exact resume
         if not self.ddp.is_main:
-            return None
-        return {
+            return
+        state = {
             "step": self.step,
             "config": dataclasses.asdict(self.config),
             "tokenizer": self.tokenizer_id,
@@ -436,11 +166,7 @@ class Trainer:
             "data": self.train_batches.state_dict(),
             "rng": rngs,
         }
-
-    def save(self) -> None:
-        state = self._checkpoint_state()
-        if state is not None:
-            save_checkpoint(self.ckpt_path, state)
+        save_checkpoint(self.ckpt_path, state)
 
     def _restore(self, state: dict) -> None:
         computed = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in RUN_CONTROL}
@@ -472,7 +198,7 @@ class Trainer:
             last = micro == c.grad_accum - 1
             sync = contextlib.nullcontext() if last or not self.ddp.enabled else model.no_sync()
             with sync:
-                with self._autocast():
+                with mixed_precision(self.device):
                     _, loss = model(x, y)
                 (loss / c.grad_accum).backward()
             loss_sum += loss.detach()
@@ -491,23 +217,18 @@ class Trainer:
         losses = torch.zeros(self.config.eval_iters, device=self.device)
         for i in range(self.config.eval_iters):
             x, y = self.val_batches.batch(i, self.device)
-            with self._autocast():
+            with mixed_precision(self.device):
                 losses[i] = self.model(x, y)[1]
         return float(all_reduce_mean(losses.mean(), self.ddp))
-
-    def _stop_everywhere(self, stop: StopRequest) -> bool:
-        flag = torch.tensor(float(stop.requested), device=self.device)
-        if self.ddp.enabled:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag)
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> None:
         c = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._start_metrics()
+        if self.ddp.is_main:
+            self.metrics.start(resume_step=self.step if c.resume else None)
         tokens_per_step = c.batch_size * c.block_size * c.grad_accum * self.ddp.world_size
-        peak = _peak_flops(self.device)
+        peak = peak_flops(self.device)
         if self.ddp.is_main:
             print(
                 f"charfast.train: arch={c.arch} params={self.model.num_parameters():,} tokenizer={self.encoding.name} "
@@ -541,10 +262,11 @@ class Trainer:
                     record["mfu"] = self.model.flops_per_token() * record["tokens_per_s"] / (peak * self.ddp.world_size)
                 if self.step % c.eval_interval == 0 or self.step == c.max_steps:
                     record["val_loss"] = self.evaluate()
-                self._log(record)
+                if self.ddp.is_main:
+                    self.metrics.append(record)
                 bar.update(1)
                 bar.set_postfix_str(_postfix(record))
-                if self._stop_everywhere(stop) and self.step < c.max_steps:
+                if any_rank(stop.requested, self.ddp, self.device) and self.step < c.max_steps:
                     interrupted = True
                     break
                 if "val_loss" in record and self.step < c.max_steps:
@@ -555,65 +277,37 @@ class Trainer:
             if self.ddp.is_main:
                 print(f"interrupted: saved step {self.step} to {self.ckpt_path}; continue with --resume")
             return
-        self._finish()
-
-    def _start_metrics(self) -> None:
-        """Fresh file for a new run; on resume, keep only the lines up to the checkpoint's step."""
-        if not self.ddp.is_main:
-            return
-        kept = []
-        if self.config.resume and self.metrics_path.exists():
-            lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= self.step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        self.records = [json.loads(line) for line in kept]
-
-    def _log(self, record: dict) -> None:
         if self.ddp.is_main:
-            self.records.append(record)
-            with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            self._finish()
 
     def _finish(self) -> None:
-        if not self.ddp.is_main:
-            return
+        """Rank 0, after the last step: the loss plot, a sample and a summary."""
+        records = self.metrics.records
         plot_path = self.out_dir / "loss.png"
-        plot_loss_curve(self.records, plot_path, title=f"{self.config.arch} · {self.encoding.name}")
-        written = [self.metrics_path, self.ckpt_path, plot_path]
+        plot_loss_curve(records, plot_path, title=f"{self.config.arch} · {self.encoding.name}")
+        written = [self.metrics.path, self.ckpt_path, plot_path]
         if self.config.sample_tokens:
-            sample = self.sample()
+            if self.model.char_emb is not None:  # the weights are final now: one vocabulary pass, then lookups
+                self.model.char_emb.inference_cache = True
+            c = self.config
+            sample = sample_text(self.model, self.encoding, c.sample_prompt, c.sample_tokens, c.temperature, c.top_k)
             sample_path = self.out_dir / "sample.txt"
             sample_path.write_text(sample, encoding="utf-8")
             written.append(sample_path)
             print("---- sample ----\n" + sample + "\n----------------")
-        first, last = self.records[0], self.records[-1]
+        first, last = records[0], records[-1]
         print(
             f"train_loss {first['train_loss']:.3f} (step {first['step']}) -> {last['train_loss']:.3f} "
             f"(step {last['step']})" + (f", val_loss {last['val_loss']:.3f}" if "val_loss" in last else "")
         )
         print("wrote " + ", ".join(str(p) for p in written))
 
-    def sample(self) -> str:
-        c, enc = self.config, self.encoding
-        prompt = enc.encode_ordinary(c.sample_prompt) if c.sample_prompt else []
-        eot = enc.encode_single_token(END_OF_TEXT) if END_OF_TEXT in enc.special_tokens_set else None
-        if not prompt:
-            prompt = [eot if eot is not None else 0]  # a document start
-        idx = torch.tensor([prompt], device=self.device)
-        self.model.eval()
-        if self.model.char_emb is not None:  # the weights are final now: one vocabulary pass, then lookups
-            self.model.char_emb.inference_cache = True
-        with self._autocast():
-            out = self.model.generate(idx, c.sample_tokens, temperature=c.temperature, top_k=c.top_k)
-        tokens = [t for t in out[0].tolist() if t != eot]
-        return enc.decode(tokens, errors="replace")
 
-
-def _peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    peaks = gpu_peaks(torch.cuda.get_device_name(device))
-    return None if peaks is None else peaks[0]
+def restore_run(out_dir: str | Path, device: str = "auto") -> Trainer:
+    """The run in `out_dir` as its checkpoint left it (model, tokenizer, data), in this process."""
+    run = resolve_config(["--out-dir", str(out_dir), "--resume", "--device", device, "--no-progress"])
+    ddp, resolved_device = init_distributed(run.config.device)
+    return Trainer(run, ddp, resolved_device)
 
 
 def _postfix(record: dict) -> str:
@@ -629,17 +323,12 @@ def _postfix(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        config, asked = resolve_config(argv)
-        trainer = Trainer(config, asked)
-        trainer.run()
+        run = resolve_config(argv)
+        ddp, device = init_distributed(run.config.device)
+        Trainer(run, ddp, device).run()
     except (ValueError, CheckpointError) as err:
         print(f"charfast.train: error: {err}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

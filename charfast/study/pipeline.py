@@ -28,6 +28,7 @@ from charfast.atomic import atomic_write
 from charfast.gpt import train
 from charfast.gpt.checkpoint import load_checkpoint
 from charfast.gpt.data import load_documents, split_documents
+from charfast.gpt.model import ARCHS as GPT_ARCHS
 from charfast.study.evaluate import evaluate_examples
 from charfast.study.finetune import FinetuneConfig, finetune
 from charfast.study.layout import StudyLayout
@@ -74,7 +75,7 @@ class StudyConfig:
     def validate(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        unknown = [t for t in self.tasks if t not in TASKS] + [a for a in self.archs if a not in train.ARCHS]
+        unknown = [t for t in self.tasks if t not in TASKS] + [a for a in self.archs if a not in GPT_ARCHS]
         if unknown or not self.tasks or not self.archs or not self.seeds or not self.tokenizers:
             raise ValueError(
                 f"study: tasks, archs, seeds and tokenizers must be non-empty and known; unknown: {unknown}"
@@ -128,10 +129,7 @@ class Study:
 
     def load_pretrained(self, folder: Path) -> train.Trainer:
         """The finished pretraining run as a Trainer: model, encoding and training tokens."""
-        config, asked = train.resolve_config(
-            ["--out-dir", str(folder), "--resume", "--device", self.config.device, "--no-progress"]
-        )
-        return train.Trainer(config, asked)
+        return train.restore_run(folder, device=self.config.device)
 
     def splits_and_test_set(self, tokenizer: str, pretrain_dir: Path):
         """(word splits, [(split, Example)]) of a tokenizer, frozen under its folder on first use

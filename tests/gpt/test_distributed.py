@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from test_train import read_metrics, tiny_flags, write_tiny_corpus
+from tiny_runs import read_metrics, tiny_flags, write_tiny_corpus
 
 from charfast.gpt import train
 

@@ -1,0 +1,300 @@
+"""The settings of a training run and the one place that decides them.
+
+Precedence, lowest first: TrainConfig's defaults < --preset < --config FILE < flags < the
+checkpoint. On --resume the checkpoint decides every setting that changes what is
+computed (all but RUN_CONTROL), and a flag or config-file value that disagrees with it is
+an error; a fresh run refuses an --out-dir that already holds a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
+from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, GPTConfig
+
+CHECKPOINT_NAME = "ckpt.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run; each field is also a flag (--field-name)."""
+
+    # data and tokenizer
+    data: str | None = field(
+        default=None, metadata={"help": "text file or folder (default: the embedded Shakespeare plays)"}
+    )
+    tokenizer: str = field(
+        default="bpe:512",
+        metadata={
+            "help": "'bpe:VOCAB[:MAXLEN]' (BPE trained on the corpus, cached) or a tiktoken name such as cl100k_base"
+        },
+    )
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of documents held out for validation"})
+    # model
+    arch: str = field(default="char", metadata={"help": f"one of {', '.join(ARCHS)}"})
+    n_layer: int = field(default=4, metadata={"help": "transformer blocks"})
+    n_head: int = field(default=4, metadata={"help": "attention heads (must divide n_embd)"})
+    n_embd: int = field(default=128, metadata={"help": "model width"})
+    block_size: int = field(default=128, metadata={"help": "context length in tokens (size of the position table)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout probability"})
+    bias: bool = field(default=True, metadata={"help": "biases in Linear and LayerNorm"})
+    tie_weights: bool = field(default=True, metadata={"help": "share the token embedding with the output layer"})
+    char_dim: int = field(default=128, metadata={"help": "char embedding width (arch char)"})
+    char_hidden: int = field(default=128, metadata={"help": "char-LSTM hidden size (arch char)"})
+    char_backend: str = field(default="auto", metadata={"help": "char-LSTM backend: auto, reference, cpp, triton"})
+    attention: str = field(default="auto", metadata={"help": f"one of {', '.join(ATTENTION_IMPLS)}"})
+    # optimisation
+    batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch per process"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
+    min_lr: float = field(default=2e-4, metadata={"help": "learning rate at the end of the cosine decay"})
+    warmup_steps: int = field(default=50, metadata={"help": "linear warmup steps"})
+    lr_decay_steps: int | None = field(default=None, metadata={"help": "cosine decay length (default: max_steps)"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (matrices and embeddings only)"})
+    beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    beta2: float = field(default=0.99, metadata={"help": "AdamW beta2"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: off)"})
+    seed: int = field(default=1337, metadata={"help": "seed of initialisation, data order and dropout"})
+    # run control (may change on --resume)
+    max_steps: int = field(default=1200, metadata={"help": "optimizer steps to train in all"})
+    eval_interval: int = field(default=200, metadata={"help": "evaluate and checkpoint every N steps"})
+    eval_iters: int = field(default=10, metadata={"help": "validation batches per evaluation"})
+    out_dir: str = field(default="out", metadata={"help": "where metrics.jsonl, ckpt.pt, loss.png, sample.txt go"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    compile: str = field(default="auto", metadata={"help": "torch.compile: auto (on for CUDA), on, off"})
+    resume: bool = field(default=False, metadata={"help": "continue from OUT_DIR/ckpt.pt"})
+    sample_tokens: int = field(default=200, metadata={"help": "tokens to generate at the end (0: none)"})
+    sample_prompt: str = field(default="", metadata={"help": "prompt of the sample (default: a document start)"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
+    top_k: int | None = field(default=40, metadata={"help": "sample from the k most likely tokens"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "tokenizer/token cache (default: CHARFAST_CACHE or ~/.cache/charfast)"}
+    )
+
+
+# Fields that steer a run but not what it computes: they may differ on --resume.
+RUN_CONTROL = {
+    "max_steps",
+    "eval_interval",
+    "eval_iters",
+    "out_dir",
+    "device",
+    "compile",
+    "resume",
+    "sample_tokens",
+    "sample_prompt",
+    "temperature",
+    "top_k",
+    "progress",
+    "cache_dir",
+}
+MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
+
+PRESETS = {
+    # The default: 1.06M parameters, 4k tokens per step, 1200 steps (~2 epochs of the
+    # plays); about 5 minutes on an otherwise idle 2-core CPU.
+    "cpu": {},
+    # GPT-2 small's shape (163M parameters with cl100k's 100k-token vocabulary, 124M with
+    # GPT-2's 50k); 16 x 1024 x 4 = 65k tokens per step per GPU.
+    "gpt2-small": dict(
+        tokenizer="cl100k_base",
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        block_size=1024,
+        char_dim=128,
+        char_hidden=256,
+        batch_size=16,
+        grad_accum=4,
+        lr=6e-4,
+        min_lr=6e-5,
+        warmup_steps=700,
+        max_steps=20000,
+        eval_interval=500,
+        eval_iters=50,
+        beta2=0.95,
+    ),
+}
+
+
+# Fields that steer a run but not what it computes: they may differ on --resume.
+RUN_CONTROL = {
+    "max_steps",
+    "eval_interval",
+    "eval_iters",
+    "out_dir",
+    "device",
+    "compile",
+    "resume",
+    "sample_tokens",
+    "sample_prompt",
+    "temperature",
+    "top_k",
+    "progress",
+    "cache_dir",
+}
+MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
+
+PRESETS = {
+    # The default: 1.06M parameters, 4k tokens per step, 1200 steps (~2 epochs of the
+    # plays); about 5 minutes on an otherwise idle 2-core CPU.
+    "cpu": {},
+    # GPT-2 small's shape (163M parameters with cl100k's 100k-token vocabulary, 124M with
+    # GPT-2's 50k); 16 x 1024 x 4 = 65k tokens per step per GPU.
+    "gpt2-small": dict(
+        tokenizer="cl100k_base",
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        block_size=1024,
+        char_dim=128,
+        char_hidden=256,
+        batch_size=16,
+        grad_accum=4,
+        lr=6e-4,
+        min_lr=6e-5,
+        warmup_steps=700,
+        max_steps=20000,
+        eval_interval=500,
+        eval_iters=50,
+        beta2=0.95,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """What resolve_config decided: the run's settings and, on --resume, its checkpoint."""
+
+    config: TrainConfig
+    checkpoint: dict | None  # the loaded checkpoint to continue (--resume), else None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return checkpoint_path(self.config)
+
+
+def checkpoint_path(config: TrainConfig) -> Path:
+    return Path(config.out_dir) / CHECKPOINT_NAME
+
+
+def resolve_config(argv: list[str] | None = None) -> ResolvedConfig:
+    """The run's settings from the command line `argv`, by the precedence above, checked;
+    on --resume with its checkpoint loaded."""
+    args = vars(build_parser().parse_args(argv))
+    values = dataclasses.asdict(TrainConfig())
+    values.update(PRESETS[args.pop("preset", "cpu")])
+    asked = set()  # the settings the user gave: on --resume they must agree with the checkpoint
+    if "config" in args:
+        from_file = _read_config_file(args.pop("config"))
+        values.update(from_file)
+        asked |= set(from_file)
+    values.update(args)
+    asked |= set(args)
+    config = TrainConfig(**values)
+    path = checkpoint_path(config)
+    if not config.resume:
+        if path.exists():  # never overwrite a finished run's checkpoint
+            raise ValueError(
+                f"{path} exists from an earlier run: pass --resume to continue it, or choose another --out-dir"
+            )
+        return ResolvedConfig(validate_config(config), checkpoint=None)
+    state = load_checkpoint(path)
+    saved = {k: v for k, v in state["config"].items() if k not in RUN_CONTROL}
+    unknown = sorted(set(saved) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise CheckpointError(f"{path} holds settings this version of charfast does not know: {unknown}")
+    conflicts = [
+        f"--{k.replace('_', '-')} {getattr(config, k)!r} (checkpoint: {saved.get(k)!r})"
+        for k in sorted(asked - RUN_CONTROL)
+        if saved.get(k) != getattr(config, k)
+    ]
+    if conflicts:
+        raise CheckpointError(
+            f"--resume continues {path} with its own settings; these flags disagree with it: {', '.join(conflicts)}"
+        )
+    return ResolvedConfig(validate_config(dataclasses.replace(config, **saved)), checkpoint=state)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m charfast.train",
+        description="Train a GPT (char-aware or baseline) and write metrics, a checkpoint, a loss plot and a sample.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    # SUPPRESS: only flags the user typed appear in the namespace, so we know what was asked for.
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="JSON file of settings (field names as below, with _ or -); flags override it",
+    )
+    parser.add_argument(
+        "--preset",
+        default=argparse.SUPPRESS,
+        choices=sorted(PRESETS),
+        help="named settings applied before --config and flags (default: cpu)",
+    )
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{f.metadata['help']} (default: {f.default})"
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        else:
+            parser.add_argument(
+                flag, type=_parse_type(f.type), default=argparse.SUPPRESS, help=text, metavar=f.name.upper()
+            )
+    return parser
+
+
+def _parse_type(annotation: str):
+    if annotation.startswith("int"):
+        return int if "None" not in annotation else _int_or_none
+    return {"float": float}.get(annotation, str)
+
+
+def _int_or_none(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def _read_config_file(path: str) -> dict:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"--config: cannot read {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise SystemExit(f"--config: {path} must hold a JSON object of settings")
+    values = {k.replace("-", "_"): v for k, v in raw.items()}
+    unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise SystemExit(f"--config: unknown setting(s) {unknown} in {path}; see --help")
+    return values
+
+
+def validate_config(config: TrainConfig) -> TrainConfig:
+    """`config` if every setting is in range (else a ValueError naming the flag), with
+    lr_decay_steps filled in."""
+    positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    if config.compile not in ("auto", "on", "off"):
+        raise ValueError(f"--compile must be auto, on or off, got {config.compile!r}")
+    if config.lr <= 0 or config.min_lr < 0 or config.min_lr > config.lr:
+        raise ValueError(f"--lr must be > 0 and --min-lr in [0, lr], got lr {config.lr}, min_lr {config.min_lr}")
+    if config.warmup_steps < 0 or config.grad_clip < 0 or config.sample_tokens < 0:
+        raise ValueError("--warmup-steps, --grad-clip and --sample-tokens must be >= 0")
+    model_config(config, vocab_size=1)  # the model's own checks, before any data work
+    if config.lr_decay_steps is None:
+        return dataclasses.replace(config, lr_decay_steps=config.max_steps)
+    return config
+
+
+def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
+    return GPTConfig(vocab_size=vocab_size, **{k: getattr(config, k) for k in MODEL_FIELDS})

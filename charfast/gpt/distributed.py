@@ -1,0 +1,85 @@
+"""Data-parallel training with torchrun: which process this is, its device, and the few
+collective operations the training loop needs (gloo on CPU, nccl on CUDA)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Distributed:
+    """This process's place in the torchrun process group (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1; pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device_name}: CUDA is not available on this machine")
+    if world_size == 1:
+        return Distributed(), torch.device(device_name)
+    ddp = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    device = torch.device("cuda", ddp.local_rank) if device_name.startswith("cuda") else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return ddp, device
+
+
+def all_reduce_mean(value: torch.Tensor, ddp: Distributed) -> torch.Tensor:
+    if ddp.enabled:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= ddp.world_size
+    return value
+
+
+@contextlib.contextmanager
+def main_rank_first(ddp: Distributed):
+    """Rank 0 fills the caches (BPE, tokens) first; the others then read them."""
+    if ddp.enabled and not ddp.is_main:
+        dist.barrier()
+    yield
+    if ddp.enabled and ddp.is_main:
+        dist.barrier()
+
+
+def any_rank(flag: bool, ddp: Distributed, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on at least one."""
+    value = torch.tensor(float(flag), device=device)
+    if ddp.enabled:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value)
+
+
+def gather_to_main(value, ddp: Distributed) -> list | None:
+    """[value of rank 0, rank 1, ...] on rank 0 (any picklable value), None on the others."""
+    if not ddp.enabled:
+        return [value]
+    gathered = [None] * ddp.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered if ddp.is_main else None
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -3,8 +3,8 @@
 import json
 
 import pytest
+from tiny_runs import write_tiny_corpus
 
-from charfast.gpt.corpus import shakespeare_documents
 from charfast.study import cli, pipeline
 
 TINY = dict(
@@ -41,10 +41,7 @@ TINY = dict(
 
 @pytest.fixture
 def tiny_study(tmp_path, monkeypatch):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for name, text in shakespeare_documents()[:4]:
-        (corpus / f"{name}.txt").write_text(text[:30_000], encoding="utf-8")
+    corpus = write_tiny_corpus(tmp_path / "corpus", chars_per_doc=30_000)
     monkeypatch.setitem(pipeline.PRESETS, "small", TINY)
     monkeypatch.setenv("CHARFAST_CACHE", str(tmp_path / "cache"))
     return [

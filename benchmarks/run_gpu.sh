@@ -6,8 +6,8 @@
 # the tests), PROFILE_SECONDS (120; 0 skips benchmarks/profile_gpu.py), BENCH_SECONDS (600;
 # 0 skips the benchmarks), BENCH_K (default "gpu"; "gpu and not tiles" leaves out the
 # Triton tile sweep).
-# The test files in TEST_ISOLATE (default tests/core/test_cpp.py, which segfaulted on an H100)
-# run in their own processes, so a crash there is logged with its traceback and the rest
+# The test files in TEST_ISOLATE (default tests/core/test_cpp.py, which has crashed a GPU
+# run's process before: BENCHMARKS.md) run in their own processes, so a crash there is logged with its traceback and the rest
 # still run; the end of stdout summarises every failure, since a device call may return
 # only the tail of its output.
 # Everything takes longer than one 10-minute device call; split it, e.g.

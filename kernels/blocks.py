@@ -32,9 +32,8 @@ class LstmBlocks:
     @classmethod
     def for_shape(cls, hidden: int, dtype: torch.dtype = torch.bfloat16) -> "LstmBlocks":
         tile = min(_MAX_TILE, max(_MIN_DOT, triton.next_power_of_2(hidden)))
-        # 16 rows per program, the only count measured on a GPU (H100, 2026-11-24). 32 and 64
-        # compile again (the Triton 3.6 failure is fixed in the forward kernel); whether they
-        # win is for the tile sweep (TUNING_CANDIDATES) to show.
+        # 16 rows per program: the only count measured on a GPU so far (BENCHMARKS.md). 32 and
+        # 64 compile too; whether they win is for the tile sweep (TUNING_CANDIDATES) to show.
         rows = _MIN_DOT
         # float32 operands of the pipelined exact dot need ~140 KB of shared memory at 64-wide
         # reduction tiles (compiled for sm_90): halve them to stay well inside any GPU's limit.

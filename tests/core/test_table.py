@@ -110,3 +110,8 @@ def test_chars_past_a_tokens_end_may_be_anything():
     # Padding beyond the length is ignored, even out-of-alphabet values.
     table = TokenCharTable(torch.tensor([[1, 99]]), torch.tensor([1]), n_chars=2)
     assert table.chars.tolist() == [[1, 0]]
+
+
+def test_from_tiktoken_wants_an_encoding_not_a_name():
+    with pytest.raises(TypeError, match=r"must be a tiktoken.Encoding .* got str 'cl100k_base'"):
+        TokenCharTable.from_tiktoken("cl100k_base")

@@ -101,6 +101,21 @@ def interleaved_medians(steps: dict, rounds: int, warmup: int) -> dict[str, floa
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def benchmark_char_overhead(benchmark, steps: dict, char_variant: str, warmup: int) -> float:
+    """Alternate steps["baseline"] and steps[char_variant] (10 timed rounds), record their
+    median times and ratio in extra_info, time 3 char steps as the benchmark itself, and
+    return the ratio char / baseline."""
+    medians = interleaved_medians(steps, rounds=10, warmup=warmup)
+    ratio = medians[char_variant] / medians["baseline"]
+    benchmark.extra_info.update(
+        char_over_baseline=round(ratio, 4),
+        baseline_median_ms=round(medians["baseline"] * 1e3, 3),
+        char_median_ms=round(medians[char_variant] * 1e3, 3),
+    )
+    benchmark.pedantic(steps[char_variant], rounds=3, warmup_rounds=0)
+    return ratio
+
+
 def load_cl100k_table() -> TokenCharTable:
     return TokenCharTable.from_tiktoken(get_tiktoken("cl100k_base"))
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
+from conftest import batch_ids, benchmark_char_overhead, build_gpt, gpt_train_step
 
 from charfast import GPTConfig, TokenCharTable
 from charfast.backends import why_unavailable
@@ -73,16 +73,9 @@ def test_char_overhead_interleaved(benchmark, bpe_data, compiled):
         variant: gpt_train_step(build_model(variant, table), idx, targets, compiled=compiled)
         for variant in ("baseline", "char-cpp")
     }
-    medians = interleaved_medians(steps, rounds=10, warmup=2)
-    ratio = medians["char-cpp"] / medians["baseline"]
     benchmark.group = (
         f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN}: char overhead, interleaved, "
         f"{'compiled' if compiled else 'eager'}"
     )
-    benchmark.extra_info.update(
-        char_over_baseline=round(ratio, 4),
-        baseline_median_ms=round(medians["baseline"] * 1e3, 2),
-        char_median_ms=round(medians["char-cpp"] * 1e3, 2),
-    )
-    benchmark.pedantic(steps["char-cpp"], rounds=3, warmup_rounds=0)
+    ratio = benchmark_char_overhead(benchmark, steps, "char-cpp", warmup=2)
     assert ratio < 2

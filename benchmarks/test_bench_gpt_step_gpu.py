@@ -23,7 +23,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import batch_ids, build_gpt, gpt_train_step, interleaved_medians
+from conftest import batch_ids, benchmark_char_overhead, build_gpt, gpt_train_step
 
 from charfast.backends.triton import KERNELS_INTERPRETED
 from charfast.gpt.config import PRESETS, TrainConfig, model_config
@@ -77,13 +77,6 @@ def test_char_overhead_interleaved(benchmark, cl100k_table, gpt2_small, compiled
         variant: gpt_train_step(build_gpt(variant, cl100k_table, config).cuda(), idx, targets, compiled)
         for variant in ("baseline", "char-triton")
     }
-    medians = interleaved_medians(steps, rounds=10, warmup=3)
-    ratio = medians["char-triton"] / medians["baseline"]
     benchmark.group = group_name(f": char overhead, interleaved, {'compiled' if compiled else 'eager'}")
-    benchmark.extra_info.update(
-        char_over_baseline=round(ratio, 4),
-        baseline_median_ms=round(medians["baseline"] * 1e3, 3),
-        char_median_ms=round(medians["char-triton"] * 1e3, 3),
-    )
-    benchmark.pedantic(steps["char-triton"], rounds=3, warmup_rounds=0)
+    ratio = benchmark_char_overhead(benchmark, steps, "char-triton", warmup=3)
     assert ratio < 2

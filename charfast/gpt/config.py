@@ -123,51 +123,6 @@ PRESETS = {
 }
 
 
-# Fields that steer a run but not what it computes: they may differ on --resume.
-RUN_CONTROL = {
-    "max_steps",
-    "eval_interval",
-    "eval_iters",
-    "out_dir",
-    "device",
-    "compile",
-    "resume",
-    "sample_tokens",
-    "sample_prompt",
-    "temperature",
-    "top_k",
-    "progress",
-    "cache_dir",
-}
-MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
-
-PRESETS = {
-    # The default: 1.06M parameters, 4k tokens per step, 1200 steps (~2 epochs of the
-    # plays); about 5 minutes on an otherwise idle 2-core CPU.
-    "cpu": {},
-    # GPT-2 small's shape (163M parameters with cl100k's 100k-token vocabulary, 124M with
-    # GPT-2's 50k); 16 x 1024 x 4 = 65k tokens per step per GPU.
-    "gpt2-small": dict(
-        tokenizer="cl100k_base",
-        n_layer=12,
-        n_head=12,
-        n_embd=768,
-        block_size=1024,
-        char_dim=128,
-        char_hidden=256,
-        batch_size=16,
-        grad_accum=4,
-        lr=6e-4,
-        min_lr=6e-5,
-        warmup_steps=700,
-        max_steps=20000,
-        eval_interval=500,
-        eval_iters=50,
-        beta2=0.95,
-    ),
-}
-
-
 @dataclass(frozen=True)
 class ResolvedConfig:
     """What resolve_config decided: the run's settings and, on --resume, its checkpoint."""

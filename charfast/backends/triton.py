@@ -29,9 +29,18 @@ import triton
 from torch import Tensor
 
 from charfast.backends import Backend
-from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
-from charfast.kernels.char_lstm_forward import char_lstm_forward_kernel, launch_char_lstm_forward
-from charfast.kernels.interpreter_probe import dot_probe_kernel
+
+try:  # kernels/ becomes charfast.kernels through an install (pyproject.toml maps it)
+    from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
+    from charfast.kernels.char_lstm_forward import char_lstm_forward_kernel, launch_char_lstm_forward
+    from charfast.kernels.interpreter_probe import dot_probe_kernel
+except ModuleNotFoundError as err:
+    if err.name != "charfast.kernels":
+        raise
+    raise ImportError(
+        "charfast.kernels is missing: the Triton kernels in kernels/ are importable only from an installed "
+        "charfast (pip install --no-build-isolation -e . in a source checkout)"
+    ) from err
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Triton picks interpreter or compiler when a kernel is defined (TRITON_INTERPRET=1 at import).

@@ -105,7 +105,7 @@ class CharEmbedding(nn.Module):
         self._check_idx(idx)
         idx = idx.long()  # int16 cannot index and uint8 would index as a mask
         if self._use_inference_cache():
-            table = self._vocabulary_output()  # [V, d_model]
+            table = self.vocabulary_output()  # [V, d_model]
             self._check_ids_in_range(idx.reshape(-1))
             return table[idx]
         ids, inverse = torch.unique(idx.reshape(-1), return_inverse=True)  # [U], [N]
@@ -171,7 +171,10 @@ class CharEmbedding(nn.Module):
             )
         )
 
-    def _vocabulary_output(self) -> torch.Tensor:
+    @torch.no_grad()
+    def vocabulary_output(self) -> torch.Tensor:
+        """[V, d_model]: the output for every id of the table, without gradients; computed
+        once and reused until a parameter changes (the inference cache's table)."""
         if not self._cache_is_current():
             self._cache = None  # free the stale table before building the new one
             self._cache = self._compute_vocabulary_output()

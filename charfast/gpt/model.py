@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from charfast.char_embedding import CharEmbedding
+from charfast.gpt.generation import GenerationCache, check_sampling, new_tokens
 from charfast.table import TokenCharTable
 
 ARCHS = ("char", "baseline", "baseline-matched")
@@ -105,15 +107,24 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: GenerationCache | None = None, layer: int = 0) -> torch.Tensor:
+        """x [B, T, C] -> [B, T, C]. With `cache`, x holds the positions after the cached ones
+        (all of the prompt, or one new token) and their keys and values join the cache."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)  # each [B, T, H, D]
         dropout_p = self.dropout if self.training else 0.0
-        if self._use_flash_attn_package(x):
+        if cache is not None:
+            start = cache.length
+            if start and T > 1:
+                raise ValueError("GPT: with a cache, several positions at once must start at position 0 (a prefill)")
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
+            k, v = cache.update(layer, k, v)  # [B, H, start + T, D]
+            y = _sdpa(q, k, v, dropout_p, causal=start == 0).transpose(1, 2)  # [B, T, H, D]
+        elif self._use_flash_attn_package(x):
             y = flash_attn_func(q, k, v, dropout_p=dropout_p, causal=True)  # [B, T, H, D]
         else:
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
-            y = _sdpa(q, k, v, dropout_p).transpose(1, 2)  # [B, T, H, D]
+            y = _sdpa(q, k, v, dropout_p, causal=True).transpose(1, 2)  # [B, T, H, D]
         return self.resid_dropout(self.c_proj(y.reshape(B, T, C)))
 
     def _use_flash_attn_package(self, x: torch.Tensor) -> bool:
@@ -136,9 +147,10 @@ def mixed_precision(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
-    """Causal SDPA; on CUDA only the FlashAttention kernel may run, so an unsupported
-    input raises instead of silently falling back to the slow math kernel."""
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, causal: bool) -> torch.Tensor:
+    """SDPA (causal, or all keys for a query after them); on CUDA only the FlashAttention
+    kernel may run, so an unsupported input raises instead of silently falling back to the
+    slow math kernel."""
     if q.is_cuda:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -148,8 +160,8 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -
                 "model under torch.autocast('cuda', dtype=torch.bfloat16)"
             )
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
 
 
 class MLP(nn.Module):
@@ -171,8 +183,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: GenerationCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -236,23 +248,48 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())  # parameters() counts a tied weight once
         return n - self.wpe.weight.numel() if exclude_positions else n
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        """[B, T] token ids -> [B, T, C] input of the first block."""
+    def embed(self, idx: torch.Tensor, start: int = 0, token_table: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T] token ids at positions start.. -> [B, T, C] input of the first block.
+        token_table [V, C] (see token_table()) replaces the per-id embeddings by one lookup."""
         T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # [B, T, C]
+        positions = self.wpe(torch.arange(start, start + T, device=idx.device))  # [T, C]
+        if token_table is not None:
+            return self.drop(F.embedding(idx, token_table) + positions)
+        x = self.wte(idx) + positions  # [B, T, C]
         if self.char_emb is not None:
             x = x + self.char_emb(idx)
         if self.matched_emb is not None:
             x = x + self.matched_emb(idx)
         return self.drop(x)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    @torch.no_grad()
+    def token_table(self) -> torch.Tensor:
+        """[V, C]: every id's input embedding without its position, i.e. wte plus the char
+        (or matched) embedding, folded into one table for inference, where the weights do
+        not change: a lookup in it costs what the baseline's wte lookup costs."""
+        table = self.wte.weight
+        if self.char_emb is not None:
+            table = table + self.char_emb.vocabulary_output()
+        if self.matched_emb is not None:
+            table = table + self.matched_emb(torch.arange(self.config.vocab_size, device=table.device))
+        return table
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: GenerationCache | None = None):
         """idx [B, T] -> (logits [B, T, V], loss or None); loss is the mean cross-entropy over
-        the targets that are not IGNORE_INDEX."""
+        the targets that are not IGNORE_INDEX. With `cache` (generation), idx holds the
+        positions after the cached ones, whose keys and values then join the cache."""
         self._check_input(idx, "idx")
-        x = self.embed(idx)
-        for block in self.blocks:
-            x = block(x)
+        start = 0 if cache is None else cache.length
+        if start + idx.shape[1] > self.config.block_size:
+            raise ValueError(
+                f"GPT: positions up to {start + idx.shape[1]} exceed block_size {self.config.block_size} "
+                f"(the position table's size)"
+            )
+        x = self.embed(idx, start, token_table=None if cache is None else cache.token_table)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.advance(idx.shape[1])
         logits = self.lm_head(self.ln_f(x))  # [B, T, V]
         if targets is None:
             return logits, None
@@ -272,35 +309,36 @@ class GPT(nn.Module):
             )
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(f"GPT: {name} must hold integer token ids, got dtype {t.dtype}")
-        if t.shape[1] > self.config.block_size:
-            raise ValueError(
-                f"GPT: sequence length {t.shape[1]} exceeds block_size {self.config.block_size} "
-                f"(the position table's size)"
-            )
 
     @torch.no_grad()
     def generate(
-        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """Sample `max_new_tokens` tokens after the prompt idx [B, T0] -> [B, T0 + max_new_tokens].
-        temperature 0 picks the most likely token; top_k keeps only the k most likely."""
-        if temperature < 0:
-            raise ValueError(f"generate: temperature must be >= 0, got {temperature!r}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"generate: top_k must be a positive int or None, got {top_k!r}")
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]  # [B, <=T]
-            logits = self(context)[0][:, -1, :].float()  # [B, V]
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)  # [B, 1]
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]  # [B, 1]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)  # [B, 1]
-            idx = torch.cat([idx, next_id], dim=1)
-        return idx
+        temperature 0 picks the most likely token; top_k keeps only the k most likely.
+        use_cache: keys and values of earlier positions are kept (charfast.gpt.generation)
+        instead of recomputing the whole prefix for every token."""
+        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, temperature, top_k, use_cache)], dim=1)
+
+    def generate_stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """generate(), one new token [B, 1] at a time, each as soon as it is chosen."""
+        check_sampling(max_new_tokens, temperature, top_k)
+        self._check_input(idx, "idx")
+        if idx.shape[1] == 0:
+            raise ValueError("generate: the prompt idx needs at least one token")
+        return new_tokens(self, idx, max_new_tokens, temperature, top_k, use_cache)
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), PaLM's estimate: 6N + 12 L T C."""

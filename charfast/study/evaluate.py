@@ -30,19 +30,14 @@ class ExampleResult:
     generated: str
 
 
-@torch.no_grad()
 def greedy_answer(model, encoding, prompt: list[int], max_new_tokens: int, device) -> str:
     """The text the model writes after `prompt`, decoding greedily up to its first newline."""
-    idx = torch.tensor([prompt], device=device)  # [1, T0]
     generated: list[int] = []
-    for _ in range(max_new_tokens):
-        logits = model(idx[:, -model.config.block_size :])[0][0, -1]  # [V]
-        next_id = int(logits.argmax())
-        generated.append(next_id)
+    for token in model.generate_stream(torch.tensor([prompt], device=device), max_new_tokens, temperature=0):
+        generated.append(int(token))
         text = encoding.decode(generated, errors="replace")
         if ANSWER_END in text:
             return text
-        idx = torch.cat([idx, torch.tensor([[next_id]], device=device)], dim=1)
     return encoding.decode(generated, errors="replace")
 
 

@@ -159,7 +159,7 @@ def test_bad_config(overrides, message):
 
 def test_bad_inputs(table):
     model = GPT(tiny_config(arch="baseline"))
-    with pytest.raises(ValueError, match="exceeds block_size 16"):
+    with pytest.raises(ValueError, match="up to 17 exceed block_size 16"):
         model(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(TypeError, match="integer token ids"):
         model(torch.zeros(1, 4))

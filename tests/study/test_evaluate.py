@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from charfast import GPT, GPTConfig
+from charfast.gpt.generation import new_tokens
 from charfast.gpt.model import IGNORE_INDEX
 from charfast.study.evaluate import evaluate_examples, summarize
 from charfast.study.task_data import answer_masked_batch, encode_example
@@ -55,6 +56,9 @@ class MemorisingModel(torch.nn.Module):
             for i in range(1, len(ids)):
                 self.next[tuple(ids[:i])] = ids[i]
         self.wrong = wrong
+
+    def generate_stream(self, idx, max_new_tokens, temperature):
+        return new_tokens(self, idx, max_new_tokens, temperature, top_k=None, use_cache=False)
 
     def forward(self, idx):
         logits = torch.zeros(*idx.shape, self.vocab)

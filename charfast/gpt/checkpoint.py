@@ -42,7 +42,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     torn, foreign or lacks a field."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path} (train once without --resume to create it)")
+        raise CheckpointError(f"no checkpoint at {path} (a training run writes one, see --out-dir)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
-from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, GPTConfig
+from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, GPT, GPTConfig
+from charfast.table import TokenCharTable
 
 CHECKPOINT_NAME = "ckpt.pt"
 
@@ -253,3 +254,10 @@ def validate_config(config: TrainConfig) -> TrainConfig:
 
 def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, **{k: getattr(config, k) for k in MODEL_FIELDS})
+
+
+def build_model(config: TrainConfig, encoding) -> GPT:
+    """The GPT of a run's settings for the tiktoken Encoding `encoding`, freshly initialised
+    on the CPU (the char arch reads the encoding's TokenCharTable from the disk cache)."""
+    table = None if config.arch == "baseline" else TokenCharTable.from_tiktoken(encoding, cache_dir=config.cache_dir)
+    return GPT(model_config(config, encoding.n_vocab), char_table=table)

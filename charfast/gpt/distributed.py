@@ -28,17 +28,32 @@ class Distributed:
         return self.rank == 0
 
 
+def resolve_device(name: str) -> torch.device:
+    """--device: "auto" (CUDA when available, else the CPU), "cpu", "cuda" or "cuda:N"; a
+    ValueError says what is wrong with any other."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1; pick this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device_name}: CUDA is not available on this machine")
+    device = resolve_device(device_name)
     if world_size == 1:
-        return Distributed(), torch.device(device_name)
+        return Distributed(), device
     ddp = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-    device = torch.device("cuda", ddp.local_rank) if device_name.startswith("cuda") else torch.device("cpu")
+    device = torch.device("cuda", ddp.local_rank) if device.type == "cuda" else device
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from charfast.gpt.checkpoint import CheckpointError, check_compatible, rng_state, save_checkpoint, set_rng_state
-from charfast.gpt.config import RUN_CONTROL, ResolvedConfig, TrainConfig, model_config, resolve_config
+from charfast.gpt.config import RUN_CONTROL, ResolvedConfig, TrainConfig, build_model, resolve_config
 from charfast.gpt.data import TokenBatches, load_documents, split_documents, tokenize
 from charfast.gpt.distributed import (
     Distributed,
@@ -39,11 +39,10 @@ from charfast.gpt.distributed import (
 )
 from charfast.gpt.gpu_peaks import peak_flops
 from charfast.gpt.metrics import MetricsLog
-from charfast.gpt.model import GPT, mixed_precision
+from charfast.gpt.model import mixed_precision
 from charfast.gpt.plotting import plot_loss_curve
 from charfast.gpt.sample import sample_text
 from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
-from charfast.table import TokenCharTable
 
 
 def lr_multiplier(step: int, config: TrainConfig) -> float:
@@ -98,12 +97,7 @@ class Trainer:
         torch.manual_seed(config.seed + ddp.rank)
         with main_rank_first(ddp):
             self._prepare_data()
-        table = (
-            None
-            if config.arch == "baseline"
-            else TokenCharTable.from_tiktoken(self.encoding, cache_dir=config.cache_dir)
-        )
-        self.model = GPT(model_config(config, self.encoding.n_vocab), char_table=table).to(device)
+        self.model = build_model(config, self.encoding).to(device)
         if self.model.char_emb is not None:
             # The weights change between evals, and an eval batch needs only a few distinct
             # tokens: rebuilding the whole-vocabulary cache each time would cost more.

@@ -12,10 +12,11 @@ import charfast
 
 PACKAGE = Path(charfast.__file__).resolve().parent
 # Modules at the top of charfast/ that belong to an app, not to the core: the lazy
-# re-export of GPT / GPTConfig and the `python -m charfast.train` entry point.
+# re-export of GPT / GPTConfig and the `python -m charfast.train` / `charfast.sample` entry points.
 ALLOWED_UPWARD = {
     "charfast/__init__.py": {"charfast.gpt"},
     "charfast/train.py": {"charfast.gpt.train", "charfast.gpt.train.main"},
+    "charfast/sample.py": {"charfast.gpt.sample", "charfast.gpt.sample.main"},
 }
 
 

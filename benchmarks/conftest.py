@@ -101,18 +101,17 @@ def interleaved_medians(steps: dict, rounds: int, warmup: int) -> dict[str, floa
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def benchmark_char_overhead(benchmark, steps: dict, char_variant: str, warmup: int) -> float:
-    """Alternate steps["baseline"] and steps[char_variant] (10 timed rounds), record their
-    median times and ratio in extra_info, time 3 char steps as the benchmark itself, and
-    return the ratio char / baseline."""
-    medians = interleaved_medians(steps, rounds=10, warmup=warmup)
-    ratio = medians[char_variant] / medians["baseline"]
-    benchmark.extra_info.update(
-        char_over_baseline=round(ratio, 4),
-        baseline_median_ms=round(medians["baseline"] * 1e3, 3),
-        char_median_ms=round(medians[char_variant] * 1e3, 3),
-    )
-    benchmark.pedantic(steps[char_variant], rounds=3, warmup_rounds=0)
+def benchmark_interleaved_ratio(
+    benchmark, steps: dict, timed: str, reference: str, ratio_name: str, warmup: int, rounds: int = 10
+) -> float:
+    """Alternate the steps (`rounds` timed rounds after `warmup`), record each one's median
+    and the ratio steps[timed] / steps[reference] as `ratio_name` in extra_info, time 3
+    calls of steps[timed] as the benchmark itself, and return the ratio."""
+    medians = interleaved_medians(steps, rounds=rounds, warmup=warmup)
+    ratio = medians[timed] / medians[reference]
+    benchmark.extra_info[ratio_name] = round(ratio, 4)
+    benchmark.extra_info.update({f"{name}_median_ms": round(median * 1e3, 3) for name, median in medians.items()})
+    benchmark.pedantic(steps[timed], rounds=3, warmup_rounds=0)
     return ratio
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import batch_ids, benchmark_char_overhead, build_gpt, gpt_train_step
+from conftest import batch_ids, benchmark_interleaved_ratio, build_gpt, gpt_train_step
 
 from charfast import GPTConfig, TokenCharTable
 from charfast.backends import why_unavailable
@@ -77,5 +77,5 @@ def test_char_overhead_interleaved(benchmark, bpe_data, compiled):
         f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN}: char overhead, interleaved, "
         f"{'compiled' if compiled else 'eager'}"
     )
-    ratio = benchmark_char_overhead(benchmark, steps, "char-cpp", warmup=2)
+    ratio = benchmark_interleaved_ratio(benchmark, steps, "char-cpp", "baseline", "char_over_baseline", warmup=2)
     assert ratio < 2

@@ -23,7 +23,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import batch_ids, benchmark_char_overhead, build_gpt, gpt_train_step
+from conftest import batch_ids, benchmark_interleaved_ratio, build_gpt, gpt_train_step
 
 from charfast.backends.triton import KERNELS_INTERPRETED
 from charfast.gpt.config import PRESETS, TrainConfig, model_config
@@ -78,5 +78,5 @@ def test_char_overhead_interleaved(benchmark, cl100k_table, gpt2_small, compiled
         for variant in ("baseline", "char-triton")
     }
     benchmark.group = group_name(f": char overhead, interleaved, {'compiled' if compiled else 'eager'}")
-    ratio = benchmark_char_overhead(benchmark, steps, "char-triton", warmup=3)
+    ratio = benchmark_interleaved_ratio(benchmark, steps, "char-triton", "baseline", "char_over_baseline", warmup=3)
     assert ratio < 2

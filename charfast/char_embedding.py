@@ -8,6 +8,8 @@ embeddings. The LSTM runs once per distinct id in the batch, never per position.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -57,6 +59,10 @@ class CharEmbedding(nn.Module):
                 raise ValueError(f"CharEmbedding: {arg} must be a positive int, got {value!r}")
         if not isinstance(backend, str):
             raise TypeError(f"CharEmbedding: backend must be a string, got {backend!r}")
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) or not math.isfinite(forget_bias):
+            raise ValueError(f"CharEmbedding: forget_bias must be a finite number, got {forget_bias!r}")
+        if not isinstance(inference_cache, bool):
+            raise TypeError(f"CharEmbedding: inference_cache must be True or False, got {inference_cache!r}")
         self.table = table
         self.backend = backend
         self.inference_cache = inference_cache

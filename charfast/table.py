@@ -24,7 +24,7 @@ from charfast.atomic import atomic_write
 from charfast.cache import default_cache_dir, safe_filename
 from charfast.token_bytes import token_bytes, token_bytes_digest
 
-_CACHE_FORMAT = 1  # bump when the on-disk layout changes, so stale files are rebuilt
+_CACHE_FORMAT = 2  # bump when the on-disk layout changes, so stale files are rebuilt
 
 
 def _char_dtype(n_chars: int) -> torch.dtype:
@@ -46,8 +46,8 @@ class TokenCharTable:
     """
 
     def __init__(self, chars, lengths, n_chars: int, name: str = "custom"):
-        chars = torch.as_tensor(chars)
-        lengths = torch.as_tensor(lengths)
+        chars = _as_tensor(chars, "chars", "[vocab, max_len] of char ids")
+        lengths = _as_tensor(lengths, "lengths", "[vocab] of token lengths")
         if not isinstance(n_chars, int) or isinstance(n_chars, bool) or n_chars < 1:
             raise ValueError(f"TokenCharTable: n_chars must be a positive int, got {n_chars!r}")
         if chars.dim() != 2:
@@ -104,8 +104,10 @@ class TokenCharTable:
             self._device_copies[device] = (self.chars.to(device), self.lengths.to(device))
         return self._device_copies[device]
 
-    def token_text(self, token_id: int) -> bytes:
-        """The characters of one token as bytes (for byte tables) - handy for debugging."""
+    def token_text(self, token_id: int) -> bytes | list[int]:
+        """The characters of one token: bytes for byte tables (n_chars <= 256), else the char ids."""
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < self.vocab_size:
+            raise ValueError(f"token_text: token_id must be an int in [0, {self.vocab_size}), got {token_id!r}")
         n = int(self.lengths[token_id])
         return bytes(self.chars[token_id, :n].tolist()) if self.n_chars <= 256 else self.chars[token_id, :n].tolist()
 
@@ -129,31 +131,50 @@ class TokenCharTable:
         max_chars, so a changed encoding never reads a stale table.
         """
         _check_is_tiktoken_encoding(encoding)
-        if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1):
+        if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
             raise ValueError(f"from_tiktoken: max_chars must be a positive int or None, got {max_chars!r}")
         every_token = token_bytes(encoding)
-        digest = hashlib.sha256(
+        key = hashlib.sha256(
             f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|{token_bytes_digest(every_token)}".encode()
-        )
+        ).hexdigest()
         name = encoding.name if max_chars is None else f"{encoding.name}[:{max_chars}]"
-        cache_file = (
-            Path(cache_dir or default_cache_dir())
-            / f"table-{safe_filename(encoding.name)}-{digest.hexdigest()[:16]}.npz"
-        )
-        if cache_file.exists():
-            try:
-                with np.load(cache_file) as saved:
-                    return cls(torch.from_numpy(saved["chars"]), torch.from_numpy(saved["lengths"]), 256, name=name)
-            except Exception:  # a torn or foreign file: rebuild and overwrite it
-                pass
-        lengths = np.array([0 if b is None else len(b) for b in every_token], dtype=np.int32)
+        cache_file = Path(cache_dir or default_cache_dir()) / f"table-{safe_filename(encoding.name)}-{key[:16]}.npz"
+        lengths = np.array([0 if b is None else len(b) for b in every_token], dtype=np.int32)  # [V]
         if max_chars is not None:
             lengths = np.minimum(lengths, max_chars)
-        chars = np.zeros((len(every_token), max(int(lengths.max()), 1)), dtype=np.uint8)
-        flat = np.frombuffer(b"".join(b[:n] for b, n in zip(every_token, lengths) if b), dtype=np.uint8)
-        chars[np.arange(chars.shape[1]) < lengths[:, None]] = flat
-        _atomic_save_npz(cache_file, chars=chars, lengths=lengths)
+        chars = _read_cached_chars(cache_file, key, lengths)
+        if chars is None:
+            chars = np.zeros((len(every_token), max(int(lengths.max()), 1)), dtype=np.uint8)  # [V, Lmax]
+            flat = np.frombuffer(b"".join(b[:n] for b, n in zip(every_token, lengths) if b), dtype=np.uint8)
+            chars[np.arange(chars.shape[1]) < lengths[:, None]] = flat
+            _atomic_save_npz(cache_file, chars=chars, lengths=lengths, key=np.array(key))
         return cls(torch.from_numpy(chars), torch.from_numpy(lengths), 256, name=name)
+
+
+def _read_cached_chars(path: Path, key: str, lengths: np.ndarray) -> np.ndarray | None:
+    """The cached chars [V, Lmax] when `path` holds the table of `key` with exactly these
+    lengths [V]; None for a missing, torn, foreign or mismatched file (then it is rebuilt)."""
+    try:
+        with np.load(path) as saved:
+            chars, saved_lengths, saved_key = saved["chars"], saved["lengths"], str(saved["key"])
+    except Exception:  # noqa: BLE001 - any unreadable file is rebuilt and overwritten
+        return None
+    fits = (
+        saved_key == key
+        and np.array_equal(saved_lengths, lengths)
+        and chars.dtype == np.uint8
+        and chars.shape == (len(lengths), max(int(lengths.max()), 1))
+    )
+    return chars if fits else None
+
+
+def _as_tensor(values, arg: str, what: str) -> torch.Tensor:
+    try:
+        return torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"TokenCharTable: {arg} must be an integer tensor or array {what}, got {type(values).__name__} ({err})"
+        ) from err
 
 
 def _check_is_tiktoken_encoding(encoding) -> None:

@@ -49,10 +49,10 @@ def test_disk_cache_round_trip(cl100k, cl100k_table, tmp_path):
     assert torch.equal(first.chars, cl100k_table.chars) and torch.equal(first.lengths, cl100k_table.lengths)
     # Prove the second build reads the file: a marker written into it comes back.
     with np.load(cached) as saved:
-        chars, lengths = saved["chars"].copy(), saved["lengths"].copy()
+        chars, lengths, key = saved["chars"].copy(), saved["lengths"].copy(), saved["key"].copy()
+    assert int(lengths[0]) >= 1
     chars[0, 0] = 77
-    lengths[0] = max(int(lengths[0]), 1)
-    np.savez(cached, chars=chars, lengths=lengths)
+    np.savez(cached, chars=chars, lengths=lengths, key=key)
     second = TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
     assert int(second.chars[0, 0]) == 77
     # A different cap is a different key, so it never reads that file.
@@ -67,6 +67,27 @@ def test_torn_cache_file_is_rebuilt(cl100k, cl100k_table, tmp_path):
     cached.write_bytes(b"not a zip file")
     rebuilt = TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
     assert torch.equal(rebuilt.chars, cl100k_table.chars)
+
+
+@pytest.mark.parametrize("damage", ["ten-rows", "other-lengths", "other-key", "no-key"])
+def test_a_cache_file_that_does_not_fit_is_rebuilt(cl100k, cl100k_table, tmp_path, damage):
+    TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("table-*.npz")
+    with np.load(cached) as saved:
+        arrays = {name: saved[name].copy() for name in saved.files}
+    if damage == "ten-rows":  # well-formed, but a table of 10 ids for cl100k's 100,277
+        arrays["chars"], arrays["lengths"] = arrays["chars"][:10], arrays["lengths"][:10]
+    elif damage == "other-lengths":
+        arrays["lengths"][5] += 1
+    elif damage == "other-key":
+        arrays["key"] = np.array("0" * 64)
+    else:
+        del arrays["key"]
+    np.savez(cached, **arrays)
+    rebuilt = TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
+    assert torch.equal(rebuilt.chars, cl100k_table.chars) and torch.equal(rebuilt.lengths, cl100k_table.lengths)
+    with np.load(cached) as saved:  # and the file was repaired
+        assert saved["chars"].shape == tuple(cl100k_table.chars.shape)
 
 
 def test_explicit_table_is_stored_compactly():

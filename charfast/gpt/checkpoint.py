@@ -34,7 +34,33 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     if missing:
         raise ValueError(f"save_checkpoint: state lacks {missing}")
     with atomic_write(path) as f:
-        torch.save({"format": FORMAT, **state}, f)
+        writer = _WriteErrorRecorder(f)
+        try:
+            torch.save({"format": FORMAT, **state}, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            # torch reports a failed write (e.g. a full disk) as an assertion about file
+            # positions; the OS error behind it says what happened.
+            raise OSError(writer.error.errno, writer.error.strerror, str(path)) from writer.error
+
+
+class _WriteErrorRecorder:
+    """A binary file wrapper that remembers the first OSError of its writes."""
+
+    def __init__(self, file):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from charfast.backends import backend_names, why_unavailable
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
+from charfast.gpt.distributed import resolve_device
 from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, GPT, GPTConfig
+from charfast.gpt.tokenizer import check_tokenizer_name
 from charfast.table import TokenCharTable
 
 CHECKPOINT_NAME = "ckpt.pt"
@@ -55,7 +59,10 @@ class TrainConfig:
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
     min_lr: float = field(default=2e-4, metadata={"help": "learning rate at the end of the cosine decay"})
     warmup_steps: int = field(default=50, metadata={"help": "linear warmup steps"})
-    lr_decay_steps: int | None = field(default=None, metadata={"help": "cosine decay length (default: max_steps)"})
+    lr_decay_steps: int | None = field(
+        default=None,
+        metadata={"help": "steps of the cosine decay (default: the current --max-steps, also on --resume)"},
+    )
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (matrices and embeddings only)"})
     beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     beta2: float = field(default=0.99, metadata={"help": "AdamW beta2"})
@@ -79,9 +86,11 @@ class TrainConfig:
     )
 
 
-# Fields that steer a run but not what it computes: they may differ on --resume.
+# Fields that steer a run but not what it computes: they may differ on --resume. (The
+# schedule's length follows max_steps, so a resumed run may extend both.)
 RUN_CONTROL = {
     "max_steps",
+    "lr_decay_steps",
     "eval_interval",
     "eval_iters",
     "out_dir",
@@ -166,6 +175,10 @@ def resolve_config(argv: list[str] | None = None) -> ResolvedConfig:
     unknown = sorted(set(saved) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise CheckpointError(f"{path} holds settings this version of charfast does not know: {unknown}")
+    try:
+        check_types(saved, str(path))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
     conflicts = [
         f"--{k.replace('_', '-')} {getattr(config, k)!r} (checkpoint: {saved.get(k)!r})"
         for k in sorted(asked - RUN_CONTROL)
@@ -182,7 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m charfast.train",
         description="Train a GPT (char-aware or baseline) and write metrics, a checkpoint, a loss plot and a sample.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     # SUPPRESS: only flags the user typed appear in the namespace, so we know what was asked for.
     parser.add_argument(
@@ -199,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        text = f"{f.metadata['help']} (default: {f.default})"
+        help_text = f.metadata["help"]
+        text = help_text if "(default" in help_text else f"{help_text} (default: {f.default})"
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
@@ -222,34 +235,100 @@ def _int_or_none(text: str) -> int | None:
 def _read_config_file(path: str) -> dict:
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"--config: cannot read {path}: {err}") from err
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"--config: cannot read {path}: {err}") from err
     if not isinstance(raw, dict):
-        raise SystemExit(f"--config: {path} must hold a JSON object of settings")
+        raise ValueError(f"--config: {path} must hold a JSON object of settings")
     values = {k.replace("-", "_"): v for k, v in raw.items()}
     unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
     if unknown:
-        raise SystemExit(f"--config: unknown setting(s) {unknown} in {path}; see --help")
+        raise ValueError(f"--config: unknown setting(s) {unknown} in {path}; see --help")
+    check_types(values, f"--config {path}")
     return values
 
 
+# A field's annotation -> the JSON values it takes (bool is not an int here, though Python says so).
+_JSON_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def check_types(values: dict, source: str) -> None:
+    """A ValueError naming the setting when a value does not have its field's type (JSON
+    from --config or a checkpoint: "false" is not false, null is not a number)."""
+    annotations = {f.name: f.type for f in fields(TrainConfig)}
+    for name, value in values.items():
+        kinds = [kind.strip() for kind in annotations[name].split("|")]
+        if value is None and "None" in kinds:
+            continue
+        if any(
+            isinstance(value, _JSON_TYPES[k]) and not (k != "bool" and isinstance(value, bool))
+            for k in kinds
+            if k != "None"
+        ):
+            continue
+        wanted = " or ".join(
+            {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false", "None": "null"}[k]
+            for k in kinds
+        )
+        raise ValueError(f"{source}: {name} must be {wanted}, got {json.dumps(value)}")
+
+
 def validate_config(config: TrainConfig) -> TrainConfig:
-    """`config` if every setting is in range (else a ValueError naming the flag), with
-    lr_decay_steps filled in."""
-    positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters")
-    for name in positive:
-        if getattr(config, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
-    if config.compile not in ("auto", "on", "off"):
-        raise ValueError(f"--compile must be auto, on or off, got {config.compile!r}")
-    if config.lr <= 0 or config.min_lr < 0 or config.min_lr > config.lr:
-        raise ValueError(f"--lr must be > 0 and --min-lr in [0, lr], got lr {config.lr}, min_lr {config.min_lr}")
-    if config.warmup_steps < 0 or config.grad_clip < 0 or config.sample_tokens < 0:
-        raise ValueError("--warmup-steps, --grad-clip and --sample-tokens must be >= 0")
-    model_config(config, vocab_size=1)  # the model's own checks, before any data work
-    if config.lr_decay_steps is None:
-        return dataclasses.replace(config, lr_decay_steps=config.max_steps)
+    """`config` if every setting is in range; else a ValueError naming the flag. Checked
+    before any data is read or model built, including the device and the char backend."""
+    c = config
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters"):
+        if getattr(c, name) < 1:
+            raise ValueError(f"{flag(name)} must be >= 1, got {getattr(c, name)}")
+    for name in ("warmup_steps", "sample_tokens"):
+        if getattr(c, name) < 0:
+            raise ValueError(f"{flag(name)} must be >= 0, got {getattr(c, name)}")
+    if not 0 <= c.seed < 2**62:
+        raise ValueError(f"--seed must lie in [0, 2**62), got {c.seed}")
+    if c.lr_decay_steps is not None and c.lr_decay_steps < 1:
+        raise ValueError(f"--lr-decay-steps must be >= 1 (or none: --max-steps), got {c.lr_decay_steps}")
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "temperature", "beta1", "beta2", "val_fraction"):
+        if not math.isfinite(getattr(c, name)):
+            raise ValueError(f"{flag(name)} must be a finite number, got {getattr(c, name)}")
+    if c.lr <= 0 or c.min_lr < 0 or c.min_lr > c.lr:
+        raise ValueError(f"--lr must be > 0 and --min-lr in [0, lr], got lr {c.lr}, min_lr {c.min_lr}")
+    for name in ("weight_decay", "grad_clip", "temperature"):
+        if getattr(c, name) < 0:
+            raise ValueError(f"{flag(name)} must be >= 0, got {getattr(c, name)}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(c, name) < 1:
+            raise ValueError(f"{flag(name)} must lie in [0, 1), got {getattr(c, name)}")
+    if not 0 < c.val_fraction < 1:
+        raise ValueError(f"--val-fraction must lie in (0, 1), got {c.val_fraction}")
+    if c.top_k is not None and c.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1 (or none), got {c.top_k}")
+    if c.compile not in ("auto", "on", "off"):
+        raise ValueError(f"--compile must be auto, on or off, got {c.compile!r}")
+    if c.data is not None and not Path(c.data).exists():
+        raise ValueError(f"--data: {c.data} does not exist")
+    try:
+        c.sample_prompt.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"--sample-prompt: character {err.start} is not valid text") from err
+    check_tokenizer_name(c.tokenizer)
+    model_config(c, vocab_size=1)  # the model's own checks
+    device = resolve_device(c.device)
+    if c.arch == "char":
+        _check_char_backend(c.char_backend, device)
     return config
+
+
+def _check_char_backend(name: str, device) -> None:
+    known = ["auto", *backend_names()]
+    if name not in known:
+        raise ValueError(f"--char-backend must be one of {', '.join(known)}, got {name!r}")
+    if name != "auto":
+        reason = why_unavailable(name, device)
+        if reason is not None:
+            raise ValueError(f"--char-backend {name} cannot run on {device}: {reason}")
 
 
 def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:

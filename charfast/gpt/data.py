@@ -74,7 +74,9 @@ def tokenize(
     show_progress: bool = True,
 ) -> np.ndarray:
     """All documents' tokens, each document followed by <|endoftext|> when the encoding has
-    it, as a read-only memmap; tokenized once and cached under a key of encoding + text."""
+    it, as a read-only memmap; tokenized once and cached under a key of encoding + text.
+    When the cache cannot be written (read-only, full, no permission) the tokens are kept
+    in memory instead, and a note says why."""
     eot = encoding.encode_single_token(END_OF_TEXT) if END_OF_TEXT in encoding.special_tokens_set else None
     dtype = np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
     digest = hashlib.sha256(f"{_FORMAT}|{encoding.name}|{encoding.n_vocab}|{eot}|".encode())
@@ -85,11 +87,20 @@ def tokenize(
         / "tokens"
         / f"{label}-{encoding.name}-{digest.hexdigest()[:16]}.{np.dtype(dtype).name}"
     )
-    if not path.exists():
+    if path.exists():
+        return np.memmap(path, dtype=dtype, mode="r")
+
+    def per_document():  # [n_i] tokens of each document, streamed
+        for _, text in tqdm(documents, desc=f"tokenizing {label}", unit="doc", disable=not show_progress):
+            yield np.asarray(encoding.encode_ordinary(text) + ([eot] if eot is not None else []), dtype=dtype)
+
+    try:
         with atomic_write(path) as f:  # readers never see half a file
-            for _, text in tqdm(documents, desc=f"tokenizing {label}", unit="doc", disable=not show_progress):
-                ids = encoding.encode_ordinary(text) + ([eot] if eot is not None else [])
-                f.write(np.asarray(ids, dtype=dtype).tobytes())
+            for ids in per_document():
+                f.write(ids.tobytes())
+    except OSError as err:
+        print(f"note: cannot write the token cache {path} ({err.strerror}); keeping the tokens in memory")
+        return np.concatenate([np.zeros(0, dtype=dtype), *per_document()])
     return np.memmap(path, dtype=dtype, mode="r")
 
 

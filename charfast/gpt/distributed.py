@@ -46,6 +46,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a process started on its own (before the group exists)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1; pick this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

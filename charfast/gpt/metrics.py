@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from charfast.atomic import atomic_write
+
 
 class MetricsLog:
     """metrics.jsonl at `path`; `records` holds every record of the run, resumed ones included."""
@@ -14,14 +16,34 @@ class MetricsLog:
         self.records: list[dict] = []
 
     def start(self, resume_step: int | None) -> None:
-        """A fresh file for a new run; when resuming at `resume_step`, keep the lines up to it
-        (a killed run may have logged steps after its last checkpoint)."""
-        kept = []
-        if resume_step is not None and self.path.exists():
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= resume_step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        self.records = [json.loads(line) for line in kept]
+        """A fresh file for a new run. When resuming at `resume_step`, the records up to it
+        are kept (a killed run may have logged steps after its last checkpoint) and the file
+        is rewritten atomically; a last line torn by a kill is dropped, a bad line before it
+        is an error naming the file."""
+        self.records = self._read_up_to(resume_step) if resume_step is not None and self.path.exists() else []
+        with atomic_write(self.path) as f:
+            f.write("".join(json.dumps(record) + "\n" for record in self.records).encode("utf-8"))
+
+    def _read_up_to(self, step: int) -> list[dict]:
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+                record_step = record["step"]
+            except (json.JSONDecodeError, TypeError, KeyError) as err:
+                if number == len(lines):  # the line a kill cut short
+                    print(f"note: {self.path}: dropped its last line, which was cut short")
+                    break
+                raise ValueError(
+                    f"{self.path}: line {number} is not a metrics record ({type(err).__name__}: {err}); "
+                    "repair or remove that line to resume"
+                ) from err
+            if record_step <= step:
+                records.append(record)
+        return records
 
     def append(self, record: dict) -> None:
         self.records.append(record)

@@ -279,6 +279,13 @@ class GPT(nn.Module):
         the targets that are not IGNORE_INDEX. With `cache` (generation), idx holds the
         positions after the cached ones, whose keys and values then join the cache."""
         self._check_input(idx, "idx")
+        if targets is not None:
+            self._check_input(targets, "targets")
+            if targets.shape != idx.shape:
+                raise ValueError(f"GPT: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
+        # Data-dependent, so eagerly only; a cached step's token came from this model's own logits.
+        if not torch.compiler.is_compiling() and (cache is None or cache.length == 0):
+            self._check_id_range(idx, targets)
         start = 0 if cache is None else cache.length
         if start + idx.shape[1] > self.config.block_size:
             raise ValueError(
@@ -293,9 +300,6 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # [B, T, V]
         if targets is None:
             return logits, None
-        self._check_input(targets, "targets")
-        if targets.shape != idx.shape:
-            raise ValueError(f"GPT: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
         loss = F.cross_entropy(
             logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
         )
@@ -309,6 +313,22 @@ class GPT(nn.Module):
             )
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(f"GPT: {name} must hold integer token ids, got dtype {t.dtype}")
+
+    def _check_id_range(self, idx: torch.Tensor, targets: torch.Tensor | None) -> None:
+        """Every id in [0, vocab_size), targets also IGNORE_INDEX: one device->host read."""
+        if idx.numel() == 0:
+            return
+        parts = [idx]
+        if targets is not None:
+            parts.append(targets.masked_fill(targets == IGNORE_INDEX, 0))
+        low, high = torch.stack([torch.stack(torch.aminmax(p)) for p in parts]).T.tolist()
+        if min(low) < 0 or max(high) >= self.config.vocab_size:
+            bad = min(low) if min(low) < 0 else max(high)
+            which = "idx" if (idx.min() == bad or idx.max() == bad) else "targets"
+            raise ValueError(
+                f"GPT: {which} holds token id {bad}, outside [0, {self.config.vocab_size}) (vocab_size)"
+                + (f" and not {IGNORE_INDEX} (IGNORE_INDEX)" if which == "targets" else "")
+            )
 
     @torch.no_grad()
     def generate(

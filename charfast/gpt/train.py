@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -34,22 +33,28 @@ from charfast.gpt.distributed import (
     any_rank,
     gather_to_main,
     init_distributed,
+    is_main_process,
     main_rank_first,
     shutdown,
 )
+from charfast.gpt.failures import RunFailed, run_cli
 from charfast.gpt.gpu_peaks import peak_flops
 from charfast.gpt.metrics import MetricsLog
 from charfast.gpt.model import mixed_precision
+from charfast.gpt.out_dir import claim_out_dir
 from charfast.gpt.plotting import plot_loss_curve
 from charfast.gpt.sample import sample_text
 from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
 
 
 def lr_multiplier(step: int, config: TrainConfig) -> float:
-    """Linear warmup to lr, then cosine decay to min_lr at lr_decay_steps, then flat."""
+    """Linear warmup to lr, then cosine decay to min_lr at lr_decay_steps (by default the
+    run's current max_steps, so a resume that extends max_steps stretches the decay), then
+    flat."""
     if step < config.warmup_steps:
         return (step + 1) / (config.warmup_steps + 1)
-    span = max(1, config.lr_decay_steps - config.warmup_steps)
+    decay_steps = config.max_steps if config.lr_decay_steps is None else config.lr_decay_steps
+    span = max(1, decay_steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
     floor = config.min_lr / config.lr
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -62,20 +67,28 @@ class StopRequest:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.requested = False
+        self.signal: int | None = None  # the signal that asked to stop
         self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
 
     def __enter__(self):
         self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self.signal = signum
         signal.signal(signum, self._previous[signum])
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class TrainingDiverged(RunFailed):
+    """The loss stopped being a finite number."""
 
 
 class Trainer:
@@ -105,6 +118,7 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_multiplier(s, config))
         self.step = 0
+        self.saved_step: int | None = None  # the step ckpt.pt holds
         if run.checkpoint is not None:
             self._restore(run.checkpoint)
         self.train_model = self._wrap_model()
@@ -148,19 +162,19 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> None:
         rngs = gather_to_main(rng_state(), self.ddp)  # every rank's, for an exact resume
-        if not self.ddp.is_main:
-            return
-        state = {
-            "step": self.step,
-            "config": dataclasses.asdict(self.config),
-            "tokenizer": self.tokenizer_id,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "data": self.train_batches.state_dict(),
-            "rng": rngs,
-        }
-        save_checkpoint(self.ckpt_path, state)
+        if self.ddp.is_main:
+            state = {
+                "step": self.step,
+                "config": dataclasses.asdict(self.config),
+                "tokenizer": self.tokenizer_id,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "data": self.train_batches.state_dict(),
+                "rng": rngs,
+            }
+            save_checkpoint(self.ckpt_path, state)
+        self.saved_step = self.step
 
     def _restore(self, state: dict) -> None:
         computed = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in RUN_CONTROL}
@@ -171,8 +185,12 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"{self.ckpt_path}: its weights do not fit this model: {err}") from err
         self.scheduler.load_state_dict(state["scheduler"])
+        # The schedule is a function of the current settings (a resume may extend max_steps):
+        # the restored learning rate is recomputed from it rather than taken as saved.
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base_lr * lr_multiplier(self.scheduler.last_epoch, self.config)
         self.train_batches.load_state_dict(state["data"])
-        self.step = int(state["step"])
+        self.step = self.saved_step = int(state["step"])
         rngs = state["rng"]
         if len(rngs) != self.ddp.world_size and self.ddp.is_main:
             print(
@@ -216,9 +234,10 @@ class Trainer:
         return float(all_reduce_mean(losses.mean(), self.ddp))
 
     # ---------------------------------------------------------------- the loop
-    def run(self) -> None:
+    def run(self) -> int:
+        """Train to max_steps; 0 when finished, 128 + the signal's number when a signal
+        stopped it (after saving). A non-finite loss raises TrainingDiverged, saving nothing."""
         c = self.config
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.ddp.is_main:
             self.metrics.start(resume_step=self.step if c.resume else None)
         tokens_per_step = c.batch_size * c.block_size * c.grad_accum * self.ddp.world_size
@@ -238,7 +257,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
-        interrupted = False
+        stopped_by = None
         with StopRequest() as stop:
             while self.step < c.max_steps:
                 started = time.perf_counter()
@@ -256,23 +275,38 @@ class Trainer:
                     record["mfu"] = self.model.flops_per_token() * record["tokens_per_s"] / (peak * self.ddp.world_size)
                 if self.step % c.eval_interval == 0 or self.step == c.max_steps:
                     record["val_loss"] = self.evaluate()
+                self._check_finite(record)
                 if self.ddp.is_main:
                     self.metrics.append(record)
                 bar.update(1)
                 bar.set_postfix_str(_postfix(record))
                 if any_rank(stop.requested, self.ddp, self.device) and self.step < c.max_steps:
-                    interrupted = True
+                    stopped_by = stop.signal or signal.SIGINT  # another rank's signal: Ctrl-C reaches them all
                     break
                 if "val_loss" in record and self.step < c.max_steps:
                     self.save()
         bar.close()
         self.save()
-        if interrupted:
+        if stopped_by is not None:
             if self.ddp.is_main:
                 print(f"interrupted: saved step {self.step} to {self.ckpt_path}; continue with --resume")
-            return
+            return 128 + stopped_by
         if self.ddp.is_main:
             self._finish()
+        return 0
+
+    def _check_finite(self, record: dict) -> None:
+        for name in ("train_loss", "val_loss"):
+            if name in record and not math.isfinite(record[name]):
+                kept = (
+                    f"{self.ckpt_path} still holds step {self.saved_step}"
+                    if self.saved_step is not None
+                    else "no checkpoint was written"
+                )
+                raise TrainingDiverged(
+                    f"the {name.replace('_', ' ')} is {record[name]} at step {self.step}: training stopped without "
+                    f"saving it; {kept} (try a lower --lr or a smaller --grad-clip)"
+                )
 
     def _finish(self) -> None:
         """Rank 0, after the last step: the loss plot, a sample and a summary."""
@@ -316,13 +350,18 @@ def _postfix(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    """The CLI; exit codes as in charfast.gpt.failures (0: training finished; 128 + N: signal
+    N stopped it after saving, --resume continues)."""
+
+    def train() -> int:
         run = resolve_config(argv)
-        ddp, device = init_distributed(run.config.device)
-        Trainer(run, ddp, device).run()
-    except (ValueError, CheckpointError) as err:
-        print(f"charfast.train: error: {err}", file=sys.stderr)
-        return 2
+        # Rank 0 holds --out-dir for the run's lifetime (the other ranks never write there).
+        holding = claim_out_dir(run.config.out_dir) if is_main_process() else contextlib.nullcontext()
+        with holding:
+            ddp, device = init_distributed(run.config.device)
+            return Trainer(run, ddp, device).run()
+
+    try:
+        return run_cli("charfast.train", train)
     finally:
         shutdown()
-    return 0

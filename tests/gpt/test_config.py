@@ -45,11 +45,10 @@ def test_precedence_defaults_preset_config_file_flags(tmp_path):
     assert config.n_layer == 12  # the preset over the default 4
     assert (config.n_embd, config.n_head, config.max_steps) == (24, 3, 7)  # the file over the preset
     assert config.lr == 0.02  # the flag over the file
-    assert config.lr_decay_steps == 7  # filled in from max_steps
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 1.0  # resolved once, never changed afterwards
     config_file.write_text(json.dumps({"n_embed": 24}))
-    with pytest.raises(SystemExit, match=r"unknown setting\(s\) \['n_embed'\]"):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['n_embed'\]"):
         resolve_config([*out, "--config", str(config_file)])
 
 

@@ -167,6 +167,13 @@ def test_bad_inputs(table):
         model(torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="targets shape"):
         model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=rf"idx holds token id {VOCAB}, outside \[0, {VOCAB}\) \(vocab_size\)"):
+        model(torch.tensor([[1, VOCAB]]))
+    with pytest.raises(ValueError, match=r"idx holds token id -1"):
+        model(torch.tensor([[-1, 2]]))
+    with pytest.raises(ValueError, match=rf"targets holds token id {VOCAB + 2}, .* and not -100 \(IGNORE_INDEX\)"):
+        model(torch.tensor([[1, 2]]), torch.tensor([[3, VOCAB + 2]]))
+    assert torch.isfinite(model(torch.tensor([[1, 2]]), torch.tensor([[3, -100]]))[1])  # the ignore index is fine
     with pytest.raises(ValueError, match="needs char_table"):
         GPT(tiny_config(arch="char"))
     with pytest.raises(ValueError, match="covers 39 token ids"):

@@ -6,6 +6,7 @@ Every run here is a tiny model on a tiny slice of the default corpus, on CPU.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -85,7 +86,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_corpus, tiny_cache,
 
     with monkeypatch.context() as patch:
         patch.setattr(train.Trainer, "train_step", _interrupt_at(3))
-        assert train.main(tiny_flags(tiny_corpus, split, tiny_cache, **flags)) == 0
+        assert train.main(tiny_flags(tiny_corpus, split, tiny_cache, **flags)) == 130  # 128 + SIGINT: not finished
     assert "interrupted: saved step 3" in capsys.readouterr().out
     assert [r["step"] for r in read_metrics(split)] == [1, 2, 3]
     assert not (split / "sample.txt").exists()
@@ -125,16 +126,96 @@ def test_restore_run_gives_the_trained_model(tiny_corpus, tiny_cache, tmp_path):
     assert all(torch.equal(restored.model.state_dict()[k], v) for k, v in saved["model"].items())
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (dict(n_embd=18, n_head=4), "n_embd (18) must be divisible by n_head (4)"),
-        (dict(tokenizer="nope_base"), "unknown tokenizer 'nope_base'"),
-        (dict(arch="bytes"), "arch must be one of"),
-        (dict(block_size=100_000), "fewer than block_size + 1 = 100001"),
-        (dict(max_steps=0), "--max-steps must be >= 1"),
-    ],
-)
-def test_bad_settings_get_clear_messages(tiny_corpus, tiny_cache, tmp_path, capsys, overrides, message):
+# Each user mistake: one line naming the flag, exit 2, no traceback, and (but for the one
+# that depends on the data) before any data is read.
+BAD_SETTINGS = [
+    (dict(n_embd=18, n_head=4), "n_embd (18) must be divisible by n_head (4)"),
+    (dict(tokenizer="nope_base"), "--tokenizer: unknown tokenizer 'nope_base'"),
+    (dict(tokenizer="bpe:100"), "--tokenizer bpe:100: vocab_size must be an int >= 257"),
+    (dict(tokenizer="bpe:x"), "expected 'bpe:VOCAB' or 'bpe:VOCAB:MAXLEN'"),
+    (dict(arch="bytes"), "arch must be one of"),
+    (dict(max_steps=0), "--max-steps must be >= 1"),
+    (dict(lr="inf"), "--lr must be a finite number, got inf"),
+    (dict(lr="nan"), "--lr must be a finite number, got nan"),
+    (dict(min_lr=1.0), "--min-lr in [0, lr]"),
+    (dict(lr_decay_steps=0), "--lr-decay-steps must be >= 1"),
+    (dict(beta2=1.5), "--beta2 must lie in [0, 1)"),
+    (dict(val_fraction=0), "--val-fraction must lie in (0, 1)"),
+    (dict(temperature=-1), "--temperature must be >= 0, got -1.0"),
+    (dict(top_k=0), "--top-k must be >= 1 (or none), got 0"),
+    (dict(seed=-1), "--seed must lie in [0, 2**62), got -1"),
+    (dict(char_backend="bogus"), "--char-backend must be one of auto, reference, cpp, triton, got 'bogus'"),
+    (dict(device="bogus"), "--device: expected auto, cpu, cuda or cuda:N, got 'bogus'"),
+    (dict(compile="sometimes"), "--compile must be auto, on or off"),
+    (dict(data="/nonexistent/corpus"), "--data: /nonexistent/corpus does not exist"),
+    (dict(sample_prompt="\udcff"), "--sample-prompt: character 0 is not valid text"),
+]
+CONFIG_FILE_MISTAKES = [
+    ({"resume": "false"}, 'resume must be true or false, got "false"'),
+    ({"bias": "false"}, 'bias must be true or false, got "false"'),
+    ({"max_steps": "abc"}, 'max_steps must be an integer, got "abc"'),
+    ({"max_steps": 2.5}, "max_steps must be an integer, got 2.5"),
+    ({"lr": None}, "lr must be a number, got null"),
+    ({"data": 5}, "data must be a string or null, got 5"),
+    ({"top_k": True}, "top_k must be an integer or null, got true"),
+    ({"n_embed": 24}, "unknown setting(s) ['n_embed']"),
+    ([1, 2], "must hold a JSON object of settings"),
+    ("{not json", "cannot read"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_SETTINGS, ids=lambda v: str(v)[:40])
+def test_a_bad_setting_is_one_line_before_any_data_is_read(
+    tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys, overrides, message
+):
+    monkeypatch.setattr(
+        train, "load_documents", lambda *a: pytest.fail("data was read before the settings were checked")
+    )
     assert train.main(tiny_flags(tiny_corpus, tmp_path / "run", tiny_cache, **overrides)) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("charfast.train: error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, message", CONFIG_FILE_MISTAKES, ids=lambda v: str(v)[:30])
+def test_a_bad_config_file_is_one_line(tiny_corpus, tiny_cache, tmp_path, capsys, content, message):
+    config_file = tmp_path / "run.json"
+    config_file.write_text(content if isinstance(content, str) else json.dumps(content))
+    flags = ["--config", str(config_file), *tiny_flags(tiny_corpus, tmp_path / "run", tiny_cache)]
+    assert train.main(flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("charfast.train: error: --config") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cuda_asked_for_without_one(tiny_corpus, tiny_cache, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert train.main(tiny_flags(tiny_corpus, tmp_path / "run", tiny_cache, device="cuda")) == 2
+    assert "--device cuda: CUDA is not available on this machine" in capsys.readouterr().err
+
+
+def test_a_block_size_larger_than_the_data(tiny_corpus, tiny_cache, tmp_path, capsys):
+    assert train.main(tiny_flags(tiny_corpus, tmp_path / "run", tiny_cache, block_size=100_000)) == 2
+    assert "fewer than block_size + 1 = 100001" in capsys.readouterr().err
+
+
+def test_an_unwritable_cache_folder_costs_a_rebuild_not_the_run(tiny_corpus, tmp_path, capsys):
+    (tmp_path / "FILE").write_text("a file, so nothing can be created under it")
+    cache = tmp_path / "FILE" / "cache"
+    assert train.main(tiny_flags(tiny_corpus, tmp_path / "run", cache, max_steps=2, sample_tokens=3)) == 0
+    assert "keeping the tokens in memory" in capsys.readouterr().out
+
+
+def test_metrics_with_a_torn_last_line_still_resume(tiny_corpus, tiny_cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=2, eval_interval=1, sample_tokens=0)) == 0
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "train_lo')  # a kill in the middle of an append
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=3, sample_tokens=0, resume=True)) == 0
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3]
+    assert "dropped its last line, which was cut short" in capsys.readouterr().out
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=4, sample_tokens=0, resume=True)) == 2
+    assert f"{out / 'metrics.jsonl'}: line 2 is not a metrics record" in capsys.readouterr().err

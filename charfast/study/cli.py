@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from charfast.gpt.failures import run_cli
 from charfast.study.pipeline import PRESETS, Study, StudyConfig
 from charfast.study.report import write_report
 from charfast.study.tasks import STUDY_TASKS
@@ -47,22 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI; exit codes as charfast.train's (charfast.gpt.failures)."""
     args = build_parser().parse_args(argv)
-    config = StudyConfig(
-        out_dir=args.out_dir,
-        preset=args.preset,
-        tokenizers=tuple(args.tokenizers),
-        seeds=tuple(args.seeds),
-        archs=tuple(args.archs),
-        tasks=tuple(args.tasks),
-        data=args.data,
-        device=args.device,
-    )
-    try:
-        results = Study(config).run()
-    except ValueError as err:
-        print(f"charfast.study: error: {err}", file=sys.stderr)
-        return 2
-    report = write_report(results, Path(config.out_dir))
-    print(f"wrote {report}")
-    return 0
+
+    def study() -> int:
+        config = StudyConfig(
+            out_dir=args.out_dir,
+            preset=args.preset,
+            tokenizers=tuple(args.tokenizers),
+            seeds=tuple(args.seeds),
+            archs=tuple(args.archs),
+            tasks=tuple(args.tasks),
+            data=args.data,
+            device=args.device,
+        )
+        results = Study(config).run()  # validates every setting first
+        print(f"wrote {write_report(results, Path(config.out_dir))}")
+        return 0
+
+    return run_cli("charfast.study", study)

@@ -9,8 +9,10 @@ For each tokenizer, seed and architecture (char vs the parameter-matched baselin
     fine-tune   the pretrained model on task examples of train words, loss on answers only
     evaluate    greedy exact match and teacher-forced answer loss on the test set
 
-Every stage writes its result into the output folder and is skipped when that result is
-already there, so an interrupted study continues where it stopped (the folders:
+Every stage writes its result into the output folder with what it was built from (the
+pretraining's step and checkpoint hash, the frozen splits, the test set, the settings), and
+is reused only when those inputs are still the same, so an interrupted study continues
+where it stopped and a changed input is never silently mixed in (the folders:
 charfast.study.layout). The report (charfast.study.report) then compares the archs per
 task and split with paired bootstrap intervals over the shared test questions, averaged
 over seeds.
@@ -19,6 +21,7 @@ over seeds.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -27,8 +30,12 @@ from pathlib import Path
 from charfast.atomic import atomic_write
 from charfast.gpt import train
 from charfast.gpt.checkpoint import load_checkpoint
+from charfast.gpt.config import resolve_config
 from charfast.gpt.data import load_documents, split_documents
+from charfast.gpt.distributed import resolve_device
+from charfast.gpt.failures import Interrupted, RunFailed
 from charfast.gpt.model import ARCHS as GPT_ARCHS
+from charfast.gpt.tokenizer import check_tokenizer_name
 from charfast.study.evaluate import evaluate_examples
 from charfast.study.finetune import FinetuneConfig, finetune
 from charfast.study.layout import StudyLayout
@@ -73,18 +80,49 @@ class StudyConfig:
     test_seed: int = 1234
 
     def validate(self) -> None:
+        """Every setting, before any stage runs: a ValueError naming the flag."""
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        unknown = [t for t in self.tasks if t not in TASKS] + [a for a in self.archs if a not in GPT_ARCHS]
-        if unknown or not self.tasks or not self.archs or not self.seeds or not self.tokenizers:
-            raise ValueError(
-                f"study: tasks, archs, seeds and tokenizers must be non-empty and known; unknown: {unknown}"
-            )
+        for flag, values, known in (("--tasks", self.tasks, TASKS), ("--archs", self.archs, GPT_ARCHS)):
+            unknown = [v for v in values if v not in known]
+            if not values or unknown:
+                raise ValueError(f"{flag} must name some of {', '.join(known)}; unknown: {unknown}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{flag} names one twice: {list(values)}")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"--seeds must be integers >= 0, got {list(self.seeds)}")
+        if len(set(self.seeds)) != len(self.seeds) or len(set(self.tokenizers)) != len(self.tokenizers):
+            raise ValueError("--seeds and --tokenizers must not repeat a value")
+        if not self.tokenizers:
+            raise ValueError("--tokenizers needs at least one tokenizer")
+        for tokenizer in self.tokenizers:
+            check_tokenizer_name(tokenizer)
+        if self.data is not None and not Path(self.data).exists():
+            raise ValueError(f"--data: {self.data} does not exist")
+        if Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
+            raise ValueError(f"--out-dir {self.out_dir} exists and is not a folder")
+        resolve_device(self.device)
 
 
 def _write_json(path: Path, value) -> None:
     with atomic_write(path) as f:
         f.write((json.dumps(value, indent=1) + "\n").encode("utf-8"))
+
+
+def _read_json(path: Path):
+    """The JSON in `path`, or None when it is missing or unreadable (then it is rebuilt)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class Study:
@@ -96,36 +134,32 @@ class Study:
 
     # ---------------------------------------------------------------- stages
     def pretrain(self, tokenizer: str, arch: str, seed: int) -> Path:
-        """The pretraining run's folder, trained (or finished) to the preset's steps."""
+        """The pretraining run's folder, trained (or finished) to the preset's steps. An
+        existing checkpoint is reused only when its settings are the ones asked for here."""
         folder = self.layout.pretrain_dir(tokenizer, arch, seed)
         steps = self.preset["pretrain_steps"]
         ckpt = folder / "ckpt.pt"
-        if ckpt.exists() and load_checkpoint(ckpt)["step"] >= steps:
-            return folder
-        flags = [
-            *self.preset["train_flags"],
-            "--tokenizer",
-            tokenizer,
-            "--arch",
-            arch,
-            "--seed",
-            str(seed),
-            "--max-steps",
-            str(steps),
-            "--out-dir",
-            str(folder),
-            "--device",
-            self.config.device,
-            "--sample-tokens",
-            "0",
-        ]
-        if self.config.data:
-            flags += ["--data", self.config.data]
+        flags = [*self.preset["train_flags"], "--tokenizer", tokenizer, "--arch", arch, "--seed", str(seed)]
+        flags += ["--max-steps", str(steps), "--out-dir", str(folder), "--device", self.config.device]
+        flags += ["--sample-tokens", "0", *(["--data", self.config.data] if self.config.data else [])]
         if ckpt.exists():
             flags.append("--resume")
-        if train.main(flags) != 0:
-            raise RuntimeError(f"pretraining {folder} failed (see the message above)")
+            if resolve_config(flags).checkpoint["step"] >= steps:  # its settings are checked against the flags
+                return folder
+        code = train.main(flags)
+        if code >= 128:
+            raise Interrupted(f"pretraining {folder} was interrupted; run the study again to continue", code - 128)
+        if code != 0:
+            raise RunFailed(f"pretraining {folder} failed (exit {code}; see the message above)")
+        reached = load_checkpoint(ckpt)["step"]
+        if reached < steps:
+            raise RunFailed(f"pretraining {folder} stopped at step {reached} of {steps}")
         return folder
+
+    def pretrain_identity(self, folder: Path) -> dict:
+        """What a stage built on a pretraining records: its step and its checkpoint's hash."""
+        ckpt = folder / "ckpt.pt"
+        return {"pretrain_step": load_checkpoint(ckpt)["step"], "pretrain_sha256": _sha256(ckpt)}
 
     def load_pretrained(self, folder: Path) -> train.Trainer:
         """The finished pretraining run as a Trainer: model, encoding and training tokens."""
@@ -133,22 +167,37 @@ class Study:
 
     def splits_and_test_set(self, tokenizer: str, pretrain_dir: Path):
         """(word splits, [(split, Example)]) of a tokenizer, frozen under its folder on first use
-        (the rare-token split needs the pretraining tokens of `pretrain_dir`'s run)."""
+        (the rare-token split needs the pretraining tokens of `pretrain_dir`'s run). Both are
+        rebuilt when what they were built from changed: the tokenizer, or the splits and the
+        test settings."""
         splits_dir = self.layout.splits_dir(tokenizer)
-        if not (splits_dir / MANIFEST).exists():
+        identity = load_checkpoint(pretrain_dir / "ckpt.pt")["tokenizer"]
+        manifest = _read_json(splits_dir / MANIFEST)
+        if manifest is None or manifest.get("meta", {}).get("tokenizer_identity") != identity:
             trainer = self.load_pretrained(pretrain_dir)
             train_docs, _ = split_documents(
                 load_documents(trainer.config.data), trainer.config.val_fraction, seed=trainer.config.seed
             )
             token_counts = token_frequencies(trainer.train_batches.tokens, trainer.encoding.n_vocab)
             splits = make_splits(word_counts(train_docs), trainer.encoding, token_counts, seed=0)
-            freeze_splits(splits, splits_dir, meta={"tokenizer": tokenizer})
+            freeze_splits(splits, splits_dir, meta={"tokenizer": tokenizer, "tokenizer_identity": identity})
         splits, _ = load_splits(splits_dir)
         test_path = self.layout.test_set(tokenizer)
-        if not test_path.exists():
-            _write_json(test_path, [dict(split=s, **dataclasses.asdict(e)) for s, e in self._draw_test_set(splits)])
-        rows = json.loads(test_path.read_text(encoding="utf-8"))
-        test_set = [(row.pop("split"), Example(**{**row, "slots": tuple(map(tuple, row["slots"]))})) for row in rows]
+        built_from = {
+            "splits_manifest_sha256": _sha256(splits_dir / MANIFEST),
+            "tasks": list(self.config.tasks),
+            "examples_per_cell": self.preset["examples_per_cell"],
+            "test_seed": self.config.test_seed,
+        }
+        saved = _read_json(test_path)
+        if not isinstance(saved, dict) or saved.get("built_from") != built_from:
+            questions = [dict(split=s, **dataclasses.asdict(e)) for s, e in self._draw_test_set(splits)]
+            _write_json(test_path, {"built_from": built_from, "questions": questions})
+            saved = _read_json(test_path)
+        test_set = [
+            (row.pop("split"), Example(**{**row, "slots": tuple(map(tuple, row["slots"]))}))
+            for row in saved["questions"]
+        ]
         return splits, test_set
 
     def _draw_test_set(self, splits) -> list[tuple[str, Example]]:
@@ -162,12 +211,9 @@ class Study:
         return test_set
 
     def finetune_and_evaluate(self, tokenizer: str, arch: str, seed: int, pretrain_dir: Path, splits, test_set) -> Path:
-        """results.json of the fine-tuned model (reused when present)."""
+        """results.json of the fine-tuned model, reused only when it was built from this
+        pretraining (step and checkpoint hash), this test set and these settings."""
         results_path = self.layout.results(tokenizer, arch, seed)
-        if results_path.exists():
-            return results_path
-        trainer = self.load_pretrained(pretrain_dir)
-        model, encoding = trainer.model, trainer.encoding
         config = FinetuneConfig(
             tasks=self.config.tasks,
             steps=self.preset["finetune_steps"],
@@ -175,6 +221,16 @@ class Study:
             lr=self.preset["finetune_lr"],
             seed=seed,
         )
+        built_from = {
+            **self.pretrain_identity(pretrain_dir),
+            "test_set_sha256": _sha256(self.layout.test_set(tokenizer)),
+            "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
+        }
+        saved = _read_json(results_path)
+        if isinstance(saved, dict) and saved.get("built_from") == built_from:
+            return results_path
+        trainer = self.load_pretrained(pretrain_dir)
+        model, encoding = trainer.model, trainer.encoding
         curve = finetune(model, encoding, list(splits.train), config, device=trainer.device)
         after = evaluate_examples(model, encoding, test_set, device=trainer.device)
         _write_json(
@@ -183,6 +239,7 @@ class Study:
                 "tokenizer": tokenizer,
                 "arch": arch,
                 "seed": seed,
+                "built_from": built_from,
                 "finetune": dataclasses.asdict(config),
                 "finetune_curve": curve,
                 "after": [dataclasses.asdict(r) for r in after],

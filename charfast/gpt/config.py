@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -314,7 +315,10 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     except UnicodeEncodeError as err:
         raise ValueError(f"--sample-prompt: character {err.start} is not valid text") from err
     check_tokenizer_name(c.tokenizer)
-    model_config(c, vocab_size=1)  # the model's own checks
+    try:
+        model_config(c, vocab_size=1)  # the model's own checks, reported by flag
+    except ValueError as err:
+        raise ValueError(re.sub(r"^GPTConfig: (\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(err))) from err
     device = resolve_device(c.device)
     if c.arch == "char":
         _check_char_backend(c.char_backend, device)

@@ -129,11 +129,12 @@ def test_restore_run_gives_the_trained_model(tiny_corpus, tiny_cache, tmp_path):
 # Each user mistake: one line naming the flag, exit 2, no traceback, and (but for the one
 # that depends on the data) before any data is read.
 BAD_SETTINGS = [
-    (dict(n_embd=18, n_head=4), "n_embd (18) must be divisible by n_head (4)"),
+    (dict(n_embd=18, n_head=4), "--n-embd (18) must be divisible by n_head (4)"),
+    (dict(n_layer=0), "--n-layer must be a positive int, got 0"),
     (dict(tokenizer="nope_base"), "--tokenizer: unknown tokenizer 'nope_base'"),
     (dict(tokenizer="bpe:100"), "--tokenizer bpe:100: vocab_size must be an int >= 257"),
     (dict(tokenizer="bpe:x"), "expected 'bpe:VOCAB' or 'bpe:VOCAB:MAXLEN'"),
-    (dict(arch="bytes"), "arch must be one of"),
+    (dict(arch="bytes"), "--arch must be one of"),
     (dict(max_steps=0), "--max-steps must be >= 1"),
     (dict(lr="inf"), "--lr must be a finite number, got inf"),
     (dict(lr="nan"), "--lr must be a finite number, got nan"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +50,9 @@ def load_model(ckpt_path: str | Path, device: torch.device) -> tuple[GPT, object
             f"{ckpt_path}: the tokenizer rebuilt from its settings ({encoding.name}) is not the one it was "
             f"trained with ({state['tokenizer'].get('name')}); has its corpus changed?"
         )
-    model = build_model(config, encoding)
+    # Every backend computes the same function: take the best one for this device, whatever
+    # the run was trained with (a GPU's triton checkpoint samples on a CPU too).
+    model = build_model(dataclasses.replace(config, char_backend="auto"), encoding)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:

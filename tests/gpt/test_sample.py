@@ -76,6 +76,15 @@ def test_the_default_training_runs_checkpoint(tmp_path, tiny_cache, capsys):
     assert code == 0 and text.endswith("\n") and len(text) > 1
 
 
+def test_a_checkpoint_trained_with_another_backend_samples_here(ckpt, tmp_path, capsys):
+    state = load_checkpoint(ckpt)
+    state["config"]["char_backend"] = "a-gpu-only-backend"
+    moved = tmp_path / "ckpt.pt"
+    save_checkpoint(moved, {k: v for k, v in state.items() if k != "format"})
+    code, out, _ = run(capsys, "--ckpt", moved, "--max-new-tokens", 3)
+    assert code == 0 and out.endswith("\n")
+
+
 def test_a_changed_corpus_is_caught(ckpt, tmp_path, capsys):
     state = load_checkpoint(ckpt)
     state["config"]["data"] = str(write_tiny_corpus(tmp_path / "other", n_docs=3))

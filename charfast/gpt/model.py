@@ -318,17 +318,16 @@ class GPT(nn.Module):
         """Every id in [0, vocab_size), targets also IGNORE_INDEX: one device->host read."""
         if idx.numel() == 0:
             return
-        parts = [idx]
+        named = {"idx": idx}
         if targets is not None:
-            parts.append(targets.masked_fill(targets == IGNORE_INDEX, 0))
-        low, high = torch.stack([torch.stack(torch.aminmax(p)) for p in parts]).T.tolist()
-        if min(low) < 0 or max(high) >= self.config.vocab_size:
-            bad = min(low) if min(low) < 0 else max(high)
-            which = "idx" if (idx.min() == bad or idx.max() == bad) else "targets"
-            raise ValueError(
-                f"GPT: {which} holds token id {bad}, outside [0, {self.config.vocab_size}) (vocab_size)"
-                + (f" and not {IGNORE_INDEX} (IGNORE_INDEX)" if which == "targets" else "")
-            )
+            named["targets"] = targets.masked_fill(targets == IGNORE_INDEX, 0)
+        bounds = torch.stack([torch.stack(torch.aminmax(t)) for t in named.values()]).tolist()  # [[low, high]]
+        for name, (low, high) in zip(named, bounds):
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(
+                    f"GPT: {name} holds token id {low if low < 0 else high}, outside [0, {self.config.vocab_size}) "
+                    "(vocab_size)" + (f" and not {IGNORE_INDEX} (IGNORE_INDEX)" if name == "targets" else "")
+                )
 
     @torch.no_grad()
     def generate(

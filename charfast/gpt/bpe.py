@@ -29,6 +29,11 @@ END_OF_TEXT = "<|endoftext|>"
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
+def end_of_text_id(encoding) -> int | None:
+    """The id of <|endoftext|> (the document separator) in `encoding`, None when it has none."""
+    return encoding.encode_single_token(END_OF_TEXT) if END_OF_TEXT in encoding.special_tokens_set else None
+
+
 def _gpt2_unicode_to_byte() -> dict[str, int]:
     """Inverse of GPT-2's bytes_to_unicode: the printable char HF's ByteLevel uses per byte."""
     printable = (

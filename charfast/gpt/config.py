@@ -172,14 +172,8 @@ def resolve_config(argv: list[str] | None = None) -> ResolvedConfig:
             )
         return ResolvedConfig(validate_config(config), checkpoint=None)
     state = load_checkpoint(path)
+    check_checkpoint_settings(state["config"], path)
     saved = {k: v for k, v in state["config"].items() if k not in RUN_CONTROL}
-    unknown = sorted(set(saved) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise CheckpointError(f"{path} holds settings this version of charfast does not know: {unknown}")
-    try:
-        check_types(saved, str(path))
-    except ValueError as err:
-        raise CheckpointError(str(err)) from err
     conflicts = [
         f"--{k.replace('_', '-')} {getattr(config, k)!r} (checkpoint: {saved.get(k)!r})"
         for k in sorted(asked - RUN_CONTROL)
@@ -250,6 +244,18 @@ def _read_config_file(path: str) -> dict:
 
 # A field's annotation -> the JSON values it takes (bool is not an int here, though Python says so).
 _JSON_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def check_checkpoint_settings(settings: dict, path: str | Path) -> None:
+    """A CheckpointError when a checkpoint's settings hold a name this version does not know
+    or a value of the wrong type."""
+    unknown = sorted(set(settings) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise CheckpointError(f"{path} holds settings this version of charfast does not know: {unknown}")
+    try:
+        check_types(settings, str(path))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def check_types(values: dict, source: str) -> None:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from charfast.atomic import atomic_write
 from charfast.cache import default_cache_dir
-from charfast.gpt.bpe import END_OF_TEXT
+from charfast.gpt.bpe import end_of_text_id
 from charfast.gpt.corpus import shakespeare_documents
 
 _FORMAT = 1  # bump when the token cache layout changes
@@ -77,7 +77,7 @@ def tokenize(
     it, as a read-only memmap; tokenized once and cached under a key of encoding + text.
     When the cache cannot be written (read-only, full, no permission) the tokens are kept
     in memory instead, and a note says why."""
-    eot = encoding.encode_single_token(END_OF_TEXT) if END_OF_TEXT in encoding.special_tokens_set else None
+    eot = end_of_text_id(encoding)
     dtype = np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
     digest = hashlib.sha256(f"{_FORMAT}|{encoding.name}|{encoding.n_vocab}|{eot}|".encode())
     for name, text in documents:

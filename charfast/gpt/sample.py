@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from charfast.gpt.bpe import END_OF_TEXT
+from charfast.gpt.bpe import end_of_text_id
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
-from charfast.gpt.config import TrainConfig, build_model
+from charfast.gpt.config import TrainConfig, build_model, check_checkpoint_settings
 from charfast.gpt.data import load_documents, split_documents
 from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import run_cli
@@ -30,10 +30,8 @@ from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
 def load_model(ckpt_path: str | Path, device: torch.device) -> tuple[GPT, object]:
     """(model in eval mode on `device`, tiktoken Encoding) of a training checkpoint."""
     state = load_checkpoint(ckpt_path)
-    try:
-        config = TrainConfig(**state["config"])
-    except TypeError as err:
-        raise CheckpointError(f"{ckpt_path}: its settings do not fit this version of charfast ({err})") from err
+    check_checkpoint_settings(state["config"], ckpt_path)
+    config = TrainConfig(**state["config"])
     texts = []
     if config.tokenizer.startswith("bpe:"):  # retrained from its corpus, or read from the cache
         try:
@@ -64,7 +62,8 @@ def prompt_ids(encoding, prompt: str) -> list[int]:
     """The prompt's tokens (a document start when empty); a ValueError when the tokenizer
     cannot encode it exactly (tiktoken would silently replace what UTF-8 cannot hold)."""
     if not prompt:
-        return [encoding.encode_single_token(END_OF_TEXT) if END_OF_TEXT in encoding.special_tokens_set else 0]
+        eot = end_of_text_id(encoding)
+        return [eot if eot is not None else 0]
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -81,7 +80,7 @@ def prompt_ids(encoding, prompt: str) -> list[int]:
 def decoded_pieces(encoding, tokens: Iterator[int]) -> Iterator[str]:
     """Text of each new token as soon as it completes a character (a token may end inside a
     multi-byte UTF-8 character); <|endoftext|> is left out."""
-    eot = encoding.encode_single_token(END_OF_TEXT) if END_OF_TEXT in encoding.special_tokens_set else None
+    eot = end_of_text_id(encoding)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for token in tokens:
         if token != eot:

@@ -85,6 +85,15 @@ def test_a_checkpoint_trained_with_another_backend_samples_here(ckpt, tmp_path, 
     assert code == 0 and out.endswith("\n")
 
 
+def test_a_checkpoint_with_a_mistyped_setting_is_caught(ckpt, tmp_path, capsys):
+    state = load_checkpoint(ckpt)
+    state["config"]["lr"] = "fast"
+    moved = tmp_path / "ckpt.pt"
+    save_checkpoint(moved, {k: v for k, v in state.items() if k != "format"})
+    code, out, err = run(capsys, "--ckpt", moved)
+    assert code == 2 and out == "" and 'lr must be a number, got "fast"' in err
+
+
 def test_a_changed_corpus_is_caught(ckpt, tmp_path, capsys):
     state = load_checkpoint(ckpt)
     state["config"]["data"] = str(write_tiny_corpus(tmp_path / "other", n_docs=3))

@@ -111,6 +111,15 @@ class TokenCharTable:
         n = int(self.lengths[token_id])
         return bytes(self.chars[token_id, :n].tolist()) if self.n_chars <= 256 else self.chars[token_id, :n].tolist()
 
+    def shuffled(self, seed: int) -> TokenCharTable:
+        """The same rows under a seeded random permutation of the token ids: token i gets
+        the characters of token perm[i]. A control with the same alphabet, the same token
+        lengths (as a multiset) and the same compute, but no true spelling."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"shuffled: seed must be an int >= 0, got {seed!r}")
+        perm = torch.randperm(self.vocab_size, generator=torch.Generator().manual_seed(seed))  # [V]
+        return TokenCharTable(self.chars[perm], self.lengths[perm], self.n_chars, name=f"{self.name}-shuffled{seed}")
+
     def __repr__(self) -> str:
         return (
             f"TokenCharTable(name={self.name!r}, vocab_size={self.vocab_size}, "

@@ -19,7 +19,7 @@ from pathlib import Path
 from charfast.backends import backend_names, why_unavailable
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
 from charfast.gpt.distributed import resolve_device
-from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, GPT, GPTConfig
+from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, CHAR_ARCHS, GPT, GPTConfig
 from charfast.gpt.tokenizer import check_tokenizer_name
 from charfast.table import TokenCharTable
 
@@ -50,8 +50,8 @@ class TrainConfig:
     dropout: float = field(default=0.0, metadata={"help": "dropout probability"})
     bias: bool = field(default=True, metadata={"help": "biases in Linear and LayerNorm"})
     tie_weights: bool = field(default=True, metadata={"help": "share the token embedding with the output layer"})
-    char_dim: int = field(default=128, metadata={"help": "char embedding width (arch char)"})
-    char_hidden: int = field(default=128, metadata={"help": "char-LSTM hidden size (arch char)"})
+    char_dim: int = field(default=128, metadata={"help": "char embedding width (archs char, char-shuffled)"})
+    char_hidden: int = field(default=128, metadata={"help": "char-LSTM hidden size (archs char, char-shuffled)"})
     char_backend: str = field(default="auto", metadata={"help": "char-LSTM backend: auto, reference, cpp, triton"})
     attention: str = field(default="auto", metadata={"help": f"one of {', '.join(ATTENTION_IMPLS)}"})
     # optimisation
@@ -326,7 +326,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     except ValueError as err:
         raise ValueError(re.sub(r"^GPTConfig: (\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(err))) from err
     device = resolve_device(c.device)
-    if c.arch == "char":
+    if c.arch in CHAR_ARCHS:
         _check_char_backend(c.char_backend, device)
     return config
 

@@ -1,6 +1,7 @@
 """GPT: a nanoGPT-style decoder, baseline or character-aware.
 
-    x = wte(idx) + wpe(pos) [+ char_emb(idx) for arch "char" | + matched(idx) for "baseline-matched"]
+    x = wte(idx) + wpe(pos) [+ char_emb(idx) for archs "char" and "char-shuffled"
+                              | + matched(idx) for "baseline-matched"]
     x = blocks(x)            pre-LN: x + attn(ln(x)), x + mlp(ln(x))
     logits = lm_head(ln_f(x))
 
@@ -9,6 +10,11 @@ Dimensions: B batch, T time (tokens), C = n_embd, H heads, D = C / H head width,
 arch "baseline-matched" is the study's control: it adds an extra token embedding and a
 linear layer with (nearly) the same parameter count as the char encoder, so any gain of
 "char" over it comes from the characters, not from the extra parameters.
+
+arch "char-shuffled" is the second control: the char arch reading a table whose rows are
+a fixed random permutation (TokenCharTable.shuffled), so each token gets another token's
+characters. Same parameters and compute as "char", no true spelling: it separates real
+character information from extra capacity.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from charfast.char_embedding import CharEmbedding
 from charfast.gpt.generation import GenerationCache, check_sampling, new_tokens
 from charfast.table import TokenCharTable
 
-ARCHS = ("char", "baseline", "baseline-matched")
+ARCHS = ("char", "baseline", "baseline-matched", "char-shuffled")
+CHAR_ARCHS = ("char", "char-shuffled")  # the archs with a CharEmbedding
+SHUFFLE_SEED = 0  # the permutation of arch "char-shuffled": one fixed table for every run
 IGNORE_INDEX = -100  # a target with this value is not scored (e.g. the question of a task example)
 ATTENTION_IMPLS = ("auto", "sdpa", "flash-attn")
 
@@ -47,9 +55,9 @@ class GPTConfig:
     bias: bool = True
     tie_weights: bool = True
     arch: str = "char"
-    char_dim: int = 128  # width of each character's embedding (arch "char")
-    char_hidden: int = 128  # char-LSTM hidden size (arch "char")
-    char_backend: str = "auto"  # CharEmbedding backend (arch "char")
+    char_dim: int = 128  # width of each character's embedding (CHAR_ARCHS)
+    char_hidden: int = 128  # char-LSTM hidden size (CHAR_ARCHS)
+    char_backend: str = "auto"  # CharEmbedding backend (CHAR_ARCHS)
     attention: str = "auto"  # "auto": flash-attn package on CUDA when installed, else SDPA
 
     def __post_init__(self):
@@ -190,7 +198,7 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """A decoder-only transformer. `char_table` (the tokenizer's TokenCharTable) is needed
-    for arch "char" and must cover every id in [0, vocab_size)."""
+    for the CHAR_ARCHS and "baseline-matched" and must cover every id in [0, vocab_size)."""
 
     def __init__(self, config: GPTConfig, char_table: TokenCharTable | None = None):
         super().__init__()
@@ -202,16 +210,16 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.char_emb = None
         self.matched_emb = None
-        if config.arch == "char":
+        if config.arch in CHAR_ARCHS:
             if char_table is None:
-                raise ValueError("GPT: arch='char' needs char_table (the tokenizer's TokenCharTable)")
+                raise ValueError(f"GPT: arch={config.arch!r} needs char_table (the tokenizer's TokenCharTable)")
             if char_table.vocab_size != config.vocab_size:
                 raise ValueError(
                     f"GPT: char_table covers {char_table.vocab_size} token ids but "
                     f"config.vocab_size is {config.vocab_size}"
                 )
             self.char_emb = CharEmbedding(
-                char_table,
+                char_table if config.arch == "char" else char_table.shuffled(SHUFFLE_SEED),
                 config.n_embd,
                 char_dim=config.char_dim,
                 hidden=config.char_hidden,

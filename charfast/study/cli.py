@@ -25,21 +25,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default=defaults.preset,
         choices=list(PRESETS),
-        help="small: ~25 min on a 2-core CPU; full: GPT-2 small on a GPU",
+        help="quick: every stage in a minute or two, tiny model; small: ~85 min on a 2-core CPU with --jobs 2; "
+        "full: GPT-2 small on a GPU",
     )
     parser.add_argument(
         "--tokenizers",
         nargs="+",
-        default=list(defaults.tokenizers),
-        help="one run set per tokenizer: the vocabulary sweep, e.g. bpe:512 bpe:4096 cl100k_base",
+        default=None,
+        help="one run set per tokenizer, the vocabulary sweep (default: the preset's, e.g. bpe:512 bpe:4096 bpe:8192)",
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the preset's")
     parser.add_argument("--archs", nargs="+", default=list(defaults.archs))
     parser.add_argument(
         "--tasks",
         nargs="+",
-        default=list(defaults.tasks),
-        help=f"default: all; the study's four are {' '.join(STUDY_TASKS)}",
+        default=None,
+        help=f"default: the preset's; the original study's four are {' '.join(STUDY_TASKS)}",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=defaults.jobs, help="runs trained at once, each with its share of the CPU threads"
     )
     parser.add_argument("--data", default=None, help="text file or folder (default: the embedded Shakespeare)")
     parser.add_argument("--device", default=defaults.device)
@@ -54,12 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         config = StudyConfig(
             out_dir=args.out_dir,
             preset=args.preset,
-            tokenizers=tuple(args.tokenizers),
-            seeds=tuple(args.seeds),
+            tokenizers=None if args.tokenizers is None else tuple(args.tokenizers),
+            seeds=None if args.seeds is None else tuple(args.seeds),
             archs=tuple(args.archs),
-            tasks=tuple(args.tasks),
+            tasks=None if args.tasks is None else tuple(args.tasks),
             data=args.data,
             device=args.device,
+            jobs=args.jobs,
         )
         results = Study(config).run()  # validates every setting first
         print(f"wrote {write_report(results, Path(config.out_dir))}")

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from charfast.gpt.model import IGNORE_INDEX
 from charfast.study.task_data import ANSWER_END, answer_masked_batch, encode_example
-from charfast.study.tasks import Example, is_exact_match
+from charfast.study.tasks import Example, answer_renderings, is_exact_match
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,32 @@ class ExampleResult:
     generated: str
 
 
-def greedy_answer(model, encoding, prompt: list[int], max_new_tokens: int, device) -> str:
-    """The text the model writes after `prompt`, decoding greedily up to its first newline."""
-    generated: list[int] = []
-    for token in model.generate_stream(torch.tensor([prompt], device=device), max_new_tokens, temperature=0):
-        generated.append(int(token))
-        text = encoding.decode(generated, errors="replace")
-        if ANSWER_END in text:
-            return text
-    return encoding.decode(generated, errors="replace")
+@torch.no_grad()
+def greedy_answers(model, encoding, prompts: list[list[int]], budgets: list[int], device, batch_size: int = 64):
+    """The text the model writes after each prompt, decoding greedily until it writes a
+    newline or has written its budget of tokens. Prompts of the same length decode
+    together, one batch of rows per step."""
+    texts = [""] * len(prompts)
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, prompt in enumerate(prompts):
+        by_length[len(prompt)].append(i)
+    for members in by_length.values():
+        for start in range(0, len(members), batch_size):
+            rows = members[start : start + batch_size]
+            generated: list[list[int]] = [[] for _ in rows]
+            done = [False] * len(rows)
+            idx = torch.tensor([prompts[i] for i in rows], device=device)  # [B, T0]
+            for step, token in enumerate(model.generate_stream(idx, max(budgets[i] for i in rows), temperature=0)):
+                for r, token_id in enumerate(token[:, 0].tolist()):  # token [B, 1]
+                    if not done[r]:
+                        generated[r].append(token_id)
+                        written = encoding.decode(generated[r], errors="replace")
+                        done[r] = ANSWER_END in written or step + 1 >= budgets[rows[r]]
+                if all(done):
+                    break
+            for r, i in enumerate(rows):
+                texts[i] = encoding.decode(generated[r], errors="replace")
+    return texts
 
 
 @torch.no_grad()
@@ -52,11 +69,17 @@ def answer_losses(model, encoded, device) -> list[float]:
     return (token_loss.sum(dim=1) / scored.sum(dim=1)).tolist()
 
 
+def decoding_budget(encoding, example: Example, extra_tokens: int) -> int:
+    """Tokens a model may write for `example`: its longest answer rendering (any template)
+    plus `extra_tokens`, so a longer wrong answer is read whole before it is judged."""
+    longest = max(len(encoding.encode_ordinary(text + ANSWER_END)) for text in answer_renderings(example))
+    return longest + extra_tokens
+
+
 def evaluate_examples(
     model, encoding, examples: list[tuple[str, Example]], device="cpu", batch_size: int = 64, extra_tokens: int = 4
 ) -> list[ExampleResult]:
-    """Score (split, example) pairs. Decoding may run `extra_tokens` past the true answer's
-    length, so a longer wrong answer is read whole before it is judged."""
+    """Score (split, example) pairs: greedy exact match and teacher-forced answer loss."""
     was_training = model.training
     model.eval()
     try:
@@ -64,13 +87,12 @@ def evaluate_examples(
         losses: list[float] = []
         for start in range(0, len(encoded), batch_size):
             losses += answer_losses(model, encoded[start : start + batch_size], device)
-        results = []
-        for (split, example), enc, loss in zip(examples, encoded, losses):
-            generated = greedy_answer(model, encoding, enc.prompt, len(enc.answer) + extra_tokens, device)
-            results.append(
-                ExampleResult(example.task, split, example.word, is_exact_match(example, generated), loss, generated)
-            )
-        return results
+        budgets = [decoding_budget(encoding, example, extra_tokens) for _, example in examples]
+        generated = greedy_answers(model, encoding, [e.prompt for e in encoded], budgets, device, batch_size)
+        return [
+            ExampleResult(example.task, split, example.word, is_exact_match(example, text), loss, text)
+            for (split, example), loss, text in zip(examples, losses, generated)
+        ]
     finally:
         model.train(was_training)
 

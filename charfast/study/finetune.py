@@ -2,11 +2,13 @@
 
 Each step draws `batch_size` fresh examples: a task and a training word at random (from
 a seeded stream, so a run is reproducible), rendered with random question and answer
-templates. (Mixing in language-modelling data, which the study allows, is not built yet.)
+templates. AdamW with a linear warmup and a cosine decay of the learning rate.
+(Mixing in language-modelling data, which the study allows, is not built yet.)
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from charfast.study.task_data import answer_masked_batch, encode_example
-from charfast.study.tasks import TASKS, Example, make_example
+from charfast.study.tasks import TASKS, Example, sample_example
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,19 @@ class FinetuneConfig:
     lr: float = 3e-4
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    warmup_fraction: float = 0.05  # linear warmup over this share of the steps, then cosine decay
+    final_lr_fraction: float = 0.1  # the cosine ends at lr * this
     seed: int = 0
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step 1..steps."""
+        warmup = max(1, round(self.warmup_fraction * self.steps))
+        if step <= warmup:
+            return self.lr * step / warmup
+        progress = (step - warmup) / max(1, self.steps - warmup)
+        return self.lr * (
+            self.final_lr_fraction + (1 - self.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+        )
 
     def validate(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -38,18 +52,19 @@ class FinetuneConfig:
                 raise ValueError(f"FinetuneConfig: {name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"FinetuneConfig: lr must be > 0, got {self.lr}")
+        for name in ("warmup_fraction", "final_lr_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"FinetuneConfig: {name} must lie in [0, 1], got {getattr(self, name)}")
 
 
 def example_stream(words: list[str], tasks: tuple[str, ...], seed: int) -> Iterator[Example]:
-    """An endless seeded stream of examples; a task skips words it cannot use (e.g. swap
-    needs two distinct letters)."""
+    """An endless seeded stream of examples, tasks drawn uniformly (sample_example: a task
+    uses only words it can, and a classification task's classes are balanced)."""
     if not words:
         raise ValueError("example_stream: no words to make examples from")
     rng = random.Random(seed)
     while True:
-        task, word = rng.choice(tasks), rng.choice(words)
-        if len(set(word)) >= TASKS[task].min_distinct_letters:
-            yield make_example(task, word, rng)
+        yield sample_example(rng.choice(tasks), words, rng)
 
 
 def finetune(model, encoding, words: list[str], config: FinetuneConfig, device="cpu", on_step=None) -> list[dict]:
@@ -63,6 +78,8 @@ def finetune(model, encoding, words: list[str], config: FinetuneConfig, device="
     for step in range(1, config.steps + 1):
         batch = [encode_example(encoding, next(stream)) for _ in range(config.batch_size)]
         x, y = answer_masked_batch(batch, model.config.block_size)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(step)
         _, loss = model(x.to(device), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

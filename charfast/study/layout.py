@@ -2,13 +2,13 @@
 it and the report that reads it.
 
     OUT_DIR/
-      report.md, report.json, loss_curves.png, accuracy_<tokenizer>.png
+      report.md, report.json, loss_curves.png, sweep.png, learning_curves_<tokenizer>.png
       <tokenizer>/                   one folder per tokenizer (its name made file-safe)
         splits/                      the frozen word splits (charfast.study.words)
         test_set.json                the frozen task questions
         <arch>-seed<seed>/
           pretrain/                  a charfast.train run: ckpt.pt, metrics.jsonl
-          finetune/results.json      fine-tuning curve and every test answer
+          finetune/results.json      probe, learning curve, fine-tuning losses, every test answer
 """
 
 from __future__ import annotations
@@ -41,5 +41,5 @@ class StudyLayout:
     def results(self, tokenizer: str, arch: str, seed: int) -> Path:
         return self.run_dir(tokenizer, arch, seed) / "finetune" / "results.json"
 
-    def accuracy_plot(self, tokenizer: str) -> Path:
-        return self.root / f"accuracy_{safe_filename(tokenizer)}.png"
+    def learning_curves_plot(self, tokenizer: str) -> Path:
+        return self.root / f"learning_curves_{safe_filename(tokenizer)}.png"

@@ -23,9 +23,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import random
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from charfast.atomic import atomic_write
 from charfast.gpt import train
@@ -36,48 +41,110 @@ from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import Interrupted, RunFailed
 from charfast.gpt.model import ARCHS as GPT_ARCHS
 from charfast.gpt.tokenizer import check_tokenizer_name
-from charfast.study.evaluate import evaluate_examples
+from charfast.study.evaluate import evaluate_examples, summarize
 from charfast.study.finetune import FinetuneConfig, finetune
 from charfast.study.layout import StudyLayout
-from charfast.study.tasks import TASKS, Example, make_example
+from charfast.study.probe import probe_model
+from charfast.study.tasks import TASKS, Example, draw_examples
 from charfast.study.words import MANIFEST, freeze_splits, load_splits, make_splits, token_frequencies, word_counts
 
-ARCHS = ("char", "baseline-matched")
+ARCHS = ("char", "baseline-matched", "char-shuffled")
 SPLITS = ("train", "heldout", "heldout_rare", "nonce")
+CURVE_SPLITS = ("train", "heldout", "nonce")  # learning curves: heldout_rare is too small to draw from
+SMALL_TASKS = ("spell", "spell_inverse", "contains", "count")  # learnable at CPU scale
+
+
+@dataclass(frozen=True)
+class Preset:
+    tokenizers: tuple[str, ...]  # the vocabulary sweep
+    seeds: tuple[int, ...]
+    tasks: tuple[str, ...]
+    pretrain_steps: int
+    train_flags: tuple[str, ...]  # charfast.train flags of the pretraining (model shape, batch)
+    finetune_steps: int
+    finetune_batch: int
+    finetune_lr: float
+    examples_per_cell: int  # frozen test questions per task and split
+    curve_points: int  # evaluations during fine-tuning (learning curves), besides step 0
+    curve_examples: int  # questions per task and split at each curve point (a prefix of the test set)
+
 
 PRESETS = {
-    # ~25 minutes on a 2-core CPU for 3 seeds: the default CPU model, shortened runs.
-    "small": dict(
-        pretrain_steps=400,
-        finetune_steps=300,
+    # Every stage in minutes on a 2-core CPU, with a tiny model: for tests and a first look.
+    "quick": Preset(
+        tokenizers=("bpe:300", "bpe:512"),
+        seeds=(0, 1),
+        tasks=SMALL_TASKS,
+        pretrain_steps=20,
+        train_flags=(
+            *("--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--char-dim", "16", "--char-hidden", "16"),
+            *("--block-size", "96", "--batch-size", "8", "--eval-interval", "10", "--eval-iters", "1"),
+        ),
+        finetune_steps=20,
+        finetune_batch=8,
+        finetune_lr=1e-3,
+        examples_per_cell=4,
+        curve_points=2,
+        curve_examples=4,
+    ),
+    # About 85 minutes on a 2-core CPU with --jobs 2: the default CPU model, three
+    # vocabularies, two seeds, fine-tuned on four tasks long enough to learn most of them.
+    "small": Preset(
+        tokenizers=("bpe:512", "bpe:4096", "bpe:8192"),
+        seeds=(0, 1),
+        tasks=SMALL_TASKS,
+        pretrain_steps=200,
+        train_flags=("--eval-interval", "50", "--eval-iters", "4"),
+        finetune_steps=3000,
         finetune_batch=32,
         finetune_lr=1e-3,
-        examples_per_cell=30,
-        train_flags=("--eval-interval", "100", "--eval-iters", "4"),
+        examples_per_cell=60,
+        curve_points=6,
+        curve_examples=20,
     ),
-    # GPU: GPT-2 small shape on cl100k (bring a big corpus with --data).
-    "full": dict(
+    # GPU: GPT-2 small shape (bring a big corpus with --data).
+    "full": Preset(
+        tokenizers=("bpe:512", "bpe:4096", "cl100k_base"),
+        seeds=(0, 1, 2),
+        tasks=tuple(TASKS),
         pretrain_steps=20000,
+        train_flags=("--preset", "gpt2-small", "--block-size", "256"),
         finetune_steps=3000,
         finetune_batch=64,
         finetune_lr=3e-5,
         examples_per_cell=500,
-        train_flags=("--preset", "gpt2-small", "--block-size", "256"),
+        curve_points=10,
+        curve_examples=100,
     ),
 }
 
 
 @dataclass
 class StudyConfig:
+    """Settings left None take the preset's value."""
+
     out_dir: str = "study"
     preset: str = "small"
-    tokenizers: tuple[str, ...] = ("bpe:512",)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    tokenizers: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
     archs: tuple[str, ...] = ARCHS
-    tasks: tuple[str, ...] = tuple(TASKS)
+    tasks: tuple[str, ...] | None = None
     data: str | None = None
     device: str = "auto"
+    jobs: int = 1
     test_seed: int = 1234
+
+    def resolved(self) -> StudyConfig:
+        """This config with the preset's values in place of every None."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        preset = PRESETS[self.preset]
+        return dataclasses.replace(
+            self,
+            tokenizers=preset.tokenizers if self.tokenizers is None else tuple(self.tokenizers),
+            seeds=preset.seeds if self.seeds is None else tuple(self.seeds),
+            tasks=preset.tasks if self.tasks is None else tuple(self.tasks),
+        )
 
     def validate(self) -> None:
         """Every setting, before any stage runs: a ValueError naming the flag."""
@@ -97,6 +164,8 @@ class StudyConfig:
             raise ValueError("--tokenizers needs at least one tokenizer")
         for tokenizer in self.tokenizers:
             check_tokenizer_name(tokenizer)
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ValueError(f"--jobs must be an integer >= 1, got {self.jobs!r}")
         if self.data is not None and not Path(self.data).exists():
             raise ValueError(f"--data: {self.data} does not exist")
         if Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
@@ -127,6 +196,7 @@ def _sha256(path: Path) -> str:
 
 class Study:
     def __init__(self, config: StudyConfig):
+        config = config.resolved()
         config.validate()
         self.config = config
         self.preset = PRESETS[config.preset]
@@ -137,11 +207,11 @@ class Study:
         """The pretraining run's folder, trained (or finished) to the preset's steps. An
         existing checkpoint is reused only when its settings are the ones asked for here."""
         folder = self.layout.pretrain_dir(tokenizer, arch, seed)
-        steps = self.preset["pretrain_steps"]
+        steps = self.preset.pretrain_steps
         ckpt = folder / "ckpt.pt"
-        flags = [*self.preset["train_flags"], "--tokenizer", tokenizer, "--arch", arch, "--seed", str(seed)]
+        flags = [*self.preset.train_flags, "--tokenizer", tokenizer, "--arch", arch, "--seed", str(seed)]
         flags += ["--max-steps", str(steps), "--out-dir", str(folder), "--device", self.config.device]
-        flags += ["--sample-tokens", "0", *(["--data", self.config.data] if self.config.data else [])]
+        flags += ["--sample-tokens", "0", "--no-progress", *(["--data", self.config.data] if self.config.data else [])]
         if ckpt.exists():
             flags.append("--resume")
             if resolve_config(flags).checkpoint["step"] >= steps:  # its settings are checked against the flags
@@ -165,11 +235,12 @@ class Study:
         """The finished pretraining run as a Trainer: model, encoding and training tokens."""
         return train.restore_run(folder, device=self.config.device)
 
-    def splits_and_test_set(self, tokenizer: str, pretrain_dir: Path):
+    def splits_and_test_set(self, tokenizer: str):
         """(word splits, [(split, Example)]) of a tokenizer, frozen under its folder on first use
-        (the rare-token split needs the pretraining tokens of `pretrain_dir`'s run). Both are
-        rebuilt when what they were built from changed: the tokenizer, or the splits and the
-        test settings."""
+        (the rare-token split needs the pretraining tokens of the tokenizer's first run). Both
+        are rebuilt when what they were built from changed: the tokenizer, or the splits and
+        the test settings."""
+        pretrain_dir = self.layout.pretrain_dir(tokenizer, self.config.archs[0], self.config.seeds[0])
         splits_dir = self.layout.splits_dir(tokenizer)
         identity = load_checkpoint(pretrain_dir / "ckpt.pt")["tokenizer"]
         manifest = _read_json(splits_dir / MANIFEST)
@@ -186,7 +257,7 @@ class Study:
         built_from = {
             "splits_manifest_sha256": _sha256(splits_dir / MANIFEST),
             "tasks": list(self.config.tasks),
-            "examples_per_cell": self.preset["examples_per_cell"],
+            "examples_per_cell": self.preset.examples_per_cell,
             "test_seed": self.config.test_seed,
         }
         saved = _read_json(test_path)
@@ -202,61 +273,119 @@ class Study:
 
     def _draw_test_set(self, splits) -> list[tuple[str, Example]]:
         rng = random.Random(self.config.test_seed)
-        test_set = []
-        for split in SPLITS:
-            for task in self.config.tasks:
-                words = [w for w in getattr(splits, split) if len(set(w)) >= TASKS[task].min_distinct_letters]
-                for word in rng.sample(words, min(self.preset["examples_per_cell"], len(words))):
-                    test_set.append((split, make_example(task, word, rng)))
-        return test_set
+        return [
+            (split, example)
+            for split in SPLITS
+            for task in self.config.tasks
+            for example in draw_examples(task, getattr(splits, split), self.preset.examples_per_cell, rng)
+        ]
 
-    def finetune_and_evaluate(self, tokenizer: str, arch: str, seed: int, pretrain_dir: Path, splits, test_set) -> Path:
-        """results.json of the fine-tuned model, reused only when it was built from this
-        pretraining (step and checkpoint hash), this test set and these settings."""
+    def curve_questions(self, test_set: list[tuple[str, Example]]) -> list[tuple[str, Example]]:
+        """The learning curves' questions: the first curve_examples of each task on each
+        CURVE_SPLITS split of the frozen test set (a prefix keeps count and contains balanced
+        when curve_examples is a multiple of their classes)."""
+        taken: dict[tuple[str, str], int] = defaultdict(int)
+        chosen = []
+        for split, example in test_set:
+            key = (split, example.task)
+            if split in CURVE_SPLITS and taken[key] < self.preset.curve_examples:
+                taken[key] += 1
+                chosen.append((split, example))
+        return chosen
+
+    def evaluate_run(self, tokenizer: str, arch: str, seed: int) -> Path:
+        """results.json of one pretrained run: the spelling probe of its input vectors, then
+        fine-tuning with learning curves, then the frozen test set. Reused only when it was
+        built from this pretraining (step and checkpoint hash), this test set and these settings."""
+        _, test_set = self.splits_and_test_set(tokenizer)
+        splits, _ = load_splits(self.layout.splits_dir(tokenizer))
+        pretrain_dir = self.layout.pretrain_dir(tokenizer, arch, seed)
         results_path = self.layout.results(tokenizer, arch, seed)
         config = FinetuneConfig(
             tasks=self.config.tasks,
-            steps=self.preset["finetune_steps"],
-            batch_size=self.preset["finetune_batch"],
-            lr=self.preset["finetune_lr"],
+            steps=self.preset.finetune_steps,
+            batch_size=self.preset.finetune_batch,
+            lr=self.preset.finetune_lr,
             seed=seed,
+        )
+        curve_steps = sorted(
+            {round(k * config.steps / self.preset.curve_points) for k in range(1, self.preset.curve_points + 1)}
         )
         built_from = {
             **self.pretrain_identity(pretrain_dir),
             "test_set_sha256": _sha256(self.layout.test_set(tokenizer)),
             "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
+            "curve_steps": curve_steps,
+            "curve_examples": self.preset.curve_examples,
         }
         saved = _read_json(results_path)
         if isinstance(saved, dict) and saved.get("built_from") == built_from:
             return results_path
         trainer = self.load_pretrained(pretrain_dir)
-        model, encoding = trainer.model, trainer.encoding
-        curve = finetune(model, encoding, list(splits.train), config, device=trainer.device)
-        after = evaluate_examples(model, encoding, test_set, device=trainer.device)
+        model, encoding, device = trainer.model, trainer.encoding, trainer.device
+        probe = probe_model(model, encoding)
+        questions = self.curve_questions(test_set)
+
+        def curve_point(step: int) -> dict:
+            scores = summarize(evaluate_examples(model, encoding, questions, device=device))
+            return {
+                "step": step,
+                "exact_match": {f"{task}|{split}": v["exact_match"] for (task, split), v in scores.items()},
+            }
+
+        curve = [curve_point(0)]
+        losses = finetune(
+            model,
+            encoding,
+            list(splits.train),
+            config,
+            device=device,
+            on_step=lambda record: curve.append(curve_point(record["step"])) if record["step"] in curve_steps else None,
+        )
+        after = evaluate_examples(model, encoding, test_set, device=device)
         _write_json(
             results_path,
             {
                 "tokenizer": tokenizer,
                 "arch": arch,
                 "seed": seed,
+                "n_vocab": encoding.n_vocab,
                 "built_from": built_from,
                 "finetune": dataclasses.asdict(config),
-                "finetune_curve": curve,
+                "finetune_curve": losses,
+                "learning_curve": curve,
+                "probe": probe,
                 "after": [dataclasses.asdict(r) for r in after],
             },
         )
         return results_path
 
+    def runs(self) -> list[tuple[str, str, int]]:
+        return [(t, a, s) for t in self.config.tokenizers for s in self.config.seeds for a in self.config.archs]
+
     def run(self) -> list[Path]:
-        """Every stage for every tokenizer, seed and arch; returns the results.json paths."""
-        results = []
+        """Every stage for every tokenizer, seed and arch; returns the results.json paths.
+        With jobs > 1 the runs' pretraining and evaluation go to that many processes, each
+        with its share of the CPU threads; the splits and test sets are frozen in between."""
+        self._map(_pretrain_job, self.runs())
         for tokenizer in self.config.tokenizers:
-            pretrained = {
-                (arch, seed): self.pretrain(tokenizer, arch, seed)
-                for seed in self.config.seeds
-                for arch in self.config.archs
-            }
-            splits, test_set = self.splits_and_test_set(tokenizer, next(iter(pretrained.values())))
-            for (arch, seed), folder in pretrained.items():
-                results.append(self.finetune_and_evaluate(tokenizer, arch, seed, folder, splits, test_set))
-        return results
+            self.splits_and_test_set(tokenizer)
+        return self._map(_evaluate_job, self.runs())
+
+    def _map(self, job, runs: list[tuple[str, str, int]]) -> list:
+        if self.config.jobs == 1:
+            return [job(self.config, run) for run in runs]
+        threads = max(1, torch.get_num_threads() // self.config.jobs)
+        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+        with ProcessPoolExecutor(
+            self.config.jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
+        ) as pool:
+            return list(pool.map(job, [self.config] * len(runs), runs))
+
+
+def _pretrain_job(config: StudyConfig, run: tuple[str, str, int]) -> Path:
+    return Study(config).pretrain(*run)
+
+
+def _evaluate_job(config: StudyConfig, run: tuple[str, str, int]) -> Path:
+    return Study(config).evaluate_run(*run)

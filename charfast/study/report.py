@@ -1,159 +1,142 @@
-"""The study's report: a markdown table and PNG plots from the runs' results.json files.
+"""The study's report: report.md, report.json and the plots, from the runs' results.json.
 
-Per tokenizer, task and split: each arch's exact-match accuracy and teacher-forced answer
-loss (means over seeds), and the char-minus-baseline accuracy difference with a paired
-bootstrap 95% interval (both archs answered the same frozen questions; each question's
-score is first averaged over seeds). Plots: pretraining loss curves (the study's Figure
-3), fine-tuning loss curves (its Figure 4) and accuracy by task and split.
+Sections: the spelling probe, the tasks (exact match beside chance, char minus each
+control with a paired bootstrap 95% interval), the steps fine-tuning needs to reach 50%
+and 80%, and the plots (charfast.study.plots). The numbers come from charfast.study.analysis.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 from charfast.atomic import atomic_write
+from charfast.study.analysis import CHAR, CONTROLS, THRESHOLDS, curve_rows, probe_rows, task_rows
 from charfast.study.layout import StudyLayout
-from charfast.study.stats import paired_bootstrap_difference
+from charfast.study.plots import plot_report
 
-CHAR, CONTROL = "char", "baseline-matched"
+LEARNED = 0.6  # exact match on train words that counts a task as learned
 
 
 def load_results(paths: list[Path]) -> list[dict]:
     return [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
 
 
-def score_matrix(runs: list[dict], task: str, split: str, field: str) -> np.ndarray:
-    """[seeds, questions] of `field` ("correct" or "answer_loss") for one task and split,
-    runs in seed order; every run answered the same questions in the same order."""
-    rows = [[r[field] for r in run["after"] if r["task"] == task and r["split"] == split] for run in runs]
-    return np.asarray(rows, dtype=np.float64)
+def _interval(values: list[float] | None) -> str:
+    return "n/a" if not values else f"{values[0]:+.1%} [{values[1]:+.1%}, {values[2]:+.1%}]"
 
 
-def comparison_rows(results: list[dict]) -> list[dict]:
-    """One row per (tokenizer, task, split) with both archs' scores and the interval."""
-    by_key: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for run in results:
-        by_key[(run["tokenizer"], run["arch"])].append(run)
-    rows = []
-    for tokenizer in sorted({run["tokenizer"] for run in results}):
-        runs = {arch: sorted(by_key[(tokenizer, arch)], key=lambda r: r["seed"]) for arch in (CHAR, CONTROL)}
-        if not runs[CHAR] or not runs[CONTROL]:
-            continue
-        cells = sorted({(r["task"], r["split"]) for r in runs[CHAR][0]["after"]})
-        for task, split in cells:
-            acc = {arch: score_matrix(runs[arch], task, split, "correct") for arch in runs}
-            loss = {arch: score_matrix(runs[arch], task, split, "answer_loss") for arch in runs}
-            interval = paired_bootstrap_difference(acc[CHAR], acc[CONTROL])
-            rows.append(
-                {
-                    "tokenizer": tokenizer,
-                    "task": task,
-                    "split": split,
-                    "n": acc[CHAR].shape[1],
-                    "seeds": acc[CHAR].shape[0],
-                    "acc_char": acc[CHAR].mean(),
-                    "acc_control": acc[CONTROL].mean(),
-                    "diff": interval.estimate,
-                    "low": interval.low,
-                    "high": interval.high,
-                    "loss_char": loss[CHAR].mean(),
-                    "loss_control": loss[CONTROL].mean(),
-                }
-            )
-    return rows
+def _archs(rows: list[dict], field: str) -> list[str]:
+    present = {arch for row in rows for arch in row[field]}
+    return [arch for arch in (CHAR, *CONTROLS) if arch in present]
 
 
-def markdown_table(rows: list[dict]) -> str:
+def probe_table(rows: list[dict]) -> str:
+    archs = _archs(rows, "score")
     lines = [
-        "| tokenizer | task | split | n x seeds | exact match char | baseline-matched | "
-        "difference [95% CI] | answer loss char | baseline-matched |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| tokenizer | probe | test tokens | majority | "
+        + " | ".join(archs)
+        + " | "
+        + " | ".join(f"char - {c}" for c in CONTROLS)
+        + " | per seed ("
+        + ", ".join(archs)
+        + ") |",
+        "| --- " * (4 + len(archs) + len(CONTROLS) + 1) + "|",
     ]
     for r in rows:
+        scores = " | ".join(f"{r['score'][a][0]:.1%} [{r['score'][a][1]:.1%}, {r['score'][a][2]:.1%}]" for a in archs)
+        diffs = " | ".join(_interval(r["difference"].get(c)) for c in CONTROLS)
+        per_seed = "; ".join(" / ".join(f"{v:.1%}" for v in r["per_seed"][a]) for a in archs)
         lines.append(
-            f"| {r['tokenizer']} | {r['task']} | {r['split']} | {r['n']} x {r['seeds']} | "
-            f"{r['acc_char']:.1%} | {r['acc_control']:.1%} | "
-            f"{r['diff']:+.1%} [{r['low']:+.1%}, {r['high']:+.1%}] | "
-            f"{r['loss_char']:.3f} | {r['loss_control']:.3f} |"
+            f"| {r['tokenizer']} | {r['probe']} | {'/'.join(map(str, r['n_test_tokens']))} | {r['majority']:.1%} | "
+            f"{scores} | {diffs} | {per_seed} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot_report(results: list[dict], rows: list[dict], layout: StudyLayout) -> list[Path]:
-    import matplotlib
+def task_table(rows: list[dict]) -> str:
+    archs = _archs(rows, "exact_match")
+    lines = [
+        "| tokenizer | task | split | n x seeds | chance | "
+        + " | ".join(archs)
+        + " | "
+        + " | ".join(f"char - {c}" for c in CONTROLS)
+        + " | answer loss ("
+        + ", ".join(archs)
+        + ") |",
+        "| --- " * (5 + len(archs) + len(CONTROLS) + 1) + "|",
+    ]
+    for r in rows:
+        accuracy = " | ".join(f"{r['exact_match'][a]:.1%}" for a in archs)
+        diffs = " | ".join(_interval(r["difference"].get(c)) for c in CONTROLS)
+        losses = " / ".join(f"{r['answer_loss'][a]:.3f}" for a in archs)
+        lines.append(
+            f"| {r['tokenizer']} | {r['task']} | {r['split']} | {r['n']} x {r['seeds']} | {r['chance']:.0%} | "
+            f"{accuracy} | {diffs} | {losses} |"
+        )
+    return "\n".join(lines) + "\n"
 
-    matplotlib.use("Agg")  # files only: no display needed
-    from matplotlib import pyplot as plt
 
-    colours = {CHAR: "tab:blue", CONTROL: "tab:orange"}
-    paths = []
-    fig, (pre, fine) = plt.subplots(1, 2, figsize=(12, 4), dpi=120)
-    for run in results:
-        label = f"{run['arch']} seed {run['seed']} ({run['tokenizer']})"
-        metrics = layout.pretrain_dir(run["tokenizer"], run["arch"], run["seed"]) / "metrics.jsonl"
-        records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-        val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
-        if val:
-            pre.plot(*zip(*val), color=colours.get(run["arch"]), alpha=0.8, label=label)
-        curve = [(r["step"], r["train_loss"]) for r in run["finetune_curve"]]
-        fine.plot(*zip(*curve), color=colours.get(run["arch"]), alpha=0.6, linewidth=0.8, label=label)
-    pre.set(title="pretraining: validation loss", xlabel="step", ylabel="nats / token")
-    fine.set(title="fine-tuning: answer loss (train batches)", xlabel="step", ylabel="nats / answer token")
-    for ax in (pre, fine):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths.append(layout.root / "loss_curves.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+def learned_summary(rows: list[dict]) -> str:
+    """Per tokenizer and arch: the tasks whose exact match on train words (mean over
+    seeds) reaches LEARNED."""
+    lines = [f"Tasks learned (exact match on train words >= {LEARNED:.0%}, mean over seeds):", ""]
+    for tokenizer in dict.fromkeys(r["tokenizer"] for r in rows):
+        train = [r for r in rows if r["tokenizer"] == tokenizer and r["split"] == "train"]
+        for arch in _archs(train, "exact_match"):
+            learned = [
+                f"{r['task']} ({r['exact_match'][arch]:.0%})" for r in train if r["exact_match"][arch] >= LEARNED
+            ]
+            lines.append(f"- {tokenizer}, {arch}: {len(learned)} of {len(train)}: {', '.join(learned) or 'none'}")
+    return "\n".join(lines) + "\n"
 
-    for tokenizer in sorted({r["tokenizer"] for r in rows}):
-        mine = [r for r in rows if r["tokenizer"] == tokenizer]
-        splits = sorted({r["split"] for r in mine})
-        fig, axes = plt.subplots(len(splits), 1, figsize=(12, 2.6 * len(splits)), dpi=120, squeeze=False)
-        for ax, split in zip(axes[:, 0], splits):
-            cells = [r for r in mine if r["split"] == split]
-            x = np.arange(len(cells))
-            ax.bar(x - 0.2, [r["acc_char"] for r in cells], 0.4, color=colours[CHAR], label=CHAR)
-            ax.bar(x + 0.2, [r["acc_control"] for r in cells], 0.4, color=colours[CONTROL], label=CONTROL)
-            ax.errorbar(
-                x,
-                [r["diff"] for r in cells],
-                yerr=[[r["diff"] - r["low"] for r in cells], [r["high"] - r["diff"] for r in cells]],
-                fmt="k.",
-                capsize=3,
-                label="char - baseline (95% CI)",
-            )
-            ax.axhline(0, color="grey", linewidth=0.5)
-            ax.set_xticks(x, [r["task"] for r in cells], fontsize=7)
-            ax.set_ylabel(f"{split}\nexact match")
-            ax.set_ylim(-1, 1)
-        axes[0, 0].set_title(f"exact-match accuracy by task, {tokenizer}")
-        axes[0, 0].legend(fontsize=7, ncol=3)
-        fig.tight_layout()
-        paths.append(layout.accuracy_plot(tokenizer))
-        fig.savefig(paths[-1])
-        plt.close(fig)
-    return paths
+
+def _steps(values: list[int | None]) -> str:
+    reached = [v for v in values if v is not None]
+    if len(reached) < len(values):
+        return f"not reached ({len(reached)}/{len(values)} seeds)"
+    return f"{sum(reached) / len(reached):.0f} [{min(reached)}, {max(reached)}]"
+
+
+def steps_table(rows: list[dict]) -> str:
+    header = " | ".join(f"steps to {t:.0%}" for t in THRESHOLDS)
+    lines = [
+        f"| tokenizer | task | split | arch | {header} | exact match at the last step |",
+        "| --- " * (5 + len(THRESHOLDS)) + "|",
+    ]
+    for r in rows:
+        to = " | ".join(_steps(r["steps_to"][f"{t:.0%}"]) for t in THRESHOLDS)
+        lines.append(f"| {r['tokenizer']} | {r['task']} | {r['split']} | {r['arch']} | {to} | {r['mean'][-1]:.1%} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_report(result_paths: list[Path], study_root: Path) -> Path:
-    """report.md (and its PNGs) in study_root; returns its path."""
+    """report.md, report.json and the plots in study_root; returns report.md's path."""
     results = load_results(result_paths)
-    rows = comparison_rows(results)
-    plots = plot_report(results, rows, StudyLayout(study_root))
+    tasks, probes, curves = task_rows(results), probe_rows(results), curve_rows(results)
+    plots = plot_report(results, tasks, probes, curves, StudyLayout(study_root))
     text = [
         "# charfast study report",
         "",
-        "Exact match: greedy decoding up to the first newline, answer value compared exactly. "
-        "Answer loss: teacher-forced cross-entropy of the answer tokens (the original study's measure). "
-        "Intervals: paired bootstrap over the shared questions, scores averaged over seeds first.",
+        "Intervals are 95% percentile-bootstrap intervals. Tasks: exact match of greedy decoding up to the "
+        "first newline, over the frozen questions, each question's score averaged over seeds first; chance is "
+        "what a constant answer scores (count and contains are balanced). Probe: linear probes on each token's "
+        "input vector (no position), trained on 80% of the tokens with a letter and scored on the other 20%, "
+        "tokens resampled within each seed; majority is the constant-answer baseline. Steps: the first "
+        "evaluated fine-tuning step at or above the threshold, mean [min, max] over seeds.",
         "",
-        markdown_table(rows),
+        "## Spelling probe",
+        "",
+        probe_table(probes),
+        "## Tasks after fine-tuning",
+        "",
+        learned_summary(tasks),
+        task_table(tasks),
+        "## Learning curves: steps to 50% and 80% exact match",
+        "",
+        steps_table(curves),
+        "## Plots",
+        "",
         *[f"![{p.stem}]({p.name})" for p in plots],
         "",
     ]
@@ -161,5 +144,5 @@ def write_report(result_paths: list[Path], study_root: Path) -> Path:
     with atomic_write(path) as f:
         f.write("\n".join(text).encode("utf-8"))
     with atomic_write(study_root / "report.json") as f:
-        f.write(json.dumps(rows, indent=1).encode("utf-8"))
+        f.write(json.dumps({"probe": probes, "tasks": tasks, "curves": curves}, indent=1).encode("utf-8"))
     return path

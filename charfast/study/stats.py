@@ -37,3 +37,23 @@ def paired_bootstrap_difference(a, b, n_resamples: int = 10_000, confidence: flo
     tail = (1 - confidence) / 2
     low, high = np.quantile(resampled, [tail, 1 - tail])
     return Interval(float(diff.mean()), float(low), float(high), confidence)
+
+
+def stratified_bootstrap_mean(
+    groups: list, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> Interval:
+    """The mean over groups of each group's mean (e.g. one group per seed, whose items are
+    that seed's test tokens), with a percentile-bootstrap interval that resamples items
+    within each group. For a paired difference, pass each group's a - b."""
+    groups = [np.asarray(g, dtype=np.float64) for g in groups]
+    if not groups or any(g.ndim != 1 or g.size == 0 for g in groups):
+        raise ValueError("groups must be a non-empty list of non-empty 1-D score arrays")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    resampled = np.mean(
+        [g[rng.integers(0, g.size, size=(n_resamples, g.size))].mean(axis=1) for g in groups], axis=0
+    )  # [R]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(resampled, [tail, 1 - tail])
+    return Interval(float(np.mean([g.mean() for g in groups])), float(low), float(high), confidence)

@@ -6,17 +6,23 @@ random. The answer *value* (e.g. "3", "yrrebwarts") is what exact-match scores: 
 generation is right when it reads as any of the task's answer templates filled with the
 right value (see `extract_answer`).
 
-Fixes over the study: count draws the letter uniformly from a-z (absent letters
-included, so 0 is a common answer); replace replaces every occurrence, not the first;
-index asks only about letters the word contains.
+Classification tasks (count, contains) have a fixed set of answer values, their
+`classes`, and draw each class equally often: a constant answer then scores exactly
+chance (`Task.chance`), and accuracy above it means the task is learned.
+
+Fixes over the study: count asks about letters by the answer they give (0 to 3
+occurrences, each equally likely; the study drew the letter from a-z, so 0 was the usual
+answer); replace replaces every occurrence, not the first; index asks only about letters
+the word contains.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 LETTERS = string.ascii_lowercase
@@ -35,14 +41,27 @@ class Example:
 @dataclass(frozen=True)
 class Task:
     name: str
-    # (word, rng) -> (template slots, answer value); slots fill the templates
-    make: Callable[[str, random.Random], tuple[dict, str]]
+    # (word, rng, wanted value or None) -> (template slots, answer value); slots fill the
+    # templates. Only classification tasks are given a wanted value (one of `classes`).
+    make: Callable[[str, random.Random, str | None], tuple[dict, str]]
     questions: tuple[str, ...]
     answers: tuple[str, ...]  # each holds "{value}" exactly once
     min_distinct_letters: int = 1  # delete and swap need two, or the answer is empty / the word itself
+    classes: tuple[str, ...] = ()  # a classification task's answer values, drawn equally often
+    answerable: Callable[[str, str], bool] | None = None  # (word, class) -> can the word give that answer
 
-    def example(self, word: str, rng: random.Random) -> Example:
-        slots, value = self.make(word, rng)
+    @property
+    def chance(self) -> float:
+        """Exact match of the best constant answer on a balanced set: 1 / classes, else 0."""
+        return 1 / len(self.classes) if self.classes else 0.0
+
+    def can_use(self, word: str, value: str | None = None) -> bool:
+        if len(set(word)) < self.min_distinct_letters:
+            return False
+        return value is None or self.answerable is None or self.answerable(word, value)
+
+    def example(self, word: str, rng: random.Random, value: str | None = None) -> Example:
+        slots, value = self.make(word, rng, value)
         question = rng.choice(self.questions).format(word=word, **slots)
         answer = rng.choice(self.answers).format(value=value, **slots)
         return Example(self.name, word, question + "\n", answer, value, tuple(sorted(slots.items())))
@@ -56,53 +75,57 @@ def _other_letter(exclude: str, rng: random.Random) -> str:
     return rng.choice([c for c in LETTERS if c not in exclude])
 
 
-def _count(word, rng):
-    letter = rng.choice(LETTERS)
-    return {"letter": letter}, str(word.count(letter))
+def _letters_counted(word: str, value: str) -> list[str]:
+    return [c for c in LETTERS if word.count(c) == int(value)]
 
 
-def _index(word, rng):
+def _count(word, rng, value):
+    return {"letter": rng.choice(_letters_counted(word, value))}, value
+
+
+def _index(word, rng, value):
     letter = _present_letter(word, rng)
     return {"letter": letter}, str(word.index(letter))
 
 
-def _reverse(word, rng):
+def _reverse(word, rng, value):
     return {}, word[::-1]
 
 
-def _replace(word, rng):
+def _replace(word, rng, value):
     letter = _present_letter(word, rng)
     other = _other_letter(letter, rng)
     return {"letter": letter, "other": other}, word.replace(letter, other)
 
 
-def _spell(word, rng):
+def _spell(word, rng, value):
     return {}, " ".join(word)
 
 
-def _spell_inverse(word, rng):
+def _spell_inverse(word, rng, value):
     return {"spelled": " ".join(word)}, word
 
 
-def _contains(word, rng):
-    # Half the questions ask about a present letter, so "yes" and "no" are balanced.
-    absent = [c for c in LETTERS if c not in word]
-    letter = rng.choice(absent) if absent and rng.random() < 0.5 else _present_letter(word, rng)
-    return {"letter": letter}, "yes" if letter in word else "no"
+def _contains_letters(word: str, value: str) -> list[str]:
+    return [c for c in LETTERS if (c in word) == (value == "yes")]
 
 
-def _insert(word, rng):
+def _contains(word, rng, value):
+    return {"letter": rng.choice(_contains_letters(word, value))}, value
+
+
+def _insert(word, rng, value):
     after = _present_letter(word, rng)
     letter = rng.choice(LETTERS)
     return {"letter": letter, "after": after}, word.replace(after, after + letter)
 
 
-def _delete(word, rng):
+def _delete(word, rng, value):
     letter = _present_letter(word, rng)
     return {"letter": letter}, word.replace(letter, "")
 
 
-def _swap(word, rng):
+def _swap(word, rng, value):
     first, second = rng.sample(sorted(set(word)), 2)
     swapped = "".join(second if c == first else first if c == second else c for c in word)
     return {"first": first, "second": second}, swapped
@@ -121,6 +144,8 @@ TASKS: dict[str, Task] = {
                 "Number of '{letter}' characters in '{word}'?",
             ),
             ("{value}", "The letter '{letter}' appears {value} times.", "Answer: {value}"),
+            classes=("0", "1", "2", "3"),
+            answerable=lambda word, value: bool(_letters_counted(word, value)),
         ),
         Task(
             "index",
@@ -181,6 +206,8 @@ TASKS: dict[str, Task] = {
                 "Answer yes or no: '{letter}' occurs in '{word}'.",
             ),
             ("{value}", "Answer: {value}"),
+            classes=("yes", "no"),
+            answerable=lambda word, value: bool(_contains_letters(word, value)),
         ),
         Task(
             "insert",
@@ -230,17 +257,67 @@ TASKS: dict[str, Task] = {
 STUDY_TASKS = ("reverse", "count", "index", "replace")
 
 
-def make_example(task: str, word: str, rng: random.Random) -> Example:
-    """One rendered example of `task` for a lower-case ASCII word."""
+def make_example(task: str, word: str, rng: random.Random, value: str | None = None) -> Example:
+    """One rendered example of `task` for a lower-case ASCII word. A classification task
+    answers `value` (default: a class drawn from those the word can give)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    spec = TASKS[task]
     if not word or not set(word) <= set(LETTERS):
         raise ValueError(f"task words must be non-empty lower-case a-z strings, got {word!r}")
-    if len(set(word)) < TASKS[task].min_distinct_letters:
+    if not spec.can_use(word):
         raise ValueError(
-            f"task {task!r} needs words with at least {TASKS[task].min_distinct_letters} distinct letters, got {word!r}"
+            f"task {task!r} needs words with at least {spec.min_distinct_letters} distinct letters, got {word!r}"
         )
-    return TASKS[task].example(word, rng)
+    if not spec.classes:
+        if value is not None:
+            raise ValueError(f"task {task!r} has no classes; value must be None, got {value!r}")
+        return spec.example(word, rng)
+    if value is None:
+        value = rng.choice([c for c in spec.classes if spec.can_use(word, c)])
+    if value not in spec.classes or not spec.can_use(word, value):
+        raise ValueError(f"task {task!r}: {word!r} cannot have the answer {value!r} (classes: {spec.classes})")
+    return spec.example(word, rng, value)
+
+
+def sample_example(task: str, words: Sequence[str], rng: random.Random, max_tries: int = 10_000) -> Example:
+    """An example of `task` on a random word of `words`; a classification task first draws
+    its answer class uniformly, then a word that can give it, so its classes are balanced."""
+    spec = TASKS[task]
+    value = rng.choice(spec.classes) if spec.classes else None
+    for _ in range(max_tries):
+        word = rng.choice(words)
+        if spec.can_use(word, value):
+            return spec.example(word, rng, value)
+    raise ValueError(
+        f"task {task!r}: no word among {len(words)} tried {max_tries} times can be used (answer {value!r})"
+    )
+
+
+def draw_examples(task: str, words: Sequence[str], n: int, rng: random.Random) -> list[Example]:
+    """Up to n examples of `task`, on distinct words of `words` in random order. A
+    classification task's answers cycle through its classes and the list is cut to a
+    multiple of them, so every class appears equally often (a frozen test set's rule)."""
+    spec = TASKS[task]
+    pool = [w for w in words if spec.can_use(w)]
+    rng.shuffle(pool)
+    wanted = itertools.cycle(spec.classes) if spec.classes else itertools.repeat(None)
+    value, examples = next(wanted), []
+    for word in pool:
+        if len(examples) == n:
+            break
+        if spec.can_use(word, value):
+            examples.append(spec.example(word, rng, value))
+            value = next(wanted)
+    if spec.classes:
+        examples = examples[: len(examples) - len(examples) % len(spec.classes)]
+    return examples
+
+
+def answer_renderings(example: Example) -> list[str]:
+    """Every answer text a model may write for `example`: each answer template filled with
+    its value (the decoding budget must fit the longest)."""
+    return [template.format(value=example.value, **dict(example.slots)) for template in TASKS[example.task].answers]
 
 
 def extract_answer(task: str, generated: str) -> str | None:

@@ -136,3 +136,26 @@ def test_chars_past_a_tokens_end_may_be_anything():
 def test_from_tiktoken_wants_an_encoding_not_a_name():
     with pytest.raises(TypeError, match=r"must be a tiktoken.Encoding .* got str 'cl100k_base'"):
         TokenCharTable.from_tiktoken("cl100k_base")
+
+
+def test_a_shuffled_table_gives_each_token_another_tokens_chars(cl100k_table):
+    table = cl100k_table
+    shuffled = table.shuffled(0)
+    assert shuffled.vocab_size == table.vocab_size and shuffled.n_chars == table.n_chars
+    # The lengths, and the rows themselves, are the same multiset: only who gets which moved.
+    assert sorted(shuffled.lengths.tolist()) == sorted(table.lengths.tolist())
+    assert sorted(shuffled.token_text(i) for i in range(shuffled.vocab_size)) == sorted(
+        table.token_text(i) for i in range(table.vocab_size)
+    )
+    moved = sum(shuffled.token_text(i) != table.token_text(i) for i in range(0, table.vocab_size, 7))
+    assert moved > 0.99 * len(range(0, table.vocab_size, 7))
+    # A fixed permutation: the same seed gives the same table, another seed another one.
+    assert torch.equal(table.shuffled(0).chars, shuffled.chars)
+    assert not torch.equal(table.shuffled(1).chars, shuffled.chars)
+    assert "shuffled0" in shuffled.name
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_shuffled_wants_a_seed(cl100k_table, seed):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        cl100k_table.shuffled(seed)

@@ -10,7 +10,7 @@ from backend_cases import needs_interpreter, random_idx, random_table
 
 from charfast import GPT, GPTConfig
 from charfast.baselines.packed_lstm import padded_lstm_char_embedding
-from charfast.gpt.model import ARCHS, char_encoder_parameter_count
+from charfast.gpt.model import ARCHS, SHUFFLE_SEED, char_encoder_parameter_count
 
 VOCAB, N_CHARS = 40, 17
 
@@ -70,6 +70,16 @@ def test_baseline_matched_adds_as_many_parameters_as_the_char_encoder(table):
     # The control's width is an integer: it can miss by at most half a width step.
     assert abs(n_matched - n_char) <= (VOCAB + config.n_embd) / 2
     assert n_matched > n_base
+
+
+def test_char_shuffled_is_the_char_arch_reading_a_fixed_permutation_of_the_table(table):
+    char = GPT(tiny_config(arch="char"), char_table=table)
+    shuffled = GPT(tiny_config(arch="char-shuffled"), char_table=table)
+    assert shuffled.num_parameters() == char.num_parameters()  # same capacity and compute
+    seen = shuffled.char_emb.table
+    assert torch.equal(seen.chars, table.shuffled(SHUFFLE_SEED).chars)
+    assert torch.equal(GPT(tiny_config(arch="char-shuffled"), char_table=table).char_emb.table.chars, seen.chars)
+    assert not torch.equal(seen.chars, table.chars)
 
 
 def test_baseline_matched_at_the_default_preset_is_within_a_quarter_percent():

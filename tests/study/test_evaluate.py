@@ -8,9 +8,9 @@ import torch
 from charfast import GPT, GPTConfig
 from charfast.gpt.generation import new_tokens
 from charfast.gpt.model import IGNORE_INDEX
-from charfast.study.evaluate import evaluate_examples, summarize
+from charfast.study.evaluate import decoding_budget, evaluate_examples, greedy_answers, summarize
 from charfast.study.task_data import answer_masked_batch, encode_example
-from charfast.study.tasks import make_example
+from charfast.study.tasks import answer_renderings, make_example
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,20 @@ def test_a_wrong_model_scores_nothing_and_decoding_stops(cl100k, examples):
     results = evaluate_examples(MemorisingModel(cl100k, examples, wrong=True), cl100k, examples, extra_tokens=2)
     assert not any(r.correct for r in results)
     assert all(r.answer_loss > 20 for r in results)
-    for r, (_, ex) in zip(results, examples):  # bounded: answer length + 2 tokens of 'x'
-        assert r.generated == "x" * (len(encode_example(cl100k, ex).answer) + 2)
+    for r, (_, ex) in zip(results, examples):  # bounded: the longest answer rendering + 2 tokens of 'x'
+        longest = max(len(cl100k.encode_ordinary(text + "\n")) for text in answer_renderings(ex))
+        assert r.generated == "x" * (longest + 2) == "x" * decoding_budget(cl100k, ex, extra_tokens=2)
+
+
+def test_batched_decoding_stops_each_row_at_its_own_newline(cl100k, examples):
+    """Questions of the same length decode as one batch; every row ends at its first
+    newline, whatever the other rows of its batch still write."""
+    model = MemorisingModel(cl100k, examples)
+    prompts = [encode_example(cl100k, ex).prompt for _, ex in examples]
+    one_by_one = [greedy_answers(model, cl100k, [p], [40], "cpu")[0] for p in prompts]
+    together = greedy_answers(model, cl100k, prompts * 2, [40] * (2 * len(prompts)), "cpu", batch_size=4)
+    assert together == one_by_one * 2
+    assert all(text == ex.answer + "\n" for text, (_, ex) in zip(one_by_one, examples))
 
 
 @pytest.fixture

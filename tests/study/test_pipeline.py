@@ -7,35 +7,21 @@ from tiny_runs import write_tiny_corpus
 
 from charfast.study import cli, pipeline
 
-TINY = dict(
+TINY = pipeline.Preset(
+    tokenizers=("bpe:300",),
+    seeds=(0, 1),
+    tasks=("reverse", "count"),
     pretrain_steps=3,
-    finetune_steps=3,
+    train_flags=(
+        *("--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "96", "--batch-size", "4"),
+        *("--char-dim", "8", "--char-hidden", "8", "--eval-interval", "3", "--eval-iters", "1"),
+    ),
+    finetune_steps=4,
     finetune_batch=4,
     finetune_lr=1e-3,
-    examples_per_cell=3,
-    train_flags=(
-        "--tokenizer",
-        "bpe:300",
-        "--n-layer",
-        "1",
-        "--n-head",
-        "2",
-        "--n-embd",
-        "16",
-        "--block-size",
-        "96",
-        "--batch-size",
-        "4",
-        "--char-dim",
-        "8",
-        "--char-hidden",
-        "8",
-        "--eval-interval",
-        "3",
-        "--eval-iters",
-        "1",
-        "--no-progress",
-    ),
+    examples_per_cell=4,
+    curve_points=2,
+    curve_examples=4,
 )
 
 
@@ -49,14 +35,6 @@ def tiny_study(tmp_path, monkeypatch):
         str(tmp_path / "study"),
         "--data",
         str(corpus),
-        "--seeds",
-        "0",
-        "1",
-        "--tasks",
-        "reverse",
-        "count",
-        "--tokenizers",
-        "bpe:300",
         "--device",
         "cpu",
     ]
@@ -67,19 +45,39 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     root = tmp_path / "study"
     report = (root / "report.md").read_text(encoding="utf-8")
     rows = json.loads((root / "report.json").read_text(encoding="utf-8"))
-    # 2 tasks x 4 splits, each with both archs over 2 seeds and an interval around the difference.
-    assert {(r["task"], r["split"]) for r in rows} == {(t, s) for t in ("count", "reverse") for s in pipeline.SPLITS}
-    for r in rows:
-        assert r["seeds"] == 2 and r["n"] == 3 and r["low"] <= r["diff"] <= r["high"]
-        assert 0 <= r["acc_char"] <= 1 and r["loss_char"] > 0
-    assert "| bpe:300 | reverse | heldout |" in report
-    for png in ("loss_curves.png", "accuracy_bpe_300.png"):
+    # 2 tasks x 4 splits, each with the three archs over 2 seeds and intervals around the differences.
+    tasks = rows["tasks"]
+    test_set = json.loads((root / "bpe_300" / "test_set.json").read_text(encoding="utf-8"))
+    asked = {(q["task"], q["split"]) for q in test_set["questions"]}
+    assert {(r["task"], r["split"]) for r in tasks} == asked
+    assert {("count", s) for s in ("train", "heldout", "nonce")} | {("reverse", s) for s in pipeline.SPLITS} <= asked
+    for r in tasks:
+        assert r["seeds"] == 2 and r["n"] == 4 and set(r["exact_match"]) == set(pipeline.ARCHS)
+        for control in ("baseline-matched", "char-shuffled"):
+            low, estimate, high = sorted(r["difference"][control])
+            assert r["difference"][control][0] == estimate and low <= estimate <= high
+        assert r["chance"] == (0.25 if r["task"] == "count" else 0.0) and r["answer_loss"]["char"] > 0
+    assert (
+        "| bpe:300 | reverse | heldout | 4 x 2 | 0% |" in report
+        and "| bpe:300 | count | train | 4 x 2 | 25% |" in report
+    )
+    # The probe: three probes, each arch scored with an interval, per seed, beside the majority baseline.
+    assert [r["probe"] for r in rows["probe"]] == ["letters", "length", "first_letter"]
+    for r in rows["probe"]:
+        assert set(r["score"]) == set(pipeline.ARCHS) and all(len(v) == 2 for v in r["per_seed"].values())
+        assert 0 <= r["majority"] <= 1 and r["score"]["char"][1] <= r["score"]["char"][0] <= r["score"]["char"][2]
+    # Learning curves at steps 0, 2 and 4 on the train, heldout and nonce splits, for each arch.
+    curves = rows["curves"]
+    assert {(r["arch"], r["split"]) for r in curves} == {(a, s) for a in pipeline.ARCHS for s in pipeline.CURVE_SPLITS}
+    assert all(r["steps"] == [0, 2, 4] and len(r["steps_to"]["50%"]) == 2 for r in curves)
+    assert "## Spelling probe" in report and "steps to 50%" in report
+    for png in ("loss_curves.png", "sweep.png", "learning_curves_bpe_300.png"):
         assert (root / png).stat().st_size > 0
     assert (root / "bpe_300" / "splits" / "manifest.json").exists()
-    test_set = json.loads((root / "bpe_300" / "test_set.json").read_text(encoding="utf-8"))
-    assert len(test_set["questions"]) == 2 * 4 * 3
+    assert len(test_set["questions"]) == 4 * len(asked)  # the tiny corpus has few rare words: some cells are empty
     results = json.loads((root / "bpe_300" / "char-seed1" / "finetune" / "results.json").read_text(encoding="utf-8"))
     assert results["built_from"]["pretrain_step"] == 3 and len(results["built_from"]["pretrain_sha256"]) == 64
+    assert [p["step"] for p in results["learning_curve"]] == [0, 2, 4]
     # A second run reuses every finished stage: nothing trains again.
     with monkeypatch.context() as patch:
         patch.setattr(pipeline.train, "main", lambda flags: pytest.fail("pretraining ran again"))
@@ -95,7 +93,7 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     original = pipeline.finetune
     monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: ran.append(1) or original(*a, **k))
     assert cli.main(tiny_study) == 0
-    assert len(ran) == 1
+    assert len(ran) == 1  # of 2 seeds x 3 archs
     results = json.loads((root / "bpe_300" / "char-seed1" / "finetune" / "results.json").read_text(encoding="utf-8"))
     assert results["built_from"]["pretrain_step"] == 4
 

@@ -1,10 +1,19 @@
+import itertools
 import random
-import string
+from collections import Counter
 
-import numpy as np
 import pytest
 
-from charfast.study.tasks import STUDY_TASKS, TASKS, extract_answer, is_exact_match, make_example
+from charfast.study.tasks import (
+    STUDY_TASKS,
+    TASKS,
+    answer_renderings,
+    draw_examples,
+    extract_answer,
+    is_exact_match,
+    make_example,
+    sample_example,
+)
 
 WORDS = ["strawberry", "mississippi", "banana", "rhythm", "queue", "ab"]
 
@@ -72,25 +81,60 @@ def test_rendered_answers_score_as_exact_matches_and_wrong_ones_do_not(task):
         assert not is_exact_match(ex, "")
 
 
-def test_count_draws_absent_letters_and_uniformly():
+def test_count_asks_each_answer_class_by_a_letter_that_gives_it():
     rng = random.Random(0)
-    letters = []
-    zeros = 0
-    for _ in range(5200):
-        ex = make_example("count", "strawberry", rng)
-        letters.append(dict(ex.slots)["letter"])
-        zeros += ex.value == "0"
-    counts = np.array([letters.count(c) for c in string.ascii_lowercase])
-    assert counts.min() > 120 and counts.max() < 280  # ~200 each
-    assert zeros > 5200 * 0.6  # 19 of 26 letters are absent from "strawberry"
+    for value in TASKS["count"].classes:
+        for _ in range(50):
+            ex = make_example("count", "bananas", rng, value=value)
+            assert ex.value == value == str("bananas".count(dict(ex.slots)["letter"]))
+    assert not TASKS["count"].can_use("stream", "2")  # no letter occurs twice
+    with pytest.raises(ValueError, match="cannot have the answer '2'"):
+        make_example("count", "stream", rng, value="2")
+    with pytest.raises(ValueError, match="has no classes"):
+        make_example("reverse", "rhythm", rng, value="2")
 
 
-def test_index_asks_only_present_letters_and_contains_is_balanced():
+def test_index_asks_only_present_letters():
     rng = random.Random(0)
     for _ in range(200):
         assert int(make_example("index", "rhythm", rng).value) < 6
-    answers = [make_example("contains", "strawberry", rng).value for _ in range(400)]
-    assert 150 < answers.count("yes") < 250
+
+
+@pytest.mark.parametrize("task", ["count", "contains"])
+def test_frozen_test_cells_are_balanced_so_a_constant_answer_scores_chance(task):
+    base = ["strawberry", "mississippi", "banana", "rhythm", "queue", "letters", "bookkeeper", "abc"]
+    words = [w + a + b for w in base for a, b in itertools.product("xyz", repeat=2)]  # 72 distinct words
+    classes = TASKS[task].classes
+    for n in (8, 12, 40, 41):
+        examples = draw_examples(task, words, n, random.Random(n))
+        assert len(examples) == n - n % len(classes)
+        counts = Counter(ex.value for ex in examples)
+        assert set(counts) == set(classes) and len(set(counts.values())) == 1, counts
+        assert len({ex.word for ex in examples}) == len(examples)  # distinct words
+        for value in classes:  # a constant answer is right exactly `chance` of the time
+            assert counts[value] / len(examples) == pytest.approx(TASKS[task].chance)
+    assert TASKS["count"].chance == 0.25 and TASKS["contains"].chance == 0.5 and TASKS["reverse"].chance == 0
+
+
+@pytest.mark.parametrize("task", ["count", "contains"])
+def test_training_examples_draw_each_class_equally_often(task):
+    rng = random.Random(0)
+    values = Counter(sample_example(task, WORDS, rng).value for _ in range(4000))
+    expected = 4000 / len(TASKS[task].classes)
+    assert set(values) == set(TASKS[task].classes)
+    assert all(abs(v - expected) < 0.1 * expected for v in values.values()), values
+
+
+def test_a_generative_cell_uses_distinct_words_and_skips_words_a_task_cannot_use():
+    examples = draw_examples("swap", ["aaaa", "abab", "abcd", "zzz"], 10, random.Random(0))
+    assert sorted(ex.word for ex in examples) == ["abab", "abcd"]
+
+
+def test_every_answer_rendering_is_an_exact_match():
+    ex = make_example("count", "banana", random.Random(0), value="3")
+    renderings = answer_renderings(ex)
+    assert len(renderings) == len(TASKS["count"].answers) and "The letter 'a' appears 3 times." in renderings
+    assert all(is_exact_match(ex, text) for text in renderings)
 
 
 def test_generation_is_deterministic_for_a_seed():

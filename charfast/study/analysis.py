@@ -1,0 +1,149 @@
+"""The study's numbers, computed from the runs' results.json records: the rows of the
+report's tables and the points of its plots.
+
+Comparisons are char against each control on the same questions (or probe tokens):
+    char - baseline-matched   real spelling plus capacity, against capacity matched by ids
+    char - char-shuffled      real spelling, against the same encoder fed another token's chars
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from charfast.study.stats import paired_bootstrap_difference, stratified_bootstrap_mean
+from charfast.study.tasks import TASKS
+
+CHAR, MATCHED, SHUFFLED = "char", "baseline-matched", "char-shuffled"
+CONTROLS = (MATCHED, SHUFFLED)
+THRESHOLDS = (0.5, 0.8)
+
+
+def runs_by_arch(results: list[dict], tokenizer: str) -> dict[str, list[dict]]:
+    """arch -> that tokenizer's runs, in seed order."""
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for run in results:
+        if run["tokenizer"] == tokenizer:
+            grouped[run["arch"]].append(run)
+    return {arch: sorted(runs, key=lambda r: r["seed"]) for arch, runs in grouped.items()}
+
+
+def tokenizers_by_size(results: list[dict]) -> list[str]:
+    """The tokenizers of the results, smallest vocabulary first."""
+    sizes = {run["tokenizer"]: run["n_vocab"] for run in results}
+    return sorted(sizes, key=lambda t: (sizes[t], t))
+
+
+def _paired_seeds(runs: dict[str, list[dict]], arch: str) -> bool:
+    return arch in runs and CHAR in runs and [r["seed"] for r in runs[arch]] == [r["seed"] for r in runs[CHAR]]
+
+
+def score_matrix(runs: list[dict], task: str, split: str, field: str) -> np.ndarray:
+    """[seeds, questions] of `field` ("correct" or "answer_loss") for one task and split,
+    runs in seed order; every run answered the same questions in the same order."""
+    rows = [[r[field] for r in run["after"] if r["task"] == task and r["split"] == split] for run in runs]
+    return np.asarray(rows, dtype=np.float64)
+
+
+def task_rows(results: list[dict]) -> list[dict]:
+    """One row per (tokenizer, task, split): chance, each arch's exact match and answer
+    loss (means over seeds), and char - control with a paired bootstrap interval."""
+    rows = []
+    for tokenizer in tokenizers_by_size(results):
+        runs = runs_by_arch(results, tokenizer)
+        if CHAR not in runs:
+            continue
+        for task, split in sorted({(r["task"], r["split"]) for r in runs[CHAR][0]["after"]}):
+            acc = {arch: score_matrix(rs, task, split, "correct") for arch, rs in runs.items()}
+            loss = {arch: score_matrix(rs, task, split, "answer_loss") for arch, rs in runs.items()}
+            row = {
+                "tokenizer": tokenizer,
+                "n_vocab": runs[CHAR][0]["n_vocab"],
+                "task": task,
+                "split": split,
+                "n": acc[CHAR].shape[1],
+                "seeds": acc[CHAR].shape[0],
+                "chance": TASKS[task].chance,
+                "exact_match": {arch: float(a.mean()) for arch, a in acc.items()},
+                "exact_match_per_seed": {arch: a.mean(axis=1).tolist() for arch, a in acc.items()},
+                "answer_loss": {arch: float(v.mean()) for arch, v in loss.items()},
+                "difference": {},
+            }
+            for control in CONTROLS:
+                if _paired_seeds(runs, control) and acc[CHAR].shape[1]:
+                    interval = paired_bootstrap_difference(acc[CHAR], acc[control])
+                    row["difference"][control] = [interval.estimate, interval.low, interval.high]
+            rows.append(row)
+    return rows
+
+
+def probe_rows(results: list[dict]) -> list[dict]:
+    """One row per (tokenizer, probe): each arch's held-out score with an interval (the
+    tokens resampled within each seed), the majority baseline, per-seed scores, and char -
+    control paired per token within each seed."""
+    rows = []
+    for tokenizer in tokenizers_by_size(results):
+        runs = runs_by_arch(results, tokenizer)
+        if CHAR not in runs:
+            continue
+        for probe in ("letters", "length", "first_letter"):
+            scores = {arch: [np.asarray(r["probe"][probe]["score"]) for r in rs] for arch, rs in runs.items()}
+            row = {
+                "tokenizer": tokenizer,
+                "n_vocab": runs[CHAR][0]["n_vocab"],
+                "probe": probe,
+                "n_test_tokens": [len(s) for s in scores[CHAR]],
+                "majority": float(np.mean([np.mean(r["probe"][probe]["majority"]) for r in runs[CHAR]])),
+                "score": {},
+                "per_seed": {arch: [float(s.mean()) for s in groups] for arch, groups in scores.items()},
+                "difference": {},
+            }
+            for arch, groups in scores.items():
+                interval = stratified_bootstrap_mean(groups)
+                row["score"][arch] = [interval.estimate, interval.low, interval.high]
+            for control in CONTROLS:
+                if _paired_seeds(runs, control):
+                    diffs = [a - b for a, b in zip(scores[CHAR], scores[control])]
+                    interval = stratified_bootstrap_mean(diffs)
+                    row["difference"][control] = [interval.estimate, interval.low, interval.high]
+            rows.append(row)
+    return rows
+
+
+def steps_to(curve: list[dict], key: str, threshold: float) -> int | None:
+    """The first evaluated fine-tuning step whose exact match on `key` ("task|split")
+    reaches `threshold`; None when no evaluation did."""
+    for point in curve:
+        if point["exact_match"].get(key, 0.0) >= threshold:
+            return point["step"]
+    return None
+
+
+def curve_rows(results: list[dict]) -> list[dict]:
+    """One row per (tokenizer, arch, task, split) of the learning curves: exact match per
+    evaluated step (mean, min and max over seeds) and the steps to each THRESHOLDS per seed."""
+    rows = []
+    for tokenizer in tokenizers_by_size(results):
+        for arch, runs in runs_by_arch(results, tokenizer).items():
+            steps = [p["step"] for p in runs[0]["learning_curve"]]
+            for key in sorted(runs[0]["learning_curve"][0]["exact_match"]):
+                task, split = key.split("|")
+                values = np.asarray([[p["exact_match"][key] for p in r["learning_curve"]] for r in runs])  # [S, P]
+                rows.append(
+                    {
+                        "tokenizer": tokenizer,
+                        "arch": arch,
+                        "task": task,
+                        "split": split,
+                        "steps": steps,
+                        "mean": values.mean(axis=0).tolist(),
+                        "min": values.min(axis=0).tolist(),
+                        "max": values.max(axis=0).tolist(),
+                        "steps_to": {
+                            f"{threshold:.0%}": [steps_to(r["learning_curve"], key, threshold) for r in runs]
+                            for threshold in THRESHOLDS
+                        },
+                    }
+                )
+    return rows

@@ -1,0 +1,131 @@
+"""The study's plots (PNG files only; matplotlib is imported when they are drawn).
+
+loss_curves.png             pretraining validation loss and fine-tuning answer loss per run
+learning_curves_<tok>.png   exact match during fine-tuning, task x split, one line per arch
+                            (mean over seeds, the band spans the seeds' min and max)
+sweep.png                   char - baseline-matched with its 95% interval against the
+                            vocabulary size: the probes and each task on the held-out splits
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from charfast.study.analysis import CHAR, MATCHED, SHUFFLED
+from charfast.study.layout import StudyLayout
+
+COLOURS = {CHAR: "tab:blue", MATCHED: "tab:orange", SHUFFLED: "tab:green"}
+SWEEP_SPLITS = ("heldout", "heldout_rare", "nonce")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def plot_losses(results: list[dict], layout: StudyLayout) -> Path:
+    plt = _pyplot()
+    fig, (pre, fine) = plt.subplots(1, 2, figsize=(12, 4), dpi=110)
+    for run in results:
+        label = f"{run['arch']} seed {run['seed']} ({run['tokenizer']})"
+        metrics = layout.pretrain_dir(run["tokenizer"], run["arch"], run["seed"]) / "metrics.jsonl"
+        records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+        if val:
+            pre.plot(*zip(*val), color=COLOURS.get(run["arch"]), alpha=0.7, label=label)
+        curve = [(r["step"], r["train_loss"]) for r in run["finetune_curve"]]
+        fine.plot(*zip(*curve), color=COLOURS.get(run["arch"]), alpha=0.4, linewidth=0.6)
+    pre.set(title="pretraining: validation loss", xlabel="step", ylabel="nats / token")
+    fine.set(title="fine-tuning: answer loss (train batches)", xlabel="step", ylabel="nats / answer token")
+    for ax in (pre, fine):
+        ax.grid(alpha=0.3)
+    pre.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    path = layout.root / "loss_curves.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(curves: list[dict], tokenizer: str, path: Path) -> Path:
+    plt = _pyplot()
+    mine = [r for r in curves if r["tokenizer"] == tokenizer]
+    tasks = sorted({r["task"] for r in mine})
+    splits = sorted({r["split"] for r in mine})
+    fig, axes = plt.subplots(
+        len(splits), len(tasks), figsize=(3 * len(tasks), 2.4 * len(splits)), dpi=110, squeeze=False
+    )
+    for row in mine:
+        ax = axes[splits.index(row["split"]), tasks.index(row["task"])]
+        colour = COLOURS.get(row["arch"])
+        ax.plot(row["steps"], row["mean"], marker=".", color=colour, label=row["arch"])
+        ax.fill_between(row["steps"], row["min"], row["max"], color=colour, alpha=0.15)
+    for (i, split), (j, task) in ((a, b) for a in enumerate(splits) for b in enumerate(tasks)):
+        ax = axes[i, j]
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{task}, {split}", fontsize=8)
+        if j == 0:
+            ax.set_ylabel("exact match")
+        if i == len(splits) - 1:
+            ax.set_xlabel("fine-tuning step")
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(f"learning curves, {tokenizer} (mean over seeds; band: min to max)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(tasks: list[dict], probes: list[dict], path: Path) -> Path:
+    """The headline: char - baseline-matched against vocabulary size, with 95% intervals."""
+    plt = _pyplot()
+    task_names = sorted({r["task"] for r in tasks})
+    fig, axes = plt.subplots(1, 1 + len(task_names), figsize=(3.2 * (1 + len(task_names)), 3.2), dpi=110)
+    axes = np.atleast_1d(axes)
+    panels = [
+        (
+            axes[0],
+            "spelling probe",
+            [(p, [r for r in probes if r["probe"] == p]) for p in ("letters", "length", "first_letter")],
+        )
+    ]
+    for ax, task in zip(axes[1:], task_names):
+        panels.append(
+            (ax, task, [(s, [r for r in tasks if r["task"] == task and r["split"] == s]) for s in SWEEP_SPLITS])
+        )
+    for ax, title, series in panels:
+        for k, (label, rows) in enumerate(series):
+            rows = [r for r in rows if MATCHED in r["difference"]]
+            if not rows:
+                continue
+            x = np.asarray([r["n_vocab"] for r in rows], dtype=float) * (1 + 0.06 * (k - 1))  # side by side
+            d = np.asarray([r["difference"][MATCHED] for r in rows])  # [points, (estimate, low, high)]
+            ax.errorbar(x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], marker="o", capsize=3, label=label)
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_xscale("log")
+        ax.set(title=title, xlabel="vocabulary size")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel("char - baseline-matched")
+    fig.suptitle("char minus baseline-matched, 95% intervals, by vocabulary size")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_report(
+    results: list[dict], tasks: list[dict], probes: list[dict], curves: list[dict], layout: StudyLayout
+) -> list[Path]:
+    paths = [plot_losses(results, layout), plot_sweep(tasks, probes, layout.root / "sweep.png")]
+    for tokenizer in dict.fromkeys(r["tokenizer"] for r in curves):
+        paths.append(plot_learning_curves(curves, tokenizer, layout.learning_curves_plot(tokenizer)))
+    return paths

@@ -28,11 +28,22 @@ def test_example_stream_is_seeded_and_skips_unusable_words():
         (dict(tasks=("nope",)), "unknown"),
         (dict(steps=0), "steps"),
         (dict(lr=0.0), "lr"),
+        (dict(warmup_fraction=1.5), "warmup_fraction"),
+        (dict(final_lr_fraction=-0.1), "final_lr_fraction"),
     ],
 )
 def test_bad_finetune_config(overrides, match):
     with pytest.raises(ValueError, match=match):
         FinetuneConfig(**{"tasks": ("reverse",), **overrides}).validate()
+
+
+def test_the_learning_rate_warms_up_then_decays_to_its_final_fraction():
+    config = FinetuneConfig(tasks=("reverse",), steps=1000, lr=1e-3, warmup_fraction=0.05, final_lr_fraction=0.1)
+    rates = [config.lr_at(step) for step in range(1, 1001)]
+    assert rates[0] == pytest.approx(1e-3 / 50) and rates[49] == pytest.approx(1e-3)  # linear warmup, 50 steps
+    assert all(a >= b for a, b in zip(rates[49:], rates[50:]))  # then it only decays
+    assert rates[-1] == pytest.approx(1e-4)
+    assert rates[524] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5), rel=1e-2)  # half way down the cosine
 
 
 def test_finetuning_learns_a_task(tmp_path):

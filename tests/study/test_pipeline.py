@@ -1,4 +1,4 @@
-"""A study smoke run at tiny size: every stage, the report, and reuse of finished stages."""
+"""The quick preset on a tiny corpus: every stage, the report, and reuse of finished stages."""
 
 import json
 
@@ -7,34 +7,18 @@ from tiny_runs import write_tiny_corpus
 
 from charfast.study import cli, pipeline
 
-TINY = pipeline.Preset(
-    tokenizers=("bpe:300",),
-    seeds=(0, 1),
-    tasks=("reverse", "count"),
-    pretrain_steps=3,
-    train_flags=(
-        *("--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "96", "--batch-size", "4"),
-        *("--char-dim", "8", "--char-hidden", "8", "--eval-interval", "3", "--eval-iters", "1"),
-    ),
-    finetune_steps=4,
-    finetune_batch=4,
-    finetune_lr=1e-3,
-    examples_per_cell=4,
-    curve_points=2,
-    curve_examples=4,
-)
-
 
 @pytest.fixture
 def tiny_study(tmp_path, monkeypatch):
     corpus = write_tiny_corpus(tmp_path / "corpus", chars_per_doc=30_000)
-    monkeypatch.setitem(pipeline.PRESETS, "small", TINY)
     monkeypatch.setenv("CHARFAST_CACHE", str(tmp_path / "cache"))
     return [
         "--out-dir",
         str(tmp_path / "study"),
         "--data",
         str(corpus),
+        "--preset",
+        "quick",
         "--device",
         "cpu",
     ]
@@ -45,39 +29,41 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     root = tmp_path / "study"
     report = (root / "report.md").read_text(encoding="utf-8")
     rows = json.loads((root / "report.json").read_text(encoding="utf-8"))
-    # 2 tasks x 4 splits, each with the three archs over 2 seeds and intervals around the differences.
-    tasks = rows["tasks"]
+    # The quick preset: 2 tokenizers x 4 tasks x 4 splits, each with the three archs over 2 seeds
+    # and intervals around the differences.
+    quick = pipeline.PRESETS["quick"]
+    assert [r["tokenizer"] for r in rows["probe"]] == [t for t in quick.tokenizers for _ in range(3)]
+    tasks = [r for r in rows["tasks"] if r["tokenizer"] == "bpe:300"]
     test_set = json.loads((root / "bpe_300" / "test_set.json").read_text(encoding="utf-8"))
     asked = {(q["task"], q["split"]) for q in test_set["questions"]}
     assert {(r["task"], r["split"]) for r in tasks} == asked
-    assert {("count", s) for s in ("train", "heldout", "nonce")} | {("reverse", s) for s in pipeline.SPLITS} <= asked
+    assert {(t, s) for t in quick.tasks for s in ("train", "heldout", "nonce")} <= asked
     for r in tasks:
         assert r["seeds"] == 2 and r["n"] == 4 and set(r["exact_match"]) == set(pipeline.ARCHS)
         for control in ("baseline-matched", "char-shuffled"):
             low, estimate, high = sorted(r["difference"][control])
             assert r["difference"][control][0] == estimate and low <= estimate <= high
-        assert r["chance"] == (0.25 if r["task"] == "count" else 0.0) and r["answer_loss"]["char"] > 0
+        assert r["chance"] == {"count": 0.25, "contains": 0.5}.get(r["task"], 0) and r["answer_loss"]["char"] > 0
     assert (
-        "| bpe:300 | reverse | heldout | 4 x 2 | 0% |" in report
-        and "| bpe:300 | count | train | 4 x 2 | 25% |" in report
+        "| bpe:300 | spell | heldout | 4 x 2 | 0% |" in report and "| bpe:300 | count | train | 4 x 2 | 25% |" in report
     )
     # The probe: three probes, each arch scored with an interval, per seed, beside the majority baseline.
-    assert [r["probe"] for r in rows["probe"]] == ["letters", "length", "first_letter"]
+    assert [r["probe"] for r in rows["probe"]] == ["letters", "length", "first_letter"] * 2
     for r in rows["probe"]:
         assert set(r["score"]) == set(pipeline.ARCHS) and all(len(v) == 2 for v in r["per_seed"].values())
         assert 0 <= r["majority"] <= 1 and r["score"]["char"][1] <= r["score"]["char"][0] <= r["score"]["char"][2]
-    # Learning curves at steps 0, 2 and 4 on the train, heldout and nonce splits, for each arch.
-    curves = rows["curves"]
+    # Learning curves at steps 0, 10 and 20 on the train, heldout and nonce splits, for each arch.
+    curves = [r for r in rows["curves"] if r["tokenizer"] == "bpe:300"]
     assert {(r["arch"], r["split"]) for r in curves} == {(a, s) for a in pipeline.ARCHS for s in pipeline.CURVE_SPLITS}
-    assert all(r["steps"] == [0, 2, 4] and len(r["steps_to"]["50%"]) == 2 for r in curves)
+    assert all(r["steps"] == [0, 10, 20] and len(r["steps_to"]["50%"]) == 2 for r in curves)
     assert "## Spelling probe" in report and "steps to 50%" in report
-    for png in ("loss_curves.png", "sweep.png", "learning_curves_bpe_300.png"):
+    for png in ("loss_curves.png", "sweep.png", "learning_curves_bpe_300.png", "learning_curves_bpe_512.png"):
         assert (root / png).stat().st_size > 0
     assert (root / "bpe_300" / "splits" / "manifest.json").exists()
     assert len(test_set["questions"]) == 4 * len(asked)  # the tiny corpus has few rare words: some cells are empty
     results = json.loads((root / "bpe_300" / "char-seed1" / "finetune" / "results.json").read_text(encoding="utf-8"))
-    assert results["built_from"]["pretrain_step"] == 3 and len(results["built_from"]["pretrain_sha256"]) == 64
-    assert [p["step"] for p in results["learning_curve"]] == [0, 2, 4]
+    assert results["built_from"]["pretrain_step"] == 20 and len(results["built_from"]["pretrain_sha256"]) == 64
+    assert [p["step"] for p in results["learning_curve"]] == [0, 10, 20]
     # A second run reuses every finished stage: nothing trains again.
     with monkeypatch.context() as patch:
         patch.setattr(pipeline.train, "main", lambda flags: pytest.fail("pretraining ran again"))
@@ -88,14 +74,14 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     pretrain = root / "bpe_300" / "char-seed1" / "pretrain"
     from charfast.gpt import train
 
-    assert train.main(["--out-dir", str(pretrain), "--resume", "--max-steps", "4", "--no-progress"]) == 0
+    assert train.main(["--out-dir", str(pretrain), "--resume", "--max-steps", "21", "--no-progress"]) == 0
     ran = []
     original = pipeline.finetune
     monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: ran.append(1) or original(*a, **k))
     assert cli.main(tiny_study) == 0
-    assert len(ran) == 1  # of 2 seeds x 3 archs
+    assert len(ran) == 1  # of 2 tokenizers x 2 seeds x 3 archs
     results = json.loads((root / "bpe_300" / "char-seed1" / "finetune" / "results.json").read_text(encoding="utf-8"))
-    assert results["built_from"]["pretrain_step"] == 4
+    assert results["built_from"]["pretrain_step"] == 21
 
 
 @pytest.mark.parametrize("code, expected", [(130, 130), (1, 1), (0, 1)], ids=["interrupted", "failed", "short"])
@@ -106,7 +92,7 @@ def test_an_unfinished_pretraining_stops_the_study(tiny_study, tmp_path, monkeyp
     def stopped_early(flags):
         flags = [*flags]
         flags[flags.index("--max-steps") + 1] = "1"
-        assert real_main(flags) == 0  # a real checkpoint, one step short of the preset's 3
+        assert real_main(flags) == 0  # a real checkpoint, short of the preset's steps
         return code
 
     monkeypatch.setattr(pipeline.train, "main", stopped_early)
@@ -127,6 +113,7 @@ def test_an_unfinished_pretraining_stops_the_study(tiny_study, tmp_path, monkeyp
         (["--tokenizers", "bpe:12"], "vocab_size must be an int >= 257"),
         (["--seeds", "-1"], "--seeds must be integers >= 0"),
         (["--seeds", "1", "1"], "must not repeat a value"),
+        (["--jobs", "0"], "--jobs must be an integer >= 1"),
         (["--device", "bogus"], "--device: expected auto, cpu, cuda or cuda:N"),
         (["--data", "/nonexistent/corpus"], "--data: /nonexistent/corpus does not exist"),
         (["--out-dir", "FILE"], "exists and is not a folder"),

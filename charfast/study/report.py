@@ -31,50 +31,50 @@ def _archs(rows: list[dict], field: str) -> list[str]:
     return [arch for arch in (CHAR, *CONTROLS) if arch in present]
 
 
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows]) + "\n"
+
+
 def probe_table(rows: list[dict]) -> str:
     archs = _archs(rows, "score")
-    lines = [
-        "| tokenizer | probe | test tokens | majority | "
-        + " | ".join(archs)
-        + " | "
-        + " | ".join(f"char - {c}" for c in CONTROLS)
-        + " | per seed ("
-        + ", ".join(archs)
-        + ") |",
-        "| --- " * (4 + len(archs) + len(CONTROLS) + 1) + "|",
-    ]
+    header = ["tokenizer", "probe", "test tokens", "majority", *archs, *(f"char - {c}" for c in CONTROLS)]
+    header.append(f"per seed ({', '.join(archs)})")
+    cells = []
     for r in rows:
-        scores = " | ".join(f"{r['score'][a][0]:.1%} [{r['score'][a][1]:.1%}, {r['score'][a][2]:.1%}]" for a in archs)
-        diffs = " | ".join(_interval(r["difference"].get(c)) for c in CONTROLS)
-        per_seed = "; ".join(" / ".join(f"{v:.1%}" for v in r["per_seed"][a]) for a in archs)
-        lines.append(
-            f"| {r['tokenizer']} | {r['probe']} | {'/'.join(map(str, r['n_test_tokens']))} | {r['majority']:.1%} | "
-            f"{scores} | {diffs} | {per_seed} |"
+        cells.append(
+            [
+                r["tokenizer"],
+                r["probe"],
+                "/".join(map(str, r["n_test_tokens"])),
+                f"{r['majority']:.1%}",
+                *(f"{r['score'][a][0]:.1%} [{r['score'][a][1]:.1%}, {r['score'][a][2]:.1%}]" for a in archs),
+                *(_interval(r["difference"].get(c)) for c in CONTROLS),
+                "; ".join(" / ".join(f"{v:.1%}" for v in r["per_seed"][a]) for a in archs),
+            ]
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(header, cells)
 
 
 def task_table(rows: list[dict]) -> str:
     archs = _archs(rows, "exact_match")
-    lines = [
-        "| tokenizer | task | split | n x seeds | chance | "
-        + " | ".join(archs)
-        + " | "
-        + " | ".join(f"char - {c}" for c in CONTROLS)
-        + " | answer loss ("
-        + ", ".join(archs)
-        + ") |",
-        "| --- " * (5 + len(archs) + len(CONTROLS) + 1) + "|",
-    ]
+    header = ["tokenizer", "task", "split", "n x seeds", "chance", *archs, *(f"char - {c}" for c in CONTROLS)]
+    header.append(f"answer loss ({', '.join(archs)})")
+    cells = []
     for r in rows:
-        accuracy = " | ".join(f"{r['exact_match'][a]:.1%}" for a in archs)
-        diffs = " | ".join(_interval(r["difference"].get(c)) for c in CONTROLS)
-        losses = " / ".join(f"{r['answer_loss'][a]:.3f}" for a in archs)
-        lines.append(
-            f"| {r['tokenizer']} | {r['task']} | {r['split']} | {r['n']} x {r['seeds']} | {r['chance']:.0%} | "
-            f"{accuracy} | {diffs} | {losses} |"
+        cells.append(
+            [
+                r["tokenizer"],
+                r["task"],
+                r["split"],
+                f"{r['n']} x {r['seeds']}",
+                f"{r['chance']:.0%}",
+                *(f"{r['exact_match'][a]:.1%}" for a in archs),
+                *(_interval(r["difference"].get(c)) for c in CONTROLS),
+                " / ".join(f"{r['answer_loss'][a]:.3f}" for a in archs),
+            ]
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(header, cells)
 
 
 def learned_summary(rows: list[dict]) -> str:
@@ -99,15 +99,20 @@ def _steps(values: list[int | None]) -> str:
 
 
 def steps_table(rows: list[dict]) -> str:
-    header = " | ".join(f"steps to {t:.0%}" for t in THRESHOLDS)
-    lines = [
-        f"| tokenizer | task | split | arch | {header} | exact match at the last step |",
-        "| --- " * (5 + len(THRESHOLDS)) + "|",
+    header = ["tokenizer", "task", "split", "arch", *(f"steps to {t:.0%}" for t in THRESHOLDS)]
+    header.append("exact match at the last step")
+    cells = [
+        [
+            r["tokenizer"],
+            r["task"],
+            r["split"],
+            r["arch"],
+            *(_steps(r["steps_to"][f"{t:.0%}"]) for t in THRESHOLDS),
+            f"{r['mean'][-1]:.1%}",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        to = " | ".join(_steps(r["steps_to"][f"{t:.0%}"]) for t in THRESHOLDS)
-        lines.append(f"| {r['tokenizer']} | {r['task']} | {r['split']} | {r['arch']} | {to} | {r['mean'][-1]:.1%} |")
-    return "\n".join(lines) + "\n"
+    return _markdown(header, cells)
 
 
 def write_report(result_paths: list[Path], study_root: Path) -> Path:

@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m charfast.study",
         description=(
-            "Pretrain char and baseline-matched GPTs, fine-tune them on character tasks and compare "
+            "Pretrain char, baseline-matched and char-shuffled GPTs per tokenizer and seed, probe their "
+            "input vectors for spelling, fine-tune them on character tasks with learning curves and compare "
             "exact-match accuracy per task and split; finished stages are reused."
         ),
     )

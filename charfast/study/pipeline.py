@@ -297,8 +297,7 @@ class Study:
         """results.json of one pretrained run: the spelling probe of its input vectors, then
         fine-tuning with learning curves, then the frozen test set. Reused only when it was
         built from this pretraining (step and checkpoint hash), this test set and these settings."""
-        _, test_set = self.splits_and_test_set(tokenizer)
-        splits, _ = load_splits(self.layout.splits_dir(tokenizer))
+        splits, test_set = self.splits_and_test_set(tokenizer)
         pretrain_dir = self.layout.pretrain_dir(tokenizer, arch, seed)
         results_path = self.layout.results(tokenizer, arch, seed)
         config = FinetuneConfig(

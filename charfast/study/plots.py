@@ -16,6 +16,8 @@ import numpy as np
 
 from charfast.study.analysis import CHAR, MATCHED, SHUFFLED
 from charfast.study.layout import StudyLayout
+from charfast.study.tasks import TASKS
+from charfast.study.words import SPLIT_NAMES
 
 COLOURS = {CHAR: "tab:blue", MATCHED: "tab:orange", SHUFFLED: "tab:green"}
 SWEEP_SPLITS = ("heldout", "heldout_rare", "nonce")
@@ -58,7 +60,7 @@ def plot_learning_curves(curves: list[dict], tokenizer: str, path: Path) -> Path
     plt = _pyplot()
     mine = [r for r in curves if r["tokenizer"] == tokenizer]
     tasks = sorted({r["task"] for r in mine})
-    splits = sorted({r["split"] for r in mine})
+    splits = [s for s in SPLIT_NAMES if any(r["split"] == s for r in mine)]
     fig, axes = plt.subplots(
         len(splits), len(tasks), figsize=(3 * len(tasks), 2.4 * len(splits)), dpi=110, squeeze=False
     )
@@ -71,13 +73,15 @@ def plot_learning_curves(curves: list[dict], tokenizer: str, path: Path) -> Path
         ax = axes[i, j]
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
+        if TASKS[task].chance:
+            ax.axhline(TASKS[task].chance, color="grey", linestyle="--", linewidth=0.8, label="chance")
         ax.set_title(f"{task}, {split}", fontsize=8)
         if j == 0:
             ax.set_ylabel("exact match")
         if i == len(splits) - 1:
             ax.set_xlabel("fine-tuning step")
     axes[0, 0].legend(fontsize=6)
-    fig.suptitle(f"learning curves, {tokenizer} (mean over seeds; band: min to max)")
+    fig.suptitle(f"learning curves, {tokenizer} (mean over seeds; band: min to max; dashed: chance)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default=defaults.preset,
         choices=list(PRESETS),
-        help="quick: every stage in a minute or two, tiny model; small: ~85 min on a 2-core CPU with --jobs 2; "
+        help="quick: every stage in under a minute, tiny model; small: ~75 min on a 2-core CPU with --jobs 2; "
         "full: GPT-2 small on a GPU",
     )
     parser.add_argument(

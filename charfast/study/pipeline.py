@@ -87,7 +87,7 @@ PRESETS = {
         curve_points=2,
         curve_examples=4,
     ),
-    # About 85 minutes on a 2-core CPU with --jobs 2: the default CPU model, three
+    # About 75 minutes on a 2-core CPU with --jobs 2: the default CPU model, three
     # vocabularies, two seeds, fine-tuned on four tasks long enough to learn most of them.
     "small": Preset(
         tokenizers=("bpe:512", "bpe:4096", "bpe:8192"),

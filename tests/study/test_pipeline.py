@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from tiny_runs import write_tiny_corpus
 
 from charfast.study import cli, pipeline
@@ -128,3 +129,16 @@ def test_bad_study_settings_are_refused_before_any_stage(tiny_study, tmp_path, m
     assert cli.main(tiny_study + flags) == 2
     err = capsys.readouterr().err
     assert err.startswith("charfast.study: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def threads_of_this_process(config, run):
+    return run, torch.get_num_threads()
+
+
+def test_jobs_spread_runs_over_processes_with_a_share_of_the_threads(tmp_path):
+    study = pipeline.Study(pipeline.StudyConfig(out_dir=str(tmp_path), preset="quick", jobs=2, device="cpu"))
+    runs = study.runs()
+    assert len(runs) == 2 * 2 * 3  # tokenizers x seeds x archs
+    results = study._map(threads_of_this_process, runs)
+    assert [run for run, _ in results] == runs  # in order
+    assert {threads for _, threads in results} == {max(1, torch.get_num_threads() // 2)}

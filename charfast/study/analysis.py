@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from charfast.study.probe import PROBES
 from charfast.study.stats import paired_bootstrap_difference, stratified_bootstrap_mean
 from charfast.study.tasks import TASKS
 
@@ -87,7 +88,7 @@ def probe_rows(results: list[dict]) -> list[dict]:
         runs = runs_by_arch(results, tokenizer)
         if CHAR not in runs:
             continue
-        for probe in ("letters", "length", "first_letter"):
+        for probe in PROBES:
             scores = {arch: [np.asarray(r["probe"][probe]["score"]) for r in rs] for arch, rs in runs.items()}
             row = {
                 "tokenizer": tokenizer,

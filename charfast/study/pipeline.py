@@ -135,10 +135,11 @@ class StudyConfig:
     test_seed: int = 1234
 
     def resolved(self) -> StudyConfig:
-        """This config with the preset's values in place of every None."""
-        if self.preset not in PRESETS:
-            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        preset = PRESETS[self.preset]
+        """This config with the preset's values in place of every None (an unknown preset is
+        left for validate() to name)."""
+        preset = PRESETS.get(self.preset)
+        if preset is None:
+            return self
         return dataclasses.replace(
             self,
             tokenizers=preset.tokenizers if self.tokenizers is None else tuple(self.tokenizers),

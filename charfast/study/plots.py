@@ -16,6 +16,7 @@ import numpy as np
 
 from charfast.study.analysis import CHAR, MATCHED, SHUFFLED
 from charfast.study.layout import StudyLayout
+from charfast.study.probe import PROBES
 from charfast.study.tasks import TASKS
 from charfast.study.words import SPLIT_NAMES
 
@@ -98,7 +99,7 @@ def plot_sweep(tasks: list[dict], probes: list[dict], path: Path) -> Path:
         (
             axes[0],
             "spelling probe",
-            [(p, [r for r in probes if r["probe"] == p]) for p in ("letters", "length", "first_letter")],
+            [(p, [r for r in probes if r["probe"] == p]) for p in PROBES],
         )
     ]
     for ax, task in zip(axes[1:], task_names):

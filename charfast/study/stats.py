@@ -1,4 +1,4 @@
-"""Confidence intervals for the study: paired bootstrap of an accuracy difference."""
+"""Confidence intervals for the study: percentile bootstraps of a mean or a paired difference."""
 
 from __future__ import annotations
 
@@ -29,14 +29,7 @@ def paired_bootstrap_difference(a, b, n_resamples: int = 10_000, confidence: flo
         a, b = a.mean(axis=0), b.mean(axis=0)
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"scores must be [N] or [seeds, N] with N > 0, got shape {a.shape}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    diff = a - b  # [N]
-    rng = np.random.default_rng(seed)
-    resampled = diff[rng.integers(0, diff.size, size=(n_resamples, diff.size))].mean(axis=1)  # [R]
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(resampled, [tail, 1 - tail])
-    return Interval(float(diff.mean()), float(low), float(high), confidence)
+    return stratified_bootstrap_mean([a - b], n_resamples, confidence, seed)  # one group: the shared examples
 
 
 def stratified_bootstrap_mean(

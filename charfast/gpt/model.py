@@ -286,6 +286,28 @@ class GPT(nn.Module):
         """idx [B, T] -> (logits [B, T, V], loss or None); loss is the mean cross-entropy over
         the targets that are not IGNORE_INDEX. With `cache` (generation), idx holds the
         positions after the cached ones, whose keys and values then join the cache."""
+        logits = self.lm_head(self._final_hidden(idx, targets, cache))  # [B, T, V]
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(
+            logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+        )
+        return logits, loss
+
+    def logits_at_targets(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """idx, targets [B, T] -> float logits [N, V] of the N positions whose target is not
+        IGNORE_INDEX, in the order of targets[targets != IGNORE_INDEX]. When few positions are
+        scored (fine-tuning on short answers) this skips most of the LM head's work; the
+        data-dependent shape keeps it out of compiled graphs."""
+        if targets is None:
+            raise ValueError("GPT.logits_at_targets: targets are required")
+        scored = targets != IGNORE_INDEX  # [B, T]
+        return self.lm_head(self._final_hidden(idx, targets)[scored]).float()  # [N, V]
+
+    def _final_hidden(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: GenerationCache | None = None
+    ) -> torch.Tensor:
+        """idx [B, T] (and its targets, checked here) -> [B, T, C], the LM head's input."""
         self._check_input(idx, "idx")
         if targets is not None:
             self._check_input(targets, "targets")
@@ -305,13 +327,7 @@ class GPT(nn.Module):
             x = block(x, cache, layer)
         if cache is not None:
             cache.advance(idx.shape[1])
-        logits = self.lm_head(self.ln_f(x))  # [B, T, V]
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(
-            logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
-        )
-        return logits, loss
+        return self.ln_f(x)
 
     def _check_input(self, t: torch.Tensor, name: str) -> None:
         if not isinstance(t, torch.Tensor) or t.dim() != 2:

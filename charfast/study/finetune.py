@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
+from charfast.gpt.model import IGNORE_INDEX
 from charfast.study.task_data import answer_masked_batch, encode_example
 from charfast.study.tasks import TASKS, Example, sample_example
 
@@ -80,7 +82,8 @@ def finetune(model, encoding, words: list[str], config: FinetuneConfig, device="
         x, y = answer_masked_batch(batch, model.config.block_size)
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
-        _, loss = model(x.to(device), y.to(device))
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model.logits_at_targets(x, y), y[y != IGNORE_INDEX])  # the head on answers only
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:

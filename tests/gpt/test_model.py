@@ -10,7 +10,7 @@ from backend_cases import needs_interpreter, random_idx, random_table
 
 from charfast import GPT, GPTConfig
 from charfast.baselines.packed_lstm import padded_lstm_char_embedding
-from charfast.gpt.model import ARCHS, SHUFFLE_SEED, char_encoder_parameter_count
+from charfast.gpt.model import ARCHS, IGNORE_INDEX, SHUFFLE_SEED, char_encoder_parameter_count
 
 VOCAB, N_CHARS = 40, 17
 
@@ -44,6 +44,27 @@ def test_shapes_and_initial_loss(arch, table):
     # A fresh model predicts nearly uniformly: loss close to ln(V).
     assert abs(loss.item() - math.log(VOCAB)) < 0.3
     assert model(idx)[1] is None
+
+
+@pytest.mark.parametrize("arch", ["char", "baseline-matched"])
+def test_logits_at_targets_are_forwards_logits_where_a_target_is_scored(arch, table):
+    model = GPT(tiny_config(arch=arch), char_table=table)
+    idx = random_idx(VOCAB, (3, 11))
+    targets = idx.roll(-1, dims=1)
+    targets[:, :7] = IGNORE_INDEX  # a question's positions
+    targets[1, 9] = IGNORE_INDEX  # padding inside a row
+    logits, loss = model(idx, targets)
+    scored = model.logits_at_targets(idx, targets)
+    assert scored.shape == (int((targets != IGNORE_INDEX).sum()), VOCAB)
+    torch.testing.assert_close(scored, logits[targets != IGNORE_INDEX])
+    fast_loss = torch.nn.functional.cross_entropy(scored, targets[targets != IGNORE_INDEX])
+    torch.testing.assert_close(fast_loss, loss)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    fast_grads = torch.autograd.grad(fast_loss, list(model.parameters()))
+    for grad, fast_grad in zip(grads, fast_grads):
+        torch.testing.assert_close(fast_grad, grad)
+    with pytest.raises(ValueError, match="targets shape"):
+        model.logits_at_targets(idx, targets[:, :5])
 
 
 def test_char_arch_trains_the_char_encoder(table):

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from charfast.study.layout import MIXED, finetuning_kind
 from charfast.study.probe import PROBES
 from charfast.study.stats import paired_bootstrap_difference, stratified_bootstrap_mean
 from charfast.study.tasks import TASKS
@@ -21,23 +22,33 @@ CONTROLS = (MATCHED, SHUFFLED)
 THRESHOLDS = (0.5, 0.8)
 
 
-def runs_by_arch(results: list[dict], tokenizer: str) -> dict[str, list[dict]]:
-    """arch -> that tokenizer's runs, in seed order."""
+def runs_by_arch(records: list[dict], tokenizer: str, finetuning: str | None = None) -> dict[str, list[dict]]:
+    """arch -> that tokenizer's records (of that fine-tuning, if given), in seed order."""
     grouped: dict[str, list[dict]] = defaultdict(list)
-    for run in results:
-        if run["tokenizer"] == tokenizer:
+    for run in records:
+        if run["tokenizer"] == tokenizer and finetuning in (None, run.get("finetuning")):
             grouped[run["arch"]].append(run)
     return {arch: sorted(runs, key=lambda r: r["seed"]) for arch, runs in grouped.items()}
 
 
-def tokenizers_by_size(results: list[dict]) -> list[str]:
-    """The tokenizers of the results, smallest vocabulary first."""
-    sizes = {run["tokenizer"]: run["n_vocab"] for run in results}
+def tokenizers_by_size(records: list[dict]) -> list[str]:
+    """The tokenizers of the records, smallest vocabulary first."""
+    sizes = {run["tokenizer"]: run["n_vocab"] for run in records}
     return sorted(sizes, key=lambda t: (sizes[t], t))
+
+
+def finetunings_of(results: list[dict]) -> list[str]:
+    """The fine-tunings of the results: mixed first, then the solo ones by name."""
+    return sorted({r["finetuning"] for r in results}, key=lambda f: (f != MIXED, f))
 
 
 def _paired_seeds(runs: dict[str, list[dict]], arch: str) -> bool:
     return arch in runs and CHAR in runs and [r["seed"] for r in runs[arch]] == [r["seed"] for r in runs[CHAR]]
+
+
+def task_label(row: dict) -> str:
+    """A task row's task as the plots name it: "count", or "count alone" for a solo fine-tuning."""
+    return row["task"] if row["finetuning"] == MIXED else f"{row['task']} {row['finetuning']}"
 
 
 def score_matrix(runs: list[dict], task: str, split: str, field: str) -> np.ndarray:
@@ -48,13 +59,19 @@ def score_matrix(runs: list[dict], task: str, split: str, field: str) -> np.ndar
 
 
 def task_rows(results: list[dict]) -> list[dict]:
-    """One row per (tokenizer, task, split): chance, each arch's exact match and answer
-    loss (means over seeds), and char - control with a paired bootstrap interval."""
+    """One row per (tokenizer, task, fine-tuning, split): chance, each arch's exact match and
+    answer loss (means over seeds), and char - control with a paired bootstrap interval."""
     rows = []
     for tokenizer in tokenizers_by_size(results):
-        runs = runs_by_arch(results, tokenizer)
-        if CHAR not in runs:
-            continue
+        of_tokenizer = [row for f in finetunings_of(results) for row in _task_rows_of(results, tokenizer, f)]
+        rows += sorted(of_tokenizer, key=lambda r: (r["task"], r["finetuning"] != MIXED))  # stable: splits keep order
+    return rows
+
+
+def _task_rows_of(results: list[dict], tokenizer: str, finetuning: str) -> list[dict]:
+    rows = []
+    runs = runs_by_arch(results, tokenizer, finetuning)
+    if CHAR in runs:
         for task, split in sorted({(r["task"], r["split"]) for r in runs[CHAR][0]["after"]}):
             acc = {arch: score_matrix(rs, task, split, "correct") for arch, rs in runs.items()}
             loss = {arch: score_matrix(rs, task, split, "answer_loss") for arch, rs in runs.items()}
@@ -62,6 +79,7 @@ def task_rows(results: list[dict]) -> list[dict]:
                 "tokenizer": tokenizer,
                 "n_vocab": runs[CHAR][0]["n_vocab"],
                 "task": task,
+                "finetuning": finetuning_kind(finetuning),
                 "split": split,
                 "n": acc[CHAR].shape[1],
                 "seeds": acc[CHAR].shape[0],
@@ -79,13 +97,13 @@ def task_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
-def probe_rows(results: list[dict]) -> list[dict]:
+def probe_rows(probes: list[dict]) -> list[dict]:
     """One row per (tokenizer, probe): each arch's held-out score with an interval (the
     tokens resampled within each seed), the majority baseline, per-seed scores, and char -
     control paired per token within each seed."""
     rows = []
-    for tokenizer in tokenizers_by_size(results):
-        runs = runs_by_arch(results, tokenizer)
+    for tokenizer in tokenizers_by_size(probes):
+        runs = runs_by_arch(probes, tokenizer)
         if CHAR not in runs:
             continue
         for probe in PROBES:
@@ -122,11 +140,12 @@ def steps_to(curve: list[dict], key: str, threshold: float) -> int | None:
 
 
 def curve_rows(results: list[dict]) -> list[dict]:
-    """One row per (tokenizer, arch, task, split) of the learning curves: exact match per
-    evaluated step (mean, min and max over seeds) and the steps to each THRESHOLDS per seed."""
+    """One row per (tokenizer, fine-tuning, arch, task, split) of the learning curves: exact
+    match per evaluated step (mean, min and max over seeds) and the steps to each THRESHOLDS
+    per seed."""
     rows = []
-    for tokenizer in tokenizers_by_size(results):
-        for arch, runs in runs_by_arch(results, tokenizer).items():
+    for tokenizer, finetuning in ((t, f) for t in tokenizers_by_size(results) for f in finetunings_of(results)):
+        for arch, runs in runs_by_arch(results, tokenizer, finetuning).items():
             steps = [p["step"] for p in runs[0]["learning_curve"]]
             for key in sorted(runs[0]["learning_curve"][0]["exact_match"]):
                 task, split = key.split("|")
@@ -136,6 +155,7 @@ def curve_rows(results: list[dict]) -> list[dict]:
                         "tokenizer": tokenizer,
                         "arch": arch,
                         "task": task,
+                        "finetuning": finetuning_kind(finetuning),
                         "split": split,
                         "steps": steps,
                         "mean": values.mean(axis=0).tolist(),

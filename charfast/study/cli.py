@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default=defaults.preset,
         choices=list(PRESETS),
-        help="quick: every stage in under a minute, tiny model; small: ~75 min on a 2-core CPU with --jobs 2; "
+        help="quick: every stage in under a minute, tiny model; small: ~90 min on a 2-core CPU with --jobs 2; "
         "full: GPT-2 small on a GPU",
     )
     parser.add_argument(
@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         help=f"default: the preset's; the original study's four are {' '.join(STUDY_TASKS)}",
+    )
+    parser.add_argument(
+        "--solo-tasks",
+        nargs="*",
+        default=None,
+        help="tasks also fine-tuned alone, each from the pretrained model (default: the preset's among --tasks, "
+        "e.g. count; give the flag with no task for none)",
     )
     parser.add_argument(
         "--jobs", type=int, default=defaults.jobs, help="runs trained at once, each with its share of the CPU threads"
@@ -63,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
             seeds=None if args.seeds is None else tuple(args.seeds),
             archs=tuple(args.archs),
             tasks=None if args.tasks is None else tuple(args.tasks),
+            solo_tasks=None if args.solo_tasks is None else tuple(args.solo_tasks),
             data=args.data,
             device=args.device,
             jobs=args.jobs,
         )
-        results = Study(config).run()  # validates every setting first
-        print(f"wrote {write_report(results, Path(config.out_dir))}")
+        probes, results = Study(config).run()  # validates every setting first
+        print(f"wrote {write_report(probes, results, Path(config.out_dir))}")
         return 0
 
     return run_cli("charfast.study", study)

@@ -8,7 +8,13 @@ it and the report that reads it.
         test_set.json                the frozen task questions
         <arch>-seed<seed>/
           pretrain/                  a charfast.train run: ckpt.pt, metrics.jsonl
-          finetune/results.json      probe, learning curve, fine-tuning losses, every test answer
+          probe.json                 the spelling probe of the pretrained input vectors
+          finetune/<fine-tuning>/results.json
+                                     one per fine-tuning: "mixed" (all tasks at once, from
+                                     the pretrained model; its weights.pt beside it), then a
+                                     solo task's name (that task alone, from the mixed
+                                     weights): learning curve, fine-tuning losses, every
+                                     test answer of its tasks
 """
 
 from __future__ import annotations
@@ -17,6 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charfast.cache import safe_filename
+
+MIXED = "mixed"  # the fine-tuning on all tasks at once; a solo fine-tuning is named by its task
+
+
+def finetuning_kind(finetuning: str) -> str:
+    """How a fine-tuning trained its tasks, for the report: "mixed" or "then alone"."""
+    return MIXED if finetuning == MIXED else "then alone"
 
 
 @dataclass(frozen=True)
@@ -38,8 +51,14 @@ class StudyLayout:
     def pretrain_dir(self, tokenizer: str, arch: str, seed: int) -> Path:
         return self.run_dir(tokenizer, arch, seed) / "pretrain"
 
-    def results(self, tokenizer: str, arch: str, seed: int) -> Path:
-        return self.run_dir(tokenizer, arch, seed) / "finetune" / "results.json"
+    def probe(self, tokenizer: str, arch: str, seed: int) -> Path:
+        return self.run_dir(tokenizer, arch, seed) / "probe.json"
+
+    def results(self, tokenizer: str, arch: str, seed: int, finetuning: str) -> Path:
+        return self.run_dir(tokenizer, arch, seed) / "finetune" / finetuning / "results.json"
+
+    def finetuned_weights(self, tokenizer: str, arch: str, seed: int, finetuning: str) -> Path:
+        return self.run_dir(tokenizer, arch, seed) / "finetune" / finetuning / "weights.pt"
 
     def learning_curves_plot(self, tokenizer: str) -> Path:
         return self.root / f"learning_curves_{safe_filename(tokenizer)}.png"

@@ -6,7 +6,10 @@ For each tokenizer, seed and architecture (char vs the parameter-matched baselin
     splits      words of the corpus split into train / heldout / heldout_rare / nonce,
                 frozen once per tokenizer (charfast.study.words)
     test set    a fixed, seeded set of task examples per task and split, frozen once
-    fine-tune   the pretrained model on task examples of train words, loss on answers only
+    probe       linear spelling probes on the pretrained model's input vectors
+    fine-tune   the pretrained model on task examples of train words, loss on answers only:
+                "mixed" (all tasks at once), then for each of the preset's solo tasks the
+                mixed model further on that task alone
     evaluate    greedy exact match and teacher-forced answer loss on the test set
 
 Every stage writes its result into the output folder with what it was built from (the
@@ -43,7 +46,7 @@ from charfast.gpt.model import ARCHS as GPT_ARCHS
 from charfast.gpt.tokenizer import check_tokenizer_name
 from charfast.study.evaluate import evaluate_examples, summarize
 from charfast.study.finetune import FinetuneConfig, finetune
-from charfast.study.layout import StudyLayout
+from charfast.study.layout import MIXED, StudyLayout
 from charfast.study.probe import probe_model
 from charfast.study.tasks import TASKS, Example, draw_examples
 from charfast.study.words import MANIFEST, freeze_splits, load_splits, make_splits, token_frequencies, word_counts
@@ -61,7 +64,9 @@ class Preset:
     tasks: tuple[str, ...]
     pretrain_steps: int
     train_flags: tuple[str, ...]  # charfast.train flags of the pretraining (model shape, batch)
-    finetune_steps: int
+    finetune_steps: int  # of the mixed fine-tuning
+    solo_tasks: tuple[str, ...]  # fine-tuned further alone after the mixed fine-tuning: hard tasks
+    solo_steps: int  # of each solo fine-tuning
     finetune_batch: int
     finetune_lr: float
     examples_per_cell: int  # frozen test questions per task and split
@@ -81,14 +86,17 @@ PRESETS = {
             *("--block-size", "96", "--batch-size", "8", "--eval-interval", "10", "--eval-iters", "1"),
         ),
         finetune_steps=20,
+        solo_tasks=("count",),
+        solo_steps=20,
         finetune_batch=8,
         finetune_lr=1e-3,
         examples_per_cell=4,
         curve_points=2,
         curve_examples=4,
     ),
-    # About 75 minutes on a 2-core CPU with --jobs 2: the default CPU model, three
-    # vocabularies, two seeds, fine-tuned on four tasks long enough to learn most of them.
+    # About 90 minutes on a 2-core CPU with --jobs 2: the default CPU model, three
+    # vocabularies, two seeds, fine-tuned on four tasks long enough to learn most of them,
+    # then on count alone (which mixed fine-tuning leaves near chance).
     "small": Preset(
         tokenizers=("bpe:512", "bpe:4096", "bpe:8192"),
         seeds=(0, 1),
@@ -96,6 +104,8 @@ PRESETS = {
         pretrain_steps=200,
         train_flags=("--eval-interval", "50", "--eval-iters", "4"),
         finetune_steps=3000,
+        solo_tasks=("count",),
+        solo_steps=2000,
         finetune_batch=32,
         finetune_lr=1e-3,
         examples_per_cell=60,
@@ -110,6 +120,8 @@ PRESETS = {
         pretrain_steps=20000,
         train_flags=("--preset", "gpt2-small", "--block-size", "256"),
         finetune_steps=3000,
+        solo_tasks=(),
+        solo_steps=0,
         finetune_batch=64,
         finetune_lr=3e-5,
         examples_per_cell=500,
@@ -129,6 +141,7 @@ class StudyConfig:
     seeds: tuple[int, ...] | None = None
     archs: tuple[str, ...] = ARCHS
     tasks: tuple[str, ...] | None = None
+    solo_tasks: tuple[str, ...] | None = None
     data: str | None = None
     device: str = "auto"
     jobs: int = 1
@@ -136,15 +149,19 @@ class StudyConfig:
 
     def resolved(self) -> StudyConfig:
         """This config with the preset's values in place of every None (an unknown preset is
-        left for validate() to name)."""
+        left for validate() to name). The preset's solo tasks are kept where they are among
+        the tasks, and only when there are several tasks (one task is already trained alone)."""
         preset = PRESETS.get(self.preset)
         if preset is None:
             return self
+        tasks = preset.tasks if self.tasks is None else tuple(self.tasks)
+        solo_tasks = tuple(t for t in preset.solo_tasks if t in tasks and len(tasks) > 1)
         return dataclasses.replace(
             self,
             tokenizers=preset.tokenizers if self.tokenizers is None else tuple(self.tokenizers),
             seeds=preset.seeds if self.seeds is None else tuple(self.seeds),
-            tasks=preset.tasks if self.tasks is None else tuple(self.tasks),
+            tasks=tasks,
+            solo_tasks=solo_tasks if self.solo_tasks is None else tuple(self.solo_tasks),
         )
 
     def validate(self) -> None:
@@ -157,6 +174,11 @@ class StudyConfig:
                 raise ValueError(f"{flag} must name some of {', '.join(known)}; unknown: {unknown}")
             if len(set(values)) != len(values):
                 raise ValueError(f"{flag} names one twice: {list(values)}")
+        outside = [t for t in self.solo_tasks if t not in self.tasks]
+        if outside or len(set(self.solo_tasks)) != len(self.solo_tasks):
+            raise ValueError(f"--solo-tasks must name some of --tasks, each once; not among them: {outside}")
+        if self.solo_tasks and len(self.tasks) == 1:
+            raise ValueError("--solo-tasks: with a single task the mixed fine-tuning already trains it alone")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ValueError(f"--seeds must be integers >= 0, got {list(self.seeds)}")
         if len(set(self.seeds)) != len(self.seeds) or len(set(self.tokenizers)) != len(self.tokenizers):
@@ -294,40 +316,85 @@ class Study:
                 chosen.append((split, example))
         return chosen
 
-    def evaluate_run(self, tokenizer: str, arch: str, seed: int) -> Path:
-        """results.json of one pretrained run: the spelling probe of its input vectors, then
-        fine-tuning with learning curves, then the frozen test set. Reused only when it was
-        built from this pretraining (step and checkpoint hash), this test set and these settings."""
-        splits, test_set = self.splits_and_test_set(tokenizer)
+    def probe_run(self, tokenizer: str, arch: str, seed: int) -> Path:
+        """probe.json of one pretrained run: the spelling probe of its input vectors. Reused
+        only when it was built from this pretraining (step and checkpoint hash)."""
         pretrain_dir = self.layout.pretrain_dir(tokenizer, arch, seed)
-        results_path = self.layout.results(tokenizer, arch, seed)
-        config = FinetuneConfig(
-            tasks=self.config.tasks,
-            steps=self.preset.finetune_steps,
+        path = self.layout.probe(tokenizer, arch, seed)
+        built_from = self.pretrain_identity(pretrain_dir)
+        saved = _read_json(path)
+        if isinstance(saved, dict) and saved.get("built_from") == built_from:
+            return path
+        trainer = self.load_pretrained(pretrain_dir)
+        record = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "n_vocab": trainer.encoding.n_vocab}
+        _write_json(path, {**record, "built_from": built_from, "probe": probe_model(trainer.model, trainer.encoding)})
+        return path
+
+    def finetune_config(self, finetuning: str, seed: int) -> FinetuneConfig:
+        mixed = finetuning == MIXED
+        return FinetuneConfig(
+            tasks=self.config.tasks if mixed else (finetuning,),
+            steps=self.preset.finetune_steps if mixed else self.preset.solo_steps,
             batch_size=self.preset.finetune_batch,
             lr=self.preset.finetune_lr,
             seed=seed,
         )
-        curve_steps = sorted(
-            {round(k * config.steps / self.preset.curve_points) for k in range(1, self.preset.curve_points + 1)}
-        )
-        built_from = {
-            **self.pretrain_identity(pretrain_dir),
-            "test_set_sha256": _sha256(self.layout.test_set(tokenizer)),
-            "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
-            "curve_steps": curve_steps,
-            "curve_examples": self.preset.curve_examples,
-        }
-        saved = _read_json(results_path)
-        if isinstance(saved, dict) and saved.get("built_from") == built_from:
-            return results_path
-        trainer = self.load_pretrained(pretrain_dir)
+
+    def finetune_runs(self, tokenizer: str, arch: str, seed: int) -> list[Path]:
+        """The results.json of each fine-tuning of one pretrained run: MIXED (all tasks, from
+        the pretrained weights; its weights are kept), then each solo task alone, from the
+        mixed weights. Each is reused only when it was built from the same start (the
+        pretraining's step and hash, or the mixed weights' hash), test set and settings."""
+        splits, test_set = self.splits_and_test_set(tokenizer)
+        pretrain_dir = self.layout.pretrain_dir(tokenizer, arch, seed)
+        mixed_weights = self.layout.finetuned_weights(tokenizer, arch, seed, MIXED)
+        trainer = None  # loaded when a fine-tuning has to run
+        paths = []
+        for finetuning in [MIXED, *self.config.solo_tasks]:
+            config = self.finetune_config(finetuning, seed)
+            start = (
+                self.pretrain_identity(pretrain_dir)
+                if finetuning == MIXED
+                else {"after_mixed_sha256": _sha256(mixed_weights)}
+            )
+            built_from = {
+                **start,
+                "test_set_sha256": _sha256(self.layout.test_set(tokenizer)),
+                "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
+                "curve_steps": self._curve_steps(config.steps),
+                "curve_examples": self.preset.curve_examples,
+            }
+            path = self.layout.results(tokenizer, arch, seed, finetuning)
+            paths.append(path)
+            saved = _read_json(path)
+            if isinstance(saved, dict) and saved.get("built_from") == built_from:
+                if finetuning != MIXED or mixed_weights.exists():
+                    continue
+            trainer = trainer or self.load_pretrained(pretrain_dir)
+            if finetuning != MIXED:
+                trainer.model.load_state_dict(torch.load(mixed_weights, map_location=trainer.device))
+            questions = [(split, example) for split, example in test_set if example.task in config.tasks]
+            record = self._finetune_and_score(trainer, splits.train, questions, config)
+            if finetuning == MIXED:  # before its results, which mark the fine-tuning finished
+                with atomic_write(mixed_weights) as f:
+                    torch.save(trainer.model.state_dict(), f)
+            identity = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "finetuning": finetuning}
+            _write_json(path, {**identity, "built_from": built_from, **record})
+        return paths
+
+    def _curve_steps(self, steps: int) -> list[int]:
+        points = self.preset.curve_points
+        return sorted({round(k * steps / points) for k in range(1, points + 1)})
+
+    def _finetune_and_score(self, trainer, words, questions, config: FinetuneConfig) -> dict:
+        """Fine-tune trainer.model in place with learning curves on a prefix of `questions`,
+        then score all of them: the results.json fields of one fine-tuning."""
         model, encoding, device = trainer.model, trainer.encoding, trainer.device
-        probe = probe_model(model, encoding)
-        questions = self.curve_questions(test_set)
+        curve_questions = self.curve_questions(questions)
+        curve_steps = self._curve_steps(config.steps)
 
         def curve_point(step: int) -> dict:
-            scores = summarize(evaluate_examples(model, encoding, questions, device=device))
+            scores = summarize(evaluate_examples(model, encoding, curve_questions, device=device))
             return {
                 "step": step,
                 "exact_match": {f"{task}|{split}": v["exact_match"] for (task, split), v in scores.items()},
@@ -337,42 +404,35 @@ class Study:
         losses = finetune(
             model,
             encoding,
-            list(splits.train),
+            list(words),
             config,
             device=device,
             on_step=lambda record: curve.append(curve_point(record["step"])) if record["step"] in curve_steps else None,
         )
-        after = evaluate_examples(model, encoding, test_set, device=device)
-        _write_json(
-            results_path,
-            {
-                "tokenizer": tokenizer,
-                "arch": arch,
-                "seed": seed,
-                "n_vocab": encoding.n_vocab,
-                "built_from": built_from,
-                "finetune": dataclasses.asdict(config),
-                "finetune_curve": losses,
-                "learning_curve": curve,
-                "probe": probe,
-                "after": [dataclasses.asdict(r) for r in after],
-            },
-        )
-        return results_path
+        after = evaluate_examples(model, encoding, questions, device=device)
+        return {
+            "n_vocab": encoding.n_vocab,
+            "finetune": dataclasses.asdict(config),
+            "finetune_curve": losses,
+            "learning_curve": curve,
+            "after": [dataclasses.asdict(r) for r in after],
+        }
 
     def runs(self) -> list[tuple[str, str, int]]:
         return [(t, a, s) for t in self.config.tokenizers for s in self.config.seeds for a in self.config.archs]
 
-    def run(self) -> list[Path]:
-        """Every stage for every tokenizer, seed and arch; returns the results.json paths.
-        With jobs > 1 the runs' pretraining and evaluation go to that many processes, each
-        with its share of the CPU threads; the splits and test sets are frozen in between."""
+    def run(self) -> tuple[list[Path], list[Path]]:
+        """Every stage for every tokenizer, seed and arch; returns the probe.json paths and
+        the results.json paths. With jobs > 1 the pretrainings, probes and fine-tunings go to
+        that many processes, each with its share of the CPU threads; the splits and test sets
+        are frozen in between."""
         self._map(_pretrain_job, self.runs())
         for tokenizer in self.config.tokenizers:
             self.splits_and_test_set(tokenizer)
-        return self._map(_evaluate_job, self.runs())
+        probes = self._map(_probe_job, self.runs())
+        return probes, [path for paths in self._map(_finetune_job, self.runs()) for path in paths]
 
-    def _map(self, job, runs: list[tuple[str, str, int]]) -> list:
+    def _map(self, job, runs: list[tuple]) -> list:
         if self.config.jobs == 1:
             return [job(self.config, run) for run in runs]
         threads = max(1, torch.get_num_threads() // self.config.jobs)
@@ -387,5 +447,9 @@ def _pretrain_job(config: StudyConfig, run: tuple[str, str, int]) -> Path:
     return Study(config).pretrain(*run)
 
 
-def _evaluate_job(config: StudyConfig, run: tuple[str, str, int]) -> Path:
-    return Study(config).evaluate_run(*run)
+def _probe_job(config: StudyConfig, run: tuple[str, str, int]) -> Path:
+    return Study(config).probe_run(*run)
+
+
+def _finetune_job(config: StudyConfig, run: tuple[str, str, int]) -> list[Path]:
+    return Study(config).finetune_runs(*run)

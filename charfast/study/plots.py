@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charfast.study.analysis import CHAR, MATCHED, SHUFFLED
-from charfast.study.layout import StudyLayout
+from charfast.study.analysis import CHAR, MATCHED, SHUFFLED, task_label
+from charfast.study.layout import MIXED, StudyLayout
 from charfast.study.probe import PROBES
 from charfast.study.tasks import TASKS
 from charfast.study.words import SPLIT_NAMES
@@ -37,16 +37,23 @@ def plot_losses(results: list[dict], layout: StudyLayout) -> Path:
     plt = _pyplot()
     fig, (pre, fine) = plt.subplots(1, 2, figsize=(12, 4), dpi=110)
     for run in results:
-        label = f"{run['arch']} seed {run['seed']} ({run['tokenizer']})"
+        curve = [(r["step"], r["train_loss"]) for r in run["finetune_curve"]]
+        style = "-" if run["finetuning"] == MIXED else ":"
+        fine.plot(*zip(*curve), style, color=COLOURS.get(run["arch"]), alpha=0.4, linewidth=0.6)
+        if run["finetuning"] != MIXED:
+            continue  # one pretraining curve per run
         metrics = layout.pretrain_dir(run["tokenizer"], run["arch"], run["seed"]) / "metrics.jsonl"
         records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
         val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
         if val:
+            label = f"{run['arch']} seed {run['seed']} ({run['tokenizer']})"
             pre.plot(*zip(*val), color=COLOURS.get(run["arch"]), alpha=0.7, label=label)
-        curve = [(r["step"], r["train_loss"]) for r in run["finetune_curve"]]
-        fine.plot(*zip(*curve), color=COLOURS.get(run["arch"]), alpha=0.4, linewidth=0.6)
     pre.set(title="pretraining: validation loss", xlabel="step", ylabel="nats / token")
-    fine.set(title="fine-tuning: answer loss (train batches)", xlabel="step", ylabel="nats / answer token")
+    fine.set(
+        title="fine-tuning: answer loss (train batches; dotted: a task alone)",
+        xlabel="step",
+        ylabel="nats / answer token",
+    )
     for ax in (pre, fine):
         ax.grid(alpha=0.3)
     pre.legend(fontsize=5, ncol=2)
@@ -60,13 +67,14 @@ def plot_losses(results: list[dict], layout: StudyLayout) -> Path:
 def plot_learning_curves(curves: list[dict], tokenizer: str, path: Path) -> Path:
     plt = _pyplot()
     mine = [r for r in curves if r["tokenizer"] == tokenizer]
-    tasks = sorted({r["task"] for r in mine})
+    task_of = {task_label(r): r["task"] for r in mine}  # a panel's label -> its task
+    tasks = sorted(task_of)
     splits = [s for s in SPLIT_NAMES if any(r["split"] == s for r in mine)]
     fig, axes = plt.subplots(
         len(splits), len(tasks), figsize=(3 * len(tasks), 2.4 * len(splits)), dpi=110, squeeze=False
     )
     for row in mine:
-        ax = axes[splits.index(row["split"]), tasks.index(row["task"])]
+        ax = axes[splits.index(row["split"]), tasks.index(task_label(row))]
         colour = COLOURS.get(row["arch"])
         ax.plot(row["steps"], row["mean"], marker=".", color=colour, label=row["arch"])
         ax.fill_between(row["steps"], row["min"], row["max"], color=colour, alpha=0.15)
@@ -74,8 +82,9 @@ def plot_learning_curves(curves: list[dict], tokenizer: str, path: Path) -> Path
         ax = axes[i, j]
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-        if TASKS[task].chance:
-            ax.axhline(TASKS[task].chance, color="grey", linestyle="--", linewidth=0.8, label="chance")
+        chance = TASKS[task_of[task]].chance
+        if chance:
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=0.8, label="chance")
         ax.set_title(f"{task}, {split}", fontsize=8)
         if j == 0:
             ax.set_ylabel("exact match")
@@ -92,7 +101,7 @@ def plot_learning_curves(curves: list[dict], tokenizer: str, path: Path) -> Path
 def plot_sweep(tasks: list[dict], probes: list[dict], path: Path) -> Path:
     """The headline: char - baseline-matched against vocabulary size, with 95% intervals."""
     plt = _pyplot()
-    task_names = sorted({r["task"] for r in tasks})
+    task_names = sorted({task_label(r) for r in tasks})
     fig, axes = plt.subplots(1, 1 + len(task_names), figsize=(3.2 * (1 + len(task_names)), 3.2), dpi=110)
     axes = np.atleast_1d(axes)
     panels = [
@@ -104,7 +113,7 @@ def plot_sweep(tasks: list[dict], probes: list[dict], path: Path) -> Path:
     ]
     for ax, task in zip(axes[1:], task_names):
         panels.append(
-            (ax, task, [(s, [r for r in tasks if r["task"] == task and r["split"] == s]) for s in SWEEP_SPLITS])
+            (ax, task, [(s, [r for r in tasks if task_label(r) == task and r["split"] == s]) for s in SWEEP_SPLITS])
         )
     for ax, title, series in panels:
         for k, (label, rows) in enumerate(series):

@@ -1,5 +1,6 @@
 """The quick preset on a tiny corpus: every stage, the report, and reuse of finished stages."""
 
+import hashlib
 import json
 
 import pytest
@@ -37,7 +38,12 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     tasks = [r for r in rows["tasks"] if r["tokenizer"] == "bpe:300"]
     test_set = json.loads((root / "bpe_300" / "test_set.json").read_text(encoding="utf-8"))
     asked = {(q["task"], q["split"]) for q in test_set["questions"]}
-    assert {(r["task"], r["split"]) for r in tasks} == asked
+    # Every question after the mixed fine-tuning; count's again after count alone.
+    assert quick.solo_tasks == ("count",)
+    assert {(r["task"], r["split"]) for r in tasks if r["finetuning"] == "mixed"} == asked
+    assert {(r["task"], r["split"]) for r in tasks if r["finetuning"] == "then alone"} == {
+        (t, s) for t, s in asked if t == "count"
+    }
     assert {(t, s) for t in quick.tasks for s in ("train", "heldout", "nonce")} <= asked
     for r in tasks:
         assert r["seeds"] == 2 and r["n"] == 4 and set(r["exact_match"]) == set(pipeline.ARCHS)
@@ -45,31 +51,52 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
             low, estimate, high = sorted(r["difference"][control])
             assert r["difference"][control][0] == estimate and low <= estimate <= high
         assert r["chance"] == {"count": 0.25, "contains": 0.5}.get(r["task"], 0) and r["answer_loss"]["char"] > 0
-    assert (
-        "| bpe:300 | spell | heldout | 4 x 2 | 0% |" in report and "| bpe:300 | count | train | 4 x 2 | 25% |" in report
-    )
+    assert "| bpe:300 | spell | mixed | heldout | 4 x 2 | 0% |" in report
+    assert "| bpe:300 | count | mixed | train | 4 x 2 | 25% |" in report
+    assert "| bpe:300 | count | then alone | train | 4 x 2 | 25% |" in report
     # The probe: three probes, each arch scored with an interval, per seed, beside the majority baseline.
     assert [r["probe"] for r in rows["probe"]] == ["letters", "length", "first_letter"] * 2
     for r in rows["probe"]:
         assert set(r["score"]) == set(pipeline.ARCHS) and all(len(v) == 2 for v in r["per_seed"].values())
         assert 0 <= r["majority"] <= 1 and r["score"]["char"][1] <= r["score"]["char"][0] <= r["score"]["char"][2]
-    # Learning curves at steps 0, 10 and 20 on the train, heldout and nonce splits, for each arch.
+    # Learning curves at steps 0, 10 and 20 on the train, heldout and nonce splits, for each arch
+    # and fine-tuning.
     curves = [r for r in rows["curves"] if r["tokenizer"] == "bpe:300"]
-    assert {(r["arch"], r["split"]) for r in curves} == {(a, s) for a in pipeline.ARCHS for s in pipeline.CURVE_SPLITS}
+    assert {(r["arch"], r["split"], r["finetuning"]) for r in curves} == {
+        (a, s, f) for a in pipeline.ARCHS for s in pipeline.CURVE_SPLITS for f in ("mixed", "then alone")
+    }
+    assert {r["task"] for r in curves if r["finetuning"] == "then alone"} == {"count"}
     assert all(r["steps"] == [0, 10, 20] and len(r["steps_to"]["50%"]) == 2 for r in curves)
     assert "## Spelling probe" in report and "steps to 50%" in report
     for png in ("loss_curves.png", "sweep.png", "learning_curves_bpe_300.png", "learning_curves_bpe_512.png"):
         assert (root / png).stat().st_size > 0
     assert (root / "bpe_300" / "splits" / "manifest.json").exists()
     assert len(test_set["questions"]) == 4 * len(asked)  # the tiny corpus has few rare words: some cells are empty
-    results = json.loads((root / "bpe_300" / "char-seed1" / "finetune" / "results.json").read_text(encoding="utf-8"))
+    run = root / "bpe_300" / "char-seed1"
+    results = json.loads((run / "finetune" / "mixed" / "results.json").read_text(encoding="utf-8"))
     assert results["built_from"]["pretrain_step"] == 20 and len(results["built_from"]["pretrain_sha256"]) == 64
     assert [p["step"] for p in results["learning_curve"]] == [0, 10, 20]
-    # A second run reuses every finished stage: nothing trains again.
+    alone = json.loads((run / "finetune" / "count" / "results.json").read_text(encoding="utf-8"))
+    assert alone["finetune"]["tasks"] == ["count"] and {r["task"] for r in alone["after"]} == {"count"}
+    # count alone starts from the mixed fine-tuning's weights, kept beside its results.
+    weights = run / "finetune" / "mixed" / "weights.pt"
+    assert alone["built_from"]["after_mixed_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    probe = json.loads((run / "probe.json").read_text(encoding="utf-8"))
+    assert probe["built_from"] == {k: results["built_from"][k] for k in ("pretrain_step", "pretrain_sha256")}
+    # A second run reuses every finished stage: nothing trains or probes again.
     with monkeypatch.context() as patch:
         patch.setattr(pipeline.train, "main", lambda flags: pytest.fail("pretraining ran again"))
         patch.setattr(pipeline, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
+        patch.setattr(pipeline, "probe_model", lambda *a, **k: pytest.fail("probed again"))
         assert cli.main(tiny_study) == 0
+    # A lost solo result runs that fine-tuning again, from the kept mixed weights, and nothing else.
+    (run / "finetune" / "count" / "results.json").unlink()
+    tasks_trained = []
+    original = pipeline.finetune
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "finetune", lambda *a, **k: tasks_trained.append(a[3].tasks) or original(*a, **k))
+        assert cli.main(tiny_study) == 0
+    assert tasks_trained == [("count",)]
     # A pretraining that changed (here: trained one step further) is never reused as it was:
     # exactly its fine-tuning runs again.
     pretrain = root / "bpe_300" / "char-seed1" / "pretrain"
@@ -77,12 +104,14 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
 
     assert train.main(["--out-dir", str(pretrain), "--resume", "--max-steps", "21", "--no-progress"]) == 0
     ran = []
-    original = pipeline.finetune
     monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: ran.append(1) or original(*a, **k))
     assert cli.main(tiny_study) == 0
-    assert len(ran) == 1  # of 2 tokenizers x 2 seeds x 3 archs
-    results = json.loads((root / "bpe_300" / "char-seed1" / "finetune" / "results.json").read_text(encoding="utf-8"))
+    assert len(ran) == 2  # mixed and count alone, of 2 tokenizers x 2 seeds x 3 archs
+    results = json.loads((run / "finetune" / "mixed" / "results.json").read_text(encoding="utf-8"))
+    alone = json.loads((run / "finetune" / "count" / "results.json").read_text(encoding="utf-8"))
     assert results["built_from"]["pretrain_step"] == 21
+    assert alone["built_from"]["after_mixed_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert json.loads((run / "probe.json").read_text(encoding="utf-8"))["built_from"]["pretrain_step"] == 21
 
 
 @pytest.mark.parametrize("code, expected", [(130, 130), (1, 1), (0, 1)], ids=["interrupted", "failed", "short"])
@@ -109,6 +138,8 @@ def test_an_unfinished_pretraining_stops_the_study(tiny_study, tmp_path, monkeyp
     [
         (["--tasks", "nope"], "unknown: ['nope']"),
         (["--tasks", "count", "count"], "--tasks names one twice"),
+        (["--tasks", "spell", "count", "--solo-tasks", "contains"], "not among them: ['contains']"),
+        (["--tasks", "count", "--solo-tasks", "count"], "with a single task the mixed fine-tuning"),
         (["--archs", "bytes"], "--archs must name some of"),
         (["--tokenizers", "bpe:300", "nope_base"], "unknown tokenizer 'nope_base'"),
         (["--tokenizers", "bpe:12"], "vocab_size must be an int >= 257"),

@@ -135,9 +135,10 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
         "",
         "Intervals are 95% percentile-bootstrap intervals. Tasks: exact match of greedy decoding up to the "
         "first newline, over the frozen questions, each question's score averaged over seeds first; chance is "
-        "what a constant answer scores (count and contains are balanced); fine-tuning: mixed (all tasks at once) "
-        "or alone (that task only, from the same pretrained model). Probe: linear probes on each token's "
-        "input vector (no position), trained on 80% of the tokens with a letter and scored on the other 20%, "
+        "what a constant answer scores (count and contains are balanced); fine-tuning: mixed (all tasks at once, "
+        "from the pretrained model) or then alone (the mixed model fine-tuned further on that task only). "
+        "Probe: linear probes on each token's input vector (no position), trained on 80% of the tokens with a "
+        "letter and scored on the other 20%, "
         "tokens resampled within each seed; majority is the constant-answer baseline. Steps: the first "
         "evaluated fine-tuning step at or above the threshold, mean [min, max] over seeds.",
         "",

@@ -47,7 +47,7 @@ def _paired_seeds(runs: dict[str, list[dict]], arch: str) -> bool:
 
 
 def task_label(row: dict) -> str:
-    """A task row's task as the plots name it: "count", or "count alone" for a solo fine-tuning."""
+    """A task row's task as the plots name it: "count", or "count then alone" for a solo fine-tuning."""
     return row["task"] if row["finetuning"] == MIXED else f"{row['task']} {row['finetuning']}"
 
 

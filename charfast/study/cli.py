@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--solo-tasks",
         nargs="*",
         default=None,
-        help="tasks also fine-tuned alone, each from the pretrained model (default: the preset's among --tasks, "
-        "e.g. count; give the flag with no task for none)",
+        help="tasks fine-tuned further alone after the mixed fine-tuning, each from the mixed weights (default: "
+        "the preset's among --tasks, e.g. count; give the flag with no task for none)",
     )
     parser.add_argument(
         "--jobs", type=int, default=defaults.jobs, help="runs trained at once, each with its share of the CPU threads"

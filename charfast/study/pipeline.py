@@ -370,11 +370,12 @@ class Study:
             if isinstance(saved, dict) and saved.get("built_from") == built_from:
                 if finetuning != MIXED or mixed_weights.exists():
                     continue
-            trainer = trainer or self.load_pretrained(pretrain_dir)
+            if trainer is None:
+                trainer = self.load_pretrained(pretrain_dir)
             if finetuning != MIXED:
                 trainer.model.load_state_dict(torch.load(mixed_weights, map_location=trainer.device))
             questions = [(split, example) for split, example in test_set if example.task in config.tasks]
-            record = self._finetune_and_score(trainer, splits.train, questions, config)
+            record = self._finetune_and_score(trainer, splits.train, questions, config, built_from["curve_steps"])
             if finetuning == MIXED:  # before its results, which mark the fine-tuning finished
                 with atomic_write(mixed_weights) as f:
                     torch.save(trainer.model.state_dict(), f)
@@ -386,12 +387,12 @@ class Study:
         points = self.preset.curve_points
         return sorted({round(k * steps / points) for k in range(1, points + 1)})
 
-    def _finetune_and_score(self, trainer, words, questions, config: FinetuneConfig) -> dict:
-        """Fine-tune trainer.model in place with learning curves on a prefix of `questions`,
-        then score all of them: the results.json fields of one fine-tuning."""
+    def _finetune_and_score(self, trainer, words, questions, config: FinetuneConfig, curve_steps: list[int]) -> dict:
+        """Fine-tune trainer.model in place, scoring a prefix of `questions` at step 0 and at
+        `curve_steps` (the learning curve), then score all of them: the results.json fields
+        of one fine-tuning."""
         model, encoding, device = trainer.model, trainer.encoding, trainer.device
         curve_questions = self.curve_questions(questions)
-        curve_steps = self._curve_steps(config.steps)
 
         def curve_point(step: int) -> dict:
             scores = summarize(evaluate_examples(model, encoding, curve_questions, device=device))

@@ -2,7 +2,7 @@
 backward, charfast's backend (Triton on a GPU) next to torch.nn.LSTM (cuDNN on a GPU) over
 the distinct tokens padded and packed, on the same batch of real cl100k text.
 
-    python benchmarks/profile_gpu.py [--batch 16] [--hidden 128 768] [--steps 10] [--device cpu]
+    python benchmarks/profile_gpu.py [--batch 16 64] [--hidden 128 768] [--steps 10] [--device cpu]
 
 For each (hidden, implementation) it prints the wall time per step, the device's busy time
 per step (the sum of its kernels; wall minus busy is host overhead while the GPU idles),
@@ -21,7 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # conftest's shared inputs
-from conftest import batch_ids, load_cl100k_table, load_shakespeare_tokens  # noqa: E402
+from conftest import batch_ids, batch_work, load_cl100k_table, load_shakespeare_tokens  # noqa: E402
 
 from charfast import CharEmbedding  # noqa: E402
 from charfast.baselines.packed_lstm import packed_distinct_lstm_char_embedding, padded_lstm_char_embedding  # noqa: E402
@@ -61,8 +61,10 @@ def profile_one(table, idx, hidden: int, impl: str, steps: int, rows: int) -> No
         wall = (time.perf_counter() - start) / steps
     events = prof.key_averages()
     device_time = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))  # noqa: E731
-    busy_us = sum(device_time(e) for e in events) / steps
-    kernels = sum(e.count for e in events if device_time(e) > 0 and e.device_type == torch.autograd.DeviceType.CUDA)
+    # Kernels and copies only: an op's own row repeats the device time of its kernels.
+    on_device = [e for e in events if device_time(e) > 0 and e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_us = sum(device_time(e) for e in on_device) / steps
+    kernels = sum(e.count for e in on_device)
     syncs = (
         sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync"))
         / steps
@@ -89,7 +91,7 @@ def profile_one(table, idx, hidden: int, impl: str, steps: int, rows: int) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 768])
     parser.add_argument("--steps", type=int, default=10)
@@ -100,12 +102,20 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("profile_gpu.py: no CUDA GPU here (--device cpu profiles the CPU path)")
     table = load_cl100k_table()
-    idx = batch_ids(load_shakespeare_tokens(), args.batch, args.seq_len).to(device)
+    tokens = load_shakespeare_tokens()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{where}, B={args.batch} T={args.seq_len}, forward+backward")
-    for hidden in args.hidden:
-        for impl in IMPLEMENTATIONS:
-            profile_one(table, idx, hidden, impl, args.steps, args.rows)
+    for batch in args.batch:
+        idx = batch_ids(tokens, batch, args.seq_len).to(device)  # [B, T]
+        work = batch_work(table, idx)
+        # The longest distinct token is the length of the LSTM's serial chain.
+        longest = int(table.lengths[torch.unique(idx.cpu())].max())
+        print(
+            f"\n##### {where}, B={batch} T={args.seq_len}, forward+backward: {work['distinct']} distinct tokens, "
+            f"{work['distinct_chars']} chars, longest token {longest} chars, {work['trie_nodes']} trie nodes"
+        )
+        for hidden in args.hidden:
+            for impl in IMPLEMENTATIONS:
+                profile_one(table, idx, hidden, impl, args.steps, args.rows)
 
 
 if __name__ == "__main__":

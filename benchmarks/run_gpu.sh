@@ -63,7 +63,7 @@ if [ "${BENCH_SECONDS:-600}" -gt 0 ]; then
 fi
 
 echo "=== summary ==="
-[ -f "$out/profile.log" ] && grep -E "^=== " "$out/profile.log"
+[ -f "$out/profile.log" ] && grep -E "^(=== |##### )" "$out/profile.log"
 for log in "$out/tests.log" "$out/bench.log"; do
   [ -f "$log" ] || continue
   echo "--- $(basename "$log")"

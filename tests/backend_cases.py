@@ -19,6 +19,8 @@ from charfast.baselines.packed_lstm import padded_lstm_char_embedding
 needs_interpreter = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1", reason="Triton runs on CPU only under TRITON_INTERPRET=1"
 )
+# Where a Triton test runs: the CPU under the interpreter (CI), CUDA with compiled kernels.
+TRITON_DEVICES = [pytest.param("cpu", marks=needs_interpreter), pytest.param("cuda", marks=pytest.mark.gpu)]
 
 # (vocab, max_len, n_chars, char_dim, hidden, idx shape): lengths 0, 1 and max are forced
 # into every table; hidden sizes that are not powers of two; one token; many repeats.

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 import torch
-from backend_cases import random_idx, random_table
+from backend_cases import TRITON_DEVICES, random_idx, random_table
 
 import charfast.backends as backends
 from charfast import CharEmbedding, TokenCharTable
@@ -267,13 +267,15 @@ def test_weights_a_compiled_forward_reads_follow_every_change(module, table):
     assert _is_current(module)
 
 
-def test_compiled_fullgraph_forward_and_backward_match_eager(table):
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_compiled_fullgraph_forward_and_backward_match_eager(table, device):
     torch._dynamo.reset()
     fused = CharEmbedding(table, 12, char_dim=5, hidden=7, backend="triton")
     ref = CharEmbedding(table, 12, char_dim=5, hidden=7, backend="reference")
     fused.lstm = torch.nn.LSTM(5, 7, batch_first=True)  # replaced before compiling: must be used
     ref.load_state_dict(fused.state_dict())
-    idx = random_idx(30, (2, 6))
+    fused.to(device), ref.to(device)
+    idx = random_idx(30, (2, 6)).to(device)
     compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
     for m in (compiled, ref):
         m(idx).square().sum().backward()

@@ -50,14 +50,39 @@ def test_layouts_match_the_reference_in_float64(case):
 @pytest.mark.parametrize("backend", ["triton_fused", "cuda_fused"])
 def test_fused_kernels_in_bfloat16_err_no_more_than_cudnn(backend):
     case = dict(vocab=300, max_len=16, n_chars=40, char_dim=32, hidden=128, idx_shape=(4, 64))
-    assert_within_lstm_error_budget(
-        "reference",
-        case,
-        torch.bfloat16,
-        "cuda",
-        name=f"flashrnn {backend}",
-        forward=lambda module, idx: flashrnn_char_embedding(module, idx, backend=backend),
+    try:
+        assert_within_lstm_error_budget(
+            "reference",
+            case,
+            torch.bfloat16,
+            "cuda",
+            name=f"flashrnn {backend}",
+            forward=lambda module, idx: flashrnn_char_embedding(module, idx, backend=backend),
+        )
+    except Exception as err:  # noqa: BLE001 - re-raised unless flashrnn's own build broke
+        if not _flashrnn_failed_to_build(err):
+            raise
+        # Seen on an H100 (torch 2.11, triton 3.6, CUDA 13; BENCHMARKS.md): triton_fused's
+        # kernel calls tanh on bfloat16, which Triton 3.6's libdevice refuses; cuda_fused's
+        # JIT build of its gpu_info extension fails under nvcc 13. The baseline is then absent
+        # from the benchmarks (they skip it with the same error), not wrong.
+        pytest.xfail(f"flashrnn {backend} does not build here: {type(err).__name__}: {str(err)[:200]}")
+
+
+def _flashrnn_failed_to_build(err: BaseException) -> bool:
+    """Whether err is a compile or extension-build failure raised from flashrnn's own code."""
+    import triton
+
+    traceback = err.__traceback__
+    frames = []
+    while traceback is not None:
+        frames.append(traceback.tb_frame.f_code.co_filename)
+        traceback = traceback.tb_next
+    in_flashrnn = any("/flashrnn/" in name for name in frames)
+    build_error = isinstance(err, triton.compiler.errors.CompilationError) or (
+        isinstance(err, RuntimeError) and str(err).startswith("Error building extension")
     )
+    return in_flashrnn and build_error
 
 
 def test_triton_fused_refuses_a_hidden_size_that_is_not_a_power_of_two():

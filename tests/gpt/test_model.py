@@ -233,7 +233,8 @@ def test_gpt_compiles_fullgraph_on_its_first_call(table, backend):
 
 def _gradient_errors(table, encoder, device, dtype, compiled):
     """{name: relative gradient error, "loss": relative loss error} of the GPT under
-    autocast(dtype) against the same weights in float32 on the reference backend. encoder: a
+    autocast(dtype) against the same weights in float64 on the CPU (the reference backend;
+    FlashAttention, the GPT's attention on CUDA, takes no float32 or float64). encoder: a
     backend name, or "nn.LSTM" (the char encoder run by torch.nn.LSTM, cuDNN on a GPU, over
     the padded distinct tokens)."""
     torch._dynamo.reset()
@@ -242,17 +243,17 @@ def _gradient_errors(table, encoder, device, dtype, compiled):
     model = GPT(tiny_config(char_backend=backend, n_embd=64, char_hidden=64), char_table=table).to(device)
     if encoder == "nn.LSTM":
         model.char_emb.forward = types.MethodType(padded_lstm_char_embedding, model.char_emb)
-    exact = GPT(tiny_config(char_backend="reference", n_embd=64, char_hidden=64), char_table=table).to(device)
+    exact = GPT(tiny_config(char_backend="reference", n_embd=64, char_hidden=64), char_table=table).double()
     exact.load_state_dict(model.state_dict())
     idx = random_idx(VOCAB, (4, 16)).to(device)
     forward = torch.compile(model, fullgraph=True) if compiled else model
     with torch.autocast(device, dtype=dtype):
         loss = forward(idx, idx.roll(-1, dims=1))[1]
     loss.backward()
-    loss_exact = exact(idx, idx.roll(-1, dims=1))[1]
+    loss_exact = exact(idx.cpu(), idx.roll(-1, dims=1).cpu())[1]
     loss_exact.backward()
     errors = {
-        name: ((p.grad - p_exact.grad).norm() / p_exact.grad.norm()).item()
+        name: ((p.grad.cpu().double() - p_exact.grad).norm() / p_exact.grad.norm()).item()
         for (name, p), p_exact in zip(model.named_parameters(), exact.parameters())
     }
     errors["loss"] = abs(loss.item() - loss_exact.item()) / loss_exact.item()

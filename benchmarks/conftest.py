@@ -25,7 +25,8 @@ def batch_ids(tokens: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor:
 
 def batch_work(table: TokenCharTable, idx: torch.Tensor) -> dict:
     """How much LSTM work a batch holds: positions, distinct tokens, their chars (S), the
-    chars of all positions (the study's work) and the nodes of the distinct tokens' trie."""
+    longest of them (the serial chain), the chars of all positions (the study's work) and
+    the nodes of the distinct tokens' trie."""
     ids = torch.unique(idx.cpu())
     lengths = table.lengths[ids].long()
     prefixes = {
@@ -37,6 +38,7 @@ def batch_work(table: TokenCharTable, idx: torch.Tensor) -> dict:
         positions=idx.numel(),
         distinct=ids.numel(),
         distinct_chars=int(lengths.sum()),
+        longest=int(lengths.max()) if lengths.numel() else 0,
         all_chars=int(table.lengths[idx.cpu().reshape(-1)].long().sum()),
         trie_nodes=len(prefixes),
     )

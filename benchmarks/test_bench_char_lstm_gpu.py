@@ -19,16 +19,21 @@ position, from the same bfloat16 parameters:
                the distinct tokens padded like cudnn's (charfast.baselines.flashrnn);
                skipped when the flashrnn package is not installed
 
-extra_info holds the work (distinct tokens, their chars, the trie nodes a prefix-sharing
-kernel would step through) and the floor: the recurrent FLOPs (8*S*H^2 forward, 3x that
-forward+backward) at the GPU's bf16 peak, or the bytes that must move at its memory
-bandwidth, whichever is slower; time_over_floor = median time / floor.
+extra_info holds the work (distinct tokens, their chars, the longest token, the trie
+nodes a prefix-sharing kernel would step through) and the floor, the slowest of: the
+recurrent FLOPs (8*S*H^2 forward, 3x that forward+backward) at the GPU's bf16 peak, the
+bytes that must move at its memory bandwidth, and the serial chain, (longest token) x
+(one dependent step of the Triton kernels, forward [+ backward], chain_latency.py);
+time_over_floor = median time / floor.
 """
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+from chain_latency import chain_step_seconds
 from conftest import batch_ids, batch_work, recurrent_work
 
 from charfast import CharEmbedding
@@ -50,13 +55,18 @@ SEQ_LEN = 1024
 DTYPE = torch.bfloat16
 
 
-def floor_seconds(least: dict, peaks: tuple[float, float] | None) -> float | None:
-    """Lower bound on the time: the least FLOPs at the bf16 peak or the least bytes at the
-    memory bandwidth, whichever is slower (see module doc)."""
+def floor_seconds(least: dict, peaks: tuple[float, float] | None, chain_s: float) -> float | None:
+    """Lower bound on the time: the least FLOPs at the bf16 peak, the least bytes at the
+    memory bandwidth or the serial chain, whichever is slowest (see module doc)."""
     if peaks is None:
         return None
     flop_per_s, byte_per_s = peaks
-    return max(least["recurrent_flops"] / flop_per_s, least["min_bytes"] / byte_per_s)
+    return max(least["recurrent_flops"] / flop_per_s, least["min_bytes"] / byte_per_s, chain_s)
+
+
+@functools.cache
+def chain_step(hidden: int) -> dict:
+    return chain_step_seconds(hidden, DTYPE)
 
 
 IMPLEMENTATIONS = {
@@ -112,13 +122,16 @@ def test_char_embedding_speed(benchmark, cl100k_table, shakespeare_tokens, batch
     benchmark.pedantic(step, warmup_rounds=3, rounds=ROUNDS.get(impl, 20), iterations=1)
     work = batch_work(table, idx)
     least = recurrent_work(work, hidden, backward)
-    floor = floor_seconds(least, gpu_peaks(torch.cuda.get_device_name()))
+    step = chain_step(hidden)
+    chain_s = work["longest"] * (step["forward"] + (step["backward"] if backward else 0.0))
+    floor = floor_seconds(least, gpu_peaks(torch.cuda.get_device_name()), chain_s)
     benchmark.extra_info.update(
         work,
         **least,
         device=torch.cuda.get_device_name(),
         dtype=str(DTYPE),
         mean_token_len=round(float(table.lengths[idx.cpu()].float().mean()), 3),
+        chain_s=chain_s,
         floor_s=floor,
         time_over_floor=None if floor is None else benchmark.stats.stats.median / floor,
     )

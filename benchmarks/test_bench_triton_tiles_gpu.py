@@ -18,7 +18,7 @@ from conftest import batch_ids
 
 from charfast import CharEmbedding
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.kernels.blocks import RESIDENT_CANDIDATES, TUNING_CANDIDATES, LstmBlocks, multiprocessors
+from charfast.kernels.blocks import TUNING_CANDIDATES, LstmBlocks, multiprocessors
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or KERNELS_INTERPRETED,
@@ -36,18 +36,8 @@ def forward_backward(module: CharEmbedding, idx: torch.Tensor, grad: torch.Tenso
     return out.detach(), module.lstm.weight_hh_l0.grad.clone()
 
 
-def _cases():
-    """(hidden, tiles): every tiled candidate at each hidden size, and the resident ones
-    (state in registers) where their tile holds the whole row."""
-    for hidden in (128, 256, 768):
-        for tiles in TUNING_CANDIDATES + tuple(t for t in RESIDENT_CANDIDATES if t.hidden == hidden):
-            kind = "resident" if tiles.holds_row(hidden) else "tiled"
-            yield pytest.param(
-                hidden, tiles, id=f"hidden{hidden}-{kind}-rows{tiles.rows}-tile{tiles.hidden}-warps{tiles.num_warps}"
-            )
-
-
-@pytest.mark.parametrize("hidden, tiles", list(_cases()))
+@pytest.mark.parametrize("tiles", TUNING_CANDIDATES, ids=lambda t: f"rows{t.rows}-tile{t.hidden}-warps{t.num_warps}")
+@pytest.mark.parametrize("hidden", [128, 256, 768])
 @pytest.mark.parametrize("batch", [16, 64])
 def test_triton_tiles(benchmark, monkeypatch, cl100k_table, shakespeare_tokens, batch, hidden, tiles):
     idx = batch_ids(shakespeare_tokens, batch, SEQ_LEN).cuda()
@@ -72,6 +62,5 @@ def test_triton_tiles(benchmark, monkeypatch, cl100k_table, shakespeare_tokens, 
         hidden_tile=tiles.hidden,
         reduction_tile=tiles.reduction,
         num_warps=tiles.num_warps,
-        resident=tiles.holds_row(hidden),
         default=tiles == default,
     )

@@ -242,9 +242,9 @@ void check_weights(const at::Tensor& gate_table, const at::Tensor& weight_hh, co
   TORCH_CHECK(gate_table.device().is_cpu() && weight_hh.device().is_cpu(), op,
               ": gate_table and weight_hh must be CPU tensors, got ", gate_table.device(), " and ", weight_hh.device());
   TORCH_CHECK(weight_hh.dim() == 2 && weight_hh.size(0) == 4 * weight_hh.size(1) && weight_hh.size(1) >= 1, op,
-              ": weight_hh must be [4H, H] with H >= 1, got shape ", weight_hh.sizes());
+              ": weight_hh must be [4H, H] with H >= 1, got shape ", shape_of(weight_hh));
   TORCH_CHECK(gate_table.dim() == 2 && gate_table.size(1) == weight_hh.size(0) && gate_table.size(0) >= 1, op,
-              ": gate_table must be [C, 4H] = [C, ", weight_hh.size(0), "] with C >= 1, got shape ", gate_table.sizes());
+              ": gate_table must be [C, 4H] = [C, ", text(weight_hh.size(0)), "] with C >= 1, got shape ", shape_of(gate_table));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> trie_lstm_forward(const at::Tensor& gate_table,
@@ -269,7 +269,7 @@ std::tuple<at::Tensor, at::Tensor> trie_lstm_backward(const at::Tensor& grad_h, 
                                                       const at::Tensor& trie_nodes, const at::Tensor& token_node,
                                                       const at::Tensor& ids, int64_t n_chars) {
   constexpr const char* op = "charfast::trie_lstm_backward";
-  TORCH_CHECK(n_chars >= 1, op, ": n_chars must be >= 1, got ", n_chars);
+  TORCH_CHECK(n_chars >= 1, op, ": n_chars must be >= 1, got ", text(n_chars));
   const BatchTrie trie = select_batch_trie(trie_nodes, token_node, ids, n_chars, op);
   const at::Tensor W = weight_hh.contiguous();
   check_weights(at::empty({n_chars, W.size(0)}, W.options().device(at::kCPU)), W, op);
@@ -277,9 +277,9 @@ std::tuple<at::Tensor, at::Tensor> trie_lstm_backward(const at::Tensor& grad_h, 
   const auto check_saved = [&](const char* name, const at::Tensor& tensor, int64_t rows, int64_t cols) {
     TORCH_CHECK(tensor.scalar_type() == W.scalar_type() && tensor.device().is_cpu() && tensor.dim() == 2 &&
                     tensor.size(0) == rows && tensor.size(1) == cols,
-                op, ": ", name, " must be a ", W.scalar_type(), " CPU tensor of shape [", rows, ", ", cols,
+                op, ": ", name, " must be a ", W.scalar_type(), " CPU tensor of shape [", text(rows), ", ", text(cols),
                 "] (as trie_lstm_forward returns for the same ids), got ", tensor.scalar_type(), " of shape ",
-                tensor.sizes());
+                shape_of(tensor));
   };
   check_saved("grad_h", grad_h, ids.size(0), H);
   check_saved("node_act", node_act, trie.n_nodes, 4 * H);

@@ -8,23 +8,29 @@
 
 namespace charfast {
 
+std::string shape_of(const at::Tensor& tensor) {
+  std::string shape = "[";
+  for (int64_t d = 0; d < tensor.dim(); ++d) shape += (d ? ", " : "") + text(tensor.size(d));
+  return shape + "]";
+}
+
 std::tuple<at::Tensor, at::Tensor> build_vocab_trie(const at::Tensor& chars, const at::Tensor& lengths,
                                                     int64_t n_chars) {
   TORCH_CHECK(chars.dim() == 2 && !chars.is_floating_point() && !chars.is_complex() && chars.device().is_cpu(),
               "charfast::build_vocab_trie: chars must be a 2-D integer CPU tensor [vocab, max_len], got ",
-              chars.scalar_type(), " of shape ", chars.sizes(), " on ", chars.device());
+              chars.scalar_type(), " of shape ", shape_of(chars), " on ", chars.device());
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == chars.size(0) && !lengths.is_floating_point() &&
                   lengths.device().is_cpu(),
               "charfast::build_vocab_trie: lengths must be a 1-D integer CPU tensor with one entry per token (",
-              chars.size(0), "), got ", lengths.scalar_type(), " of shape ", lengths.sizes());
+              text(chars.size(0)), "), got ", lengths.scalar_type(), " of shape ", shape_of(lengths));
   TORCH_CHECK(n_chars >= 1 && n_chars <= (int64_t{1} << 31),
-              "charfast::build_vocab_trie: n_chars must lie in [1, 2^31], got ", n_chars);
+              "charfast::build_vocab_trie: n_chars must lie in [1, 2^31], got ", text(n_chars));
   const int64_t vocab = chars.size(0), max_len = chars.size(1);
   const at::Tensor lengths64 = lengths.to(at::kLong).contiguous();
   const int64_t* len = lengths64.data_ptr<int64_t>();
   for (int64_t v = 0; v < vocab; ++v) {
     TORCH_CHECK(len[v] >= 0 && len[v] <= max_len, "charfast::build_vocab_trie: lengths must lie in [0, ",
-                max_len, "]; token ", v, " has length ", len[v]);
+                text(max_len), "]; token ", text(v), " has length ", text(len[v]));
   }
   const at::Tensor chars64 = chars.to(at::kLong).contiguous();  // [V, L]; transient, freed on return
   const int64_t* ch = chars64.data_ptr<int64_t>();
@@ -44,8 +50,8 @@ std::tuple<at::Tensor, at::Tensor> build_vocab_trie(const at::Tensor& chars, con
     keyed.clear();
     for (int64_t a = 0; a < active; ++a) {
       const int64_t v = order[a], c = ch[v * max_len + d];
-      TORCH_CHECK(c >= 0 && c < n_chars, "charfast::build_vocab_trie: char ids must lie in [0, ", n_chars,
-                  "); token ", v, " has ", c, " at position ", d);
+      TORCH_CHECK(c >= 0 && c < n_chars, "charfast::build_vocab_trie: char ids must lie in [0, ", text(n_chars),
+                  "); token ", text(v), " has ", text(c), " at position ", text(d));
       keyed.emplace_back((node_of[v] + 1) * n_chars + c, v);  // +1: the root (-1) sorts first
     }
     std::sort(keyed.begin(), keyed.end());
@@ -79,21 +85,21 @@ BatchTrie select_batch_trie(const at::Tensor& trie_nodes, const at::Tensor& toke
   TORCH_CHECK(trie_nodes.dim() == 2 && trie_nodes.size(1) == 3 && trie_nodes.scalar_type() == at::kInt &&
                   trie_nodes.device().is_cpu(),
               op, ": trie_nodes must be the int32 CPU tensor [N, 3] from charfast::build_vocab_trie, got ",
-              trie_nodes.scalar_type(), " of shape ", trie_nodes.sizes(), " on ", trie_nodes.device());
+              trie_nodes.scalar_type(), " of shape ", shape_of(trie_nodes), " on ", trie_nodes.device());
   TORCH_CHECK(token_node.dim() == 1 && token_node.scalar_type() == at::kInt && token_node.device().is_cpu(),
               op, ": token_node must be the int32 CPU tensor [V] from charfast::build_vocab_trie, got ",
-              token_node.scalar_type(), " of shape ", token_node.sizes(), " on ", token_node.device());
+              token_node.scalar_type(), " of shape ", shape_of(token_node), " on ", token_node.device());
   TORCH_CHECK(ids.dim() == 1 && ids.scalar_type() == at::kLong && ids.device().is_cpu(), op,
               ": ids must be a 1-D int64 CPU tensor of token ids, got ", ids.scalar_type(), " of shape ",
-              ids.sizes(), " on ", ids.device());
+              shape_of(ids), " on ", ids.device());
   const at::Tensor nodes_c = trie_nodes.contiguous(), token_node_c = token_node.contiguous(), ids_c = ids.contiguous();
   const int32_t* node = nodes_c.data_ptr<int32_t>();
   const int32_t* token_to_node = token_node_c.data_ptr<int32_t>();
   const int64_t* id = ids_c.data_ptr<int64_t>();
   const int64_t n_vocab_nodes = trie_nodes.size(0), vocab = token_node.size(0), n_ids = ids.size(0);
   for (int64_t u = 0; u < n_ids; ++u) {
-    TORCH_CHECK(id[u] >= 0 && id[u] < vocab, op, ": ids must lie in [0, ", vocab, ") (the table's vocabulary); ids[",
-                u, "] = ", id[u]);
+    TORCH_CHECK(id[u] >= 0 && id[u] < vocab, op, ": ids must lie in [0, ", text(vocab), ") (the table's vocabulary); ids[",
+                text(u), "] = ", text(id[u]));
   }
 
   // Terminal nodes and all their ancestors; a walk stops at the first node already taken.
@@ -101,7 +107,7 @@ BatchTrie select_batch_trie(const at::Tensor& trie_nodes, const at::Tensor& toke
   std::vector<int64_t> selected;  // vocabulary node ids
   for (int64_t u = 0; u < n_ids; ++u) {
     for (int64_t v = token_to_node[id[u]]; v >= 0 && !taken[v]; v = node[3 * v + kTrieParent]) {
-      TORCH_CHECK(v < n_vocab_nodes, op, ": token_node/trie_nodes are inconsistent (node ", v, " of ", n_vocab_nodes,
+      TORCH_CHECK(v < n_vocab_nodes, op, ": token_node/trie_nodes are inconsistent (node ", text(v), " of ", text(n_vocab_nodes),
                   ")");
       taken[v] = 1;
       selected.push_back(v);
@@ -121,8 +127,8 @@ BatchTrie select_batch_trie(const at::Tensor& trie_nodes, const at::Tensor& toke
   std::vector<uint8_t> has_child(n, 0);
   for (int64_t k = 0; k < n; ++k) {
     const int32_t* row = node + 3 * selected[k];
-    TORCH_CHECK(row[kTrieChar] >= 0 && row[kTrieChar] < n_chars, op, ": trie node ", selected[k], " reads char ",
-                row[kTrieChar], " but the gate table has ", n_chars, " rows (was the trie built for another table?)");
+    TORCH_CHECK(row[kTrieChar] >= 0 && row[kTrieChar] < n_chars, op, ": trie node ", text(selected[k]), " reads char ",
+                text(row[kTrieChar]), " but the gate table has ", text(n_chars), " rows (was the trie built for another table?)");
     trie.parent[k] = row[kTrieParent] < 0 ? -1 : batch_index[row[kTrieParent]];
     trie.chars[k] = row[kTrieChar];
     if (trie.parent[k] >= 0) has_child[trie.parent[k]] = 1;

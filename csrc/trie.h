@@ -12,10 +12,17 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <string>
 #include <tuple>
 #include <vector>
 
 namespace charfast {
+
+// Numbers and shapes as text for error messages. On an H100 machine (torch 2.11, this
+// library built by g++ 13.3) streaming an integer into TORCH_CHECK's message segfaulted
+// inside std::ostream's number formatting (BENCHMARKS.md); text streams safely there.
+inline std::string text(int64_t value) { return std::to_string(value); }
+std::string shape_of(const at::Tensor& tensor);  // "[d0, d1, ...]"
 
 // Columns of the vocabulary trie's node tensor [N, 3] int32.
 constexpr int64_t kTrieParent = 0;  // parent node, -1 for depth-1 nodes (children of the root)

@@ -24,7 +24,6 @@ import triton.language as tl
 
 from charfast.kernels.activations import sigmoid, tanh
 from charfast.kernels.blocks import LstmBlocks, dot_precision, multiprocessors
-from charfast.kernels.char_lstm_backward_resident import char_lstm_backward_resident_kernel
 from charfast.kernels.row_blocks import load_row_block
 
 
@@ -107,26 +106,29 @@ def launch_char_lstm_backward(
 ):
     """Turn `gates` [S, 4H] float32 (pre-activations) into dgates in place.
 
-    Inputs must be contiguous, laid out as the forward kernel left them. Tiles that hold a
-    whole row run the resident kernel (char_lstm_backward_resident.py).
+    Inputs must be contiguous, laid out as the forward kernel left them.
     """
     n_rows, hidden = order.shape[0], weight_hh.shape[1]
     blocks = blocks or LstmBlocks.for_shape(hidden, weight_hh.dtype, n_rows, multiprocessors(weight_hh.device))
-    if not n_rows:
-        return gates
-    grid = (triton.cdiv(n_rows, blocks.rows),)
-    tensors = (gates, c_prev, weight_hh, grad_h, sorted_lengths, offsets, order)
-    precision = dot_precision(weight_hh.dtype)
-    if blocks.holds_row(hidden):
-        char_lstm_backward_resident_kernel[grid](
-            *tensors, n_rows, hidden, BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden, DOT_PRECISION=precision,
-            **blocks.launch_options(hidden),
-        )  # fmt: skip
-    else:
+    if n_rows:
         dh_carry = torch.empty(n_rows, hidden, dtype=torch.float32, device=gates.device)
         dc_carry = torch.empty_like(dh_carry)
-        char_lstm_backward_kernel[grid](
-            *tensors, dh_carry, dc_carry, n_rows, hidden, BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden,
-            BLOCK_K=blocks.reduction, DOT_PRECISION=precision, **blocks.launch_options(hidden),
-        )  # fmt: skip
+        char_lstm_backward_kernel[(triton.cdiv(n_rows, blocks.rows),)](
+            gates,
+            c_prev,
+            weight_hh,
+            grad_h,
+            sorted_lengths,
+            offsets,
+            order,
+            dh_carry,
+            dc_carry,
+            n_rows,
+            hidden,
+            BLOCK_U=blocks.rows,
+            BLOCK_H=blocks.hidden,
+            BLOCK_K=blocks.reduction,
+            DOT_PRECISION=dot_precision(weight_hh.dtype),
+            num_warps=blocks.num_warps,
+        )
     return gates

@@ -28,7 +28,6 @@ import triton.language as tl
 
 from charfast.kernels.activations import sigmoid, tanh
 from charfast.kernels.blocks import LstmBlocks, dot_precision, multiprocessors
-from charfast.kernels.char_lstm_forward_resident import char_lstm_forward_resident_kernel
 from charfast.kernels.row_blocks import load_row_block
 
 
@@ -145,8 +144,7 @@ def launch_char_lstm_forward(
     """Run the forward kernel; returns (h_out [U, H], h_prev [S, H], c_prev [S, H], step_chars [S]).
 
     Inputs must be contiguous, on one device, rows sorted longest first (see the kernel);
-    `blocks` overrides the tile sizes (tests use it to force many tiles). Tiles that hold
-    a whole row run the resident kernel (char_lstm_forward_resident.py).
+    `blocks` overrides the tile sizes (tests use it to force many tiles).
     """
     n_rows, hidden = sorted_ids.shape[0], weight_hh.shape[1]
     blocks = blocks or LstmBlocks.for_shape(hidden, weight_hh.dtype, n_rows, multiprocessors(weight_hh.device))
@@ -154,20 +152,26 @@ def launch_char_lstm_forward(
     h_prev = weight_hh.new_empty(total_steps, hidden)
     c_prev = weight_hh.new_empty(total_steps, hidden, dtype=torch.float32)
     step_chars = torch.empty(total_steps, dtype=torch.int32, device=weight_hh.device)
-    if not n_rows:
-        return h_out, h_prev, c_prev, step_chars
-    grid = (triton.cdiv(n_rows, blocks.rows),)
-    tensors = (gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order)
-    outputs = (h_out, h_prev, c_prev, step_chars)
-    precision = dot_precision(weight_hh.dtype)
-    if blocks.holds_row(hidden):
-        char_lstm_forward_resident_kernel[grid](
-            *tensors, *outputs, n_rows, hidden, table_chars.shape[1], BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden,
-            DOT_PRECISION=precision, **blocks.launch_options(hidden),
-        )  # fmt: skip
-    else:
-        char_lstm_forward_kernel[grid](
-            *tensors, *outputs, n_rows, hidden, table_chars.shape[1], BLOCK_U=blocks.rows, BLOCK_H=blocks.hidden,
-            BLOCK_K=blocks.reduction, DOT_PRECISION=precision, **blocks.launch_options(hidden),
-        )  # fmt: skip
+    if n_rows:
+        char_lstm_forward_kernel[(triton.cdiv(n_rows, blocks.rows),)](
+            gate_table,
+            weight_hh,
+            table_chars,
+            sorted_ids,
+            sorted_lengths,
+            offsets,
+            order,
+            h_out,
+            h_prev,
+            c_prev,
+            step_chars,
+            n_rows,
+            hidden,
+            table_chars.shape[1],
+            BLOCK_U=blocks.rows,
+            BLOCK_H=blocks.hidden,
+            BLOCK_K=blocks.reduction,
+            DOT_PRECISION=dot_precision(weight_hh.dtype),
+            num_warps=blocks.num_warps,
+        )
     return h_out, h_prev, c_prev, step_chars

@@ -142,8 +142,11 @@ def test_same_result_with_one_and_two_threads(cl100k, cl100k_table):
             results.append((h.detach(), *torch.autograd.grad(h.sum(), (gate_table, weight_hh))))
     finally:
         torch.set_num_threads(previous)
+    # Not bitwise: the BLAS GEMMs may sum in another order with another thread count. On a
+    # 16-core H100 host (torch 2.11, BENCHMARKS.md) 24 of 65,536 elements differed, by at most
+    # 5.2e-6 (float32 rounding of |values| ~ 0.05); a wrong parallel path errs by far more.
     for one, two in zip(*results):
-        torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------ bad input

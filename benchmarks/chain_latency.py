@@ -1,0 +1,89 @@
+"""The serial chain of the char-LSTM: the time of one dependent step of the Triton kernels.
+
+    python benchmarks/chain_latency.py [--hidden 128 256 768]
+
+A step of the LSTM needs the previous step's h, so a batch can never take less than
+(its longest token) x (one step's latency), however many rows run beside it. This
+measures that latency with the kernels themselves on one program (16 rows, the fewest a
+tl.dot takes; a row costs what 16 do): each kernel alone, timed by CUDA events, on rows
+of `long` chars and of 1 char; the difference over (long - 1) steps is the time per
+dependent step, launch and set-up cancelled. The GPU benchmark's floor takes
+(longest token) x (forward step [+ backward step]) as its chain term.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
+from charfast.kernels.char_lstm_forward import launch_char_lstm_forward
+
+ROWS = 16
+CHARS = 64
+
+
+def _kernel_seconds(run, rounds: int) -> float:
+    """Median seconds of run() on the GPU (CUDA events), after warm-up calls."""
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def _kernels_seconds(hidden: int, length: int, width: int, dtype: torch.dtype, rounds: int) -> tuple[float, float]:
+    """(forward, backward) kernel seconds for ROWS rows of `length` chars each."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    cuda = dict(device="cuda")
+    gate_table = (0.1 * torch.randn(CHARS, 4 * hidden, generator=g, **cuda)).to(dtype)  # [C, 4H]
+    weight_hh = (hidden**-0.5 * torch.randn(4 * hidden, hidden, generator=g, **cuda)).to(dtype)  # [4H, H]
+    table_chars = torch.randint(0, CHARS, (ROWS, width), generator=g, **cuda).to(torch.uint8)  # [U, W]
+    ids = torch.arange(ROWS, **cuda)  # [U]
+    lengths = torch.full((ROWS,), length, dtype=torch.int64, **cuda)  # [U] all equal: any order is sorted
+    offsets = torch.arange(ROWS, **cuda) * length  # [U]
+    inputs = (gate_table, weight_hh, table_chars, ids, lengths, offsets, ids)
+    forward = _kernel_seconds(lambda: launch_char_lstm_forward(*inputs, ROWS * length), rounds)
+    _, _, c_prev, _ = launch_char_lstm_forward(*inputs, ROWS * length)
+    gates = torch.randn(ROWS * length, 4 * hidden, generator=g, **cuda)  # [S, 4H] any values: timing only
+    grad_h = torch.randn(ROWS, hidden, generator=g, **cuda).to(dtype)
+    backward = _kernel_seconds(
+        lambda: launch_char_lstm_backward(gates.clone(), c_prev, weight_hh, grad_h, lengths, offsets, ids), rounds
+    )
+    clone = _kernel_seconds(lambda: gates.clone(), rounds)  # taken out: the backward runs in place
+    return forward, backward - clone
+
+
+def chain_step_seconds(hidden: int, dtype: torch.dtype = torch.bfloat16, long: int = 33, rounds: int = 30) -> dict:
+    """{"forward": s, "backward": s}: one dependent step of each Triton kernel at H = hidden."""
+    short_times = _kernels_seconds(hidden, 1, long, dtype, rounds)
+    long_times = _kernels_seconds(hidden, long, long, dtype, rounds)
+    return {
+        name: max(0.0, (slow - fast) / (long - 1))
+        for name, fast, slow in zip(("forward", "backward"), short_times, long_times)
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 768])
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("chain_latency.py: needs a CUDA GPU")
+    print(f"{torch.cuda.get_device_name()}: one dependent step of the Triton kernels, {ROWS} rows, bf16")
+    for hidden in args.hidden:
+        step = chain_step_seconds(hidden)
+        forward, backward = step["forward"] * 1e6, step["backward"] * 1e6
+        print(f"hidden {hidden}: forward {forward:.2f} us/step, backward {backward:.2f} us/step")
+
+
+if __name__ == "__main__":
+    main()

@@ -106,12 +106,10 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     for batch in args.batch:
         idx = batch_ids(tokens, batch, args.seq_len).to(device)  # [B, T]
-        work = batch_work(table, idx)
-        # The longest distinct token is the length of the LSTM's serial chain.
-        longest = int(table.lengths[torch.unique(idx.cpu())].max())
+        work = batch_work(table, idx)  # its longest token is the length of the LSTM's serial chain
         print(
             f"\n##### {where}, B={batch} T={args.seq_len}, forward+backward: {work['distinct']} distinct tokens, "
-            f"{work['distinct_chars']} chars, longest token {longest} chars, {work['trie_nodes']} trie nodes"
+            f"{work['distinct_chars']} chars, longest token {work['longest']} chars, {work['trie_nodes']} trie nodes"
         )
         for hidden in args.hidden:
             for impl in IMPLEMENTATIONS:

@@ -9,7 +9,8 @@ mixed, words of the corpus), the loss on the answer tokens only. Variants, alter
 round by round on the same batches:
 
     full-head         GPT.forward: logits [B, T, V] at every position, ignored ones masked
-    answer-positions  GPT.logits_at_targets: logits [N, V] at the N answer positions only
+    answer-positions  charfast.study.finetune.answer_loss (GPT.logits_at_targets): logits [N, V]
+                      at the N answer positions only
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import itertools
 import pytest
 import torch
 from conftest import benchmark_interleaved_ratio, build_gpt
-from torch.nn import functional as F
 
 from charfast import GPTConfig, TokenCharTable
 from charfast.backends import why_unavailable
 from charfast.gpt.bpe import train_bpe
 from charfast.gpt.corpus import shakespeare_documents
 from charfast.gpt.model import IGNORE_INDEX
-from charfast.study.finetune import example_stream
+from charfast.study.finetune import answer_loss, example_stream
 from charfast.study.pipeline import SMALL_TASKS
 from charfast.study.task_data import answer_masked_batch, encode_example
 from charfast.study.words import word_counts
@@ -55,7 +55,7 @@ def finetune_step(model, batches: list, answers_only: bool):
     def step():
         x, y = next(cycle)
         if answers_only:
-            loss = F.cross_entropy(model.logits_at_targets(x, y), y[y != IGNORE_INDEX])
+            loss = answer_loss(model, x, y)
         else:
             loss = model(x, y)[1]
         optimizer.zero_grad(set_to_none=True)

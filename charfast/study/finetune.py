@@ -69,6 +69,12 @@ def example_stream(words: list[str], tasks: tuple[str, ...], seed: int) -> Itera
         yield sample_example(rng.choice(tasks), words, rng)
 
 
+def answer_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens of x, y [B, T] (y is IGNORE_INDEX
+    elsewhere), with the LM head applied at those positions only."""
+    return F.cross_entropy(model.logits_at_targets(x, y), y[y != IGNORE_INDEX])
+
+
 def finetune(model, encoding, words: list[str], config: FinetuneConfig, device="cpu", on_step=None) -> list[dict]:
     """Train `model` in place; returns [{"step", "train_loss"}] and calls on_step(record)."""
     config.validate()
@@ -83,7 +89,7 @@ def finetune(model, encoding, words: list[str], config: FinetuneConfig, device="
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
         x, y = x.to(device), y.to(device)
-        loss = F.cross_entropy(model.logits_at_targets(x, y), y[y != IGNORE_INDEX])  # the head on answers only
+        loss = answer_loss(model, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:

@@ -348,6 +348,7 @@ class Study:
         splits, test_set = self.splits_and_test_set(tokenizer)
         pretrain_dir = self.layout.pretrain_dir(tokenizer, arch, seed)
         mixed_weights = self.layout.finetuned_weights(tokenizer, arch, seed, MIXED)
+        test_set_sha256 = _sha256(self.layout.test_set(tokenizer))
         trainer = None  # loaded when a fine-tuning has to run
         paths = []
         for finetuning in [MIXED, *self.config.solo_tasks]:
@@ -359,7 +360,7 @@ class Study:
             )
             built_from = {
                 **start,
-                "test_set_sha256": _sha256(self.layout.test_set(tokenizer)),
+                "test_set_sha256": test_set_sha256,
                 "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
                 "curve_steps": self._curve_steps(config.steps),
                 "curve_examples": self.preset.curve_examples,

@@ -59,6 +59,13 @@ def profile_one(table, idx, hidden: int, impl: str, steps: int, rows: int) -> No
             step()
         synchronize(device)
         wall = (time.perf_counter() - start) / steps
+    name = f"{impl} ({module.resolved_backend(device).name})" if impl == "charfast" else impl
+    print_profile(f"hidden={hidden} {name}", prof, wall, steps, rows, on_gpu=device.type == "cuda")
+
+
+def print_profile(title: str, prof, wall: float, steps: int, rows: int, on_gpu: bool) -> None:
+    """Wall and (on a GPU) device-busy time per step, kernels and host syncs per step, and
+    the `rows` ops that took the most device (else host) time."""
     events = prof.key_averages()
     device_time = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))  # noqa: E731
     # Kernels and copies only: an op's own row repeats the device time of its kernels.
@@ -69,19 +76,16 @@ def profile_one(table, idx, hidden: int, impl: str, steps: int, rows: int) -> No
         sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync"))
         / steps
     )
-    name = f"{impl} ({module.resolved_backend(device).name})" if impl == "charfast" else impl
     busy = (
-        (
-            f", GPU busy {busy_us / 1e3:.3f} ms/step ({kernels / steps:.0f} kernels, {syncs:.0f} memcpy/sync "
-            f"calls per step)"
-        )
-        if device.type == "cuda"
+        f", GPU busy {busy_us / 1e3:.3f} ms/step ({kernels / steps:.0f} kernels, "
+        f"{syncs:.0f} memcpy/sync calls per step)"
+        if on_gpu
         else ""
     )
-    print(f"\n=== hidden={hidden} {name}: wall {wall * 1e3:.3f} ms/step{busy}")
+    print(f"\n=== {title}: wall {wall * 1e3:.3f} ms/step{busy}")
     sort_key = (
         "self_cpu_time_total"
-        if device.type != "cuda"
+        if not on_gpu
         else "self_device_time_total"
         if hasattr(events[0], "self_device_time_total")
         else "self_cuda_time_total"

@@ -15,6 +15,7 @@ from torch import nn
 
 from charfast.backends import Backend, resolve_backend
 from charfast.char_lstm import char_lstm
+from charfast.distinct import distinct_ids_padded
 from charfast.table import TokenCharTable
 
 # Rows per chunk when filling the inference cache; chunks hold tokens of similar length.
@@ -36,6 +37,11 @@ class CharEmbedding(nn.Module):
         forget_bias: the study's initialisation sets the forget-gate slice of both LSTM bias
             vectors to this value (1.0), so an untrained cell keeps its memory; the other
             parameters keep torch's defaults.
+        check_ids: in eager mode, read the ids' range back to the host and refuse ids outside
+            the table with a clear error; that read waits for the GPU (one sync per forward).
+            False skips it (torch.compile always does): the triton backend then gives such
+            ids NaN rows and raises in the backward, and on a GPU the forward and backward
+            read nothing else but one count in the backward.
 
     Attributes: char_emb (nn.Embedding(n_chars, char_dim)), lstm (nn.LSTM(char_dim, hidden,
     batch_first=True), a parameter container in torch's layout), proj (nn.Linear(hidden, d_model)).
@@ -50,6 +56,7 @@ class CharEmbedding(nn.Module):
         backend: str = "auto",
         inference_cache: bool = True,
         forget_bias: float = 1.0,
+        check_ids: bool = True,
     ):
         super().__init__()
         if not isinstance(table, TokenCharTable):
@@ -61,11 +68,13 @@ class CharEmbedding(nn.Module):
             raise TypeError(f"CharEmbedding: backend must be a string, got {backend!r}")
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) or not math.isfinite(forget_bias):
             raise ValueError(f"CharEmbedding: forget_bias must be a finite number, got {forget_bias!r}")
-        if not isinstance(inference_cache, bool):
-            raise TypeError(f"CharEmbedding: inference_cache must be True or False, got {inference_cache!r}")
+        for arg, value in (("inference_cache", inference_cache), ("check_ids", check_ids)):
+            if not isinstance(value, bool):
+                raise TypeError(f"CharEmbedding: {arg} must be True or False, got {value!r}")
         self.table = table
         self.backend = backend
         self.inference_cache = inference_cache
+        self.check_ids = check_ids
         self.char_emb = nn.Embedding(table.n_chars, char_dim)
         self.lstm = nn.LSTM(char_dim, hidden, batch_first=True)
         self.proj = nn.Linear(hidden, d_model)
@@ -81,7 +90,10 @@ class CharEmbedding(nn.Module):
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def extra_repr(self) -> str:
-        return f"table={self.table!r}, backend={self.backend!r}, inference_cache={self.inference_cache}"
+        return (
+            f"table={self.table!r}, backend={self.backend!r}, inference_cache={self.inference_cache}, "
+            f"check_ids={self.check_ids}"
+        )
 
     @property
     def d_model(self) -> int:
@@ -89,13 +101,21 @@ class CharEmbedding(nn.Module):
 
     def token_states(self, ids: torch.Tensor) -> torch.Tensor:
         """h [U, hidden] for valid distinct token ids [U]."""
+        return self._char_lstm(ids, self._current_backend(ids.device))
+
+    def _current_backend(self, device: torch.device) -> Backend | None:
+        """The backend a forward on `device` runs: looked up afresh in eager mode (it raises,
+        saying why, when self.backend cannot run there); what was looked up under torch.compile."""
         if not torch.compiler.is_compiling():
             self.refresh_compile_state()
             if self._backend is None:
-                self.resolved_backend(ids.device)  # raises, saying why self.backend cannot run there
+                self.resolved_backend(device)  # raises, saying why self.backend cannot run there
+        return self._backend
+
+    def _char_lstm(self, ids: torch.Tensor, backend: Backend | None) -> torch.Tensor:
         weight_ih, weight_hh, bias_ih, bias_hh = self._lstm_weights
-        backend = self._backend if self._backend is not None else self.backend
-        return char_lstm(self.table, ids, self.char_emb.weight, weight_ih, weight_hh, bias_ih, bias_hh, backend=backend)
+        chosen = backend if backend is not None else self.backend
+        return char_lstm(self.table, ids, self.char_emb.weight, weight_ih, weight_hh, bias_ih, bias_hh, backend=chosen)
 
     def resolved_backend(self, device: torch.device) -> Backend:
         """The backend this module runs on `device` (what "auto" picks), prepared for its table;
@@ -110,15 +130,20 @@ class CharEmbedding(nn.Module):
             self._check_modules()
         self._check_idx(idx)
         idx = idx.long()  # int16 cannot index and uint8 would index as a mask
+        flat = idx.reshape(-1)  # [N]
+        self._check_ids_in_range(flat)
         if self._use_inference_cache():
-            table = self.vocabulary_output()  # [V, d_model]
-            self._check_ids_in_range(idx.reshape(-1))
-            return table[idx]
-        ids, inverse = torch.unique(idx.reshape(-1), return_inverse=True)  # [U], [N]
-        self._check_ids_in_range(ids)
+            return self.vocabulary_output()[idx]  # [V, d_model] -> [..., d_model]
+        backend = self._current_backend(idx.device)
+        if backend is not None and backend.takes_padded_ids:
+            # No host read: the distinct ids then padding, at most V rows.
+            ids, inverse = distinct_ids_padded(flat)  # [N], [N]
+            ids = ids[: self.table.vocab_size]  # [min(N, V)]
+        else:
+            ids, inverse = torch.unique(flat, return_inverse=True)  # [U], [N]
         # index_select, not [inverse]: its backward (index_add) is deterministic on CPU, the
         # backward of advanced indexing (index_put with accumulate) is not.
-        out = self.proj(self.token_states(ids)).index_select(0, inverse)  # [N, d_model]
+        out = self.proj(self._char_lstm(ids, backend)).index_select(0, inverse)  # [N, d_model]
         return out.view(*idx.shape, self.d_model)
 
     # ------------------------------------------------------------ torch.compile support
@@ -193,7 +218,7 @@ class CharEmbedding(nn.Module):
         out = torch.empty(self.table.vocab_size, self.d_model, device=device, dtype=self.proj.weight.dtype)
         for chunk in by_length.split(_CACHE_CHUNK):
             ids = chunk.sort().values.to(device)  # ascending, as torch.unique returns them
-            out[ids] = self.proj(self.token_states(ids))
+            out[ids] = self.proj(self.token_states(ids)).to(out.dtype)  # autocast may give 16 bits
         return out
 
     # ------------------------------------------------------------ checks
@@ -225,7 +250,7 @@ class CharEmbedding(nn.Module):
             raise ValueError(f"CharEmbedding: idx is on {idx.device} but the module's parameters are on {device}")
 
     def _check_ids_in_range(self, ids: torch.Tensor) -> None:
-        if torch.compiler.is_compiling() or ids.numel() == 0:  # numel is data-dependent in a trace
+        if not self.check_ids or torch.compiler.is_compiling() or ids.numel() == 0:  # a trace cannot read values
             return
         low, high = torch.stack(torch.aminmax(ids)).tolist()  # one device->host read
         if low < 0 or high >= self.table.vocab_size:

@@ -80,6 +80,8 @@ class TokenCharTable:
         self.lengths = lengths.to(torch.int32).contiguous()  # [V]
         self.n_chars = n_chars
         self.name = name
+        # [V] the sum of the k + 1 longest lengths, for most_chars (host ints: no tensor read per call)
+        self._longest_first_totals = torch.cumsum(self.lengths.sort(descending=True).values.long(), 0).tolist()
         self._device_copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         # Backends' precomputations for this table (e.g. the cpp vocabulary trie), kept here
         # so they live as long as the table and a compiled graph can read them.
@@ -92,6 +94,12 @@ class TokenCharTable:
     @property
     def max_len(self) -> int:
         return self.chars.shape[1]
+
+    def most_chars(self, n_tokens: int) -> int:
+        """The most characters any n_tokens distinct tokens of this table have in total (the
+        sum of the n_tokens longest): a bound a batch's packed LSTM steps never exceed."""
+        n = min(n_tokens, self.vocab_size)
+        return self._longest_first_totals[n - 1] if n > 0 else 0
 
     def on(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """(chars, lengths) on `device`, copied once and then reused."""

@@ -36,7 +36,7 @@ def char_lstm_forward_kernel(
     gate_table,  # [C, 4H] parameter dtype: char_emb @ W_ih^T + b_ih + b_hh
     weight_hh,  # [4H, H] parameter dtype
     table_chars,  # [V, W] char ids of every token of the table
-    sorted_ids,  # [U] int64 token ids, longest first
+    sorted_ids,  # [U] int64 rows of the table, longest first (any row where the length is 0)
     sorted_lengths,  # [U] int64
     offsets,  # [U] int64 packed slot of each row's first step
     order,  # [U] int64 output row of each sorted row
@@ -138,10 +138,11 @@ def launch_char_lstm_forward(
     sorted_lengths,
     offsets,
     order,
-    total_steps: int,
+    step_capacity: int,
     blocks: "LstmBlocks | None" = None,
 ):
-    """Run the forward kernel; returns (h_out [U, H], h_prev [S, H], c_prev [S, H], step_chars [S]).
+    """Run the forward kernel; returns (h_out [U, H], h_prev [S_max, H], c_prev [S_max, H],
+    step_chars [S_max]) for S_max = step_capacity >= S; rows from S on are left unwritten.
 
     Inputs must be contiguous, on one device, rows sorted longest first (see the kernel);
     `blocks` overrides the tile sizes (tests use it to force many tiles).
@@ -149,9 +150,9 @@ def launch_char_lstm_forward(
     n_rows, hidden = sorted_ids.shape[0], weight_hh.shape[1]
     blocks = blocks or LstmBlocks.for_shape(hidden, weight_hh.dtype, n_rows, multiprocessors(weight_hh.device))
     h_out = weight_hh.new_empty(n_rows, hidden)
-    h_prev = weight_hh.new_empty(total_steps, hidden)
-    c_prev = weight_hh.new_empty(total_steps, hidden, dtype=torch.float32)
-    step_chars = torch.empty(total_steps, dtype=torch.int32, device=weight_hh.device)
+    h_prev = weight_hh.new_empty(step_capacity, hidden)
+    c_prev = weight_hh.new_empty(step_capacity, hidden, dtype=torch.float32)
+    step_chars = torch.empty(step_capacity, dtype=torch.int32, device=weight_hh.device)
     if n_rows:
         char_lstm_forward_kernel[(triton.cdiv(n_rows, blocks.rows),)](
             gate_table,

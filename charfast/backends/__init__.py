@@ -7,6 +7,8 @@ each token's last character:
 
 with gate_table[c] = char_emb[c] @ W_ih^T + b_ih + b_hh (torch.nn.LSTM's gate order
 i, f, g, o), h = 0 for a zero-length token, and gradients for gate_table and weight_hh.
+A backend with takes_padded_ids also takes ids padded with charfast.distinct.PAD_ID
+(rows whose h is 0), so a caller can find the distinct ids without a host read.
 `reference.py` is the definition every other backend is tested against.
 
 Selection: an explicit name (argument, else the CHARFAST_BACKEND environment variable)
@@ -51,6 +53,8 @@ class Backend:
     # (table, device) -> None: per-table work done eagerly before a forward may be traced by
     # torch.compile (it cannot build caches inside a graph), e.g. the cpp vocabulary trie
     prepare: Callable[[object, torch.device], None] = lambda table, device: None
+    # whether char_lstm takes ids padded with PAD_ID (see above)
+    takes_padded_ids: bool = False
 
     def __reduce__(self):
         # Pickled by name (e.g. inside torch.save(model)): unpickling takes the registry's own.

@@ -13,15 +13,24 @@ through the packed h_prev [S, H] / c_prev [S, H] slots, so keeping them costs no
 traffic; the backward recomputes the pre-activations from h_prev as one parallel GEMM
 (no time dependency) instead of saving [S, 4H] gates (4x the memory of h_prev).
 
+No host read in the forward. The caller passes the distinct ids padded to a size the
+host knows (charfast.distinct: PAD_ID rows run no step), and the packed buffers are sized
+by the most chars that many tokens of the table can have (TokenCharTable.most_chars); the
+kernels use only the S rows in use. The backward needs S on the host to size its GEMMs:
+the forward copies it to pinned host memory without waiting, and the backward waits only
+for that copy (long done by then), never for the work queued on the GPU since.
+Ids outside the table cannot be refused without a read: their rows of h are NaN, and the
+backward raises a ValueError before any gradient is returned.
+
 The op is opaque to torch.compile (custom ops `charfast::triton_char_lstm_forward` /
 `..._backward` with fake and autograd registrations): a model using it compiles with
-fullgraph=True. S is data-dependent, so the fake forward declares it as a dynamic size;
-the real forward reads it (and checks the ids) with one host sync.
+fullgraph=True, with static shapes.
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -29,6 +38,7 @@ import triton
 from torch import Tensor
 
 from charfast.backends import Backend
+from charfast.distinct import PAD_ID
 
 try:  # kernels/ becomes charfast.kernels through an install (pyproject.toml maps it)
     from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
@@ -59,15 +69,18 @@ def interpreter_bfloat16_dot_works() -> bool:
 
 
 class ForwardOutputs(NamedTuple):
-    """What the forward op returns: h, then the state the backward needs."""
+    """What the forward op returns: h, then the state the backward needs. S_max: the
+    step capacity the caller passed; S <= S_max of its rows are in use."""
 
     h: Tensor  # [U, H] parameter dtype: the state after each token's last char
-    h_prev: Tensor  # [S, H] parameter dtype: h before each packed step
-    c_prev: Tensor  # [S, H] float32: c before each packed step
-    step_chars: Tensor  # [S] int32: the char of each packed step
+    h_prev: Tensor  # [S_max, H] parameter dtype: h before each packed step
+    c_prev: Tensor  # [S_max, H] float32: c before each packed step
+    step_chars: Tensor  # [S_max] int32: the char of each packed step
     sorted_lengths: Tensor  # [U] int64: the tokens' lengths, longest first
     offsets: Tensor  # [U] int64: the packed slot of each sorted row's first step
     order: Tensor  # [U] int64: sorted row -> output row
+    step_count: Tensor  # [2] int64: S, and how many ids lay outside the table
+    step_count_host: Tensor  # [2] int64 on the CPU: step_count's copy on its way there (-1s: none made)
 
 
 class SavedForBackward(NamedTuple):
@@ -81,13 +94,16 @@ class SavedForBackward(NamedTuple):
     sorted_lengths: Tensor
     offsets: Tensor
     order: Tensor
+    step_count: Tensor
+    step_count_host: Tensor
 
 
 @torch.library.custom_op("charfast::triton_char_lstm_forward", mutates_args=())
 def char_lstm_forward_op(
-    gate_table: Tensor, weight_hh: Tensor, table_chars: Tensor, table_lengths: Tensor, ids: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The fields of ForwardOutputs, in order (a custom op returns a plain tuple)."""
+    gate_table: Tensor, weight_hh: Tensor, table_chars: Tensor, table_lengths: Tensor, ids: Tensor, step_capacity: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The fields of ForwardOutputs, in order (a custom op returns a plain tuple).
+    step_capacity: at least the total length of the tokens in ids."""
     # Checked here, in the op that runs for real also under torch.compile (the probe runs a kernel).
     if KERNELS_INTERPRETED and gate_table.dtype == torch.bfloat16 and not interpreter_bfloat16_dot_works():
         raise TypeError(
@@ -95,38 +111,75 @@ def char_lstm_forward_op(
             "Triton (its interpreter multiplies the bit patterns of bfloat16 tl.dot operands, "
             "triton-lang/triton#11584); use float16 or float32 there, or a GPU"
         )
-    lengths = table_lengths[ids.clamp(0, table_lengths.shape[0] - 1)].long()  # [U]
-    if ids.numel():
-        total_steps, low, high = torch.stack([lengths.sum(), ids.min(), ids.max()]).tolist()  # the one sync
-        if low < 0 or high >= table_lengths.shape[0]:
-            raise ValueError(
-                f"charfast triton char_lstm: ids must lie in [0, {table_lengths.shape[0]}) "
-                f"(the table's vocabulary); found {low}..{high}"
-            )
-    else:
-        total_steps = 0
+    vocab = table_lengths.shape[0]
+    in_table = (ids >= 0) & (ids < vocab)  # [U]
+    outside = ~in_table & (ids != PAD_ID)  # [U] ids no table row answers for
+    # Pads and ids outside the table run no step; the clamp keeps every read of the table,
+    # here and in the kernel, in bounds.
+    table_ids = ids.clamp(0, vocab - 1)  # [U]
+    lengths = table_lengths[table_ids].long().masked_fill_(~in_table, 0)  # [U]
+    step_count = torch.stack([lengths.sum(), outside.sum()])  # [2] read by the backward, not here
+    step_count_host = _copy_to_host_later(step_count)
     order = torch.argsort(lengths, descending=True, stable=True)  # [U] longest first
     sorted_lengths = lengths[order]  # [U]
     offsets = torch.cumsum(sorted_lengths, 0) - sorted_lengths  # [U] exclusive prefix sum
     h, h_prev, c_prev, step_chars = launch_char_lstm_forward(
-        gate_table, weight_hh, table_chars, ids[order].contiguous(), sorted_lengths, offsets, order, total_steps
+        gate_table, weight_hh, table_chars, table_ids[order], sorted_lengths, offsets, order, step_capacity
     )
-    return tuple(ForwardOutputs(h, h_prev, c_prev, step_chars, sorted_lengths, offsets, order))
+    h.masked_fill_(outside[:, None], float("nan"))  # no silent answer for an id the table lacks
+    outputs = ForwardOutputs(h, h_prev, c_prev, step_chars, sorted_lengths, offsets, order, step_count, step_count_host)
+    return tuple(outputs)
+
+
+# id of a pinned copy of a step count on its way to the host -> (a weak reference to that
+# copy, the event that marks it done). Keyed by id: tensors compare elementwise, so they
+# cannot be the keys of a WeakKeyDictionary.
+_COPIES_IN_FLIGHT: dict[int, tuple[weakref.ref, torch.cuda.Event]] = {}
+
+
+def _copy_to_host_later(step_count: Tensor) -> Tensor:
+    """A CPU tensor that step_count [2] is copied into without waiting for the device (read
+    it with _read_step_count); -1s where no copy can be made (inside a CUDA-graph capture)."""
+    if not step_count.is_cuda:
+        return step_count.clone()
+    if torch.cuda.is_current_stream_capturing():
+        return torch.full((2,), -1, dtype=torch.int64)
+    host = torch.empty(2, dtype=torch.int64, pin_memory=True)
+    host.copy_(step_count, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    key = id(host)
+    # The entry goes with the copy if no backward ever reads it.
+    _COPIES_IN_FLIGHT[key] = (weakref.ref(host, lambda _, key=key: _COPIES_IN_FLIGHT.pop(key, None)), copied)
+    return host
+
+
+def _read_step_count(step_count: Tensor, step_count_host: Tensor) -> list[int]:
+    """[S, ids outside the table] from the forward's host copy when there is one (waiting only
+    for that copy), else from the device (waiting for everything queued before)."""
+    if not step_count.is_cuda:
+        return step_count_host.tolist()
+    copy, copied = _COPIES_IN_FLIGHT.pop(id(step_count_host), (None, None))
+    if copy is None or copy() is not step_count_host:
+        return step_count.tolist()
+    copied.synchronize()
+    return step_count_host.tolist()
 
 
 @char_lstm_forward_op.register_fake
-def _(gate_table, weight_hh, table_chars, table_lengths, ids):
+def _(gate_table, weight_hh, table_chars, table_lengths, ids, step_capacity):
     n_rows, hidden = ids.shape[0], weight_hh.shape[1]
-    total_steps = torch.library.get_ctx().new_dynamic_size()
     index = ids.new_empty(n_rows, dtype=torch.int64)
     outputs = ForwardOutputs(
         h=weight_hh.new_empty(n_rows, hidden),
-        h_prev=weight_hh.new_empty(total_steps, hidden),
-        c_prev=weight_hh.new_empty(total_steps, hidden, dtype=torch.float32),
-        step_chars=ids.new_empty(total_steps, dtype=torch.int32),
+        h_prev=weight_hh.new_empty(step_capacity, hidden),
+        c_prev=weight_hh.new_empty(step_capacity, hidden, dtype=torch.float32),
+        step_chars=ids.new_empty(step_capacity, dtype=torch.int32),
         sorted_lengths=index,
         offsets=index.clone(),
         order=index.clone(),
+        step_count=ids.new_empty(2, dtype=torch.int64),
+        step_count_host=torch.empty(2, dtype=torch.int64, device="cpu"),
     )
     return tuple(outputs)
 
@@ -142,9 +195,18 @@ def char_lstm_backward_op(
     sorted_lengths: Tensor,
     offsets: Tensor,
     order: Tensor,
+    step_count: Tensor,
+    step_count_host: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """(grad of gate_table [C, 4H], grad of weight_hh [4H, H])."""
-    chars = step_chars.long()  # [S]
+    total_steps, outside = _read_step_count(step_count, step_count_host)  # the op's one host read
+    if outside:
+        raise ValueError(
+            f"charfast triton char_lstm: ids must lie in [0, vocab_size) of the table (or be the padding "
+            f"{PAD_ID}); {outside} did not (their rows of h were NaN)"
+        )
+    h_prev, c_prev = h_prev[:total_steps], c_prev[:total_steps]  # [S, H] the rows in use
+    chars = step_chars[:total_steps].long()  # [S]
     # Pre-activations of every step at once: [S, 4H] float32, overwritten by dgates.
     gates = torch.index_select(gate_table, 0, chars).float()
     gates += _matmul_float32(h_prev, weight_hh.t())
@@ -156,7 +218,19 @@ def char_lstm_backward_op(
 
 
 @char_lstm_backward_op.register_fake
-def _(grad_h, gate_table, weight_hh, h_prev, c_prev, step_chars, sorted_lengths, offsets, order):
+def _(
+    grad_h,
+    gate_table,
+    weight_hh,
+    h_prev,
+    c_prev,
+    step_chars,
+    sorted_lengths,
+    offsets,
+    order,
+    step_count,
+    step_count_host,
+):
     return torch.empty_like(gate_table), torch.empty_like(weight_hh)
 
 
@@ -171,11 +245,20 @@ def _matmul_float32(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _setup_context(ctx, inputs, output):
-    gate_table, weight_hh, _table_chars, _table_lengths, _ids = inputs
+    gate_table, weight_hh, *_ = inputs  # the table, the ids and the step capacity have no gradient
     out = ForwardOutputs(*output)
     ctx.mark_non_differentiable(out.h_prev, out.c_prev)
     saved = SavedForBackward(
-        gate_table, weight_hh, out.h_prev, out.c_prev, out.step_chars, out.sorted_lengths, out.offsets, out.order
+        gate_table,
+        weight_hh,
+        out.h_prev,
+        out.c_prev,
+        out.step_chars,
+        out.sorted_lengths,
+        out.offsets,
+        out.order,
+        out.step_count,
+        out.step_count_host,
     )
     ctx.save_for_backward(*saved)
 
@@ -183,7 +266,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_h, *_unused_grads):
     saved = SavedForBackward(*ctx.saved_tensors)
     grad_gate_table, grad_weight_hh = char_lstm_backward_op(grad_h, *saved)
-    return grad_gate_table, grad_weight_hh, None, None, None
+    return grad_gate_table, grad_weight_hh, None, None, None, None
 
 
 char_lstm_forward_op.register_autograd(_backward, setup_context=_setup_context)
@@ -220,7 +303,9 @@ def char_lstm_triton(gate_table: Tensor, weight_hh: Tensor, table, ids: Tensor) 
     """h [U, H] after each token's last char (0 for zero-length tokens); see charfast.backends."""
     check_inputs(gate_table, weight_hh, table, ids)
     table_chars, table_lengths = table.on(ids.device)
-    outputs = char_lstm_forward_op(gate_table.contiguous(), weight_hh.contiguous(), table_chars, table_lengths, ids)
+    outputs = char_lstm_forward_op(
+        gate_table.contiguous(), weight_hh.contiguous(), table_chars, table_lengths, ids, table.most_chars(ids.shape[0])
+    )
     return ForwardOutputs(*outputs).h
 
 
@@ -241,4 +326,5 @@ BACKEND = Backend(
     char_lstm=char_lstm_triton,
     unavailable_reason=_unavailable_reason,
     prepare=lambda table, device: table.on(device),
+    takes_padded_ids=True,
 )  # the table's device copy

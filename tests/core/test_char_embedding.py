@@ -37,8 +37,8 @@ def test_study_initialisation_sets_forget_bias_to_one(module):
 
 def test_lstm_runs_once_per_distinct_token(module, monkeypatch):
     seen = []
-    original = module.token_states
-    monkeypatch.setattr(module, "token_states", lambda ids: seen.append(ids) or original(ids))
+    original = module._char_lstm
+    monkeypatch.setattr(module, "_char_lstm", lambda ids, backend: seen.append(ids) or original(ids, backend))
     idx = torch.tensor([[5, 5, 7, 5], [7, 2, 2, 5]])
     out = module(idx)
     assert seen[0].tolist() == [2, 5, 7]
@@ -94,6 +94,20 @@ def test_inference_cache_equals_uncached_output_and_is_reused(module, monkeypatc
     with torch.inference_mode():
         torch.testing.assert_close(module(idx), first)
     assert builds == [1]
+
+
+def test_inference_cache_is_built_under_autocast(module):
+    """Generation inside a bf16-autocast training run builds the cache there (a GPU test run
+    found the 16-bit projection refused by the float32 cache)."""
+    module.eval()
+    idx = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        expected = module(idx)
+        module._cache = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cached = module(idx)
+    assert cached.dtype == torch.float32
+    torch.testing.assert_close(cached, expected, rtol=1e-2, atol=1e-2)
 
 
 def test_training_mode_never_uses_the_cache(module, monkeypatch):

@@ -29,6 +29,7 @@ MISTAKES = [
     ),
     ("forget_bias str", lambda: _char_embedding(forget_bias="1"), ValueError, "forget_bias must be a finite number"),
     ("inference_cache str", lambda: _char_embedding(inference_cache="yes"), TypeError, "inference_cache must be True"),
+    ("check_ids str", lambda: _char_embedding(check_ids="yes"), TypeError, "check_ids must be True or False"),
     ("backend not a str", lambda: _char_embedding(backend=None), TypeError, "backend must be a string"),
     (
         "hidden 0",

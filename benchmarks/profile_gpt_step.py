@@ -1,0 +1,59 @@
+"""Where a compiled GPT-2-small training step's time goes on a GPU, with and without the
+char embedding: torch.profiler over the step of benchmarks/test_bench_gpt_step_gpu.py.
+
+    python benchmarks/profile_gpt_step.py [--variants baseline-compiled char-triton-compiled] [--steps 3]
+
+For each variant: wall and GPU-busy time per step (wall minus busy is the GPU waiting for
+the host), kernels and host syncs per step, and the kernels that took the most GPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # conftest's shared inputs
+from conftest import batch_ids, build_gpt, gpt_train_step, load_cl100k_table, load_shakespeare_tokens  # noqa: E402
+from profile_gpu import print_profile  # noqa: E402
+
+from charfast.gpt.config import PRESETS, TrainConfig, model_config  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=["baseline-compiled", "char-triton-compiled"])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=20, help="ops listed per profile")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("profile_gpt_step.py: no CUDA GPU here")
+    preset = dataclasses.replace(TrainConfig(), **PRESETS["gpt2-small"])
+    table = load_cl100k_table()
+    batch = batch_ids(load_shakespeare_tokens(), args.batch, preset.block_size + 1).cuda()  # [B, T+1]
+    idx, targets = batch[:, :-1], batch[:, 1:]
+    config = model_config(preset, table.vocab_size)
+    for variant in args.variants:
+        model = build_gpt(variant, table, config).cuda()
+        step = gpt_train_step(model, idx, targets, compiled=variant.endswith("-compiled"))
+        for _ in range(3):  # compile and warm up outside the profile
+            step()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            wall = (time.perf_counter() - start) / args.steps
+        title = f"{variant}, {preset.n_layer}x{preset.n_embd}, B={args.batch} T={preset.block_size}"
+        print_profile(title, prof, wall, args.steps, args.rows, on_gpu=True)
+        del model, step
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

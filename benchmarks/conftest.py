@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 import types
@@ -12,6 +13,7 @@ from ratios import Result, by_group
 
 from charfast import GPT, GPTConfig, TokenCharTable
 from charfast.baselines.packed_lstm import packed_lstm_char_embedding
+from charfast.gpt.config import PRESETS, TrainConfig, model_config
 from charfast.gpt.corpus import shakespeare_documents
 from charfast.gpt.model import mixed_precision
 from charfast.gpt.tokenizer import get_tiktoken
@@ -53,6 +55,16 @@ def recurrent_work(work: dict, hidden: int, backward: bool, bytes_per_value: int
         recurrent_flops=passes * 8 * work["distinct_chars"] * hidden * hidden,
         min_bytes=passes * (4 * hidden * hidden + work["distinct"] * hidden) * bytes_per_value + work["distinct_chars"],
     )
+
+
+GPT2_SMALL = dataclasses.replace(TrainConfig(), **PRESETS["gpt2-small"])  # charfast.train --preset gpt2-small
+
+
+def gpt2_small_inputs(table: TokenCharTable, tokens: torch.Tensor, batch: int):
+    """(GPTConfig, idx [B, T], targets [B, T]) of the gpt2-small preset on CUDA: B windows
+    of the tokenized corpus, the targets shifted by one."""
+    windows = batch_ids(tokens, batch, GPT2_SMALL.block_size + 1).cuda()  # [B, T+1]
+    return model_config(GPT2_SMALL, table.vocab_size), windows[:, :-1], windows[:, 1:]
 
 
 def build_gpt(variant: str, table: TokenCharTable, config: GPTConfig) -> GPT:

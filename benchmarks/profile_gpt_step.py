@@ -10,7 +10,6 @@ the host), kernels and host syncs per step, and the kernels that took the most G
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -19,10 +18,15 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # conftest's shared inputs
-from conftest import batch_ids, build_gpt, gpt_train_step, load_cl100k_table, load_shakespeare_tokens  # noqa: E402
+from conftest import (  # noqa: E402
+    GPT2_SMALL,
+    build_gpt,
+    gpt2_small_inputs,
+    gpt_train_step,
+    load_cl100k_table,
+    load_shakespeare_tokens,
+)
 from profile_gpu import print_profile  # noqa: E402
-
-from charfast.gpt.config import PRESETS, TrainConfig, model_config  # noqa: E402
 
 
 def main() -> None:
@@ -34,11 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("profile_gpt_step.py: no CUDA GPU here")
-    preset = dataclasses.replace(TrainConfig(), **PRESETS["gpt2-small"])
     table = load_cl100k_table()
-    batch = batch_ids(load_shakespeare_tokens(), args.batch, preset.block_size + 1).cuda()  # [B, T+1]
-    idx, targets = batch[:, :-1], batch[:, 1:]
-    config = model_config(preset, table.vocab_size)
+    config, idx, targets = gpt2_small_inputs(table, load_shakespeare_tokens(), args.batch)
     for variant in args.variants:
         model = build_gpt(variant, table, config).cuda()
         step = gpt_train_step(model, idx, targets, compiled=variant.endswith("-compiled"))
@@ -49,7 +50,7 @@ def main() -> None:
             for _ in range(args.steps):
                 step()
             wall = (time.perf_counter() - start) / args.steps
-        title = f"{variant}, {preset.n_layer}x{preset.n_embd}, B={args.batch} T={preset.block_size}"
+        title = f"{variant}, {GPT2_SMALL.n_layer}x{GPT2_SMALL.n_embd}, B={args.batch} T={GPT2_SMALL.block_size}"
         print_profile(title, prof, wall, args.steps, args.rows, on_gpu=True)
         del model, step
         torch.cuda.empty_cache()

@@ -19,14 +19,11 @@ of their medians, eager and compiled.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
-from conftest import batch_ids, benchmark_interleaved_ratio, build_gpt, gpt_train_step
+from conftest import GPT2_SMALL, benchmark_interleaved_ratio, build_gpt, gpt2_small_inputs, gpt_train_step
 
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.gpt.config import PRESETS, TrainConfig, model_config
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or KERNELS_INTERPRETED,
@@ -34,20 +31,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 BATCH = 16
-PRESET = dataclasses.replace(TrainConfig(), **PRESETS["gpt2-small"])
 VARIANTS = ["baseline", "char-triton", "char-study", "baseline-compiled", "char-triton-compiled"]
 
 
 @pytest.fixture(scope="module")
 def gpt2_small(cl100k_table, shakespeare_tokens):
-    batch = batch_ids(shakespeare_tokens, BATCH, PRESET.block_size + 1).cuda()  # [B, T+1]
-    return model_config(PRESET, cl100k_table.vocab_size), batch[:, :-1], batch[:, 1:]
+    return gpt2_small_inputs(cl100k_table, shakespeare_tokens, BATCH)
 
 
 def group_name(what: str) -> str:
     return (
-        f"GPT train step{what}, {torch.cuda.get_device_name()}, {PRESET.n_layer}x{PRESET.n_embd}, "
-        f"B={BATCH} T={PRESET.block_size} bf16 autocast"
+        f"GPT train step{what}, {torch.cuda.get_device_name()}, {GPT2_SMALL.n_layer}x{GPT2_SMALL.n_embd}, "
+        f"B={BATCH} T={GPT2_SMALL.block_size} bf16 autocast"
     )
 
 

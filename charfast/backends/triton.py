@@ -139,10 +139,9 @@ _COPIES_IN_FLIGHT: dict[int, tuple[weakref.ref, torch.cuda.Event]] = {}
 
 def _copy_to_host_later(step_count: Tensor) -> Tensor:
     """A CPU tensor that step_count [2] is copied into without waiting for the device (read
-    it with _read_step_count); -1s where no copy can be made (inside a CUDA-graph capture)."""
-    if not step_count.is_cuda:
-        return step_count.clone()
-    if torch.cuda.is_current_stream_capturing():
+    it with _read_step_count); -1s where no copy is made: step_count on the CPU (reading it
+    waits for nothing) or inside a CUDA-graph capture (which cannot record the copy's event)."""
+    if not step_count.is_cuda or torch.cuda.is_current_stream_capturing():
         return torch.full((2,), -1, dtype=torch.int64)
     host = torch.empty(2, dtype=torch.int64, pin_memory=True)
     host.copy_(step_count, non_blocking=True)
@@ -156,9 +155,7 @@ def _copy_to_host_later(step_count: Tensor) -> Tensor:
 
 def _read_step_count(step_count: Tensor, step_count_host: Tensor) -> list[int]:
     """[S, ids outside the table] from the forward's host copy when there is one (waiting only
-    for that copy), else from the device (waiting for everything queued before)."""
-    if not step_count.is_cuda:
-        return step_count_host.tolist()
+    for that copy), else from step_count itself (on a GPU, waiting for everything queued before)."""
     copy, copied = _COPIES_IN_FLIGHT.pop(id(step_count_host), (None, None))
     if copy is None or copy() is not step_count_host:
         return step_count.tolist()

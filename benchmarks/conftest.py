@@ -67,12 +67,22 @@ def gpt2_small_inputs(table: TokenCharTable, tokens: torch.Tensor, batch: int):
     return model_config(GPT2_SMALL, table.vocab_size), windows[:, :-1], windows[:, 1:]
 
 
+# A variant's name ends in how it runs: eager without a suffix, else the torch.compile mode.
+COMPILE_MODES = {"-compiled": "default", "-cudagraphs": "reduce-overhead"}
+
+
+def compile_mode_of(variant: str) -> str | None:
+    """The torch.compile mode a variant's name asks for; None: eager."""
+    return next((mode for suffix, mode in COMPILE_MODES.items() if variant.endswith(suffix)), None)
+
+
 def build_gpt(variant: str, table: TokenCharTable, config: GPTConfig) -> GPT:
-    """The GPT of a benchmark variant, from seed 0: "baseline[-compiled]" (no char embedding),
-    "char-<backend>[-compiled]" (CharEmbedding with that backend) or "char-study" (the same
-    char encoder computed the study's way, nn.LSTM over packed sequences of all B*T tokens)."""
+    """The GPT of a benchmark variant, from seed 0: "baseline" (no char embedding),
+    "char-<backend>" (CharEmbedding with that backend) or "char-study" (the same char
+    encoder computed the study's way, nn.LSTM over packed sequences of all B*T tokens), each
+    with an optional COMPILE_MODES suffix (it builds the same model)."""
     torch.manual_seed(0)
-    name = variant.removesuffix("-compiled")
+    name = next((variant.removesuffix(suffix) for suffix in COMPILE_MODES if variant.endswith(suffix)), variant)
     char = name != "baseline"
     backend = "reference" if name == "char-study" else name.removeprefix("char-")
     config = GPTConfig(**{**vars(config), "arch": "char" if char else "baseline", "char_backend": backend})
@@ -82,14 +92,17 @@ def build_gpt(variant: str, table: TokenCharTable, config: GPTConfig) -> GPT:
     return model
 
 
-def gpt_train_step(model: GPT, idx: torch.Tensor, targets: torch.Tensor, compiled: bool):
+def gpt_train_step(model: GPT, idx: torch.Tensor, targets: torch.Tensor, compile_mode: str | None):
     """One training step as charfast.train takes it (bf16 autocast and fused AdamW on CUDA),
-    synchronised, returning the loss."""
+    synchronised, returning the loss; compile_mode: a torch.compile mode, None for eager.
+    Under "reduce-overhead" inductor replays the forward and backward as CUDA graphs."""
     cuda = idx.device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    forward = torch.compile(model) if compiled else model
+    forward = model if compile_mode is None else torch.compile(model, mode=compile_mode)
 
     def step():
+        if compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new step may overwrite the last one's outputs
         optimizer.zero_grad(set_to_none=True)
         with mixed_precision(idx.device):
             _, loss = forward(idx, targets)

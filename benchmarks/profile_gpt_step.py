@@ -3,6 +3,7 @@ char embedding: torch.profiler over the step of benchmarks/test_bench_gpt_step_g
 
     python benchmarks/profile_gpt_step.py [--variants baseline-compiled char-triton-compiled] [--steps 3]
 
+Variants as in test_bench_gpt_step_gpu.py (e.g. baseline-cudagraphs for reduce-overhead).
 For each variant: wall and GPU-busy time per step (wall minus busy is the GPU waiting for
 the host), kernels and host syncs per step, and the kernels that took the most GPU time.
 """
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # conftest's shared in
 from conftest import (  # noqa: E402
     GPT2_SMALL,
     build_gpt,
+    compile_mode_of,
     gpt2_small_inputs,
     gpt_train_step,
     load_cl100k_table,
@@ -42,7 +44,7 @@ def main() -> None:
     config, idx, targets = gpt2_small_inputs(table, load_shakespeare_tokens(), args.batch)
     for variant in args.variants:
         model = build_gpt(variant, table, config).cuda()
-        step = gpt_train_step(model, idx, targets, compiled=variant.endswith("-compiled"))
+        step = gpt_train_step(model, idx, targets, compile_mode_of(variant))
         for _ in range(3):  # compile and warm up outside the profile
             step()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import batch_ids, benchmark_interleaved_ratio, build_gpt, gpt_train_step
+from conftest import batch_ids, benchmark_interleaved_ratio, build_gpt, compile_mode_of, gpt_train_step
 
 from charfast import GPTConfig, TokenCharTable
 from charfast.backends import why_unavailable
@@ -50,7 +50,7 @@ def test_gpt_train_step(benchmark, bpe_data, variant):
         pytest.skip(f"cpp backend unavailable: {why_unavailable('cpp', torch.device('cpu'))}")
     table, idx, targets = bpe_data
     model = build_model(variant, table)
-    step = gpt_train_step(model, idx, targets, compiled=variant.endswith("-compiled"))
+    step = gpt_train_step(model, idx, targets, compile_mode_of(variant))
     benchmark.group = f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN} V={table.vocab_size}"
     benchmark.extra_info.update(
         parameters=model.num_parameters(),
@@ -61,21 +61,22 @@ def test_gpt_train_step(benchmark, bpe_data, variant):
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_char_overhead_interleaved(benchmark, bpe_data, compiled):
+@pytest.mark.parametrize("mode", ["", "-compiled"], ids=["eager", "compiled"])
+def test_char_overhead_interleaved(benchmark, bpe_data, mode):
     """The char embedding's share of the step, with baseline and char-cpp steps alternated
     (the sequential variants above drift by 10% and more on a shared 2-core machine):
     extra_info holds the median ratio char / baseline. The timed call is one char-cpp step."""
     if why_unavailable("cpp", torch.device("cpu")):
         pytest.skip("cpp backend unavailable")
     table, idx, targets = bpe_data
+    baseline, char = f"baseline{mode}", f"char-cpp{mode}"
     steps = {
-        variant: gpt_train_step(build_model(variant, table), idx, targets, compiled=compiled)
-        for variant in ("baseline", "char-cpp")
+        variant: gpt_train_step(build_model(variant, table), idx, targets, compile_mode_of(variant))
+        for variant in (baseline, char)
     }
     benchmark.group = (
         f"GPT train step, CPU, 3x128, B={BATCH} T={SEQ_LEN}: char overhead, interleaved, "
-        f"{'compiled' if compiled else 'eager'}"
+        f"{mode.removeprefix('-') or 'eager'}"
     )
-    ratio = benchmark_interleaved_ratio(benchmark, steps, "char-cpp", "baseline", "char_over_baseline", warmup=2)
+    ratio = benchmark_interleaved_ratio(benchmark, steps, char, baseline, "char_over_baseline", warmup=2)
     assert ratio < 2

@@ -12,16 +12,25 @@ a fused AdamW update, as charfast.train takes it. Variants, all from the same se
     char-study      + the same char encoder computed the study's way (nn.LSTM/cuDNN over
                     packed sequences of all B*T tokens, charfast.baselines.packed_lstm)
     *-compiled      the same model under torch.compile (inductor; compiled in the warm-up)
+    *-cudagraphs    the same under torch.compile(mode="reduce-overhead"): the forward and
+                    backward replay as CUDA graphs, so the host's launches cost nothing
 
-test_char_overhead_interleaved alternates baseline and char steps and records the ratio
-of their medians, eager and compiled.
+test_char_overhead_interleaved alternates baseline and char-triton steps and records the
+ratio of their medians, eager, compiled and in CUDA graphs.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GPT2_SMALL, benchmark_interleaved_ratio, build_gpt, gpt2_small_inputs, gpt_train_step
+from conftest import (
+    GPT2_SMALL,
+    benchmark_interleaved_ratio,
+    build_gpt,
+    compile_mode_of,
+    gpt2_small_inputs,
+    gpt_train_step,
+)
 
 from charfast.backends.triton import KERNELS_INTERPRETED
 
@@ -31,7 +40,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 BATCH = 16
-VARIANTS = ["baseline", "char-triton", "char-study", "baseline-compiled", "char-triton-compiled"]
+VARIANTS = [
+    "baseline",
+    "char-triton",
+    "char-study",
+    "baseline-compiled",
+    "char-triton-compiled",
+    "baseline-cudagraphs",
+    "char-triton-cudagraphs",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +67,7 @@ def group_name(what: str) -> str:
 def test_gpt_train_step(benchmark, cl100k_table, gpt2_small, variant):
     config, idx, targets = gpt2_small
     model = build_gpt(variant, cl100k_table, config).cuda()
-    step = gpt_train_step(model, idx, targets, compiled=variant.endswith("-compiled"))
+    step = gpt_train_step(model, idx, targets, compile_mode_of(variant))
     benchmark.group = group_name("")
     benchmark.extra_info.update(
         parameters=model.num_parameters(),
@@ -63,15 +80,16 @@ def test_gpt_train_step(benchmark, cl100k_table, gpt2_small, variant):
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_char_overhead_interleaved(benchmark, cl100k_table, gpt2_small, compiled):
+@pytest.mark.parametrize("mode", ["", "-compiled", "-cudagraphs"], ids=["eager", "compiled", "cudagraphs"])
+def test_char_overhead_interleaved(benchmark, cl100k_table, gpt2_small, mode):
     """The char embedding's share of the step: extra_info holds the median ratio
     char-triton / baseline with the two alternated. The timed call is one char step."""
     config, idx, targets = gpt2_small
+    baseline, char = f"baseline{mode}", f"char-triton{mode}"
     steps = {
-        variant: gpt_train_step(build_gpt(variant, cl100k_table, config).cuda(), idx, targets, compiled)
-        for variant in ("baseline", "char-triton")
+        variant: gpt_train_step(build_gpt(variant, cl100k_table, config).cuda(), idx, targets, compile_mode_of(variant))
+        for variant in (baseline, char)
     }
-    benchmark.group = group_name(f": char overhead, interleaved, {'compiled' if compiled else 'eager'}")
-    ratio = benchmark_interleaved_ratio(benchmark, steps, "char-triton", "baseline", "char_over_baseline", warmup=3)
+    benchmark.group = group_name(f": char overhead, interleaved, {mode.removeprefix('-') or 'eager'}")
+    ratio = benchmark_interleaved_ratio(benchmark, steps, char, baseline, "char_over_baseline", warmup=3)
     assert ratio < 2

@@ -40,8 +40,7 @@ class CharEmbedding(nn.Module):
         check_ids: in eager mode, read the ids' range back to the host and refuse ids outside
             the table with a clear error; that read waits for the GPU (one sync per forward).
             False skips it (torch.compile always does): the triton backend then gives such
-            ids NaN rows and raises in the backward, and on a GPU the forward and backward
-            read nothing else but one count in the backward.
+            ids NaN rows, and on a GPU its forward and backward read nothing back at all.
 
     Attributes: char_emb (nn.Embedding(n_chars, char_dim)), lstm (nn.LSTM(char_dim, hidden,
     batch_first=True), a parameter container in torch's layout), proj (nn.Linear(hidden, d_model)).

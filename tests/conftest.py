@@ -12,16 +12,20 @@ if not torch.cuda.is_available():
 KERNELS_COMPILED_FOR_CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 
 
-def _interpreter_dot_with_bfloat16():
-    """Teach Triton's interpreter bfloat16 tl.dot, so the tests run the kernels in the GPU
-    training dtype on the CPU too. Up to Triton 3.9 it multiplies the operands' raw uint16
-    bit patterns (triton-lang/triton#11584); here they become the float32 values they
-    encode, as on a GPU (exact products, float32 sums). Returns the unpatched create_dot."""
+def _interpreter_bfloat16_as_on_a_gpu():
+    """Teach Triton's interpreter bfloat16 as a GPU computes it, so the tests run the kernels
+    in the GPU training dtype on the CPU too. Up to Triton 3.9 the interpreter
+    - multiplies the raw uint16 bit patterns of bfloat16 tl.dot operands
+      (triton-lang/triton#11584): here they become the float32 values they encode, as on a
+      GPU (exact products, float32 sums);
+    - truncates float32 to bfloat16 where a GPU rounds to nearest even: here torch rounds.
+    Returns the unpatched create_dot."""
     import numpy as np
     import triton.language as tl
     from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
 
-    unpatched = InterpreterBuilder.create_dot
+    unpatched_dot = InterpreterBuilder.create_dot
+    unpatched_cast = InterpreterBuilder.cast_impl
 
     def as_float32(handle):
         if handle.dtype.scalar != tl.bfloat16 or handle.data.dtype != np.uint16:  # not the broken form
@@ -29,13 +33,20 @@ def _interpreter_dot_with_bfloat16():
         return TensorHandle((handle.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
 
     def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
-        return unpatched(self, as_float32(a), as_float32(b), d, input_precision, max_num_imprecise_acc)
+        return unpatched_dot(self, as_float32(a), as_float32(b), d, input_precision, max_num_imprecise_acc)
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar != tl.float32 or dst_type.scalar != tl.bfloat16:
+            return unpatched_cast(self, src, dst_type)
+        rounded = torch.from_numpy(np.ascontiguousarray(src.data, dtype=np.float32)).to(torch.bfloat16)
+        return TensorHandle(rounded.view(torch.int16).numpy().view(np.uint16), tl.bfloat16)
 
     InterpreterBuilder.create_dot = create_dot
-    return unpatched
+    InterpreterBuilder.cast_impl = cast_impl
+    return unpatched_dot
 
 
-UNPATCHED_INTERPRETER_DOT = _interpreter_dot_with_bfloat16() if os.environ.get("TRITON_INTERPRET") == "1" else None
+UNPATCHED_INTERPRETER_DOT = _interpreter_bfloat16_as_on_a_gpu() if os.environ.get("TRITON_INTERPRET") == "1" else None
 
 
 def pytest_runtest_setup(item):

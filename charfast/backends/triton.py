@@ -13,14 +13,13 @@ through the packed h_prev [S, H] / c_prev [S, H] slots, so keeping them costs no
 traffic; the backward recomputes the pre-activations from h_prev as one parallel GEMM
 (no time dependency) instead of saving [S, 4H] gates (4x the memory of h_prev).
 
-No host read in the forward. The caller passes the distinct ids padded to a size the
-host knows (charfast.distinct: PAD_ID rows run no step), and the packed buffers are sized
-by the most chars that many tokens of the table can have (TokenCharTable.most_chars); the
-kernels use only the S rows in use. The backward needs S on the host to size its GEMMs:
-the forward copies it to pinned host memory without waiting, and the backward waits only
-for that copy (long done by then), never for the work queued on the GPU since.
-Ids outside the table cannot be refused without a read: their rows of h are NaN, and the
-backward raises a ValueError before any gradient is returned.
+No host read, forward or backward, so both can be captured in a CUDA graph. The caller
+passes the distinct ids padded to a size the host knows (charfast.distinct: PAD_ID rows
+run no step), and the packed buffers are sized by the most chars that many tokens of the
+table can have (TokenCharTable.most_chars). S stays on the device: every kernel reads it
+there and uses only the S rows in use (kernels/packed_step_gemms.py for the backward's
+GEMMs). Ids outside the table cannot be refused without a read: they run no step and
+their rows of h are NaN (CharEmbedding's check_ids refuses them in eager mode).
 
 The op is opaque to torch.compile (custom ops `charfast::triton_char_lstm_forward` /
 `..._backward` with fake and autograd registrations): a model using it compiles with
@@ -30,7 +29,6 @@ fullgraph=True, with static shapes.
 from __future__ import annotations
 
 import functools
-import weakref
 from typing import NamedTuple
 
 import torch
@@ -44,6 +42,11 @@ try:  # kernels/ becomes charfast.kernels through an install (pyproject.toml map
     from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
     from charfast.kernels.char_lstm_forward import char_lstm_forward_kernel, launch_char_lstm_forward
     from charfast.kernels.interpreter_probe import dot_probe_kernel
+    from charfast.kernels.packed_step_gemms import (
+        launch_gate_table_grad,
+        launch_recompute_gates,
+        launch_weight_hh_grad,
+    )
 except ModuleNotFoundError as err:
     if err.name != "charfast.kernels":
         raise
@@ -79,8 +82,7 @@ class ForwardOutputs(NamedTuple):
     sorted_lengths: Tensor  # [U] int64: the tokens' lengths, longest first
     offsets: Tensor  # [U] int64: the packed slot of each sorted row's first step
     order: Tensor  # [U] int64: sorted row -> output row
-    step_count: Tensor  # [2] int64: S, and how many ids lay outside the table
-    step_count_host: Tensor  # [2] int64 on the CPU: step_count's copy on its way there (-1s: none made)
+    step_count: Tensor  # [1] int64: S
 
 
 class SavedForBackward(NamedTuple):
@@ -95,13 +97,12 @@ class SavedForBackward(NamedTuple):
     offsets: Tensor
     order: Tensor
     step_count: Tensor
-    step_count_host: Tensor
 
 
 @torch.library.custom_op("charfast::triton_char_lstm_forward", mutates_args=())
 def char_lstm_forward_op(
     gate_table: Tensor, weight_hh: Tensor, table_chars: Tensor, table_lengths: Tensor, ids: Tensor, step_capacity: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The fields of ForwardOutputs, in order (a custom op returns a plain tuple).
     step_capacity: at least the total length of the tokens in ids."""
     # Checked here, in the op that runs for real also under torch.compile (the probe runs a kernel).
@@ -118,8 +119,7 @@ def char_lstm_forward_op(
     # here and in the kernel, in bounds.
     table_ids = ids.clamp(0, vocab - 1)  # [U]
     lengths = table_lengths[table_ids].long().masked_fill_(~in_table, 0)  # [U]
-    step_count = torch.stack([lengths.sum(), outside.sum()])  # [2] read by the backward, not here
-    step_count_host = _copy_to_host_later(step_count)
+    step_count = lengths.sum(0, keepdim=True)  # [1] read by the kernels, never by the host
     order = torch.argsort(lengths, descending=True, stable=True)  # [U] longest first
     sorted_lengths = lengths[order]  # [U]
     offsets = torch.cumsum(sorted_lengths, 0) - sorted_lengths  # [U] exclusive prefix sum
@@ -127,40 +127,8 @@ def char_lstm_forward_op(
         gate_table, weight_hh, table_chars, table_ids[order], sorted_lengths, offsets, order, step_capacity
     )
     h.masked_fill_(outside[:, None], float("nan"))  # no silent answer for an id the table lacks
-    outputs = ForwardOutputs(h, h_prev, c_prev, step_chars, sorted_lengths, offsets, order, step_count, step_count_host)
+    outputs = ForwardOutputs(h, h_prev, c_prev, step_chars, sorted_lengths, offsets, order, step_count)
     return tuple(outputs)
-
-
-# id of a pinned copy of a step count on its way to the host -> (a weak reference to that
-# copy, the event that marks it done). Keyed by id: tensors compare elementwise, so they
-# cannot be the keys of a WeakKeyDictionary.
-_COPIES_IN_FLIGHT: dict[int, tuple[weakref.ref, torch.cuda.Event]] = {}
-
-
-def _copy_to_host_later(step_count: Tensor) -> Tensor:
-    """A CPU tensor that step_count [2] is copied into without waiting for the device (read
-    it with _read_step_count); -1s where no copy is made: step_count on the CPU (reading it
-    waits for nothing) or inside a CUDA-graph capture (which cannot record the copy's event)."""
-    if not step_count.is_cuda or torch.cuda.is_current_stream_capturing():
-        return torch.full((2,), -1, dtype=torch.int64)
-    host = torch.empty(2, dtype=torch.int64, pin_memory=True)
-    host.copy_(step_count, non_blocking=True)
-    copied = torch.cuda.Event()
-    copied.record()
-    key = id(host)
-    # The entry goes with the copy if no backward ever reads it.
-    _COPIES_IN_FLIGHT[key] = (weakref.ref(host, lambda _, key=key: _COPIES_IN_FLIGHT.pop(key, None)), copied)
-    return host
-
-
-def _read_step_count(step_count: Tensor, step_count_host: Tensor) -> list[int]:
-    """[S, ids outside the table] from the forward's host copy when there is one (waiting only
-    for that copy), else from step_count itself (on a GPU, waiting for everything queued before)."""
-    copy, copied = _COPIES_IN_FLIGHT.pop(id(step_count_host), (None, None))
-    if copy is None or copy() is not step_count_host:
-        return step_count.tolist()
-    copied.synchronize()
-    return step_count_host.tolist()
 
 
 @char_lstm_forward_op.register_fake
@@ -175,8 +143,7 @@ def _(gate_table, weight_hh, table_chars, table_lengths, ids, step_capacity):
         sorted_lengths=index,
         offsets=index.clone(),
         order=index.clone(),
-        step_count=ids.new_empty(2, dtype=torch.int64),
-        step_count_host=torch.empty(2, dtype=torch.int64, device="cpu"),
+        step_count=ids.new_empty(1, dtype=torch.int64),
     )
     return tuple(outputs)
 
@@ -193,25 +160,15 @@ def char_lstm_backward_op(
     offsets: Tensor,
     order: Tensor,
     step_count: Tensor,
-    step_count_host: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """(grad of gate_table [C, 4H], grad of weight_hh [4H, H])."""
-    total_steps, outside = _read_step_count(step_count, step_count_host)  # the op's one host read
-    if outside:
-        raise ValueError(
-            f"charfast triton char_lstm: ids must lie in [0, vocab_size) of the table (or be the padding "
-            f"{PAD_ID}); {outside} did not (their rows of h were NaN)"
-        )
-    h_prev, c_prev = h_prev[:total_steps], c_prev[:total_steps]  # [S, H] the rows in use
-    chars = step_chars[:total_steps].long()  # [S]
-    # Pre-activations of every step at once: [S, 4H] float32, overwritten by dgates.
-    gates = torch.index_select(gate_table, 0, chars).float()
-    gates += _matmul_float32(h_prev, weight_hh.t())
+    # Pre-activations of every step at once: [S_max, 4H] float32 (rows from S on unused),
+    # overwritten in place by dgates.
+    gates = launch_recompute_gates(gate_table, weight_hh, h_prev, step_chars, step_count)
     launch_char_lstm_backward(gates, c_prev, weight_hh, grad_h.contiguous(), sorted_lengths, offsets, order)
-    grad_gate_table = torch.zeros(gate_table.shape, dtype=torch.float32, device=gates.device)
-    grad_gate_table.index_add_(0, chars, gates)
-    grad_weight_hh = gates.to(weight_hh.dtype).t() @ h_prev  # [4H, S] @ [S, H]
-    return grad_gate_table.to(gate_table.dtype), grad_weight_hh
+    grad_gate_table = launch_gate_table_grad(gates, step_chars, step_count, gate_table.shape[0])  # [C, 4H]
+    grad_weight_hh = launch_weight_hh_grad(gates, h_prev, step_count)  # [4H, H]
+    return grad_gate_table.to(gate_table.dtype), grad_weight_hh.to(weight_hh.dtype)
 
 
 @char_lstm_backward_op.register_fake
@@ -226,19 +183,8 @@ def _(
     offsets,
     order,
     step_count,
-    step_count_host,
 ):
     return torch.empty_like(gate_table), torch.empty_like(weight_hh)
-
-
-def _matmul_float32(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b with a float32 result: 16-bit inputs keep their fast GEMM on CUDA but are not
-    rounded on output, so the recomputed gates equal the forward kernel's."""
-    if a.dtype == torch.float32:
-        return a @ b
-    if a.is_cuda:
-        return torch.mm(a, b, out_dtype=torch.float32)
-    return a.float() @ b.float()
 
 
 def _setup_context(ctx, inputs, output):
@@ -255,7 +201,6 @@ def _setup_context(ctx, inputs, output):
         out.offsets,
         out.order,
         out.step_count,
-        out.step_count_host,
     )
     ctx.save_for_backward(*saved)
 

@@ -29,13 +29,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from charfast.char_embedding import CharEmbedding
+from charfast.gpt.cross_entropy import IGNORE_INDEX, mean_cross_entropy
 from charfast.gpt.generation import GenerationCache, check_sampling, new_tokens
 from charfast.table import TokenCharTable
 
 ARCHS = ("char", "baseline", "baseline-matched", "char-shuffled")
 CHAR_ARCHS = ("char", "char-shuffled")  # the archs with a CharEmbedding
 SHUFFLE_SEED = 0  # the permutation of arch "char-shuffled": one fixed table for every run
-IGNORE_INDEX = -100  # a target with this value is not scored (e.g. the question of a task example)
 ATTENTION_IMPLS = ("auto", "sdpa", "flash-attn")
 
 try:  # the flash-attn package, used on CUDA when installed
@@ -289,10 +289,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self._final_hidden(idx, targets, cache))  # [B, T, V]
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(
-            logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
-        )
-        return logits, loss
+        return logits, mean_cross_entropy(logits, targets)
 
     def logits_at_targets(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """idx, targets [B, T] -> float logits [N, V] of the N positions whose target is not

@@ -303,11 +303,13 @@ def test_availability():
 # interpreter. Arguments are specialised as a launch specialises them (16-byte aligned
 # pointers, H a multiple of 16): Triton 3.6 failed BLOCK_U = 32 only with those. Compiled:
 # the recurrences with the tiles for_shape picks in both dtypes and every tuning candidate
-# in bf16; the backward's GEMMs over the packed steps with the constants of their launches.
+# in bf16; the backward's GEMMs over the packed steps with the constants of their launches;
+# the GPT's cross-entropy (charfast.gpt.cross_entropy) on 16-bit and float32 logits.
 _AOT_COMPILE = """
 import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from charfast.gpt import cross_entropy
 from charfast.kernels import packed_step_gemms as gemms
 from charfast.kernels.blocks import TUNING_CANDIDATES, LstmBlocks, dot_precision
 from charfast.kernels.char_lstm_backward import char_lstm_backward_kernel
@@ -339,6 +341,14 @@ for dtype, name in DTYPES:
                  ((name, "table grad"), gemms.gate_table_grad_kernel, table_grad, gemms.gate_table_grad_constants(), 4),
                  ((name, "weight grad", size), gemms.weight_hh_grad_kernel, weight_grad,
                   gemms.weight_hh_grad_constants(size, dtype), 4)]
+for name in ("bf16", "fp32"):
+    rows = dict(logits="*" + name, targets="*i64")
+    forward = dict(rows, loss="*fp32", lse="*fp32", V="i32", row_stride="i32", ignore_index="i32")
+    backward = dict(rows, lse="*fp32", grad_loss="*fp32", grad_logits="*" + name, V="i32", row_stride="i32",
+                    ignore_index="i32")
+    consts = dict(BLOCK_V=cross_entropy.VOCAB_TILE)
+    jobs += [((name, "cross-entropy"), cross_entropy.cross_entropy_forward_kernel, forward, consts, 4),
+             ((name, "cross-entropy grad"), cross_entropy.cross_entropy_backward_kernel, backward, consts, 4)]
 for what, kernel, signature, consts, num_warps in jobs:
     aligned = {(i,): ALIGNED for i, (arg, kind) in enumerate(signature.items()) if kind[0] == "*" or arg == "H"}
     signature = dict(signature, **dict.fromkeys(consts, "constexpr"))

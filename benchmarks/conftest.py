@@ -71,9 +71,16 @@ def gpt2_small_inputs(table: TokenCharTable, tokens: torch.Tensor, batch: int):
 COMPILE_MODES = {"-compiled": "default", "-cudagraphs": "reduce-overhead"}
 
 
+def split_variant(variant: str) -> tuple[str, str | None]:
+    """(the model a variant's name asks for, its torch.compile mode or None for eager)."""
+    for suffix, mode in COMPILE_MODES.items():
+        if variant.endswith(suffix):
+            return variant.removesuffix(suffix), mode
+    return variant, None
+
+
 def compile_mode_of(variant: str) -> str | None:
-    """The torch.compile mode a variant's name asks for; None: eager."""
-    return next((mode for suffix, mode in COMPILE_MODES.items() if variant.endswith(suffix)), None)
+    return split_variant(variant)[1]
 
 
 def build_gpt(variant: str, table: TokenCharTable, config: GPTConfig) -> GPT:
@@ -82,7 +89,7 @@ def build_gpt(variant: str, table: TokenCharTable, config: GPTConfig) -> GPT:
     encoder computed the study's way, nn.LSTM over packed sequences of all B*T tokens), each
     with an optional COMPILE_MODES suffix (it builds the same model)."""
     torch.manual_seed(0)
-    name = next((variant.removesuffix(suffix) for suffix in COMPILE_MODES if variant.endswith(suffix)), variant)
+    name, _ = split_variant(variant)
     char = name != "baseline"
     backend = "reference" if name == "char-study" else name.removeprefix("char-")
     config = GPTConfig(**{**vars(config), "arch": "char" if char else "baseline", "char_backend": backend})

@@ -7,7 +7,7 @@ corpus (the real next tokens are the targets), V = 100,277, bfloat16 logits as b
 autocast leaves them (random: their values do not change the work). Variants:
 
     fused           charfast.gpt.cross_entropy.mean_cross_entropy (what the GPT runs on a GPU)
-    torch           F.cross_entropy(logits.float()), what the GPT ran before
+    torch           torch_mean_cross_entropy: F.cross_entropy(logits.float()), what the GPT ran before
     torch-compiled  the same under torch.compile (inductor)
 
 extra_info: time_over_floor, the median time over the least bytes any implementation must
@@ -20,10 +20,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import batch_ids
-from torch.nn import functional as F
 
 from charfast.backends.triton import KERNELS_INTERPRETED
-from charfast.gpt.cross_entropy import IGNORE_INDEX, mean_cross_entropy
+from charfast.gpt.cross_entropy import mean_cross_entropy, torch_mean_cross_entropy
 from charfast.gpt.gpu_peaks import gpu_peaks
 
 pytestmark = pytest.mark.skipif(
@@ -32,13 +31,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 BATCH, SEQ_LEN = 16, 1024
-
-
-def torch_loss(logits, targets):
-    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1), ignore_index=IGNORE_INDEX)
-
-
-LOSSES = {"fused": mean_cross_entropy, "torch": torch_loss, "torch-compiled": torch.compile(torch_loss)}
+LOSSES = {
+    "fused": mean_cross_entropy,
+    "torch": torch_mean_cross_entropy,
+    "torch-compiled": torch.compile(torch_mean_cross_entropy),
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +62,7 @@ def test_cross_entropy_forward_backward(benchmark, logits_and_targets, variant):
         f"V={logits.shape[-1]} bf16"
     )
     loss, _ = benchmark.pedantic(step, rounds=10, warmup_rounds=3)
-    expected = torch_loss(logits.detach(), targets)
+    expected = torch_mean_cross_entropy(logits.detach(), targets)
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-4)
     peaks = gpu_peaks(torch.cuda.get_device_name())
     if peaks is not None:

@@ -67,6 +67,13 @@ def _persistent_programs(tiles_at_most: int, device: torch.device) -> int:
     return max(1, min(tiles_at_most, _PROGRAMS_PER_MULTIPROCESSOR * multiprocessors(device)))
 
 
+def _gate_tile_grid(capacity: int, gate_units: int, device: torch.device, programs: int | None):
+    """The grid of a kernel that loops over the [S, 4H] tiles of _gate_tile_count: `programs`
+    or as many as fill the device, never more than the capacity's tiles; None: no tile."""
+    tiles_at_most = triton.cdiv(capacity, _BLOCK_STEPS) * triton.cdiv(gate_units, _BLOCK_COLS)
+    return (programs or _persistent_programs(tiles_at_most, device),) if tiles_at_most else None
+
+
 @triton.jit
 def _gate_tile_count(total_steps, H, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr):
     """Tiles of BLOCK_S steps x BLOCK_N gate units that cover the [S, 4H] rows in use."""
@@ -176,9 +183,9 @@ def launch_recompute_gates(gate_table, weight_hh, h_prev, step_chars, step_count
     left unwritten. `programs` overrides the persistent grid (tests force several tiles each)."""
     capacity, hidden = h_prev.shape
     gates = torch.empty(capacity, 4 * hidden, dtype=torch.float32, device=h_prev.device)
-    tiles_at_most = triton.cdiv(capacity, _BLOCK_STEPS) * triton.cdiv(4 * hidden, _BLOCK_COLS)
-    if tiles_at_most:
-        recompute_gates_kernel[(programs or _persistent_programs(tiles_at_most, h_prev.device),)](
+    grid = _gate_tile_grid(capacity, 4 * hidden, h_prev.device, programs)
+    if grid:
+        recompute_gates_kernel[grid](
             gate_table,
             weight_hh,
             h_prev,
@@ -195,9 +202,9 @@ def launch_gate_table_grad(dgates, step_chars, step_count, n_chars: int, program
     """[C, 4H] float32: the sum of the dgates rows s < S of each char."""
     capacity, gate_units = dgates.shape
     grad = torch.zeros(n_chars, gate_units, dtype=torch.float32, device=dgates.device)
-    tiles_at_most = triton.cdiv(capacity, _BLOCK_STEPS) * triton.cdiv(gate_units, _BLOCK_COLS)
-    if tiles_at_most:
-        gate_table_grad_kernel[(programs or _persistent_programs(tiles_at_most, dgates.device),)](
+    grid = _gate_tile_grid(capacity, gate_units, dgates.device, programs)
+    if grid:
+        gate_table_grad_kernel[grid](
             dgates, step_chars, step_count, grad, gate_units // 4, **gate_table_grad_constants()
         )
     return grad

@@ -4,7 +4,7 @@ Dimensions: U distinct tokens, S = sum of their lengths, C chars, H hidden.
 
 Layout. The distinct tokens are sorted by length, longest first, so each program's block
 of rows has near-equal lengths and loops only to its own longest row. Their steps are
-packed (row r's step t at slot offsets[r] + t), so buffers hold S steps, not
+packed (row r's step t at slot offsets[r] + t), so the kernels run S steps, not
 U x (longest token). Prefix sharing over a trie (as the cpp backend does) is not built
 here: it only pays if it beats this layout on a GPU, which is still to be measured.
 

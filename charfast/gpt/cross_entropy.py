@@ -28,11 +28,17 @@ VOCAB_TILE = 4096  # vocabulary entries per tile: 16 KB of float32 per program, 
 def mean_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """logits [..., V], targets [...] int64 -> the mean over targets != IGNORE_INDEX of
     -log softmax(logits)[target], float32 (NaN when every target is ignored, as torch's)."""
-    logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)  # [N, V], [N]
     if triton is None or not logits.is_cuda:
-        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
-    losses = cross_entropy_rows(logits, targets)  # [N]
+        return torch_mean_cross_entropy(logits, targets)
+    targets = targets.reshape(-1)  # [N]
+    losses = cross_entropy_rows(logits.reshape(-1, logits.shape[-1]), targets)  # [N]
     return losses.sum() / (targets != IGNORE_INDEX).sum()
+
+
+def torch_mean_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """mean_cross_entropy as torch computes it, from a float32 copy of the logits: the
+    semantics the kernels are held to, and what runs where they do not."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 @torch.library.custom_op("charfast::cross_entropy_rows", mutates_args=())

@@ -330,18 +330,18 @@ for dtype, name, tiles in configs:
                     U="i32", H="i32")
     jobs += [((name, tiles), char_lstm_forward_kernel, forward, consts, tiles.num_warps),
              ((name, tiles), char_lstm_backward_kernel, backward, consts, tiles.num_warps)]
+table_grad = dict(dgates="*fp32", step_chars="*i32", step_count="*i64", grad_gate_table="*fp32", H="i32")
+jobs.append((("table grad",), gemms.gate_table_grad_kernel, table_grad, gemms.gate_table_grad_constants(), 4))
 for dtype, name in DTYPES:
+    recompute = dict(gate_table="*" + name, weight_hh="*" + name, h_prev="*" + name, step_chars="*i32",
+                     step_count="*i64", gates="*fp32", H="i32")
+    weight_grad = dict(dgates="*fp32", h_prev="*" + name, step_count="*i64", partial="*fp32", H="i32")
     for size in (32, 1024):  # hidden (and steps) narrower than a tile, and wide
-        recompute = dict(gate_table="*" + name, weight_hh="*" + name, h_prev="*" + name, step_chars="*i32",
-                         step_count="*i64", gates="*fp32", H="i32")
-        table_grad = dict(dgates="*fp32", step_chars="*i32", step_count="*i64", grad_gate_table="*fp32", H="i32")
-        weight_grad = dict(dgates="*fp32", h_prev="*" + name, step_count="*i64", partial="*fp32", H="i32")
         jobs += [((name, "recompute", size), gemms.recompute_gates_kernel, recompute,
                   gemms.recompute_gates_constants(size, dtype), 4),
-                 ((name, "table grad"), gemms.gate_table_grad_kernel, table_grad, gemms.gate_table_grad_constants(), 4),
                  ((name, "weight grad", size), gemms.weight_hh_grad_kernel, weight_grad,
                   gemms.weight_hh_grad_constants(size, dtype), 4)]
-for name in ("bf16", "fp32"):
+for _, name in DTYPES:
     rows = dict(logits="*" + name, targets="*i64")
     forward = dict(rows, loss="*fp32", lse="*fp32", V="i32", row_stride="i32", ignore_index="i32")
     backward = dict(rows, lse="*fp32", grad_loss="*fp32", grad_logits="*" + name, V="i32", row_stride="i32",

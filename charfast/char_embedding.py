@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from charfast.backends import Backend, resolve_backend
-from charfast.char_lstm import char_lstm
+from charfast.char_lstm import token_states
 from charfast.distinct import distinct_ids_padded
 from charfast.table import TokenCharTable
 
@@ -39,8 +39,9 @@ class CharEmbedding(nn.Module):
             parameters keep torch's defaults.
         check_ids: in eager mode, read the ids' range back to the host and refuse ids outside
             the table with a clear error; that read waits for the GPU (one sync per forward).
-            False skips it (torch.compile always does): the triton backend then gives such
-            ids NaN rows, and on a GPU its forward and backward read nothing back at all.
+            False skips it (torch.compile always does): ids outside [0, V), negative ones
+            included, then get NaN rows on every backend, and on a GPU the triton backend's
+            forward and backward read nothing back at all.
 
     Attributes: char_emb (nn.Embedding(n_chars, char_dim)), lstm (nn.LSTM(char_dim, hidden,
     batch_first=True), a parameter container in torch's layout), proj (nn.Linear(hidden, d_model)).
@@ -82,6 +83,7 @@ class CharEmbedding(nn.Module):
             self.lstm.bias_hh_l0[hidden : 2 * hidden].fill_(forget_bias)
         self._cache_params: list[torch.Tensor] = []  # the parameters _cache was computed from
         self._cache: torch.Tensor | None = None  # [V, d_model]
+        self._cache_table: tuple[TokenCharTable, int] | None = None  # (table, its version) _cache was computed from
         self._lstm_weights: tuple[torch.Tensor, ...] = ()  # see refresh_compile_state
         self._backend: Backend | None = None
         self.refresh_compile_state()
@@ -98,10 +100,6 @@ class CharEmbedding(nn.Module):
     def d_model(self) -> int:
         return self.proj.out_features
 
-    def token_states(self, ids: torch.Tensor) -> torch.Tensor:
-        """h [U, hidden] for valid distinct token ids [U]."""
-        return self._char_lstm(ids, self._current_backend(ids.device))
-
     def _current_backend(self, device: torch.device) -> Backend | None:
         """The backend a forward on `device` runs: looked up afresh in eager mode (it raises,
         saying why, when self.backend cannot run there); what was looked up under torch.compile."""
@@ -114,7 +112,7 @@ class CharEmbedding(nn.Module):
     def _char_lstm(self, ids: torch.Tensor, backend: Backend | None) -> torch.Tensor:
         weight_ih, weight_hh, bias_ih, bias_hh = self._lstm_weights
         chosen = backend if backend is not None else self.backend
-        return char_lstm(self.table, ids, self.char_emb.weight, weight_ih, weight_hh, bias_ih, bias_hh, backend=chosen)
+        return token_states(self.table, ids, self.char_emb.weight, weight_ih, weight_hh, bias_ih, bias_hh, chosen)
 
     def resolved_backend(self, device: torch.device) -> Backend:
         """The backend this module runs on `device` (what "auto" picks), prepared for its table;
@@ -130,10 +128,20 @@ class CharEmbedding(nn.Module):
         self._check_idx(idx)
         idx = idx.long()  # int16 cannot index and uint8 would index as a mask
         flat = idx.reshape(-1)  # [N]
-        self._check_ids_in_range(flat)
+        outside = self._ids_outside_table(flat)  # [N] bool, or None when every id was checked
+        if outside is not None:
+            flat = flat.masked_fill(outside, 0)  # id 0 stands in; its rows become NaN below
         if self._use_inference_cache():
-            return self.vocabulary_output()[idx]  # [V, d_model] -> [..., d_model]
-        backend = self._current_backend(idx.device)
+            out = self.vocabulary_output().index_select(0, flat)  # [N, d_model]
+        else:
+            out = self._distinct_ids_output(flat)  # [N, d_model]
+        if outside is not None:
+            out = out.masked_fill(outside[:, None], float("nan"))  # no answer for an id the table lacks
+        return out.view(*idx.shape, self.d_model)
+
+    def _distinct_ids_output(self, flat: torch.Tensor) -> torch.Tensor:
+        """[N, d_model] for ids flat [N] inside the table: the LSTM once per distinct id."""
+        backend = self._current_backend(flat.device)
         if backend is not None and backend.takes_padded_ids:
             # No host read: the distinct ids then padding, at most V rows.
             ids, inverse = distinct_ids_padded(flat)  # [N], [N]
@@ -142,8 +150,7 @@ class CharEmbedding(nn.Module):
             ids, inverse = torch.unique(flat, return_inverse=True)  # [U], [N]
         # index_select, not [inverse]: its backward (index_add) is deterministic on CPU, the
         # backward of advanced indexing (index_put with accumulate) is not.
-        out = self.proj(self._char_lstm(ids, backend)).index_select(0, inverse)  # [N, d_model]
-        return out.view(*idx.shape, self.d_model)
+        return self.proj(self._char_lstm(ids, backend)).index_select(0, inverse)
 
     # ------------------------------------------------------------ torch.compile support
     def refresh_compile_state(self) -> None:
@@ -170,8 +177,10 @@ class CharEmbedding(nn.Module):
             self._backend = None
 
     def __setattr__(self, name, value):
+        if name == "table" and not isinstance(value, TokenCharTable):
+            raise TypeError(f"CharEmbedding: table must be a TokenCharTable, got {type(value).__name__}")
         super().__setattr__(name, value)
-        if name == "lstm" and "_lstm_weights" in self.__dict__:  # a new LSTM after __init__
+        if name in ("lstm", "table") and "_lstm_weights" in self.__dict__:  # a new LSTM or table after __init__
             self.refresh_compile_state()
 
     def _apply(self, fn, recurse=True):
@@ -189,11 +198,13 @@ class CharEmbedding(nn.Module):
         )
 
     def _cache_is_current(self) -> bool:
-        # Compared by value: fused optimizers (e.g. AdamW(fused=True)) update parameters
-        # without bumping their version counters, so no cheaper key is reliable.
+        # Parameters are compared by value: fused optimizers (e.g. AdamW(fused=True)) update
+        # them without bumping their version counters, so no cheaper key is reliable. The
+        # table is another input of the function: the same object, with the same contents.
         params = list(self.parameters())
         return (
             self._cache is not None
+            and self._cache_table == (self.table, self.table.version)
             and len(params) == len(self._cache_params)
             and all(
                 p.shape == q.shape and p.dtype == q.dtype and p.device == q.device and torch.equal(p, q)
@@ -209,19 +220,22 @@ class CharEmbedding(nn.Module):
             self._cache = None  # free the stale table before building the new one
             self._cache = self._compute_vocabulary_output()
             self._cache_params = [p.detach().clone() for p in self.parameters()]
+            self._cache_table = (self.table, self.table.version)
         return self._cache
 
     def _compute_vocabulary_output(self) -> torch.Tensor:
         device = self.proj.weight.device
         by_length = torch.argsort(self.table.lengths, stable=True)  # [V]: similar lengths share a chunk
         out = torch.empty(self.table.vocab_size, self.d_model, device=device, dtype=self.proj.weight.dtype)
+        backend = self._current_backend(device)
         for chunk in by_length.split(_CACHE_CHUNK):
             ids = chunk.sort().values.to(device)  # ascending, as torch.unique returns them
-            out[ids] = self.proj(self.token_states(ids)).to(out.dtype)  # autocast may give 16 bits
+            out[ids] = self.proj(self._char_lstm(ids, backend)).to(out.dtype)  # autocast may give 16 bits
         return out
 
     # ------------------------------------------------------------ checks
     def _check_modules(self) -> None:
+        self.table.version  # noqa: B018 - refuses a table made inconsistent since it was built
         lstm = self.lstm
         if self.char_emb.num_embeddings != self.table.n_chars:
             raise ValueError(
@@ -248,9 +262,14 @@ class CharEmbedding(nn.Module):
         if idx.device != device:
             raise ValueError(f"CharEmbedding: idx is on {idx.device} but the module's parameters are on {device}")
 
-    def _check_ids_in_range(self, ids: torch.Tensor) -> None:
-        if not self.check_ids or torch.compiler.is_compiling() or ids.numel() == 0:  # a trace cannot read values
-            return
+    def _ids_outside_table(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """None when every id of ids [N] was read back and found in the table (check_ids, in
+        eager mode: a ValueError names an id outside it); else the mask [N] of ids outside
+        [0, V), whose rows the forward fills with NaN, computed without a read."""
+        if not self.check_ids or torch.compiler.is_compiling():  # a trace cannot read values
+            return (ids < 0) | (ids >= self.table.vocab_size)
+        if ids.numel() == 0:
+            return None
         low, high = torch.stack(torch.aminmax(ids)).tolist()  # one device->host read
         if low < 0 or high >= self.table.vocab_size:
             bad = low if low < 0 else high
@@ -258,6 +277,7 @@ class CharEmbedding(nn.Module):
                 f"CharEmbedding: token id {bad} is out of range [0, {self.table.vocab_size}) "
                 f"of table {self.table.name!r}"
             )
+        return None
 
 
 def _refresh_after_load(module: CharEmbedding, incompatible_keys) -> None:

@@ -46,46 +46,74 @@ class TokenCharTable:
     """
 
     def __init__(self, chars, lengths, n_chars: int, name: str = "custom"):
-        chars = _as_tensor(chars, "chars", "[vocab, max_len] of char ids")
-        lengths = _as_tensor(lengths, "lengths", "[vocab] of token lengths")
         if not isinstance(n_chars, int) or isinstance(n_chars, bool) or n_chars < 1:
             raise ValueError(f"TokenCharTable: n_chars must be a positive int, got {n_chars!r}")
-        if chars.dim() != 2:
-            raise ValueError(f"TokenCharTable: chars must be 2-D [vocab, max_len], got shape {tuple(chars.shape)}")
-        if chars.dtype.is_floating_point or chars.dtype.is_complex or chars.dtype == torch.bool:
-            raise TypeError(f"TokenCharTable: chars must be an integer tensor, got {chars.dtype}")
-        if lengths.dim() != 1 or lengths.shape[0] != chars.shape[0]:
-            raise ValueError(
-                f"TokenCharTable: lengths must be 1-D with one entry per token ({chars.shape[0]}), "
-                f"got shape {tuple(lengths.shape)}"
-            )
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-            raise TypeError(f"TokenCharTable: lengths must be an integer tensor, got {lengths.dtype}")
-        if chars.shape[0] == 0:
-            raise ValueError("TokenCharTable: the table needs at least one token")
-        chars, lengths = chars.cpu(), lengths.cpu().long()
-        max_len = chars.shape[1]
-        if lengths.min() < 0 or lengths.max() > max_len:
-            bad = int(((lengths < 0) | (lengths > max_len)).nonzero()[0])
-            raise ValueError(
-                f"TokenCharTable: lengths must lie in [0, {max_len}] (the width of chars); "
-                f"token {bad} has length {int(lengths[bad])}"
-            )
+        chars, lengths = _integer_tensor(chars, "chars", 2), _integer_tensor(lengths, "lengths", 1)
+        _check_consistent(chars, lengths.long(), n_chars, past_ends_checked=False)
         # Canonical form: zeros past each token's end, smallest dtype that holds n_chars.
-        chars = chars.masked_fill(torch.arange(max_len) >= lengths[:, None], 0)  # [V, Lmax]
-        low, high = (int(chars.min()), int(chars.max())) if chars.numel() else (0, 0)
-        if low < 0 or high >= n_chars:
-            raise ValueError(f"TokenCharTable: char ids must lie in [0, {n_chars}) (n_chars); found {low}..{high}")
-        self.chars = chars.to(_char_dtype(n_chars)).contiguous()  # [V, Lmax]
-        self.lengths = lengths.to(torch.int32).contiguous()  # [V]
+        lengths = lengths.long()
+        chars = chars.masked_fill(torch.arange(chars.shape[1]) >= lengths[:, None], 0)  # [V, Lmax]
+        self._chars = chars.to(_char_dtype(n_chars)).contiguous()  # [V, Lmax]
+        self._lengths = lengths.to(torch.int32).contiguous()  # [V]
         self.n_chars = n_chars
         self.name = name
+        self._version = 0
+        self._derive()
+
+    # ------------------------------------------------------------ contents and their version
+    # Everything derived from chars and lengths (the step bound of most_chars, device copies,
+    # backends' precomputations such as the cpp trie, a CharEmbedding's inference cache) is
+    # tied to `version`. Assigning chars or lengths, or editing them in place (which bumps
+    # a tensor's _version), makes the next use check the table again and rebuild what was
+    # derived from it, or refuse an inconsistent table before any kernel reads it.
+    @property
+    def chars(self) -> torch.Tensor:
+        """[V, Lmax] char ids (a CPU tensor)."""
+        return self._chars
+
+    @chars.setter
+    def chars(self, value) -> None:
+        self._chars = _integer_tensor(value, "chars", 2).contiguous()
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """[V] token lengths (a CPU tensor)."""
+        return self._lengths
+
+    @lengths.setter
+    def lengths(self, value) -> None:
+        self._lengths = _integer_tensor(value, "lengths", 1).contiguous()
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever chars or lengths change (by assignment or an
+        in-place edit). Reading it checks a changed table again: a ValueError names what is
+        inconsistent. Not read under torch.compile (a trace cannot see tensor versions)."""
+        if not torch.compiler.is_compiling() and self._contents_key() != self._derived_from:
+            _check_consistent(self._chars, self._lengths.long(), self.n_chars, past_ends_checked=True, name=self.name)
+            self._version += 1
+            self._derive()
+        return self._version
+
+    def _contents_key(self) -> tuple[int, int, int, int]:
+        chars, lengths = self._chars, self._lengths
+        return (id(chars), chars._version, id(lengths), lengths._version)
+
+    def _derive(self) -> None:
+        """(Re)compute what depends on chars and lengths; called with a consistent table."""
         # [V] the sum of the k + 1 longest lengths, for most_chars (host ints: no tensor read per call)
-        self._longest_first_totals = torch.cumsum(self.lengths.sort(descending=True).values.long(), 0).tolist()
+        self._longest_first_totals = torch.cumsum(self._lengths.long().sort(descending=True).values, 0).tolist()
         self._device_copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-        # Backends' precomputations for this table (e.g. the cpp vocabulary trie), kept here
-        # so they live as long as the table and a compiled graph can read them.
-        self.backend_state: dict[str, object] = {}
+        self._backend_state: dict[str, object] = {}
+        self._derived_from = self._contents_key()
+
+    @property
+    def backend_state(self) -> dict[str, object]:
+        """Backends' precomputations for this table's current contents (e.g. the cpp
+        vocabulary trie), kept here so they live as long as the table and a compiled graph
+        can read them; emptied whenever the contents change."""
+        self.version  # noqa: B018 - checks the contents, clearing this dict if they changed
+        return self._backend_state
 
     @property
     def vocab_size(self) -> int:
@@ -98,12 +126,14 @@ class TokenCharTable:
     def most_chars(self, n_tokens: int) -> int:
         """The most characters any n_tokens distinct tokens of this table have in total (the
         sum of the n_tokens longest): a bound a batch's packed LSTM steps never exceed."""
+        self.version  # noqa: B018 - a changed table recomputes the totals
         n = min(n_tokens, self.vocab_size)
         return self._longest_first_totals[n - 1] if n > 0 else 0
 
     def on(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """(chars, lengths) on `device`, copied once and then reused."""
         device = torch.device(device)
+        self.version  # noqa: B018 - a changed table drops its stale device copies
         if device.type != "cpu" and device.index is None:
             device = torch.device(device.type, torch.empty(0, device=device).device.index)
         if device.type == "cpu":
@@ -185,13 +215,50 @@ def _read_cached_chars(path: Path, key: str, lengths: np.ndarray) -> np.ndarray 
     return chars if fits else None
 
 
-def _as_tensor(values, arg: str, what: str) -> torch.Tensor:
+_WHAT = {"chars": "[vocab, max_len] of char ids", "lengths": "[vocab] of token lengths"}
+
+
+def _integer_tensor(values, arg: str, dims: int) -> torch.Tensor:
+    """`values` as an integer CPU tensor of `dims` dimensions; a clear error naming `arg` if not."""
     try:
-        return torch.as_tensor(values)
+        tensor = torch.as_tensor(values)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(
-            f"TokenCharTable: {arg} must be an integer tensor or array {what}, got {type(values).__name__} ({err})"
+            f"TokenCharTable: {arg} must be an integer tensor or array {_WHAT[arg]}, "
+            f"got {type(values).__name__} ({err})"
         ) from err
+    if tensor.dim() != dims:
+        raise ValueError(f"TokenCharTable: {arg} must be {dims}-D {_WHAT[arg]}, got shape {tuple(tensor.shape)}")
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise TypeError(f"TokenCharTable: {arg} must be an integer tensor, got {tensor.dtype}")
+    return tensor.cpu()
+
+
+def _check_consistent(
+    chars: torch.Tensor, lengths: torch.Tensor, n_chars: int, past_ends_checked: bool, name: str | None = None
+) -> None:
+    """A ValueError naming the problem unless chars [V, W] and lengths [V] form a table:
+    at least one token, one length per token, each in [0, W], char ids in [0, n_chars)
+    (within each token; everywhere when past_ends_checked, as kernels may read the padding)."""
+    where = "TokenCharTable" if name is None else f"TokenCharTable {name!r} (changed since it was built)"
+    if lengths.shape[0] != chars.shape[0]:
+        raise ValueError(
+            f"{where}: lengths must be 1-D with one entry per token ({chars.shape[0]}), "
+            f"got shape {tuple(lengths.shape)}"
+        )
+    if chars.shape[0] == 0:
+        raise ValueError(f"{where}: the table needs at least one token")
+    max_len = chars.shape[1]
+    if lengths.min() < 0 or lengths.max() > max_len:
+        bad = int(((lengths < 0) | (lengths > max_len)).nonzero()[0])
+        raise ValueError(
+            f"{where}: lengths must lie in [0, {max_len}] (the width of chars); "
+            f"token {bad} has length {int(lengths[bad])}"
+        )
+    checked = chars if past_ends_checked else chars.masked_fill(torch.arange(max_len) >= lengths[:, None], 0)
+    low, high = (int(checked.min()), int(checked.max())) if checked.numel() else (0, 0)
+    if low < 0 or high >= n_chars:
+        raise ValueError(f"{where}: char ids must lie in [0, {n_chars}) (n_chars); found {low}..{high}")
 
 
 def _check_is_tiktoken_encoding(encoding) -> None:

@@ -233,6 +233,12 @@ void trie_backward(const BatchTrie& trie, const at::Tensor& grad_h, const at::Te
   for (int64_t k = 0; k < n; ++k) add_row(dG + trie.chars[k] * H4, dg + k * H4, H4);
 }
 
+// The ops compute in their inputs' dtype: the GEMMs inside must not be recast by an
+// autocast region around the call (CPU bfloat16 autocast would turn them to bfloat16).
+struct NoAutocast {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
+};
+
 void check_weights(const at::Tensor& gate_table, const at::Tensor& weight_hh, const char* op) {
   TORCH_CHECK(gate_table.scalar_type() == at::kFloat || gate_table.scalar_type() == at::kDouble, op,
               ": gate_table must be float32 or float64 (the Python wrapper computes float16/bfloat16 in float32), got ",
@@ -252,6 +258,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> trie_lstm_forward(const at::Tenso
                                                                  const at::Tensor& trie_nodes,
                                                                  const at::Tensor& token_node, const at::Tensor& ids) {
   constexpr const char* op = "charfast::trie_lstm_forward";
+  const NoAutocast no_autocast;
   check_weights(gate_table, weight_hh, op);
   const BatchTrie trie = select_batch_trie(trie_nodes, token_node, ids, gate_table.size(0), op);
   const at::Tensor G = gate_table.contiguous(), W = weight_hh.contiguous();
@@ -269,6 +276,7 @@ std::tuple<at::Tensor, at::Tensor> trie_lstm_backward(const at::Tensor& grad_h, 
                                                       const at::Tensor& trie_nodes, const at::Tensor& token_node,
                                                       const at::Tensor& ids, int64_t n_chars) {
   constexpr const char* op = "charfast::trie_lstm_backward";
+  const NoAutocast no_autocast;
   TORCH_CHECK(n_chars >= 1, op, ": n_chars must be >= 1, got ", text(n_chars));
   const BatchTrie trie = select_batch_trie(trie_nodes, token_node, ids, n_chars, op);
   const at::Tensor W = weight_hh.contiguous();

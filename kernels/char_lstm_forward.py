@@ -47,6 +47,7 @@ def char_lstm_forward_kernel(
     U,
     H,
     table_width,
+    n_chars,  # C: rows of gate_table
     BLOCK_U: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -83,6 +84,8 @@ def char_lstm_forward_kernel(
         # row's char is masked. A mask here broke Triton 3.6's sm_90 compile at BLOCK_U >= 32
         # ("'tt.load' op failed to verify that mask type matches ptr type").
         chars = tl.load(table_chars + tokens * table_width + t).to(tl.int64)  # [BU]
+        # The table is data: whatever it holds, the gate rows read stay inside gate_table.
+        chars = tl.minimum(tl.maximum(chars, 0), n_chars - 1)
         slot = first_slot + t  # [BU]
         tl.store(step_chars + slot, chars.to(tl.int32), mask=active)
         for j0 in range(0, H, BLOCK_H):
@@ -169,6 +172,7 @@ def launch_char_lstm_forward(
             n_rows,
             hidden,
             table_chars.shape[1],
+            gate_table.shape[0],
             BLOCK_U=blocks.rows,
             BLOCK_H=blocks.hidden,
             BLOCK_K=blocks.reduction,

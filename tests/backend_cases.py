@@ -135,3 +135,17 @@ def assert_within_lstm_error_budget(
             f"{name} {what} in {dtype}: max error {err:.3e} > budget {budget:.3e} "
             f"(nn.LSTM's error {lstm_err:.3e}, scale {scale:.3e})"
         )
+
+
+def torch_lstm_autocast_failure(device: str, dtype: torch.dtype) -> str | None:
+    """None when torch.nn.LSTM runs forward and backward under autocast(dtype) on `device`,
+    else its error's first line. (oneDNN, torch's CPU LSTM, has no bfloat16 LSTM on a CPU
+    without AVX-512: "could not create a primitive descriptor".)"""
+    lstm = torch.nn.LSTM(8, 8, batch_first=True).to(device)
+    try:
+        with torch.autocast(device, dtype=dtype):
+            out = lstm(torch.randn(2, 3, 8, device=device))[0]
+        out.float().sum().backward()
+    except RuntimeError as err:
+        return str(err).splitlines()[0]
+    return None

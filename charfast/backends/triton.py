@@ -112,21 +112,27 @@ def char_lstm_forward_op(
             "Triton (its interpreter multiplies the bit patterns of bfloat16 tl.dot operands, "
             "triton-lang/triton#11584); use float16 or float32 there, or a GPU"
         )
-    vocab = table_lengths.shape[0]
+    vocab, width = table_chars.shape
     in_table = (ids >= 0) & (ids < vocab)  # [U]
-    outside = ~in_table & (ids != PAD_ID)  # [U] ids no table row answers for
-    # Pads and ids outside the table run no step; the clamp keeps every read of the table,
-    # here and in the kernel, in bounds.
+    # Pads and ids outside the table run no step; the clamps keep every read of the table,
+    # here and in the kernel, in bounds whatever the table holds.
     table_ids = ids.clamp(0, vocab - 1)  # [U]
-    lengths = table_lengths[table_ids].long().masked_fill_(~in_table, 0)  # [U]
-    step_count = lengths.sum(0, keepdim=True)  # [1] read by the kernels, never by the host
+    lengths = table_lengths[table_ids].long().clamp_(0, width).masked_fill_(~in_table, 0)  # [U]
     order = torch.argsort(lengths, descending=True, stable=True)  # [U] longest first
     sorted_lengths = lengths[order]  # [U]
-    offsets = torch.cumsum(sorted_lengths, 0) - sorted_lengths  # [U] exclusive prefix sum
+    ends = torch.cumsum(sorted_lengths, 0)  # [U]
+    offsets = ends - sorted_lengths  # [U] exclusive prefix sum
+    # Rows past the step capacity (a table changed since the caller sized it) run no step:
+    # the kernels never write outside their buffers. They are a suffix, so offsets hold.
+    fits = ends <= step_capacity  # [U]
+    sorted_lengths.masked_fill_(~fits, 0)
+    step_count = sorted_lengths.sum(0, keepdim=True)  # [1] read by the kernels, never by the host
     h, h_prev, c_prev, step_chars = launch_char_lstm_forward(
         gate_table, weight_hh, table_chars, table_ids[order], sorted_lengths, offsets, order, step_capacity
     )
-    h.masked_fill_(outside[:, None], float("nan"))  # no silent answer for an id the table lacks
+    # No silent answer for an id the table lacks, nor for a row that did not fit.
+    overflowed = torch.zeros_like(in_table).scatter_(0, order, ~fits)  # [U] in output order
+    h.masked_fill_(((~in_table & (ids != PAD_ID)) | overflowed)[:, None], float("nan"))
     outputs = ForwardOutputs(h, h_prev, c_prev, step_chars, sorted_lengths, offsets, order, step_count)
     return tuple(outputs)
 

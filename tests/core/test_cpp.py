@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from backend_cases import ODD_CASES, assert_matches_reference, assert_within_lstm_error_budget, random_table
+from backend_cases import (
+    ODD_CASES,
+    assert_matches_reference,
+    assert_within_lstm_error_budget,
+    outputs_and_grads,
+    random_table,
+)
 
-from charfast import TokenCharTable
+from charfast import CharEmbedding, TokenCharTable
 from charfast.backends import cpp, resolve_backend
 from charfast.backends.cpp_build import compiler_missing_reason
 from charfast.backends.reference import char_lstm_reference
@@ -101,6 +107,34 @@ def test_matches_reference_on_real_text(cl100k, cl100k_table):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
 def test_16_bit_errs_no_more_than_torch_lstm(dtype):
     assert_within_lstm_error_budget("cpp", ODD_CASES[1], dtype, device="cpu")
+
+
+def test_runs_under_cpu_bfloat16_autocast_as_the_reference_does():
+    """Under torch.autocast("cpu", bfloat16) (a normal way to train) the cpp backend errs, in
+    the output and every gradient, at most 2x what the reference errs under the same
+    autocast, plus one bfloat16 rounding: both against float64."""
+    table = random_table(30, 7, 11)
+    idx = torch.randint(0, 30, (3, 17), generator=torch.Generator().manual_seed(5))
+    weight = torch.randn(3, 17, 16, dtype=torch.float64)
+    exact = CharEmbedding(table, 16, char_dim=8, hidden=24, backend="reference").double()
+    out_exact, grads_exact = outputs_and_grads(exact, idx, weight)
+    errors = {}
+    for backend in ("cpp", "reference"):
+        module = CharEmbedding(table, 16, char_dim=8, hidden=24, backend=backend)
+        module.load_state_dict(exact.state_dict())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, grads = outputs_and_grads(module, idx, weight.float())
+        assert out.dtype == torch.bfloat16
+        errors[backend] = {"output": (out.double() - out_exact).abs().max().item()}
+        errors[backend].update({n: (g.double() - grads_exact[n]).abs().max().item() for n, g in grads.items()})
+    scale = {"output": out_exact.abs().max().item(), **{n: g.abs().max().item() for n, g in grads_exact.items()}}
+    eps = torch.finfo(torch.bfloat16).eps
+    over = {
+        name: f"{err:.2e} > {2 * errors['reference'][name] + eps * scale[name]:.2e}"
+        for name, err in errors["cpp"].items()
+        if err > 2 * errors["reference"][name] + eps * scale[name]
+    }
+    assert not over, f"cpp under bfloat16 autocast errs more than the reference: {over}"
 
 
 def test_half_precision_computes_in_fp32_like_the_reference():

@@ -212,6 +212,31 @@ def test_ids_outside_the_table_give_nan_rows_and_run_no_step(device, bad_id):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_the_op_stays_in_its_buffers_whatever_the_table_holds(device):
+    """The kernels never trust the table: lengths past its width, char ids outside the gate
+    table and more steps than the capacity the caller sized (a table edited after a
+    compiled graph fixed its step bound) stay in bounds; the rows that cannot be answered
+    are NaN, the others right."""
+    table, gate_table, weight_hh, chars, lengths, ids = _op_inputs(device)
+    total = int(lengths[ids].sum())
+    h = triton_backend.ForwardOutputs(
+        *triton_backend.char_lstm_forward_op(gate_table, weight_hh, chars, lengths, ids, total)
+    ).h
+    short = triton_backend.ForwardOutputs(
+        *triton_backend.char_lstm_forward_op(gate_table, weight_hh, chars, lengths, ids, total // 2)
+    )
+    lost = short.h.isnan().all(1)
+    assert lost.any() and not lost.all()
+    torch.testing.assert_close(short.h[~lost], h[~lost], rtol=0, atol=0)
+    assert int(short.step_count) <= total // 2
+    torch.autograd.grad(short.h[~lost].sum(), (gate_table, weight_hh))  # the backward stays in bounds too
+    hostile_lengths = lengths.clone().fill_(chars.shape[1] + 50)
+    hostile_chars = chars.to(torch.int32).fill_(10**6)
+    out = triton_backend.char_lstm_forward_op(gate_table, weight_hh, hostile_chars, hostile_lengths, ids, 10**4)
+    assert torch.isfinite(out[0]).all()  # every length clamped to the width, every char to the gate table
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 def test_padding_rows_are_zero_and_change_nothing(device):
     """PAD_ID rows (what CharEmbedding pads the distinct ids with) give h = 0, and the other
     rows and every gradient equal those of the ids alone."""
@@ -324,7 +349,7 @@ for dtype, name, tiles in configs:
     consts = dict(BLOCK_U=tiles.rows, BLOCK_H=tiles.hidden, BLOCK_K=tiles.reduction, DOT_PRECISION=dot_precision(dtype))
     forward = dict(gate_table="*" + name, weight_hh="*" + name, table_chars="*u8", sorted_ids="*i64",
                    sorted_lengths="*i64", offsets="*i64", order="*i64", h_out="*" + name, h_prev="*" + name,
-                   c_prev="*fp32", step_chars="*i32", U="i32", H="i32", table_width="i32")
+                   c_prev="*fp32", step_chars="*i32", U="i32", H="i32", table_width="i32", n_chars="i32")
     backward = dict(gates="*fp32", c_prev="*fp32", weight_hh="*" + name, grad_h="*" + name,
                     sorted_lengths="*i64", offsets="*i64", order="*i64", dh_carry="*fp32", dc_carry="*fp32",
                     U="i32", H="i32")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from charfast.backends import Backend, resolve_backend
-from charfast.char_lstm import token_states
+from charfast.char_lstm_op import token_states
 from charfast.distinct import distinct_ids_padded
 from charfast.table import TokenCharTable
 

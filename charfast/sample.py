@@ -1,11 +1,6 @@
 """`python -m charfast.sample`: text from a charfast.train checkpoint (charfast.gpt.sample)."""
 
-import sys
-
 if __name__ == "__main__":
-    from charfast.extras import exit_if_missing
+    from charfast.entry_point import run_entry_point
 
-    exit_if_missing("train", "python -m charfast.sample")
-    from charfast.gpt.sample import main
-
-    sys.exit(main())
+    run_entry_point("charfast.sample", "train", "charfast.gpt.sample")

@@ -1,11 +1,6 @@
 """`python -m charfast.train`: the GPT training CLI (charfast.gpt.train)."""
 
-import sys
-
 if __name__ == "__main__":
-    from charfast.extras import exit_if_missing
+    from charfast.entry_point import run_entry_point
 
-    exit_if_missing("train", "python -m charfast.train")
-    from charfast.gpt.train import main
-
-    sys.exit(main())
+    run_entry_point("charfast.train", "train", "charfast.gpt.train")

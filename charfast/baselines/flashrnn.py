@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from charfast.baselines.packed_lstm import distinct_padded_chars, last_char_states
-from charfast.char_lstm import gate_table
+from charfast.char_lstm_op import gate_table
 
 FLASHRNN_BACKENDS = ("cuda_fused", "triton_fused", "vanilla")
 

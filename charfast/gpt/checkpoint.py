@@ -82,7 +82,84 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
+    check_entries(state, path)
     return state
+
+
+def check_entries(state: dict, path: str | os.PathLike) -> None:
+    """A CheckpointError naming the file and the entry when an entry lacks the form that the
+    readers (training's resume, sampling, the study) rely on; checked once, on loading."""
+
+    def need(ok: bool, entry: str, expected: str, value) -> None:
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 60 else f"{type(value).__name__} {repr(value)[:60]}..."
+            raise CheckpointError(f"checkpoint {path}: its {entry!r} entry must be {expected}, got {shown}")
+
+    need(_is_int(state["step"], minimum=0), "step", "an int >= 0", state["step"])
+    for entry in ("config", "tokenizer", "model", "optimizer", "scheduler", "data"):
+        need(isinstance(state[entry], dict), entry, "a dict", state[entry])
+    tokenizer, optimizer, scheduler, data = (state[k] for k in ("tokenizer", "optimizer", "scheduler", "data"))
+    need(
+        isinstance(tokenizer.get("name"), str) and _is_int(tokenizer.get("n_vocab"), minimum=1),
+        "tokenizer",
+        "a dict with a name and an n_vocab",
+        tokenizer,
+    )
+    need(
+        all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()),
+        "model",
+        "a state dict of tensors",
+        state["model"],
+    )
+    need(
+        isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list),
+        "optimizer",
+        "an optimizer's state dict (state, param_groups)",
+        optimizer,
+    )
+    need(
+        _is_int(scheduler.get("last_epoch"), minimum=0) and isinstance(scheduler.get("base_lrs"), list),
+        "scheduler",
+        "a scheduler's state dict (last_epoch, base_lrs)",
+        scheduler,
+    )
+    need(_is_int(data.get("position"), minimum=0) and _is_int(data.get("seed")), "data", "a sampler state", data)
+    rng = state["rng"]
+    need(
+        isinstance(rng, list) and rng and all(_is_rng_state(r) for r in rng),
+        "rng",
+        "a list of every process's random states (as rng_state() gives)",
+        rng,
+    )
+
+
+def _is_int(value, minimum: int | None = None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and (minimum is None or value >= minimum)
+
+
+def _is_rng_state(state) -> bool:
+    """Whether `state` has the form rng_state() gives, so set_rng_state can take it."""
+    if not isinstance(state, dict) or not isinstance(state.get("torch"), torch.Tensor):
+        return False
+    numpy_state, python_state = state.get("numpy"), state.get("python")
+    return (
+        state["torch"].dtype == torch.uint8
+        and isinstance(state.get("cuda"), list)
+        and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in state["cuda"])
+        and isinstance(numpy_state, dict)
+        and isinstance(numpy_state.get("name"), str)
+        and isinstance(numpy_state.get("keys"), torch.Tensor)
+        and numpy_state["keys"].shape == (624,)
+        and _is_int(numpy_state.get("pos"))
+        and _is_int(numpy_state.get("has_gauss"))
+        and isinstance(numpy_state.get("gauss"), float)
+        and isinstance(python_state, dict)
+        and _is_int(python_state.get("version"))
+        and isinstance(python_state.get("internal"), list)
+        and len(python_state["internal"]) == 625
+        and all(_is_int(v) for v in python_state["internal"])
+        and (python_state.get("gauss") is None or isinstance(python_state.get("gauss"), float))
+    )
 
 
 def check_compatible(state: dict, config: dict, tokenizer: dict, path: str | os.PathLike = "checkpoint") -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from charfast.backends import backend_names, why_unavailable
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
 from charfast.gpt.distributed import resolve_device
-from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, CHAR_ARCHS, GPT, GPTConfig
+from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, CHAR_ARCHS, GPT, GPTConfig, flash_attn_unavailable_reason
 from charfast.gpt.tokenizer import check_tokenizer_name
 from charfast.table import TokenCharTable
 
@@ -153,17 +153,7 @@ def checkpoint_path(config: TrainConfig) -> Path:
 def resolve_config(argv: list[str] | None = None) -> ResolvedConfig:
     """The run's settings from the command line `argv`, by the precedence above, checked;
     on --resume with its checkpoint loaded."""
-    args = vars(build_parser().parse_args(argv))
-    values = dataclasses.asdict(TrainConfig())
-    values.update(PRESETS[args.pop("preset", "cpu")])
-    asked = set()  # the settings the user gave: on --resume they must agree with the checkpoint
-    if "config" in args:
-        from_file = _read_config_file(args.pop("config"))
-        values.update(from_file)
-        asked |= set(from_file)
-    values.update(args)
-    asked |= set(args)
-    config = TrainConfig(**values)
+    config, asked = settings_from_flags(argv)
     path = checkpoint_path(config)
     if not config.resume:
         if path.exists():  # never overwrite a finished run's checkpoint
@@ -184,6 +174,27 @@ def resolve_config(argv: list[str] | None = None) -> ResolvedConfig:
             f"--resume continues {path} with its own settings; these flags disagree with it: {', '.join(conflicts)}"
         )
     return ResolvedConfig(validate_config(dataclasses.replace(config, **saved)), checkpoint=state)
+
+
+def settings_from_flags(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:
+    """(the settings `argv` gives by the precedence above, before any checkpoint is read; the
+    names of the settings the user gave, by flag or --config file)."""
+    args = vars(build_parser().parse_args(argv))
+    values = dataclasses.asdict(TrainConfig())
+    values.update(PRESETS[args.pop("preset", "cpu")])
+    asked = set()  # the settings the user gave: on --resume they must agree with the checkpoint
+    if "config" in args:
+        from_file = _read_config_file(args.pop("config"))
+        values.update(from_file)
+        asked |= set(from_file)
+    values.update(args)
+    asked |= set(args)
+    return TrainConfig(**values), asked
+
+
+def computed_settings(config: TrainConfig) -> dict:
+    """The settings that decide what a run computes (all but RUN_CONTROL)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_CONTROL}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,6 +327,8 @@ def validate_config(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"--compile must be auto, on or off, got {c.compile!r}")
     if c.data is not None and not Path(c.data).exists():
         raise ValueError(f"--data: {c.data} does not exist")
+    if not c.out_dir.strip():
+        raise ValueError(f"--out-dir must name a folder, got {c.out_dir!r}")
     try:
         c.sample_prompt.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -328,6 +341,9 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     device = resolve_device(c.device)
     if c.arch in CHAR_ARCHS:
         _check_char_backend(c.char_backend, device)
+    reason = flash_attn_unavailable_reason(device) if c.attention == "flash-attn" else None
+    if reason is not None:
+        raise ValueError(f"--attention flash-attn cannot run here: {reason}; use --attention auto or sdpa")
     return config
 
 

@@ -39,15 +39,30 @@ def load_documents(path: str | os.PathLike | None = None) -> list[tuple[str, str
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
         if not files:
             raise ValueError(f"--data: no text files ({', '.join(TEXT_SUFFIXES)}) under folder {path}")
-        return [(str(f.relative_to(path)), f.read_text(encoding="utf-8", errors="replace")) for f in files]
+        return [(str(f.relative_to(path)), read_text_file(f)) for f in files]
     if path.is_file():
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        lines = read_text_file(path).splitlines(keepends=True)
         per_chunk = max(1, -(-len(lines) // CHUNKS_PER_FILE))
         return [
             (f"{path.name}:{i // per_chunk}", "".join(lines[i : i + per_chunk]))
             for i in range(0, len(lines), per_chunk)
         ]
     raise ValueError(f"--data: {path} is neither a text file nor a folder")
+
+
+def read_text_file(path: Path) -> str:
+    """The UTF-8 text of `path`, line ends made \\n (as Python's text mode reads them); a
+    ValueError naming the file and the first byte that is not UTF-8, never a silent
+    replacement (a model would train on U+FFFD)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"--data: {path} is not UTF-8 text: byte 0x{data[err.start]:02x} at offset {err.start} cannot be "
+            "decoded (convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def split_documents(

@@ -3,7 +3,7 @@
 2    a user mistake (a ValueError or CheckpointError naming the flag or file)
 1    an environment fault (an OSError: the path and what the OS said) or a run that
      failed for a reason its message states (RunFailed, e.g. a diverged loss)
-128+N  stopped by signal N, after saving what there was to save
+128+N  stopped by signal N (SIGINT, SIGTERM, SIGHUP), after saving what there was to save
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from charfast.entry_point import Stopped, signal_name, stop_signum
 from charfast.gpt.checkpoint import CheckpointError
 
 
@@ -45,7 +46,7 @@ def run_cli(program: str, body: Callable[[], int]) -> int:
         code, message = 1, describe_os_error(err)
     except RunFailed as err:
         code, message = err.exit_code, str(err)
-    except KeyboardInterrupt:
-        code, message = 128 + signal.SIGINT, "interrupted"
+    except (Stopped, KeyboardInterrupt) as err:
+        code, message = 128 + stop_signum(err), f"stopped by {signal_name(stop_signum(err))}"
     print(f"{program}: error: {message}", file=sys.stderr)
     return code

@@ -61,7 +61,12 @@ def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -
     """A ValueError naming the argument when a sampling setting is out of range."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if not temperature >= 0 or temperature == float("inf"):  # also rejects NaN
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not temperature >= 0  # also rejects NaN
+        or temperature == float("inf")
+    ):
         raise ValueError(f"generate: temperature must be a finite number >= 0, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"generate: top_k must be a positive int or None, got {top_k!r}")
@@ -69,10 +74,14 @@ def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
     """The next id [B, 1] from the last position's logits [B, V]: the most likely one at
-    temperature 0, else drawn from softmax(logits / temperature) over the top_k most likely."""
-    if temperature == 0:
+    temperature 0 (or one too small for the logits' dtype), else drawn from
+    softmax(logits / temperature) over the top_k most likely."""
+    # A temperature the logits' dtype cannot hold (it would divide by 0) is greedy's limit.
+    if temperature < torch.finfo(logits.dtype).tiny:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
+    # Shifted so the largest is 0 first: a tiny temperature then sends the others to -inf
+    # (greedy in the limit) instead of every logit to +-inf and the softmax to NaN.
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]  # [B, 1]
         logits = logits.masked_fill(logits < kth, float("-inf"))

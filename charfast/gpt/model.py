@@ -136,15 +136,21 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y.reshape(B, T, C)))
 
     def _use_flash_attn_package(self, x: torch.Tensor) -> bool:
-        if self.attention == "sdpa" or not x.is_cuda:
-            return False
-        if flash_attn_func is None:
-            if self.attention == "flash-attn":
-                raise RuntimeError(
-                    "GPTConfig.attention='flash-attn' needs the flash-attn package: pip install flash-attn"
-                )
-            return False
-        return True
+        if self.attention == "flash-attn":
+            reason = flash_attn_unavailable_reason(x.device)
+            if reason is not None:  # asked for by name: never a silent substitute
+                raise ValueError(f"GPTConfig.attention='flash-attn' cannot run here: {reason}")
+            return True
+        return self.attention == "auto" and x.is_cuda and flash_attn_func is not None
+
+
+def flash_attn_unavailable_reason(device: torch.device) -> str | None:
+    """None when the flash-attn package can run on `device`, else why not."""
+    if device.type != "cuda":
+        return f"the flash-attn package runs on CUDA only, not {device.type}"
+    if flash_attn_func is None:
+        return "the flash-attn package is not installed (pip install flash-attn)"
+    return None
 
 
 def mixed_precision(device: torch.device):

@@ -48,9 +48,9 @@ def load_model(ckpt_path: str | Path, device: torch.device) -> tuple[GPT, object
             f"{ckpt_path}: the tokenizer rebuilt from its settings ({encoding.name}) is not the one it was "
             f"trained with ({state['tokenizer'].get('name')}); has its corpus changed?"
         )
-    # Every backend computes the same function: take the best one for this device, whatever
-    # the run was trained with (a GPU's triton checkpoint samples on a CPU too).
-    model = build_model(dataclasses.replace(config, char_backend="auto"), encoding)
+    # Every backend and attention computes the same function: take the best for this device,
+    # whatever the run was trained with (a GPU's triton checkpoint samples on a CPU too).
+    model = build_model(dataclasses.replace(config, char_backend="auto", attention="auto"), encoding)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:
@@ -86,12 +86,6 @@ def decoded_pieces(encoding, tokens: Iterator[int]) -> Iterator[str]:
         if token != eot:
             yield decoder.decode(encoding.decode_single_token_bytes(token))
     yield decoder.decode(b"", final=True)
-
-
-def sample_text(model: GPT, encoding, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None) -> str:
-    """The prompt (a document start when empty) continued by `max_new_tokens` sampled tokens,
-    decoded without <|endoftext|> separators."""
-    return prompt + "".join(stream_sample(model, encoding, prompt, max_new_tokens, temperature, top_k))
 
 
 def stream_sample(

@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from charfast.entry_point import STOP_SIGNALS, Stopped, signal_name
 from charfast.gpt.checkpoint import CheckpointError, check_compatible, rng_state, save_checkpoint, set_rng_state
-from charfast.gpt.config import RUN_CONTROL, ResolvedConfig, TrainConfig, build_model, resolve_config
+from charfast.gpt.config import ResolvedConfig, TrainConfig, build_model, computed_settings, resolve_config
 from charfast.gpt.data import TokenBatches, load_documents, split_documents, tokenize
 from charfast.gpt.distributed import (
     Distributed,
@@ -37,13 +38,13 @@ from charfast.gpt.distributed import (
     main_rank_first,
     shutdown,
 )
-from charfast.gpt.failures import RunFailed, run_cli
+from charfast.gpt.failures import Interrupted, RunFailed, run_cli
 from charfast.gpt.gpu_peaks import peak_flops
 from charfast.gpt.metrics import MetricsLog
 from charfast.gpt.model import mixed_precision
 from charfast.gpt.out_dir import claim_out_dir
 from charfast.gpt.plotting import plot_loss_curve
-from charfast.gpt.sample import sample_text
+from charfast.gpt.sample import stream_sample
 from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
 
 
@@ -61,10 +62,10 @@ def lr_multiplier(step: int, config: TrainConfig) -> float:
 
 
 class StopRequest:
-    """The first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step
-    and save; a second one acts at once. (On Ctrl-C torchrun signals its workers too.)"""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    """While active, the first stop signal (Ctrl-C's SIGINT, SIGTERM, SIGHUP) only asks the
+    run to stop: the loop finishes its step and saves. A second one stops at once (raises
+    Stopped), which leaves the last checkpoint written as it was. (On Ctrl-C torchrun
+    signals its workers too.)"""
 
     def __init__(self):
         self.signal: int | None = None  # the signal that asked to stop
@@ -75,12 +76,13 @@ class StopRequest:
         return self.signal is not None
 
     def __enter__(self):
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise Stopped(signum)
         self.signal = signum
-        signal.signal(signum, self._previous[signum])
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -177,8 +179,7 @@ class Trainer:
         self.saved_step = self.step
 
     def _restore(self, state: dict) -> None:
-        computed = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in RUN_CONTROL}
-        check_compatible(state, computed, self.tokenizer_id, self.ckpt_path)
+        check_compatible(state, computed_settings(self.config), self.tokenizer_id, self.ckpt_path)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -257,43 +258,66 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
-        stopped_by = None
         with StopRequest() as stop:
-            while self.step < c.max_steps:
-                started = time.perf_counter()
-                lr = self.optimizer.param_groups[0]["lr"]
-                train_loss = self.train_step()
-                elapsed = time.perf_counter() - started
-                record = {
-                    "step": self.step,
-                    "train_loss": train_loss,
-                    "lr": lr,
-                    "tokens_per_s": tokens_per_step / elapsed,
-                    "ms_per_step": 1000 * elapsed,
-                }
-                if peak:
-                    record["mfu"] = self.model.flops_per_token() * record["tokens_per_s"] / (peak * self.ddp.world_size)
-                if self.step % c.eval_interval == 0 or self.step == c.max_steps:
-                    record["val_loss"] = self.evaluate()
-                self._check_finite(record)
-                if self.ddp.is_main:
-                    self.metrics.append(record)
-                bar.update(1)
-                bar.set_postfix_str(_postfix(record))
-                if any_rank(stop.requested, self.ddp, self.device) and self.step < c.max_steps:
-                    stopped_by = stop.signal or signal.SIGINT  # another rank's signal: Ctrl-C reaches them all
-                    break
-                if "val_loss" in record and self.step < c.max_steps:
-                    self.save()
-        bar.close()
-        self.save()
-        if stopped_by is not None:
+            try:
+                self._train_until_done_or_stopped(stop, bar, tokens_per_step, peak)
+                bar.close()
+                self.save()  # the last step's, or the one a signal asked for
+                written = self._finish(stop) if self.ddp.is_main and not stop.requested else []
+            except Stopped as second:
+                raise Interrupted(
+                    f"stopped at once by a second {signal_name(second.signum)}; {self._kept()}", second.signum
+                ) from None
+        if stop.requested:
             if self.ddp.is_main:
-                print(f"interrupted: saved step {self.step} to {self.ckpt_path}; continue with --resume")
-            return 128 + stopped_by
-        if self.ddp.is_main:
-            self._finish()
+                print(f"interrupted by {signal_name(stop.signal)}: {self._stopped_after(written)}")
+            return 128 + stop.signal
         return 0
+
+    def _stopped_after(self, written: list[Path]) -> str:
+        """What a stop signal left, in words: the saved step, and what the finish skipped."""
+        saved = f"saved step {self.step} to {self.ckpt_path}"
+        if self.step < self.config.max_steps:
+            return f"{saved}; continue with --resume"
+        skipped = [name for name in ("loss.png", "sample.txt") if self.out_dir / name not in written]
+        skipped = [n for n in skipped if n != "sample.txt" or self.config.sample_tokens]
+        return f"training had finished; {saved}" + (f"; skipped {', '.join(skipped)}" if skipped else "")
+
+    def _train_until_done_or_stopped(self, stop: StopRequest, bar, tokens_per_step: int, peak: float | None) -> None:
+        """Steps until max_steps or a stop signal on any rank (then stop.signal is set on all)."""
+        c = self.config
+        while self.step < c.max_steps:
+            started = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss = self.train_step()
+            elapsed = time.perf_counter() - started
+            record = {
+                "step": self.step,
+                "train_loss": train_loss,
+                "lr": lr,
+                "tokens_per_s": tokens_per_step / elapsed,
+                "ms_per_step": 1000 * elapsed,
+            }
+            if peak:
+                record["mfu"] = self.model.flops_per_token() * record["tokens_per_s"] / (peak * self.ddp.world_size)
+            if self.step % c.eval_interval == 0 or self.step == c.max_steps:
+                record["val_loss"] = self.evaluate()
+            self._check_finite(record)
+            if self.ddp.is_main:
+                self.metrics.append(record)
+            bar.update(1)
+            bar.set_postfix_str(_postfix(record))
+            if any_rank(stop.requested, self.ddp, self.device) and self.step < c.max_steps:
+                stop.signal = stop.signal or signal.SIGINT  # another rank's signal: Ctrl-C reaches them all
+                return
+            if "val_loss" in record and self.step < c.max_steps:
+                self.save()
+
+    def _kept(self) -> str:
+        """What the checkpoint holds now, in words."""
+        if self.saved_step is None:
+            return "no checkpoint was written"
+        return f"{self.ckpt_path} holds step {self.saved_step}; continue with --resume"
 
     def _check_finite(self, record: dict) -> None:
         for name in ("train_loss", "val_loss"):
@@ -308,27 +332,39 @@ class Trainer:
                     f"saving it; {kept} (try a lower --lr or a smaller --grad-clip)"
                 )
 
-    def _finish(self) -> None:
-        """Rank 0, after the last step: the loss plot, a sample and a summary."""
+    def _finish(self, stop: StopRequest) -> list[Path]:
+        """Rank 0, after the last step is saved: the loss plot, a sample and a summary; a stop
+        signal meanwhile ends it early. Returns the files written."""
         records = self.metrics.records
+        written = [self.metrics.path, self.ckpt_path]
         plot_path = self.out_dir / "loss.png"
         plot_loss_curve(records, plot_path, title=f"{self.config.arch} · {self.encoding.name}")
-        written = [self.metrics.path, self.ckpt_path, plot_path]
-        if self.config.sample_tokens:
+        written.append(plot_path)
+        if self.config.sample_tokens and not stop.requested:
             if self.model.char_emb is not None:  # the weights are final now: one vocabulary pass, then lookups
                 self.model.char_emb.inference_cache = True
             c = self.config
-            sample = sample_text(self.model, self.encoding, c.sample_prompt, c.sample_tokens, c.temperature, c.top_k)
+            pieces = []
+            for piece in stream_sample(
+                self.model, self.encoding, c.sample_prompt, c.sample_tokens, c.temperature, c.top_k
+            ):
+                if stop.requested:
+                    return written
+                pieces.append(piece)
+            sample = c.sample_prompt + "".join(pieces)
             sample_path = self.out_dir / "sample.txt"
             sample_path.write_text(sample, encoding="utf-8")
             written.append(sample_path)
             print("---- sample ----\n" + sample + "\n----------------")
+        if stop.requested:
+            return written
         first, last = records[0], records[-1]
         print(
             f"train_loss {first['train_loss']:.3f} (step {first['step']}) -> {last['train_loss']:.3f} "
             f"(step {last['step']})" + (f", val_loss {last['val_loss']:.3f}" if "val_loss" in last else "")
         )
         print("wrote " + ", ".join(str(p) for p in written))
+        return written
 
 
 def restore_run(out_dir: str | Path, device: str = "auto") -> Trainer:
@@ -359,7 +395,15 @@ def main(argv: list[str] | None = None) -> int:
         holding = claim_out_dir(run.config.out_dir) if is_main_process() else contextlib.nullcontext()
         with holding:
             ddp, device = init_distributed(run.config.device)
-            return Trainer(run, ddp, device).run()
+            try:
+                trainer = Trainer(run, ddp, device)
+            except Stopped as stopped:  # while reading data or building the model: nothing to save yet
+                kept = f"{run.checkpoint_path} still holds step {run.checkpoint['step']}" if run.checkpoint else ""
+                raise Interrupted(
+                    f"stopped by {signal_name(stopped.signum)} before the first step; " + (kept or "nothing was saved"),
+                    stopped.signum,
+                ) from None
+            return trainer.run()
 
     try:
         return run_cli("charfast.train", train)

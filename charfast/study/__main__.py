@@ -1,10 +1,5 @@
 """`python -m charfast.study`: the study CLI (charfast.study.cli)."""
 
-import sys
+from charfast.entry_point import run_entry_point
 
-from charfast.extras import exit_if_missing
-
-exit_if_missing("study", "python -m charfast.study")
-from charfast.study.cli import main  # noqa: E402 - after the check, which names a missing extra
-
-sys.exit(main())
+run_entry_point("charfast.study", "study", "charfast.study.cli")

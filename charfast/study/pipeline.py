@@ -38,7 +38,7 @@ import torch
 from charfast.atomic import atomic_write
 from charfast.gpt import train
 from charfast.gpt.checkpoint import load_checkpoint
-from charfast.gpt.config import resolve_config
+from charfast.gpt.config import computed_settings, resolve_config, settings_from_flags
 from charfast.gpt.data import load_documents, split_documents
 from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import Interrupted, RunFailed
@@ -191,6 +191,8 @@ class StudyConfig:
             raise ValueError(f"--jobs must be an integer >= 1, got {self.jobs!r}")
         if self.data is not None and not Path(self.data).exists():
             raise ValueError(f"--data: {self.data} does not exist")
+        if not self.out_dir.strip():
+            raise ValueError(f"--out-dir must name a folder, got {self.out_dir!r}")
         if Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
             raise ValueError(f"--out-dir {self.out_dir} exists and is not a folder")
         resolve_device(self.device)
@@ -236,8 +238,9 @@ class Study:
         flags += ["--max-steps", str(steps), "--out-dir", str(folder), "--device", self.config.device]
         flags += ["--sample-tokens", "0", "--no-progress", *(["--data", self.config.data] if self.config.data else [])]
         if ckpt.exists():
+            self._check_same_pretraining(folder, flags)
             flags.append("--resume")
-            if resolve_config(flags).checkpoint["step"] >= steps:  # its settings are checked against the flags
+            if resolve_config(flags).checkpoint["step"] >= steps:
                 return folder
         code = train.main(flags)
         if code >= 128:
@@ -248,6 +251,19 @@ class Study:
         if reached < steps:
             raise RunFailed(f"pretraining {folder} stopped at step {reached} of {steps}")
         return folder
+
+    def _check_same_pretraining(self, folder: Path, flags: list[str]) -> None:
+        """A ValueError when the pretraining in `folder` computes something other than a fresh
+        run of `flags` would (e.g. another preset's model): it is never continued or reused."""
+        wanted = computed_settings(settings_from_flags(flags)[0])
+        saved = load_checkpoint(folder / "ckpt.pt")["config"]
+        differ = [f"{k} {saved.get(k)!r} there, {v!r} here" for k, v in wanted.items() if saved.get(k) != v]
+        if differ:
+            raise ValueError(
+                f"--out-dir {self.config.out_dir}: {folder} holds a pretraining with other settings "
+                f"({'; '.join(differ)}), e.g. from another preset; choose another --out-dir, or remove "
+                "that folder to pretrain it again"
+            )
 
     def pretrain_identity(self, folder: Path) -> dict:
         """What a stage built on a pretraining records: its step and its checkpoint's hash."""

@@ -81,6 +81,8 @@ def test_stream_yields_each_token_without_grad(model):
         (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
         (dict(temperature=float("nan")), "temperature must be a finite number >= 0"),
         (dict(temperature=float("inf")), "temperature must be a finite number >= 0"),
+        (dict(temperature="0.8"), "temperature must be a finite number >= 0, got '0.8'"),
+        (dict(temperature=True), "temperature must be a finite number >= 0"),
         (dict(top_k=0), "top_k must be a positive int or None"),
         (dict(top_k=True), "top_k must be a positive int or None"),
     ],
@@ -89,6 +91,14 @@ def test_bad_sampling_arguments(model, kwargs, message):
     arguments = dict(max_new_tokens=3, temperature=1.0, top_k=None) | kwargs
     with pytest.raises(ValueError, match=message):
         model.generate_stream(random_idx(VOCAB, (1, 4)), **arguments)  # raised at the call, not at the first token
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300, 5e-324])
+def test_a_tiny_temperature_samples_as_greedy(model, temperature):
+    prompt = random_idx(VOCAB, (2, 5))
+    for top_k in (None, 3):
+        sampled = model.generate(prompt, 8, temperature=temperature, top_k=top_k)
+        assert torch.equal(sampled, model.generate(prompt, 8, temperature=0))
 
 
 def test_cache_bounds(model):

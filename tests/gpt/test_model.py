@@ -211,6 +211,12 @@ def test_bad_inputs(table):
         GPT(tiny_config(arch="char"), char_table=random_table(VOCAB - 1, 6, N_CHARS))
 
 
+def test_flash_attn_asked_for_by_name_is_never_silently_replaced(table):
+    model = GPT(tiny_config(attention="flash-attn"), char_table=table)
+    with pytest.raises(ValueError, match="attention='flash-attn' cannot run here: .* CUDA only, not cpu"):
+        model(random_idx(VOCAB, (1, 5)))
+
+
 @pytest.mark.parametrize(
     "backend", [pytest.param("cpp", marks=pytest.mark.cpp), pytest.param("triton", marks=needs_interpreter)]
 )

@@ -1,6 +1,7 @@
 """`python -m charfast.sample`: samples from a checkpoint, streamed, reproducible by seed,
 and one clear line (exit 2, no traceback) for every bad input."""
 
+import os
 import subprocess
 import sys
 
@@ -103,6 +104,16 @@ def test_a_changed_corpus_is_caught(ckpt, tmp_path, capsys):
     assert code == 2 and out == "" and "has its corpus changed?" in err
 
 
+@pytest.mark.parametrize("entry", ["tokenizer", "config", "model", "step", "rng"])
+def test_a_checkpoint_with_a_broken_entry_names_it(ckpt, tmp_path, capsys, entry):
+    state = load_checkpoint(ckpt)
+    broken = tmp_path / "broken.pt"
+    save_checkpoint(broken, {k: v for k, v in state.items() if k != "format"} | {entry: None})
+    code, out, err = run(capsys, "--ckpt", broken)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"checkpoint {broken}: its '{entry}' entry must be" in err, err
+
+
 def _truncated(ckpt, tmp_path):
     path = tmp_path / "truncated.pt"
     path.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
@@ -160,3 +171,22 @@ def test_cli_runs_as_a_module_without_a_traceback(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "no checkpoint at" in result.stderr
+
+
+def test_a_tiny_temperature_samples_as_greedy(ckpt, capsys):
+    flags = ["--ckpt", ckpt, "--prompt", "KING:", "--max-new-tokens", 8]
+    code, out, err = run(capsys, *flags, "--temperature", "1e-40")
+    assert code == 0 and err == ""
+    assert out == run(capsys, *flags, "--temperature", "0")[1]
+
+
+def test_text_the_terminal_cannot_encode_is_replaced(ckpt):
+    """An ASCII-only stdout (PYTHONIOENCODING=ascii) gets '?' for what it cannot hold: the
+    command still succeeds."""
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "CUDA_VISIBLE_DEVICES": ""}
+    args = ["--ckpt", str(ckpt), "--prompt", "naïve KING:", "--max-new-tokens", "4", "--device", "cpu"]
+    done = subprocess.run(
+        [sys.executable, "-m", "charfast.sample", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("na?ve KING:")

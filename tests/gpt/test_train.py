@@ -87,7 +87,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_corpus, tiny_cache,
     with monkeypatch.context() as patch:
         patch.setattr(train.Trainer, "train_step", _interrupt_at(3))
         assert train.main(tiny_flags(tiny_corpus, split, tiny_cache, **flags)) == 130  # 128 + SIGINT: not finished
-    assert "interrupted: saved step 3" in capsys.readouterr().out
+    assert "interrupted by SIGINT: saved step 3" in capsys.readouterr().out
     assert [r["step"] for r in read_metrics(split)] == [1, 2, 3]
     assert not (split / "sample.txt").exists()
     assert train.main(tiny_flags(tiny_corpus, split, tiny_cache, **flags, resume=True)) == 0
@@ -115,6 +115,17 @@ def test_resume_refuses_conflicting_or_broken_checkpoints(tiny_corpus, tiny_cach
     (out / "ckpt.pt").write_bytes(b"not a checkpoint")
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=3, resume=True)) == 2
     assert "is corrupt or not a charfast checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry", ["rng", "scheduler", "optimizer", "data"])
+def test_resume_names_a_broken_checkpoint_entry(tiny_corpus, tiny_cache, tmp_path, capsys, entry):
+    out = tmp_path / "run"
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=2, sample_tokens=0)) == 0
+    state = load_checkpoint(out / "ckpt.pt")
+    save_checkpoint(out / "ckpt.pt", {k: v for k, v in state.items() if k != "format"} | {entry: None})
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=3, resume=True)) == 2
+    err = capsys.readouterr().err
+    assert f"its '{entry}' entry must be" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_restore_run_gives_the_trained_model(tiny_corpus, tiny_cache, tmp_path):
@@ -150,6 +161,9 @@ BAD_SETTINGS = [
     (dict(compile="sometimes"), "--compile must be auto, on or off"),
     (dict(data="/nonexistent/corpus"), "--data: /nonexistent/corpus does not exist"),
     (dict(sample_prompt="\udcff"), "--sample-prompt: character 0 is not valid text"),
+    (dict(out_dir_flag=""), "--out-dir must name a folder, got ''"),
+    (dict(out_dir_flag="  "), "--out-dir must name a folder, got '  '"),
+    (dict(attention="flash-attn"), "--attention flash-attn cannot run here: the flash-attn package runs on CUDA only"),
 ]
 CONFIG_FILE_MISTAKES = [
     ({"resume": "false"}, 'resume must be true or false, got "false"'),
@@ -172,7 +186,11 @@ def test_a_bad_setting_is_one_line_before_any_data_is_read(
     monkeypatch.setattr(
         train, "load_documents", lambda *a: pytest.fail("data was read before the settings were checked")
     )
-    assert train.main(tiny_flags(tiny_corpus, tmp_path / "run", tiny_cache, **overrides)) == 2
+    monkeypatch.chdir(tmp_path)  # an empty --out-dir must not mean the current folder
+    overrides = dict(overrides)
+    out_dir = overrides.pop("out_dir_flag", tmp_path / "run")
+    assert train.main(tiny_flags(tiny_corpus, out_dir, tiny_cache, **overrides)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refused run wrote something"
     err = capsys.readouterr().err
     assert err.startswith("charfast.train: error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
@@ -187,6 +205,30 @@ def test_a_bad_config_file_is_one_line(tiny_corpus, tiny_cache, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("charfast.train: error: --config") and message in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("layout", ["folder", "file"])
+@pytest.mark.parametrize(
+    "content, bad_byte",
+    [("Caf\u00e9 au lait\n".encode("latin-1"), "0xe9 at offset 3"), (bytes(range(120, 256)), "0x80 at offset 8")],
+    ids=["latin-1", "binary"],
+)
+def test_data_that_is_not_utf8_is_refused_naming_the_byte(tiny_cache, tmp_path, capsys, layout, content, bad_byte):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("To be, or not to be.\n" * 50, encoding="utf-8")
+    (corpus / "b.txt").write_bytes(content)
+    data = corpus if layout == "folder" else corpus / "b.txt"
+    assert train.main(tiny_flags(data, tmp_path / "run", tiny_cache)) == 2
+    err = capsys.readouterr().err
+    assert f"{corpus / 'b.txt'} is not UTF-8 text: byte {bad_byte}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_utf8_with_a_byte_order_mark_and_crlf_reads_as_plain_text(tmp_path):
+    from charfast.gpt.data import read_text_file
+
+    (tmp_path / "a.txt").write_bytes("\ufeffline one\r\nline two\rend".encode())
+    assert read_text_file(tmp_path / "a.txt") == "line one\nline two\nend"
 
 
 def test_cuda_asked_for_without_one(tiny_corpus, tiny_cache, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The quick preset on a tiny corpus: every stage, the report, and reuse of finished stages."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -114,6 +115,22 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     assert json.loads((run / "probe.json").read_text(encoding="utf-8"))["built_from"]["pretrain_step"] == 21
 
 
+def test_a_pretraining_of_another_preset_is_never_continued(tiny_study, tmp_path, monkeypatch, capsys):
+    one_run = ["--tokenizers", "bpe:300", "--seeds", "0", "--archs", "char"]
+    args = cli.build_parser().parse_args(tiny_study + one_run)
+    config = pipeline.StudyConfig(
+        out_dir=args.out_dir, preset="quick", tokenizers=("bpe:300",), seeds=(0,), archs=("char",), data=args.data
+    )
+    folder = pipeline.Study(dataclasses.replace(config, device="cpu")).pretrain("bpe:300", "char", 0)
+    before = (folder / "ckpt.pt").read_bytes()
+    monkeypatch.setattr(pipeline.train, "main", lambda flags: pytest.fail("continued another preset's pretraining"))
+    small = [*tiny_study[: tiny_study.index("--preset")], "--preset", "small", "--device", "cpu", *one_run]
+    assert cli.main(small) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} holds a pretraining with other settings" in err and "n_embd 32 there, 128 here" in err, err
+    assert len(err.strip().splitlines()) == 1 and (folder / "ckpt.pt").read_bytes() == before
+
+
 @pytest.mark.parametrize("code, expected", [(130, 130), (1, 1), (0, 1)], ids=["interrupted", "failed", "short"])
 def test_an_unfinished_pretraining_stops_the_study(tiny_study, tmp_path, monkeypatch, capsys, code, expected):
     """Exit 0 with fewer steps than asked ("short") is caught by the step the checkpoint holds."""
@@ -149,6 +166,7 @@ def test_an_unfinished_pretraining_stops_the_study(tiny_study, tmp_path, monkeyp
         (["--device", "bogus"], "--device: expected auto, cpu, cuda or cuda:N"),
         (["--data", "/nonexistent/corpus"], "--data: /nonexistent/corpus does not exist"),
         (["--out-dir", "FILE"], "exists and is not a folder"),
+        (["--out-dir", ""], "--out-dir must name a folder, got ''"),
     ],
 )
 def test_bad_study_settings_are_refused_before_any_stage(tiny_study, tmp_path, monkeypatch, capsys, flags, message):

@@ -122,9 +122,9 @@ def gpt_train_step(model: GPT, idx: torch.Tensor, targets: torch.Tensor, compile
     return step
 
 
-def interleaved_medians(steps: dict, rounds: int, warmup: int) -> dict[str, float]:
-    """Median seconds of each step, the steps alternated round by round (so drift in the
-    machine's speed hits all alike); the first `warmup` rounds are not counted."""
+def interleaved_times(steps: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each step in each round, the steps alternated round by round (so drift in
+    the machine's speed hits all alike); the first `warmup` rounds are not counted."""
     times = {name: [] for name in steps}
     for round_index in range(rounds + warmup):
         for name, step in steps.items():
@@ -132,7 +132,18 @@ def interleaved_medians(steps: dict, rounds: int, warmup: int) -> dict[str, floa
             step()
             if round_index >= warmup:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def interleaved_medians(steps: dict, rounds: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each step, alternated as interleaved_times does."""
+    return {name: statistics.median(values) for name, values in interleaved_times(steps, rounds, warmup).items()}
+
+
+def paired_ratio(times: dict[str, list[float]], name: str, reference: str) -> float:
+    """The median over rounds of times[name] / times[reference] in the same round: a slow
+    spell of the machine hits both sides of each ratio."""
+    return statistics.median(a / b for a, b in zip(times[name], times[reference]))
 
 
 def benchmark_interleaved_ratio(

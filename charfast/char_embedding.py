@@ -8,6 +8,7 @@ embeddings. The LSTM runs once per distinct id in the batch, never per position.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from charfast.backends import Backend, resolve_backend
 from charfast.char_lstm_op import token_states
 from charfast.distinct import distinct_ids_padded
+from charfast.once_per_step import StepRows, step_rows, with_nan_row
 from charfast.table import TokenCharTable
 
 # Rows per chunk when filling the inference cache; chunks hold tokens of similar length.
@@ -82,8 +84,9 @@ class CharEmbedding(nn.Module):
             self.lstm.bias_ih_l0[hidden : 2 * hidden].fill_(forget_bias)
             self.lstm.bias_hh_l0[hidden : 2 * hidden].fill_(forget_bias)
         self._cache_params: list[torch.Tensor] = []  # the parameters _cache was computed from
-        self._cache: torch.Tensor | None = None  # [V, d_model]
+        self._cache: torch.Tensor | None = None  # [V + 1, d_model]: every id's row, then a NaN row
         self._cache_table: tuple[TokenCharTable, int] | None = None  # (table, its version) _cache was computed from
+        self._step_rows: StepRows | None = None  # inside once_per_step
         self._lstm_weights: tuple[torch.Tensor, ...] = ()  # see refresh_compile_state
         self._backend: Backend | None = None
         self.refresh_compile_state()
@@ -130,17 +133,24 @@ class CharEmbedding(nn.Module):
         flat = idx.reshape(-1)  # [N]
         outside = self._ids_outside_table(flat)  # [N] bool, or None when every id was checked
         if outside is not None:
-            flat = flat.masked_fill(outside, 0)  # id 0 stands in; its rows become NaN below
-        if self._use_inference_cache():
-            out = self.vocabulary_output().index_select(0, flat)  # [N, d_model]
+            flat = flat.masked_fill(outside, 0)  # id 0 stands in; its row becomes the NaN row below
+        # Every path gathers from a table of rows; the last is NaN when an id may lack an answer.
+        if self._step_rows is not None:  # inside once_per_step: the step's rows
+            rows = self._step_rows.leaf  # [R + 1, d_model]
+            positions = self._step_rows.positions(flat, check=self.check_ids and not torch.compiler.is_compiling())
+        elif self._use_inference_cache():
+            rows, positions = self._vocabulary_rows(), flat  # [V + 1, d_model], [N]
         else:
-            out = self._distinct_ids_output(flat)  # [N, d_model]
+            rows, positions = self._distinct_ids_rows(flat, nan_row=outside is not None)
         if outside is not None:
-            out = out.masked_fill(outside[:, None], float("nan"))  # no answer for an id the table lacks
-        return out.view(*idx.shape, self.d_model)
+            positions = positions.masked_fill(outside, rows.shape[0] - 1)  # no answer for an id the table lacks
+        # index_select, not [positions]: its backward (index_add) is deterministic on CPU, the
+        # backward of advanced indexing (index_put with accumulate) is not.
+        return rows.index_select(0, positions).view(*idx.shape, self.d_model)
 
-    def _distinct_ids_output(self, flat: torch.Tensor) -> torch.Tensor:
-        """[N, d_model] for ids flat [N] inside the table: the LSTM once per distinct id."""
+    def _distinct_ids_rows(self, flat: torch.Tensor, nan_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows [U (+ 1), d_model], positions [N]) for ids flat [N] inside the table: the LSTM
+        once per distinct id, then (nan_row) a NaN row."""
         backend = self._current_backend(flat.device)
         if backend is not None and backend.takes_padded_ids:
             # No host read: the distinct ids then padding, at most V rows.
@@ -148,9 +158,66 @@ class CharEmbedding(nn.Module):
             ids = ids[: self.table.vocab_size]  # [min(N, V)]
         else:
             ids, inverse = torch.unique(flat, return_inverse=True)  # [U], [N]
-        # index_select, not [inverse]: its backward (index_add) is deterministic on CPU, the
-        # backward of advanced indexing (index_put with accumulate) is not.
-        return self.proj(self._char_lstm(ids, backend)).index_select(0, inverse)
+        rows = self.proj(self._char_lstm(ids, backend))  # [U, d_model]
+        return (with_nan_row(rows) if nan_row else rows), inverse
+
+    # ------------------------------------------------------------ once per optimizer step
+    @contextlib.contextmanager
+    def once_per_step(self, ids):
+        """Run the char-LSTM once for all micro-batches of an optimizer step:
+
+            with char_emb.once_per_step(ids_of_the_step):   # every micro-batch's ids
+                for x, y in micro_batches:
+                    (model(x, y)[1] / len(micro_batches)).backward()
+            optimizer.step()
+
+        On entering: one char forward over the distinct ids of `ids` (a tensor of any shape,
+        or a list or tuple of them). Inside: every forward of this module is a gather from
+        those rows, and backward passes only accumulate their gradient. On leaving: one char
+        backward, which adds into the parameters' .grad what a backward per micro-batch
+        would have added. Leaving by an exception runs no backward and leaves .grad as it
+        was. An id not among `ids` is a ValueError (check_ids; NaN rows without it). Enter
+        it under the same autocast as the model's forward. Blocks do not nest. A model
+        compiled with torch.compile sees the same shapes every step (the rows are sized by
+        the number of ids given), so it is traced once.
+        """
+        if self._step_rows is not None:
+            raise RuntimeError("CharEmbedding.once_per_step: already inside a once_per_step block (they do not nest)")
+        flat = self._step_ids(ids)  # [N]
+        backend = self._current_backend(flat.device)
+        rows = None if flat.numel() == 0 else step_rows(flat, self.table.vocab_size, self._padded_ids_rows(backend))
+        self._step_rows = rows
+        try:
+            yield
+        finally:
+            self._step_rows = None
+        if rows is not None:
+            rows.backward()
+
+    def _step_ids(self, ids) -> torch.Tensor:
+        """The ids given to once_per_step, checked as forward checks them, as one int64 [N];
+        ids outside the table (allowed without check_ids) stand in as id 0."""
+        parts = list(ids) if isinstance(ids, (list, tuple)) else [ids]
+        if not torch.compiler.is_compiling():
+            self._check_modules()
+        for part in parts:
+            self._check_idx(part)
+        device = self.proj.weight.device
+        flat = torch.cat(
+            [part.reshape(-1).long() for part in parts] or [torch.empty(0, dtype=torch.long, device=device)]
+        )
+        outside = self._ids_outside_table(flat)
+        return flat if outside is None else flat.masked_fill(outside, 0)
+
+    def _padded_ids_rows(self, backend: Backend | None):
+        """ids [R] (distinct, padded with PAD_ID) -> [R, d_model] rows; a backend that takes no
+        padding gets id 0 in place of it (computed once more, never read)."""
+        takes_padding = backend is not None and backend.takes_padded_ids
+
+        def rows(ids: torch.Tensor) -> torch.Tensor:
+            return self.proj(self._char_lstm(ids if takes_padding else ids.clamp(min=0), backend))
+
+        return rows
 
     # ------------------------------------------------------------ torch.compile support
     def refresh_compile_state(self) -> None:
@@ -212,21 +279,26 @@ class CharEmbedding(nn.Module):
             )
         )
 
-    @torch.no_grad()
     def vocabulary_output(self) -> torch.Tensor:
         """[V, d_model]: the output for every id of the table, without gradients; computed
-        once and reused until a parameter changes (the inference cache's table)."""
+        once and reused until a parameter or the table changes (the inference cache's table)."""
+        return self._vocabulary_rows()[:-1]
+
+    @torch.no_grad()
+    def _vocabulary_rows(self) -> torch.Tensor:
+        """[V + 1, d_model]: vocabulary_output, then a NaN row (for ids outside the table)."""
         if not self._cache_is_current():
             self._cache = None  # free the stale table before building the new one
-            self._cache = self._compute_vocabulary_output()
+            self._cache = self._compute_vocabulary_rows()
             self._cache_params = [p.detach().clone() for p in self.parameters()]
             self._cache_table = (self.table, self.table.version)
         return self._cache
 
-    def _compute_vocabulary_output(self) -> torch.Tensor:
+    def _compute_vocabulary_rows(self) -> torch.Tensor:
         device = self.proj.weight.device
         by_length = torch.argsort(self.table.lengths, stable=True)  # [V]: similar lengths share a chunk
-        out = torch.empty(self.table.vocab_size, self.d_model, device=device, dtype=self.proj.weight.dtype)
+        out = torch.empty(self.table.vocab_size + 1, self.d_model, device=device, dtype=self.proj.weight.dtype)
+        out[-1] = float("nan")
         backend = self._current_backend(device)
         for chunk in by_length.split(_CACHE_CHUNK):
             ids = chunk.sort().values.to(device)  # ascending, as torch.unique returns them

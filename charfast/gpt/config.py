@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -54,6 +55,13 @@ class TrainConfig:
     char_hidden: int = field(default=128, metadata={"help": "char-LSTM hidden size (archs char, char-shuffled)"})
     char_backend: str = field(default="auto", metadata={"help": "char-LSTM backend: auto, reference, cpp, triton"})
     attention: str = field(default="auto", metadata={"help": f"one of {', '.join(ATTENTION_IMPLS)}"})
+    parallel: str = field(
+        default="ddp",
+        metadata={
+            "help": "how torchrun's processes hold the model: ddp (a replica each) or fsdp (FSDP2: sharded; "
+            "the char encoder stays whole)"
+        },
+    )
     # optimisation
     batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch per process"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
@@ -323,6 +331,10 @@ def validate_config(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"--val-fraction must lie in (0, 1), got {c.val_fraction}")
     if c.top_k is not None and c.top_k < 1:
         raise ValueError(f"--top-k must be >= 1 (or none), got {c.top_k}")
+    if c.parallel not in ("ddp", "fsdp"):
+        raise ValueError(f"--parallel must be ddp or fsdp, got {c.parallel!r}")
+    if c.parallel == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise ValueError("--parallel fsdp shards the model over torchrun's processes: run it under torchrun")
     if c.compile not in ("auto", "on", "off"):
         raise ValueError(f"--compile must be auto, on or off, got {c.compile!r}")
     if c.data is not None and not Path(c.data).exists():

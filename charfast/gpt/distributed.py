@@ -103,3 +103,35 @@ def gather_to_main(value, ddp: Distributed) -> list | None:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_from_main(module: torch.nn.Module, ddp: Distributed) -> None:
+    """Every rank takes rank 0's parameters and buffers (ranks initialise with their own
+    seeds; DDP would copy only the parameters it manages, FSDP none)."""
+    if ddp.enabled:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def all_reduce_gradients(params: list[torch.nn.Parameter], ddp: Distributed) -> None:
+    """Average the gradients of `params` over the ranks in one collective (a parameter
+    without a gradient counts as zeros): for the parameters the data-parallel wrapper
+    leaves alone, such as the char encoder whose backward runs once per step."""
+    if not ddp.enabled or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # [sum of numels]
+    dist.all_reduce(flat)
+    flat /= ddp.world_size
+    for p, part in zip(params, flat.split([g.numel() for g in grads])):
+        p.grad = part.view_as(p)
+
+
+def shard_model(model: torch.nn.Module, replicated: list[torch.nn.Parameter]) -> None:
+    """FSDP2: shard every transformer block, then the rest of the model, over the process
+    group; `replicated` stay whole on every rank (their gradients: all_reduce_gradients)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model, ignored_params=set(replicated))

@@ -236,6 +236,7 @@ class GPT(nn.Module):
                 raise ValueError("GPT: arch='baseline-matched' needs char_table to know the char encoder's size")
             target = char_encoder_parameter_count(config, char_table.n_chars)
             self.matched_emb = MatchedEmbedding(config.vocab_size, config.n_embd, target)
+        self.check_ids = True
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -257,6 +258,19 @@ class GPT(nn.Module):
         for name, p in self.blocks.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    @property
+    def check_ids(self) -> bool:
+        """Whether an eager forward reads the ids back to refuse those outside the vocabulary
+        (and has the char embedding do the same). A caller whose ids come from its own
+        tokenizer turns it off, so that a training step never waits for the device."""
+        return self._check_ids
+
+    @check_ids.setter
+    def check_ids(self, value: bool) -> None:
+        self._check_ids = value
+        if self.char_emb is not None:
+            self.char_emb.check_ids = value
 
     def num_parameters(self, exclude_positions: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())  # parameters() counts a tied weight once
@@ -317,7 +331,7 @@ class GPT(nn.Module):
             if targets.shape != idx.shape:
                 raise ValueError(f"GPT: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
         # Data-dependent, so eagerly only; a cached step's token came from this model's own logits.
-        if not torch.compiler.is_compiling() and (cache is None or cache.length == 0):
+        if self.check_ids and not torch.compiler.is_compiling() and (cache is None or cache.length == 0):
             self._check_id_range(idx, targets)
         start = 0 if cache is None else cache.length
         if start + idx.shape[1] > self.config.block_size:

@@ -22,6 +22,16 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from charfast.entry_point import STOP_SIGNALS, Stopped, signal_name
@@ -30,16 +40,19 @@ from charfast.gpt.config import ResolvedConfig, TrainConfig, build_model, comput
 from charfast.gpt.data import TokenBatches, load_documents, split_documents, tokenize
 from charfast.gpt.distributed import (
     Distributed,
+    all_reduce_gradients,
     all_reduce_mean,
-    any_rank,
+    broadcast_from_main,
     gather_to_main,
     init_distributed,
     is_main_process,
     main_rank_first,
+    shard_model,
     shutdown,
 )
 from charfast.gpt.failures import Interrupted, RunFailed, run_cli
 from charfast.gpt.gpu_peaks import peak_flops
+from charfast.gpt.late_reads import LateRead
 from charfast.gpt.metrics import MetricsLog
 from charfast.gpt.model import mixed_precision
 from charfast.gpt.out_dir import claim_out_dir
@@ -113,10 +126,19 @@ class Trainer:
         with main_rank_first(ddp):
             self._prepare_data()
         self.model = build_model(config, self.encoding).to(device)
-        if self.model.char_emb is not None:
+        self.model.check_ids = False  # the ids come from our own tokenizer: no read back per step
+        char_emb = self.model.char_emb
+        if char_emb is not None:
             # The weights change between evals, and an eval batch needs only a few distinct
             # tokens: rebuilding the whole-vocabulary cache each time would cost more.
-            self.model.char_emb.inference_cache = False
+            char_emb.inference_cache = False
+        # The char encoder stays out of DDP's reducer and FSDP's shards: its backward runs
+        # once per step (after the micro-batches') and its gradients are averaged then.
+        self.char_params = [] if char_emb is None else list(char_emb.parameters())
+        self.sharded = ddp.enabled and config.parallel == "fsdp"
+        broadcast_from_main(self.model, ddp)
+        if self.sharded:
+            shard_model(self.model, self.char_params)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_multiplier(s, config))
         self.step = 0
@@ -145,6 +167,13 @@ class Trainer:
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.config.weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
+        if self.sharded:  # one fused update cannot take sharded (DTensor) and whole parameters at once
+            groups = [
+                {**group, "params": [p for p in group["params"] if isinstance(p, DTensor) == sharded]}
+                for group in groups
+                for sharded in (True, False)
+            ]
+            groups = [group for group in groups if group["params"]]
         return torch.optim.AdamW(
             groups,
             lr=self.config.lr,
@@ -156,21 +185,25 @@ class Trainer:
         model = self.model
         if self.config.compile == "on" or (self.config.compile == "auto" and self.device.type == "cuda"):
             model = torch.compile(model)
-        if self.ddp.enabled:
+        if self.ddp.enabled and not self.sharded:
+            char = {id(p) for p in self.char_params}
+            ignored = [name for name, p in model.named_parameters() if id(p) in char]
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
             ids = [self.device.index] if self.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            model = DistributedDataParallel(model, device_ids=ids)
         return model
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> None:
         rngs = gather_to_main(rng_state(), self.ddp)  # every rank's, for an exact resume
+        model_state, optimizer_state = self._full_state()
         if self.ddp.is_main:
             state = {
                 "step": self.step,
                 "config": dataclasses.asdict(self.config),
                 "tokenizer": self.tokenizer_id,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "model": model_state,
+                "optimizer": optimizer_state,
                 "scheduler": self.scheduler.state_dict(),
                 "data": self.train_batches.state_dict(),
                 "rng": rngs,
@@ -178,11 +211,30 @@ class Trainer:
             save_checkpoint(self.ckpt_path, state)
         self.saved_step = self.step
 
+    def _full_state(self) -> tuple[dict, dict]:
+        """(model, optimizer) state dicts of the whole model; sharded, gathered on rank 0
+        (a collective: every rank calls it)."""
+        if not self.sharded:
+            return self.model.state_dict(), self.optimizer.state_dict()
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return (
+            get_model_state_dict(self.model, options=options),
+            get_optimizer_state_dict(self.model, self.optimizer, options=options),
+        )
+
+    def _load_full_state(self, model_state: dict, optimizer_state: dict) -> None:
+        if not self.sharded:
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(optimizer_state)
+            return
+        options = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, model_state, options=options)
+        set_optimizer_state_dict(self.model, self.optimizer, optimizer_state, options=options)
+
     def _restore(self, state: dict) -> None:
         check_compatible(state, computed_settings(self.config), self.tokenizer_id, self.ckpt_path)
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self._load_full_state(state["model"], state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"{self.ckpt_path}: its weights do not fit this model: {err}") from err
         self.scheduler.load_state_dict(state["scheduler"])
@@ -201,27 +253,71 @@ class Trainer:
         set_rng_state(rngs[self.ddp.rank % len(rngs)])
 
     # ---------------------------------------------------------------- steps
-    def train_step(self) -> float:
-        """One optimizer step over grad_accum micro-batches; the loss averaged over ranks."""
+    def train_step(self, stop: StopRequest | None = None) -> LateRead:
+        """One optimizer step over grad_accum micro-batches. Returns, to be read later, [the
+        loss averaged over micro-batches and ranks, how many ranks had a stop request by the
+        step's end]: nothing in the step waits for the device."""
         model, c = self.train_model, self.config
         model.train()
+        # Every micro-batch of the step is drawn first (the sampler is a counter, so this
+        # draws exactly what drawing them one by one would).
+        batches = [self.train_batches.next(self.device) for _ in range(c.grad_accum)]
         loss_sum = torch.zeros((), device=self.device)
-        for micro in range(c.grad_accum):
-            x, y = self.train_batches.next(self.device)
-            last = micro == c.grad_accum - 1
-            sync = contextlib.nullcontext() if last or not self.ddp.enabled else model.no_sync()
-            with sync:
-                with mixed_precision(self.device):
-                    _, loss = model(x, y)
-                (loss / c.grad_accum).backward()
-            loss_sum += loss.detach()
+        with self._char_once_per_step([x for x, _ in batches]):
+            for micro, (x, y) in enumerate(batches):
+                with self._gradient_sync(last=micro == c.grad_accum - 1):
+                    with mixed_precision(self.device):
+                        _, loss = model(x, y)
+                    (loss / c.grad_accum).backward()
+                loss_sum += loss.detach()
+        all_reduce_gradients(self.char_params, self.ddp)
         if c.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self._clip_gradients(c.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return float(all_reduce_mean(loss_sum / c.grad_accum, self.ddp))
+        stopping = torch.full((), float(stop is not None and stop.requested), device=self.device)
+        numbers = torch.stack([loss_sum / c.grad_accum, stopping])
+        if self.ddp.enabled:
+            dist.all_reduce(numbers)  # [sum of the losses, ranks that asked to stop]
+            numbers[0] /= self.ddp.world_size
+        return LateRead(numbers)
+
+    def _char_once_per_step(self, inputs: list[torch.Tensor]) -> contextlib.AbstractContextManager:
+        """With several micro-batches, the char embedding runs forward once over all their ids
+        and backward once when the block ends (CharEmbedding.once_per_step); entered under
+        the model's precision policy, as its forward runs."""
+        char_emb = self.model.char_emb
+        block = contextlib.ExitStack()
+        if char_emb is not None and len(inputs) > 1:
+            with mixed_precision(self.device):
+                block.enter_context(char_emb.once_per_step(inputs))
+        return block
+
+    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Gradients are averaged over the ranks in the last micro-batch's backward only."""
+        if not self.ddp.enabled:
+            return contextlib.nullcontext()
+        if self.sharded:
+            self.model.set_requires_gradient_sync(last)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if last else self.train_model.no_sync()
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not self.sharded:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            return
+        # Sharded gradients (DTensors) and the replicated char encoder's: one norm over both,
+        # each kind scaled on its own (one foreach call cannot take both kinds).
+        groups = [[p for p in params if isinstance(p.grad, DTensor) == sharded] for sharded in (True, False)]
+        groups = [group for group in groups if group]
+        norms = [torch.nn.utils.get_total_norm([p.grad for p in group]) for group in groups]
+        norms = [n.full_tensor() if isinstance(n, DTensor) else n for n in norms]
+        total = torch.linalg.vector_norm(torch.stack(norms))
+        for group in groups:
+            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -284,33 +380,28 @@ class Trainer:
         return f"training had finished; {saved}" + (f"; skipped {', '.join(skipped)}" if skipped else "")
 
     def _train_until_done_or_stopped(self, stop: StopRequest, bar, tokens_per_step: int, peak: float | None) -> None:
-        """Steps until max_steps or a stop signal on any rank (then stop.signal is set on all)."""
+        """Steps until max_steps or a stop signal on any rank (then stop.signal is set on all).
+        Each step's loss is read one step late, after the next step is queued, so the host
+        never waits for the device mid-run; eval and stop steps read theirs at once. With
+        several ranks, a stop request travels with those numbers: every rank sees it after
+        the same step."""
         c = self.config
+        log = _StepLog(self, bar, tokens_per_step, peak)
+        pending = None  # (record, LateRead) of the last step, not read yet
         while self.step < c.max_steps:
-            started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            train_loss = self.train_step()
-            elapsed = time.perf_counter() - started
-            record = {
-                "step": self.step,
-                "train_loss": train_loss,
-                "lr": lr,
-                "tokens_per_s": tokens_per_step / elapsed,
-                "ms_per_step": 1000 * elapsed,
-            }
-            if peak:
-                record["mfu"] = self.model.flops_per_token() * record["tokens_per_s"] / (peak * self.ddp.world_size)
-            if self.step % c.eval_interval == 0 or self.step == c.max_steps:
-                record["val_loss"] = self.evaluate()
-            self._check_finite(record)
-            if self.ddp.is_main:
-                self.metrics.append(record)
-            bar.update(1)
-            bar.set_postfix_str(_postfix(record))
-            if any_rank(stop.requested, self.ddp, self.device) and self.step < c.max_steps:
+            numbers = self.train_step(stop)
+            stopping = pending is not None and log.write(*pending)
+            stopping = stopping or (not self.ddp.enabled and stop.requested)  # alone: no rank to agree with
+            pending = ({"step": self.step, "lr": lr}, numbers)
+            evaluating = self.step % c.eval_interval == 0 or self.step == c.max_steps
+            if evaluating or stopping:
+                stopping = log.write(*pending, evaluate=evaluating) or stopping
+                pending = None
+            if stopping and self.step < c.max_steps:
                 stop.signal = stop.signal or signal.SIGINT  # another rank's signal: Ctrl-C reaches them all
                 return
-            if "val_loss" in record and self.step < c.max_steps:
+            if evaluating and self.step < c.max_steps:
                 self.save()
 
     def _kept(self) -> str:
@@ -319,7 +410,7 @@ class Trainer:
             return "no checkpoint was written"
         return f"{self.ckpt_path} holds step {self.saved_step}; continue with --resume"
 
-    def _check_finite(self, record: dict) -> None:
+    def check_finite(self, record: dict) -> None:
         for name in ("train_loss", "val_loss"):
             if name in record and not math.isfinite(record[name]):
                 kept = (
@@ -328,7 +419,7 @@ class Trainer:
                     else "no checkpoint was written"
                 )
                 raise TrainingDiverged(
-                    f"the {name.replace('_', ' ')} is {record[name]} at step {self.step}: training stopped without "
+                    f"the {name.replace('_', ' ')} is {record[name]} at step {record['step']}: training stopped without "
                     f"saving it; {kept} (try a lower --lr or a smaller --grad-clip)"
                 )
 
@@ -365,6 +456,38 @@ class Trainer:
         )
         print("wrote " + ", ".join(str(p) for p in written))
         return written
+
+
+class _StepLog:
+    """Writes each step's metrics line once its numbers are read; times steps by the interval
+    between reads (with the reads one step late, what the device takes per step)."""
+
+    def __init__(self, trainer: Trainer, bar, tokens_per_step: int, peak: float | None):
+        self.trainer, self.bar = trainer, bar
+        self.tokens_per_step, self.peak = tokens_per_step, peak
+        self.clock = time.perf_counter()
+
+    def write(self, record: dict, numbers: LateRead, evaluate: bool = False) -> bool:
+        """Completes and writes `record` (its step's numbers, and val_loss when evaluate);
+        returns whether some rank asked to stop."""
+        trainer = self.trainer
+        loss, ranks_stopping = numbers.read()
+        now = time.perf_counter()
+        elapsed, self.clock = now - self.clock, now
+        record = {**record, "train_loss": loss, "tokens_per_s": self.tokens_per_step / elapsed}
+        record["ms_per_step"] = 1000 * elapsed
+        if self.peak:
+            world = trainer.ddp.world_size
+            record["mfu"] = trainer.model.flops_per_token() * record["tokens_per_s"] / (self.peak * world)
+        if evaluate:
+            record["val_loss"] = trainer.evaluate()
+            self.clock = time.perf_counter()  # the evaluation is not the next step's time
+        trainer.check_finite(record)
+        if trainer.ddp.is_main:
+            trainer.metrics.append(record)
+        self.bar.update(1)
+        self.bar.set_postfix_str(_postfix(record))
+        return ranks_stopping > 0
 
 
 def restore_run(out_dir: str | Path, device: str = "auto") -> Trainer:

@@ -74,8 +74,8 @@ def test_empty_idx_gives_empty_output(module, shape):
 # ---------------------------------------------------------------- inference cache
 def _cache_builds(module, monkeypatch):
     builds = []
-    original = module._compute_vocabulary_output
-    monkeypatch.setattr(module, "_compute_vocabulary_output", lambda: builds.append(1) or original())
+    original = module._compute_vocabulary_rows
+    monkeypatch.setattr(module, "_compute_vocabulary_rows", lambda: builds.append(1) or original())
     return builds
 
 

@@ -1,5 +1,7 @@
-"""torchrun DDP on CPU (gloo): 2 processes with B rows each take the same step as 1
-process with the 2B rows of the global batch (each rank draws its shard of it)."""
+"""torchrun on CPU (gloo): 2 processes with B rows each take the same steps as 1 process
+with the 2B rows of the global batch (each rank draws its shard of it), with DDP and with
+FSDP2, with and without gradient accumulation (the char embedding once per step), and
+through a resume."""
 
 from __future__ import annotations
 
@@ -21,15 +23,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
-    corpus = write_tiny_corpus(tmp_path / "corpus")
-    cache = tmp_path / "cache"
-    # Dropout off: its masks are drawn per rank, so they cannot match one process's.
-    common = dict(max_steps=2, eval_interval=1, sample_tokens=0, dropout=0.0)
-    single, pair = tmp_path / "single", tmp_path / "pair"
-    assert train.main(tiny_flags(corpus, single, cache, batch_size=4, **common)) == 0
-
+def _torchrun(flags: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable,
@@ -45,19 +39,41 @@ def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
         str(_free_port()),
         "-m",
         "charfast.train",
-        *tiny_flags(corpus, pair, cache, batch_size=2, **common),
+        *flags,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "world_size=2" in result.stdout
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "parallel, grad_accum, resume_at",
+    [("ddp", 1, None), ("ddp", 2, 2), ("fsdp", 2, 2)],
+    ids=["ddp", "ddp-accumulated-resumed", "fsdp-accumulated-resumed"],
+)
+def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path, parallel, grad_accum, resume_at):
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    cache = tmp_path / "cache"
+    # Dropout off: its masks are drawn per rank, so they cannot match one process's.
+    common = dict(max_steps=3, eval_interval=1, sample_tokens=0, dropout=0.0, grad_accum=grad_accum)
+    single, pair = tmp_path / "single", tmp_path / "pair"
+    assert train.main(tiny_flags(corpus, single, cache, batch_size=4, **common)) == 0
+
+    pair_flags = dict(common, batch_size=2, parallel=parallel)
+    if resume_at is not None:  # stop there, then continue from the checkpoint
+        _torchrun(tiny_flags(corpus, pair, cache, **{**pair_flags, "max_steps": resume_at}))
+        pair_flags["resume"] = True
+    _torchrun(tiny_flags(corpus, pair, cache, **pair_flags))
 
     one, two = read_metrics(single), read_metrics(pair)  # rank 0 alone writes the metrics
-    assert [r["step"] for r in two] == [1, 2] and two[0]["train_loss"] != two[1]["train_loss"]
+    assert [r["step"] for r in two] == [1, 2, 3] and two[0]["train_loss"] != two[1]["train_loss"]
     for a, b in zip(one, two):
         torch.testing.assert_close(b["train_loss"], a["train_loss"], rtol=1e-5, atol=0)
         torch.testing.assert_close(b["val_loss"], a["val_loss"], rtol=1e-5, atol=0)
     a, b = (torch.load(d / "ckpt.pt", weights_only=True) for d in (single, pair))
     assert len(b["rng"]) == 2  # every rank's RNG state, for an exact resume
-    assert b["data"]["position"] == a["data"]["position"] == 2
+    assert b["data"]["position"] == a["data"]["position"] == 3 * grad_accum
     for name, value in a["model"].items():
         torch.testing.assert_close(b["model"][name], value, rtol=1e-4, atol=1e-6, msg=name)

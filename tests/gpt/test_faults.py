@@ -16,6 +16,7 @@ from tiny_runs import read_metrics, tiny_flags
 
 from charfast.gpt import checkpoint, train
 from charfast.gpt.checkpoint import load_checkpoint
+from charfast.gpt.late_reads import LateRead
 
 KILLS = 10
 
@@ -82,25 +83,32 @@ def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(tiny_cor
     print(f"{kills} kills at checkpoint steps {log}; {temp_files_seen} temp file(s) found right after them")
 
 
+@pytest.mark.parametrize("eval_interval, kept", [(1, 2), (4, None)], ids=["read-at-once", "read-one-step-late"])
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
-    tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys
+    tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys, eval_interval, kept
 ):
+    """Evaluated every step, step 3's loss is read at once; otherwise one step late, after
+    step 4 ran: either way nothing after the last good checkpoint is saved."""
     out = tmp_path / "run"
     original = train.Trainer.train_step
 
-    def turns_nan_at_step_3(self):
-        loss = original(self)
-        return float("nan") if self.step == 3 else loss
+    def turns_nan_at_step_3(self, stop=None):
+        numbers = original(self, stop)
+        return LateRead(torch.tensor([float("nan"), 0.0])) if self.step == 3 else numbers
 
     monkeypatch.setattr(train.Trainer, "train_step", turns_nan_at_step_3)
-    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=6, eval_interval=1)) == 1
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=6, eval_interval=eval_interval)) == 1
     err = capsys.readouterr().err.strip()
+    holds = f"{out / 'ckpt.pt'} still holds step {kept}" if kept else "no checkpoint was written"
     assert err == (
         f"charfast.train: error: the train loss is nan at step 3: training stopped without saving it; "
-        f"{out / 'ckpt.pt'} still holds step 2 (try a lower --lr or a smaller --grad-clip)"
+        f"{holds} (try a lower --lr or a smaller --grad-clip)"
     )
-    state = torch.load(out / "ckpt.pt", weights_only=True)
-    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+    if kept:
+        state = torch.load(out / "ckpt.pt", weights_only=True)
+        assert state["step"] == kept and all(torch.isfinite(v).all() for v in state["model"].values())
+    else:
+        assert not (out / "ckpt.pt").exists()
     assert [r["step"] for r in read_metrics(out)] == [1, 2] and not (out / "sample.txt").exists()
 
 

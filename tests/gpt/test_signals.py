@@ -41,7 +41,7 @@ def test_a_signal_mid_run_saves_and_resumes_exactly(tiny_corpus, tiny_cache, tmp
     flags = dict(dropout=0.1, max_steps=5, eval_interval=2, sample_tokens=0)
     assert train.main(tiny_flags(tiny_corpus, whole, tiny_cache, **flags)) == 0
     with monkeypatch.context() as patch:
-        _signal_during(patch, train.Trainer, "train_step", signum, when=lambda self: self.step == 2)
+        _signal_during(patch, train.Trainer, "train_step", signum, when=lambda self, *rest: self.step == 2)
         assert train.main(tiny_flags(tiny_corpus, split, tiny_cache, **flags)) == 128 + signum
     name = signal.Signals(signum).name
     assert f"interrupted by {name}: saved step 3" in capsys.readouterr().out

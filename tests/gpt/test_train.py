@@ -6,6 +6,7 @@ Every run here is a tiny model on a tiny slice of the default corpus, on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -66,21 +67,38 @@ def test_grad_accumulation_draws_one_micro_batch_each(tiny_corpus, tiny_cache, t
     assert torch.load(out / "ckpt.pt", weights_only=True)["data"]["position"] == 6
 
 
+def test_the_char_embedding_once_per_step_changes_no_result(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
+    """50 steps of 4 micro-batches, float32: the char-LSTM once per step (what charfast.train
+    does) and once per micro-batch reach the same loss to 4 decimals."""
+    flags = dict(max_steps=50, eval_interval=25, grad_accum=4, sample_tokens=0)
+    assert train.main(tiny_flags(tiny_corpus, tmp_path / "once", tiny_cache, **flags)) == 0
+    monkeypatch.setattr(train.Trainer, "_char_once_per_step", lambda self, inputs: contextlib.nullcontext())
+    assert train.main(tiny_flags(tiny_corpus, tmp_path / "each", tiny_cache, **flags)) == 0
+    once, each = read_metrics(tmp_path / "once"), read_metrics(tmp_path / "each")
+    assert once[-1]["step"] == each[-1]["step"] == 50
+    assert abs(once[-1]["train_loss"] - each[-1]["train_loss"]) < 5e-5
+    assert abs(once[-1]["val_loss"] - each[-1]["val_loss"]) < 5e-5
+    assert once[-1]["train_loss"] < once[0]["train_loss"] - 0.5  # it learned: the comparison means something
+
+
 def _interrupt_at(step: int):
     """A train_step that sends this process SIGINT (Ctrl-C) during step `step`."""
     original = train.Trainer.train_step
 
-    def train_step(self):
+    def train_step(self, stop=None):
         if self.step + 1 == step:
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self)
+        return original(self, stop)
 
     return train_step
 
 
-def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("grad_accum", [1, 3], ids=["one-micro-batch", "char-once-per-step"])
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(
+    tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys, grad_accum
+):
     # Dropout on: the resumed run must also restore the RNG to match.
-    flags = dict(dropout=0.1, max_steps=6, eval_interval=2)
+    flags = dict(dropout=0.1, max_steps=6, eval_interval=2, grad_accum=grad_accum)
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert train.main(tiny_flags(tiny_corpus, whole, tiny_cache, **flags)) == 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -118,6 +119,36 @@ def gpt_train_step(model: GPT, idx: torch.Tensor, targets: torch.Tensor, compile
         if cuda:
             torch.cuda.synchronize()
         return loss
+
+    return step
+
+
+def gpt_optimizer_step(model: GPT, micro_batches: list, compile_mode: str | None, once_per_step: bool):
+    """One optimizer step over micro_batches [(idx, targets)] as charfast.train takes it
+    (bf16 autocast and fused AdamW on CUDA), synchronised, returning the mean loss; with
+    once_per_step the char embedding runs once for all micro-batches."""
+    cuda = micro_batches[0][0].device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    forward = model if compile_mode is None else torch.compile(model, mode=compile_mode)
+    k = len(micro_batches)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        block = contextlib.ExitStack()
+        with mixed_precision(micro_batches[0][0].device):
+            if once_per_step and model.char_emb is not None:
+                block.enter_context(model.char_emb.once_per_step([idx for idx, _ in micro_batches]))
+        total = 0.0
+        with block:
+            for idx, targets in micro_batches:
+                with mixed_precision(idx.device):
+                    _, loss = forward(idx, targets)
+                (loss / k).backward()
+                total = total + loss.detach() / k
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
+        return total
 
     return step
 

@@ -17,6 +17,9 @@ a fused AdamW update, as charfast.train takes it. Variants, all from the same se
 
 test_char_overhead_interleaved alternates baseline and char-triton steps and records the
 ratio of their medians, eager, compiled and in CUDA graphs.
+test_grad_accum_char_overhead_interleaved takes the preset's optimizer step (4
+micro-batches of B=16), compiled: baseline, char per micro-batch and char once per step
+(CharEmbedding.once_per_step, what charfast.train does).
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from conftest import (
     build_gpt,
     compile_mode_of,
     gpt2_small_inputs,
+    gpt_optimizer_step,
     gpt_train_step,
+    interleaved_times,
+    paired_ratio,
 )
 
 from charfast.backends.triton import KERNELS_INTERPRETED
@@ -93,3 +99,28 @@ def test_char_overhead_interleaved(benchmark, cl100k_table, gpt2_small, mode):
     benchmark.group = group_name(f": char overhead, interleaved, {mode.removeprefix('-') or 'eager'}")
     ratio = benchmark_interleaved_ratio(benchmark, steps, char, baseline, "char_over_baseline", warmup=3)
     assert ratio < 2
+
+
+def test_grad_accum_char_overhead_interleaved(benchmark, cl100k_table, shakespeare_tokens):
+    """The preset's optimizer step: 4 micro-batches of B=16, compiled. extra_info holds each
+    char variant's overhead over the baseline (paired per round): char-each runs the char
+    embedding per micro-batch, char-once once per step. Target: char-once <= +2%."""
+    k = GPT2_SMALL.grad_accum
+    config, idx, targets = gpt2_small_inputs(cl100k_table, shakespeare_tokens, BATCH * k)
+    micro_batches = list(zip(idx.chunk(k), targets.chunk(k)))
+    models = {
+        name: build_gpt(model, cl100k_table, config).cuda()
+        for name, model in (("baseline", "baseline"), ("char-each", "char-triton"), ("char-once", "char-triton"))
+    }
+    steps = {
+        name: gpt_optimizer_step(model, micro_batches, "default", once_per_step=name == "char-once")
+        for name, model in models.items()
+    }
+    times = interleaved_times(steps, rounds=8, warmup=3)
+    benchmark.group = group_name(f": optimizer step of {k} micro-batches, compiled, char once per step")
+    for name in ("char-each", "char-once"):
+        benchmark.extra_info[f"{name}_over_baseline"] = round(paired_ratio(times, name, "baseline"), 4)
+    benchmark.extra_info.update(
+        {f"{name}_median_ms": round(1e3 * sorted(t)[len(t) // 2], 2) for name, t in times.items()}
+    )
+    benchmark.pedantic(steps["char-once"], rounds=2, warmup_rounds=0)

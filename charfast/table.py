@@ -149,6 +149,20 @@ class TokenCharTable:
         n = int(self.lengths[token_id])
         return bytes(self.chars[token_id, :n].tolist()) if self.n_chars <= 256 else self.chars[token_id, :n].tolist()
 
+    def padded(self, vocab_size: int) -> TokenCharTable:
+        """This table with zero-length rows appended up to `vocab_size` ids: for a model whose
+        id space is padded past its tokenizer's (nanoGPT pads GPT-2's 50257 to 50304)."""
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < self.vocab_size:
+            raise ValueError(
+                f"padded: vocab_size must be an int >= the table's {self.vocab_size} ids, got {vocab_size!r}"
+            )
+        if vocab_size == self.vocab_size:
+            return self
+        extra = vocab_size - self.vocab_size
+        chars = torch.cat([self.chars, self.chars.new_zeros(extra, self.max_len)])  # [vocab_size, Lmax]
+        lengths = torch.cat([self.lengths, self.lengths.new_zeros(extra)])  # [vocab_size]
+        return TokenCharTable(chars, lengths, self.n_chars, name=f"{self.name}+{extra}")
+
     def shuffled(self, seed: int) -> TokenCharTable:
         """The same rows under a seeded random permutation of the token ids: token i gets
         the characters of token perm[i]. A control with the same alphabet, the same token

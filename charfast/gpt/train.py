@@ -419,8 +419,8 @@ class Trainer:
                     else "no checkpoint was written"
                 )
                 raise TrainingDiverged(
-                    f"the {name.replace('_', ' ')} is {record[name]} at step {record['step']}: training stopped without "
-                    f"saving it; {kept} (try a lower --lr or a smaller --grad-clip)"
+                    f"the {name.replace('_', ' ')} is {record[name]} at step {record['step']}: training stopped "
+                    f"without saving it; {kept} (try a lower --lr or a smaller --grad-clip)"
                 )
 
     def _finish(self, stop: StopRequest) -> list[Path]:

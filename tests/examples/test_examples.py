@@ -26,10 +26,6 @@ def assert_trains(result: dict) -> None:
     assert result["char_grad_norm"] > 0 and math.isfinite(result["char_grad_norm"])
 
 
-def test_nanogpt_dropin():
-    assert_trains(load_example("nanogpt_dropin").main(steps=8))
-
-
 def test_hf_gpt2_dropin(cl100k):
     pytest.importorskip("transformers")
     result = load_example("hf_gpt2_dropin").main(steps=8)

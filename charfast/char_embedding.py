@@ -238,8 +238,12 @@ class CharEmbedding(nn.Module):
         """
         lstm = self.lstm
         self._lstm_weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+        device = lstm.weight_hh_l0.device
+        if device.type == "meta":  # being built without storage (e.g. by from_pretrained): no backend runs there
+            self._backend = None
+            return
         try:
-            self._backend = self.resolved_backend(lstm.weight_hh_l0.device)
+            self._backend = self.resolved_backend(device)
         except RuntimeError:  # e.g. backend="triton" while still on the CPU: the forward says why
             self._backend = None
 

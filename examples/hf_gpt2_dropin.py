@@ -1,11 +1,13 @@
 """Make a Hugging Face transformers GPT-2 character-aware without editing its source, train
-it a few steps, and generate with its KV cache.
+it a few steps, generate with its KV cache, save it and load it back.
 
-GPT-2 reads its input embedding through `model.get_input_embeddings()`; wrapping that
-module so its output gains charfast's CharEmbedding is the whole change:
+charfast.hf.add_char_embedding makes the model's input embedding char-aware (its weight
+stays the same Parameter, so the tied output layer stays tied); save_pretrained writes the
+char table and settings with the weights, and charfast.hf.from_pretrained loads it all:
 
-    char_emb = CharEmbedding(TokenCharTable.from_tiktoken(enc), config.n_embd)
-    model.set_input_embeddings(CharAwareEmbedding(model.get_input_embeddings(), char_emb))
+    model = add_char_embedding(model, TokenCharTable.from_tiktoken(enc))
+    model.save_pretrained(path)
+    model = from_pretrained(path)
 
 The char embedding depends on the token id alone, so it works unchanged with
 `generate()`'s KV cache (each step embeds only the new token). A tiny config with random
@@ -17,40 +19,29 @@ weights: nothing is downloaded (pip install "charfast[train]" transformers).
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 import tiktoken
 import torch
-from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from charfast import CharEmbedding, TokenCharTable
+from charfast import TokenCharTable
 from charfast.gpt.corpus import shakespeare_documents
-
-
-class CharAwareEmbedding(nn.Module):
-    """A model's token embedding plus charfast's CharEmbedding of the same ids."""
-
-    def __init__(self, token_embedding: nn.Embedding, char_embedding: CharEmbedding):
-        super().__init__()
-        self.token_embedding = token_embedding
-        self.char_embedding = char_embedding
-
-    @property
-    def weight(self) -> nn.Parameter:
-        # The output layer stays tied to the token embedding's weight.
-        return self.token_embedding.weight
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.token_embedding(input_ids) + self.char_embedding(input_ids)
+from charfast.hf import add_char_embedding, from_pretrained
 
 
 def char_aware_gpt2(enc, n_embd: int = 64, n_layer: int = 2, n_head: int = 2, block_size: int = 64):
     """A randomly initialised GPT-2 for the tiktoken Encoding `enc`, made char-aware."""
-    config = GPT2Config(vocab_size=enc.n_vocab, n_positions=block_size, n_embd=n_embd, n_layer=n_layer, n_head=n_head)
-    model = GPT2LMHeadModel(config)
-    char_emb = CharEmbedding(TokenCharTable.from_tiktoken(enc), config.n_embd)
-    model.set_input_embeddings(CharAwareEmbedding(model.get_input_embeddings(), char_emb))
-    return model
+    config = GPT2Config(
+        vocab_size=enc.n_vocab,
+        n_positions=block_size,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=enc.eot_token,
+        eos_token_id=enc.eot_token,
+    )
+    return add_char_embedding(GPT2LMHeadModel(config), TokenCharTable.from_tiktoken(enc))
 
 
 def main(steps: int = 30, batch_size: int = 8, block_size: int = 64, seed: int = 0, lr: float = 3e-3) -> dict:
@@ -79,11 +70,17 @@ def main(steps: int = 30, batch_size: int = 8, block_size: int = 64, seed: int =
     prompt = torch.tensor([enc.encode_ordinary("ROMEO:")])
     with torch.no_grad():
         out = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=True, pad_token_id=enc.eot_token)
+    with tempfile.TemporaryDirectory() as folder:  # save and load back: the same model, char embedding and all
+        model.save_pretrained(folder)
+        reloaded = from_pretrained(folder).eval()
+        with torch.no_grad():
+            same = torch.equal(reloaded(prompt).logits, model(prompt).logits)
     return {
         "losses": losses,
         "char_grad_norm": char_grad_norm,
         "generated": out[0].tolist(),
         "text": enc.decode(out[0].tolist()),
+        "reloaded_logits_equal": same,
     }
 
 
@@ -96,3 +93,4 @@ if __name__ == "__main__":
     print(f"loss {first:.3f} -> {last:.3f} (mean of the last 5 steps) in {args.steps} steps")
     print(f"gradient norm reaching the char-LSTM's W_hh at step 1: {result['char_grad_norm']:.3e}")
     print(f"generate() with the KV cache: {result['text']!r}")
+    print(f"saved and loaded back with the same logits: {result['reloaded_logits_equal']}")

@@ -31,6 +31,7 @@ def test_hf_gpt2_dropin(cl100k):
     result = load_example("hf_gpt2_dropin").main(steps=8)
     assert_trains(result)
     assert len(result["generated"]) == len(cl100k.encode_ordinary("ROMEO:")) + 12  # generate() ran 12 steps
+    assert result["reloaded_logits_equal"]  # save_pretrained, then charfast.hf.from_pretrained
 
 
 def test_hf_gpt2_keeps_its_tied_output_layer_and_its_kv_cache_exact(cl100k):

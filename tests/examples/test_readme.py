@@ -1,0 +1,30 @@
+"""README.md's code runs as written: its Python blocks in order, in one namespace, as a
+reader copies them (offline, on the CPU, in an empty folder)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+
+
+def test_the_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    blocks = python_blocks()
+    assert len(blocks) >= 3  # Use, once per step, Hugging Face
+    monkeypatch.chdir(tmp_path)  # a block may write files (save_pretrained)
+    namespace: dict = {}
+    for number, block in enumerate(blocks, 1):
+        try:
+            exec(compile(block, f"README.md python block {number}", "exec"), namespace)
+        except Exception as err:  # noqa: BLE001 - reported with the block that failed
+            pytest.fail(f"README.md python block {number} fails: {type(err).__name__}: {err}\n{block}")
+    assert namespace["x"].shape[-1] == 768  # the Use block's output
+    assert namespace["model"].get_input_embeddings().char_embedding is not None  # loaded back char-aware

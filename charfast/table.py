@@ -22,9 +22,9 @@ import torch
 
 from charfast.atomic import atomic_write
 from charfast.cache import default_cache_dir, safe_filename
-from charfast.token_bytes import token_bytes, token_bytes_digest
+from charfast.token_bytes import hf_token_bytes, sentencepiece_token_bytes, token_bytes
 
-_CACHE_FORMAT = 2  # bump when the on-disk layout changes, so stale files are rebuilt
+_CACHE_FORMAT = 3  # bump when the on-disk layout or the key changes, so stale files are rebuilt
 
 
 def _char_dtype(n_chars: int) -> torch.dtype:
@@ -45,9 +45,11 @@ class TokenCharTable:
         name: a label saying where the table came from (used in messages and cache keys).
     """
 
-    def __init__(self, chars, lengths, n_chars: int, name: str = "custom"):
+    def __init__(self, chars, lengths, n_chars: int, name: str = "custom", alphabet: str | None = None):
         if not isinstance(n_chars, int) or isinstance(n_chars, bool) or n_chars < 1:
             raise ValueError(f"TokenCharTable: n_chars must be a positive int, got {n_chars!r}")
+        if alphabet is not None and (not isinstance(alphabet, str) or len(alphabet) != n_chars):
+            raise ValueError(f"TokenCharTable: alphabet must be a str of n_chars ({n_chars}) chars or None")
         chars, lengths = _integer_tensor(chars, "chars", 2), _integer_tensor(lengths, "lengths", 1)
         _check_consistent(chars, lengths.long(), n_chars, past_ends_checked=False)
         # Canonical form: zeros past each token's end, smallest dtype that holds n_chars.
@@ -57,6 +59,7 @@ class TokenCharTable:
         self._lengths = lengths.to(torch.int32).contiguous()  # [V]
         self.n_chars = n_chars
         self.name = name
+        self.alphabet = alphabet  # the char of each char id (from_strings), None for byte tables
         self._version = 0
         self._derive()
 
@@ -142,12 +145,15 @@ class TokenCharTable:
             self._device_copies[device] = (self.chars.to(device), self.lengths.to(device))
         return self._device_copies[device]
 
-    def token_text(self, token_id: int) -> bytes | list[int]:
-        """The characters of one token: bytes for byte tables (n_chars <= 256), else the char ids."""
+    def token_text(self, token_id: int) -> bytes | str | list[int]:
+        """The characters of one token: a str over the alphabet for a table that has one
+        (from_strings), bytes for a byte table (n_chars 256), else the char ids."""
         if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < self.vocab_size:
             raise ValueError(f"token_text: token_id must be an int in [0, {self.vocab_size}), got {token_id!r}")
-        n = int(self.lengths[token_id])
-        return bytes(self.chars[token_id, :n].tolist()) if self.n_chars <= 256 else self.chars[token_id, :n].tolist()
+        ids = self.chars[token_id, : int(self.lengths[token_id])].tolist()
+        if self.alphabet is not None:
+            return "".join(self.alphabet[i] for i in ids)
+        return bytes(ids) if self.n_chars == 256 else ids
 
     def padded(self, vocab_size: int) -> TokenCharTable:
         """This table with zero-length rows appended up to `vocab_size` ids: for a model whose
@@ -161,7 +167,7 @@ class TokenCharTable:
         extra = vocab_size - self.vocab_size
         chars = torch.cat([self.chars, self.chars.new_zeros(extra, self.max_len)])  # [vocab_size, Lmax]
         lengths = torch.cat([self.lengths, self.lengths.new_zeros(extra)])  # [vocab_size]
-        return TokenCharTable(chars, lengths, self.n_chars, name=f"{self.name}+{extra}")
+        return TokenCharTable(chars, lengths, self.n_chars, name=f"{self.name}+{extra}", alphabet=self.alphabet)
 
     def shuffled(self, seed: int) -> TokenCharTable:
         """The same rows under a seeded random permutation of the token ids: token i gets
@@ -170,7 +176,13 @@ class TokenCharTable:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"shuffled: seed must be an int >= 0, got {seed!r}")
         perm = torch.randperm(self.vocab_size, generator=torch.Generator().manual_seed(seed))  # [V]
-        return TokenCharTable(self.chars[perm], self.lengths[perm], self.n_chars, name=f"{self.name}-shuffled{seed}")
+        return TokenCharTable(
+            self.chars[perm],
+            self.lengths[perm],
+            self.n_chars,
+            name=f"{self.name}-shuffled{seed}",
+            alphabet=self.alphabet,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -178,7 +190,7 @@ class TokenCharTable:
             f"max_len={self.max_len}, n_chars={self.n_chars})"
         )
 
-    # ------------------------------------------------------------------ tiktoken
+    # ------------------------------------------------------------------ from tokenizers
     @classmethod
     def from_tiktoken(
         cls, encoding, max_chars: int | None = None, cache_dir: str | os.PathLike | None = None
@@ -192,24 +204,129 @@ class TokenCharTable:
         max_chars, so a changed encoding never reads a stale table.
         """
         _check_is_tiktoken_encoding(encoding)
-        if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
-            raise ValueError(f"from_tiktoken: max_chars must be a positive int or None, got {max_chars!r}")
-        every_token = token_bytes(encoding)
-        key = hashlib.sha256(
-            f"{_CACHE_FORMAT}|{encoding.name}|{max_chars}|{token_bytes_digest(every_token)}".encode()
-        ).hexdigest()
-        name = encoding.name if max_chars is None else f"{encoding.name}[:{max_chars}]"
-        cache_file = Path(cache_dir or default_cache_dir()) / f"table-{safe_filename(encoding.name)}-{key[:16]}.npz"
-        lengths = np.array([0 if b is None else len(b) for b in every_token], dtype=np.int32)  # [V]
-        if max_chars is not None:
-            lengths = np.minimum(lengths, max_chars)
+        _check_max_chars(max_chars, "from_tiktoken")
+        return cls._from_token_bytes(token_bytes(encoding), encoding.name, max_chars, cache_dir)
+
+    @classmethod
+    def from_hf(cls, tokenizer, max_chars: int | None = None, cache_dir: str | os.PathLike | None = None):
+        """The byte table of a Hugging Face tokenizer: a tokenizers.Tokenizer or a transformers
+        fast tokenizer. Every id gets the exact UTF-8 bytes its token contributes to decoded
+        text: byte-level BPE (GPT-2, RoBERTa, Llama-3, Qwen) through the inverted byte ->
+        unicode alphabet; SentencePiece-style (Llama-2, Mistral, T5) with "▁" as a space and
+        a byte-fallback token <0xNN> as that byte (their decoder drops the one space it
+        prepends to a text); WordPiece (BERT) without the "##" of a continued word. Special
+        tokens and unused ids get length 0. A tokenizer whose decoder is none of these is
+        refused with a ValueError that names it. Cached like from_tiktoken.
+        """
+        _check_max_chars(max_chars, "from_hf")
+        every_token, family = hf_token_bytes(tokenizer)
+        return cls._from_token_bytes(every_token, f"hf-{family}", max_chars, cache_dir)
+
+    @classmethod
+    def from_sentencepiece(cls, model, max_chars: int | None = None, cache_dir: str | os.PathLike | None = None):
+        """The byte table of a SentencePiece model: a .model file or a
+        sentencepiece.SentencePieceProcessor (pip install sentencepiece). Control and unknown
+        pieces get length 0, byte pieces their byte, the others their text with "▁" as a
+        space. Cached like from_tiktoken."""
+        _check_max_chars(max_chars, "from_sentencepiece")
+        try:
+            import sentencepiece
+        except ImportError as err:
+            raise ImportError("from_sentencepiece needs the sentencepiece package: pip install sentencepiece") from err
+        if isinstance(model, (str, os.PathLike)):
+            if not Path(model).is_file():
+                raise ValueError(f"from_sentencepiece: no SentencePiece model file at {model}")
+            model = sentencepiece.SentencePieceProcessor(model_file=str(model))
+        if not isinstance(model, sentencepiece.SentencePieceProcessor):
+            raise TypeError(
+                "from_sentencepiece: model must be a .model file path or a SentencePieceProcessor, "
+                f"got {type(model).__name__}"
+            )
+        return cls._from_token_bytes(sentencepiece_token_bytes(model), "sentencepiece", max_chars, cache_dir)
+
+    @classmethod
+    def from_strings(
+        cls, tokens, alphabet, unknown: int | None = None, max_chars: int | None = None, name: str = "strings"
+    ) -> TokenCharTable:
+        """The table of token strings over a char alphabet (as a char-level model such as the
+        seed study's, with its 100 chars, has it): token i's chars are the positions in
+        `alphabet` (a string or a sequence of distinct chars) of the chars of tokens[i];
+        None gives a token no chars. A char outside the alphabet is a ValueError naming the
+        token, or the char id `unknown` when one is given. `max_chars` keeps only the first
+        max_chars chars of longer tokens."""
+        _check_max_chars(max_chars, "from_strings")
+        alphabet = list(alphabet)
+        index = {char: i for i, char in enumerate(alphabet)}
+        if not alphabet or len(index) != len(alphabet) or not all(isinstance(c, str) and len(c) == 1 for c in alphabet):
+            raise ValueError("from_strings: alphabet must be a non-empty sequence of distinct single chars")
+        if unknown is not None and (
+            isinstance(unknown, bool) or not isinstance(unknown, int) or not 0 <= unknown < len(alphabet)
+        ):
+            raise ValueError(
+                f"from_strings: unknown must be a char id in [0, {len(alphabet)}) or None, got {unknown!r}"
+            )
+        rows = []
+        for token_id, token in enumerate(tokens):
+            if token is not None and not isinstance(token, str):
+                raise TypeError(f"from_strings: token {token_id} must be a str or None, got {type(token).__name__}")
+            ids = [index.get(char, unknown) for char in (token or "")][:max_chars]
+            if None in ids:
+                bad = next(char for char in token if char not in index)
+                raise ValueError(
+                    f"from_strings: token {token_id} ({token!r}) has the char {bad!r}, which is not in the alphabet; "
+                    "pass unknown= the char id to give such chars"
+                )
+            rows.append(ids)
+        width = max(1, max(map(len, rows), default=0))
+        chars = np.zeros((len(rows), width), dtype=np.int64)  # [V, Lmax]
+        for token_id, ids in enumerate(rows):
+            chars[token_id, : len(ids)] = ids
+        lengths = np.array([len(ids) for ids in rows], dtype=np.int64)  # [V]
+        return cls(chars, lengths, len(alphabet), name=name, alphabet="".join(alphabet))
+
+    @classmethod
+    def _from_token_bytes(cls, every_token: list, source: str, max_chars: int | None, cache_dir) -> TokenCharTable:
+        """The byte table of every id's bytes (None: no chars), read from or written to the
+        disk cache under a key of `source`, max_chars and a SHA-256 of every token's bytes."""
+        sizes = np.array([-1 if b is None else len(b) for b in every_token], dtype=np.int32)  # [V], -1: None
+        joined = b"".join([b for b in every_token if b])
+        contents = hashlib.sha256(sizes.tobytes() + joined).hexdigest()  # the sizes split the bytes: no collision
+        key = hashlib.sha256(f"{_CACHE_FORMAT}|{source}|{max_chars}|{contents}".encode()).hexdigest()
+        name = source if max_chars is None else f"{source}[:{max_chars}]"
+        cache_file = Path(cache_dir or default_cache_dir()) / f"table-{safe_filename(source)}-{key[:16]}.npz"
+        full = np.maximum(sizes, 0)  # [V]
+        lengths = full if max_chars is None else np.minimum(full, max_chars)  # [V]
         chars = _read_cached_chars(cache_file, key, lengths)
         if chars is None:
             chars = np.zeros((len(every_token), max(int(lengths.max()), 1)), dtype=np.uint8)  # [V, Lmax]
-            flat = np.frombuffer(b"".join(b[:n] for b, n in zip(every_token, lengths) if b), dtype=np.uint8)
+            flat = np.frombuffer(joined, dtype=np.uint8)
+            if max_chars is not None:  # keep the first max_chars bytes of each token
+                starts = np.cumsum(full) - full  # [V] where each token's bytes start in `joined`
+                flat = flat[np.repeat(starts, lengths) + _ranges(lengths)]
             chars[np.arange(chars.shape[1]) < lengths[:, None]] = flat
             _atomic_save_npz(cache_file, chars=chars, lengths=lengths, key=np.array(key))
-        return cls(torch.from_numpy(chars), torch.from_numpy(lengths), 256, name=name)
+        return cls._of_bytes(torch.from_numpy(chars), torch.from_numpy(lengths), name)
+
+    @classmethod
+    def _of_bytes(cls, chars: torch.Tensor, lengths: torch.Tensor, name: str) -> TokenCharTable:
+        """A byte table from arrays built (or read back and verified) here: canonical already,
+        so the checks of __init__ over every char are skipped."""
+        table = cls.__new__(cls)
+        table._chars, table._lengths = chars.contiguous(), lengths.to(torch.int32).contiguous()
+        table.n_chars, table.name, table.alphabet, table._version = 256, name, None, 0
+        table._derive()
+        return table
+
+
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """[sum(counts)]: 0..counts[0]-1, 0..counts[1]-1, ... (positions inside each token)."""
+    ends = np.cumsum(counts)
+    return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
+
+
+def _check_max_chars(max_chars, where: str) -> None:
+    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
+        raise ValueError(f"{where}: max_chars must be a positive int or None, got {max_chars!r}")
 
 
 def _read_cached_chars(path: Path, key: str, lengths: np.ndarray) -> np.ndarray | None:

@@ -1,16 +1,33 @@
-"""The bytes of every token of a tiktoken Encoding, and a digest that identifies them.
+"""The bytes of every token of a tokenizer, and a digest that identifies them.
 
-Duck-typed on the Encoding (n_vocab, special_tokens_set, encode_single_token,
-decode_single_token_bytes), so this module does not import tiktoken.
+Every family writes its tokens' bytes its own way; each reader here gives, for every id in
+[0, V), the exact UTF-8 bytes the token contributes to decoded text (None for special
+tokens and unused ids):
+
+    tiktoken        the token's bytes (duck-typed on the Encoding: no tiktoken import)
+    byte-level BPE  (GPT-2, RoBERTa, Llama-3, Qwen) each char of the token string stands for
+                    one byte through GPT-2's byte -> unicode alphabet: inverted
+    SentencePiece   (Llama-2, Mistral, T5, as transformers writes them, or a .model file)
+                    "▁" is a space; a byte-fallback token <0xNN> is that one byte
+    WordPiece       (BERT) the piece without its continuation prefix ("##")
+
+A Hugging Face tokenizer whose decoder is none of these is refused, naming its type: a
+guessed spelling would train a model on wrong characters without a word.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+_METASPACE = "\u2581"  # ▁
 
 
 def token_bytes(encoding) -> list[bytes | None]:
-    """Every id's bytes in [0, n_vocab); None for special tokens and for unused ids."""
+    """Every id's bytes in [0, n_vocab) of a tiktoken Encoding; None for special tokens and
+    for unused ids."""
     special_ids = {encoding.encode_single_token(s) for s in encoding.special_tokens_set}
     out: list[bytes | None] = []
     for token_id in range(encoding.n_vocab):
@@ -27,3 +44,109 @@ def token_bytes_digest(tokens: list[bytes | None]) -> str:
     for b in tokens:
         digest.update(b"\xff\xff" if b is None else len(b).to_bytes(2, "little") + b)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ Hugging Face tokenizers
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's bytes_to_unicode, inverted: the char that stands for each byte -> the byte."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in kept:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+BYTE_LEVEL_ALPHABET = _byte_level_alphabet()
+# The chars of the alphabet to the latin-1 char of their byte; the 68 chars below 256 that the
+# alphabet replaces (space, controls) to one that latin-1 cannot encode, so they are refused.
+_BYTE_LEVEL_TO_LATIN1 = str.maketrans(
+    {
+        **{chr(c): "\uffff" for c in range(256) if chr(c) not in BYTE_LEVEL_ALPHABET},
+        **{k: chr(b) for k, b in BYTE_LEVEL_ALPHABET.items()},
+    }
+)
+
+
+def hf_token_bytes(tokenizer) -> tuple[list[bytes | None], str]:
+    """(every id's bytes, the family: "byte-level", "sentencepiece" or "wordpiece") of a
+    tokenizers.Tokenizer or a transformers fast tokenizer; special added tokens get None."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if type(backend).__name__ != "Tokenizer" or not hasattr(backend, "get_added_tokens_decoder"):
+        raise TypeError(
+            f"from_hf: tokenizer must be a tokenizers.Tokenizer or a transformers fast tokenizer "
+            f"(use_fast=True), got {type(tokenizer).__name__}"
+        )
+    family, convert = _hf_family(backend)
+    vocab = backend.get_vocab(with_added_tokens=True)  # token string -> id
+    added = backend.get_added_tokens_decoder()  # id -> AddedToken
+    out: list[bytes | None] = [None] * (max(vocab.values()) + 1)
+    model_pieces = [(piece, token_id) for piece, token_id in vocab.items() if token_id not in added]
+    for (_, token_id), value in zip(model_pieces, convert([piece for piece, _ in model_pieces])):
+        out[token_id] = value
+    for token_id, token in added.items():  # added tokens are stored as plain text, not in the model's alphabet
+        out[token_id] = None if token.special else token.content.encode("utf-8")
+    return out, family
+
+
+def _hf_family(backend):
+    """(family, pieces -> their bytes) from the tokenizer's decoder: how its tokens become text."""
+    decoder = json.loads(backend.decoder.__getstate__()) if backend.decoder is not None else None
+    steps = decoder.get("decoders", []) if decoder and decoder["type"] == "Sequence" else [decoder] if decoder else []
+    types = [step["type"] for step in steps]
+    model = type(backend.model).__name__
+    if "ByteLevel" in types:
+        return "byte-level", _byte_level_bytes
+    spaces = [step["replacement"] for step in steps if step["type"] == "Metaspace"] + [
+        step["pattern"].get("String") for step in steps if step["type"] == "Replace" and step.get("content") == " "
+    ]
+    if spaces and spaces[0]:
+        return "sentencepiece", _sentencepiece_converter(spaces[0], byte_fallback="ByteFallback" in types)
+    if model == "WordPiece" and "WordPiece" in types:
+        prefix = next(step["prefix"] for step in steps if step["type"] == "WordPiece")
+        return "wordpiece", lambda pieces: [p.removeprefix(prefix).encode("utf-8") for p in pieces]
+    raise ValueError(
+        f"from_hf: cannot tell how a {model} tokenizer with decoder {' + '.join(types) or 'none'} spells its "
+        "tokens; readable: byte-level BPE (ByteLevel decoder), SentencePiece-style (Metaspace, or Replace '▁' -> "
+        "' ', with or without ByteFallback) and WordPiece (WordPiece decoder)"
+    )
+
+
+def _byte_level_bytes(pieces: list[str]) -> list[bytes]:
+    try:
+        return [piece.translate(_BYTE_LEVEL_TO_LATIN1).encode("latin-1") for piece in pieces]
+    except UnicodeEncodeError:
+        bad = next(p for p in pieces if not all(char in BYTE_LEVEL_ALPHABET for char in p))
+        raise ValueError(f"from_hf: byte-level token {bad!r} has a char outside the byte-level alphabet") from None
+
+
+def _sentencepiece_converter(space: str, byte_fallback: bool):
+    def convert(pieces: list[str]) -> list[bytes]:
+        out = [piece.replace(space, " ").encode("utf-8") for piece in pieces]
+        if byte_fallback:
+            for i, piece in enumerate(pieces):
+                match = _BYTE_FALLBACK.match(piece) if piece.startswith("<0x") else None
+                if match:
+                    out[i] = bytes([int(match.group(1), 16)])
+        return out
+
+    return convert
+
+
+# ------------------------------------------------------------------ sentencepiece
+def sentencepiece_token_bytes(processor) -> list[bytes | None]:
+    """Every id's bytes of a sentencepiece.SentencePieceProcessor: control and unknown ids
+    None, byte pieces their byte, the others their text with "▁" as a space."""
+    out: list[bytes | None] = []
+    for token_id in range(processor.get_piece_size()):
+        piece = processor.id_to_piece(token_id)
+        if processor.is_control(token_id) or processor.is_unknown(token_id):
+            out.append(None)
+        elif processor.is_byte(token_id):
+            out.append(bytes([int(_BYTE_FALLBACK.match(piece).group(1), 16)]))
+        else:
+            out.append(piece.replace(_METASPACE, " ").encode("utf-8"))
+    return out

@@ -23,6 +23,7 @@ import tiktoken
 
 from charfast.atomic import atomic_write
 from charfast.cache import default_cache_dir
+from charfast.token_bytes import BYTE_LEVEL_ALPHABET
 
 _FORMAT = 1  # bump when the cache file layout or the training recipe changes
 END_OF_TEXT = "<|endoftext|>"
@@ -32,21 +33,6 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 def end_of_text_id(encoding) -> int | None:
     """The id of <|endoftext|> (the document separator) in `encoding`, None when it has none."""
     return encoding.encode_single_token(END_OF_TEXT) if END_OF_TEXT in encoding.special_tokens_set else None
-
-
-def _gpt2_unicode_to_byte() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode: the printable char HF's ByteLevel uses per byte."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[chr(b)] = b
-        else:
-            chars[chr(256 + extra)] = b
-            extra += 1
-    return chars
 
 
 def _train_ranks(texts: Iterable[str], vocab_size: int, max_token_length: int | None) -> dict[bytes, int]:
@@ -66,11 +52,10 @@ def _train_ranks(texts: Iterable[str], vocab_size: int, max_token_length: int | 
     import json  # the trained merges are only reachable through the JSON dump
 
     merges = json.loads(tokenizer.to_str())["model"]["merges"]
-    to_byte = _gpt2_unicode_to_byte()
     ranks = {bytes([b]): b for b in range(256)}
     for pair in merges:
         left, right = pair if isinstance(pair, list) else pair.split(" ")
-        ranks[bytes(to_byte[ch] for ch in left + right)] = len(ranks)
+        ranks[bytes(BYTE_LEVEL_ALPHABET[ch] for ch in left + right)] = len(ranks)
     return ranks
 
 

@@ -37,7 +37,8 @@ def test_hf_gpt2_dropin(cl100k):
 def test_hf_gpt2_keeps_its_tied_output_layer_and_its_kv_cache_exact(cl100k):
     pytest.importorskip("transformers")
     torch.manual_seed(0)
-    model = load_example("hf_gpt2_dropin").char_aware_gpt2(cl100k).eval()
+    example = load_example("hf_gpt2_dropin")
+    model = example.char_aware_gpt2(example.cl100k_tokenizer()).eval()
     assert model.lm_head.weight is model.get_input_embeddings().weight
     prompt = torch.tensor([cl100k.encode_ordinary("How many r's are in strawberry?")])
     with torch.no_grad():

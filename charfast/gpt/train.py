@@ -35,7 +35,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from charfast.entry_point import STOP_SIGNALS, Stopped, signal_name
-from charfast.gpt.checkpoint import CheckpointError, check_compatible, rng_state, save_checkpoint, set_rng_state
+from charfast.gpt.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from charfast.gpt.config import ResolvedConfig, TrainConfig, build_model, computed_settings, resolve_config
 from charfast.gpt.data import TokenBatches, load_documents, split_documents, tokenize
 from charfast.gpt.distributed import (
@@ -490,9 +497,15 @@ class _StepLog:
         return ranks_stopping > 0
 
 
-def restore_run(out_dir: str | Path, device: str = "auto") -> Trainer:
-    """The run in `out_dir` as its checkpoint left it (model, tokenizer, data), in this process."""
+def restore_run(out_dir: str | Path, device: str = "auto", checkpoint: str | Path | None = None) -> Trainer:
+    """The run in `out_dir` as its checkpoint left it (model, tokenizer, data), in this
+    process; with `checkpoint`, as that checkpoint of the same run (e.g. weights kept at an
+    earlier step) left it."""
     run = resolve_config(["--out-dir", str(out_dir), "--resume", "--device", device, "--no-progress"])
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint)
+        check_compatible(state, computed_settings(run.config), state["tokenizer"], checkpoint)
+        run = dataclasses.replace(run, checkpoint=state)
     ddp, resolved_device = init_distributed(run.config.device)
     return Trainer(run, ddp, resolved_device)
 

@@ -168,3 +168,81 @@ def curve_rows(results: list[dict]) -> list[dict]:
                     }
                 )
     return rows
+
+
+# ------------------------------------------------------------------ the pretraining-length axis
+def pretrain_step(record: dict) -> int | None:
+    """The pretraining step of the weights a probe or fine-tuning record was built from;
+    None for a solo fine-tuning's record written before records named it (a study of one
+    pretraining point)."""
+    return record.get("pretrain_step", record["built_from"].get("pretrain_step"))
+
+
+def at_last_pretraining(records: list[dict]) -> list[dict]:
+    """The records built on each tokenizer's last pretraining step (what a study without
+    kept steps has only)."""
+    last = defaultdict(int)
+    for record in records:
+        last[record["tokenizer"]] = max(last[record["tokenizer"]], pretrain_step(record) or 0)
+    return [r for r in records if pretrain_step(r) in (None, last[r["tokenizer"]])]
+
+
+def length_rows(results: list[dict], probes: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(task rows, probe rows) as task_rows and probe_rows give them, at every pretraining
+    step of a tokenizer that has several, each with "pretrain_step"."""
+    tasks, probe_table = [], []
+    for step in sorted({pretrain_step(r) for r in results} - {None}):
+        at_step = [r for r in results if pretrain_step(r) == step]
+        several = {r["tokenizer"] for r in results if pretrain_step(r) != step}
+        tasks += [{**row, "pretrain_step": step} for row in task_rows(at_step) if row["tokenizer"] in several]
+    for step in sorted({pretrain_step(r) for r in probes} - {None}):
+        at_step = [r for r in probes if pretrain_step(r) == step]
+        several = {r["tokenizer"] for r in probes if pretrain_step(r) != step}
+        probe_table += [{**row, "pretrain_step": step} for row in probe_rows(at_step) if row["tokenizer"] in several]
+    return tasks, probe_table
+
+
+def validation_curve(metrics: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, validation losses) of a pretraining's metrics.jsonl records."""
+    points = sorted((r["step"], r["val_loss"]) for r in metrics if "val_loss" in r)
+    return np.asarray([p[0] for p in points], dtype=float), np.asarray([p[1] for p in points], dtype=float)
+
+
+def steps_to_loss(steps: np.ndarray, losses: np.ndarray, target: float) -> float | None:
+    """The first step at which a validation curve reaches `target` (linear between its
+    evaluations); None when it never does."""
+    below = np.nonzero(losses <= target)[0]
+    if below.size == 0:
+        return None
+    i = below[0]
+    if i == 0:
+        return float(steps[0])
+    (s0, s1), (l0, l1) = steps[i - 1 : i + 1], losses[i - 1 : i + 1]
+    return float(s0 + (s1 - s0) * (l0 - target) / (l0 - l1))
+
+
+def compute_equivalent_rows(curves: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]], points) -> list[dict]:
+    """Per tokenizer and pretraining point N: char's validation loss at N, and how many
+    steps baseline-matched (the same seed) needs to reach it: the compute-equivalent gain
+    is those steps / N (per seed, their mean, min and max; None where the baseline never
+    reaches it in its run). curves: (tokenizer, arch, seed) -> validation_curve."""
+    rows = []
+    for tokenizer in dict.fromkeys(t for t, _, _ in curves):
+        seeds = sorted(s for t, a, s in curves if t == tokenizer and a == CHAR and (t, MATCHED, s) in curves)
+        for step in points.get(tokenizer, []):
+            per_seed = []
+            for seed in seeds:
+                char_steps, char_losses = curves[(tokenizer, CHAR, seed)]
+                target = float(np.interp(step, char_steps, char_losses))
+                reached = steps_to_loss(*curves[(tokenizer, MATCHED, seed)], target)
+                per_seed.append({"seed": seed, "char_val_loss": target, "baseline_steps": reached})
+            gains = [p["baseline_steps"] / step for p in per_seed if p["baseline_steps"] is not None]
+            rows.append(
+                {
+                    "tokenizer": tokenizer,
+                    "pretrain_step": step,
+                    "per_seed": per_seed,
+                    "gain": [float(np.mean(gains)), min(gains), max(gains)] if len(gains) == len(per_seed) else None,
+                }
+            )
+    return rows

@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default=defaults.preset,
         choices=list(PRESETS),
-        help="quick: every stage in under a minute, tiny model; small: ~90 min on a 2-core CPU with --jobs 2; "
+        help="quick: every stage in minutes, tiny model; small: ~90 min on a 2-core CPU with --jobs 2; "
+        "length: 16x longer pretraining with its weights kept along the way, ~2 h with --jobs 2; "
         "full: GPT-2 small on a GPU",
     )
     parser.add_argument(
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one run set per tokenizer, the vocabulary sweep (default: the preset's, e.g. bpe:512 bpe:4096 bpe:8192)",
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--archs", nargs="+", default=list(defaults.archs))
+    parser.add_argument("--archs", nargs="+", default=None, help="default: the preset's")
     parser.add_argument(
         "--tasks",
         nargs="+",
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             preset=args.preset,
             tokenizers=None if args.tokenizers is None else tuple(args.tokenizers),
             seeds=None if args.seeds is None else tuple(args.seeds),
-            archs=tuple(args.archs),
+            archs=None if args.archs is None else tuple(args.archs),
             tasks=None if args.tasks is None else tuple(args.tasks),
             solo_tasks=None if args.solo_tasks is None else tuple(args.solo_tasks),
             data=args.data,

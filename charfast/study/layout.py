@@ -7,7 +7,8 @@ it and the report that reads it.
         splits/                      the frozen word splits (charfast.study.words)
         test_set.json                the frozen task questions
         <arch>-seed<seed>/
-          pretrain/                  a charfast.train run: ckpt.pt, metrics.jsonl
+          pretrain/                  a charfast.train run: ckpt.pt, metrics.jsonl;
+                                     kept/step<N>.pt (.json): its weights at a kept step
           probe.json                 the spelling probe of the pretrained input vectors
           finetune/<fine-tuning>/results.json
                                      one per fine-tuning: "mixed" (all tasks at once, from
@@ -15,6 +16,8 @@ it and the report that reads it.
                                      solo task's name (that task alone, from the mixed
                                      weights): learning curve, fine-tuning losses, every
                                      test answer of its tasks
+          at-step<N>/                the same stages (probe.json, finetune/) from the
+                                     weights kept at pretraining step N
 """
 
 from __future__ import annotations
@@ -51,14 +54,23 @@ class StudyLayout:
     def pretrain_dir(self, tokenizer: str, arch: str, seed: int) -> Path:
         return self.run_dir(tokenizer, arch, seed) / "pretrain"
 
-    def probe(self, tokenizer: str, arch: str, seed: int) -> Path:
-        return self.run_dir(tokenizer, arch, seed) / "probe.json"
+    def kept_checkpoint(self, tokenizer: str, arch: str, seed: int, step: int) -> Path:
+        return self.pretrain_dir(tokenizer, arch, seed) / "kept" / f"step{step}.pt"
 
-    def results(self, tokenizer: str, arch: str, seed: int, finetuning: str) -> Path:
-        return self.run_dir(tokenizer, arch, seed) / "finetune" / finetuning / "results.json"
+    def stage_dir(self, tokenizer: str, arch: str, seed: int, at: int | None = None) -> Path:
+        """Where the stages built on the pretraining's last weights (at None) or on those kept
+        at step `at` write."""
+        run = self.run_dir(tokenizer, arch, seed)
+        return run if at is None else run / f"at-step{at}"
 
-    def finetuned_weights(self, tokenizer: str, arch: str, seed: int, finetuning: str) -> Path:
-        return self.run_dir(tokenizer, arch, seed) / "finetune" / finetuning / "weights.pt"
+    def probe(self, tokenizer: str, arch: str, seed: int, at: int | None = None) -> Path:
+        return self.stage_dir(tokenizer, arch, seed, at) / "probe.json"
+
+    def results(self, tokenizer: str, arch: str, seed: int, finetuning: str, at: int | None = None) -> Path:
+        return self.stage_dir(tokenizer, arch, seed, at) / "finetune" / finetuning / "results.json"
+
+    def finetuned_weights(self, tokenizer: str, arch: str, seed: int, finetuning: str, at: int | None = None) -> Path:
+        return self.stage_dir(tokenizer, arch, seed, at) / "finetune" / finetuning / "weights.pt"
 
     def learning_curves_plot(self, tokenizer: str) -> Path:
         return self.root / f"learning_curves_{safe_filename(tokenizer)}.png"

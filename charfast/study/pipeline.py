@@ -28,6 +28,7 @@ import hashlib
 import json
 import multiprocessing
 import random
+import shutil
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -72,6 +73,24 @@ class Preset:
     examples_per_cell: int  # frozen test questions per task and split
     curve_points: int  # evaluations during fine-tuning (learning curves), besides step 0
     curve_examples: int  # questions per task and split at each curve point (a prefix of the test set)
+    archs: tuple[str, ...] = ARCHS
+    # Pretraining steps before the last at which its weights are kept and probed and
+    # fine-tuned too (the pretraining-length axis); their learning-rate schedule is the
+    # whole run's (--lr-decay-steps pretrain_steps), whichever steps are kept.
+    kept_steps: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if list(self.kept_steps) != sorted(set(self.kept_steps)) or any(
+            not 0 < k < self.pretrain_steps for k in self.kept_steps
+        ):
+            raise ValueError(
+                f"Preset: kept_steps must rise strictly inside (0, {self.pretrain_steps}), got {self.kept_steps}"
+            )
+
+    @property
+    def pretrain_points(self) -> tuple[int, ...]:
+        """Every pretraining step whose weights the later stages start from, the last one last."""
+        return (*self.kept_steps, self.pretrain_steps)
 
 
 PRESETS = {
@@ -93,6 +112,7 @@ PRESETS = {
         examples_per_cell=4,
         curve_points=2,
         curve_examples=4,
+        kept_steps=(5, 10),
     ),
     # About 90 minutes on a 2-core CPU with --jobs 2: the default CPU model, three
     # vocabularies, two seeds, fine-tuned on four tasks long enough to learn most of them,
@@ -111,6 +131,28 @@ PRESETS = {
         examples_per_cell=60,
         curve_points=6,
         curve_examples=20,
+    ),
+    # Does the baseline learn spelling with 16x the small preset's pretraining? One vocabulary,
+    # char against baseline-matched, 2 seeds, pretrained 3200 steps with its weights kept at
+    # 200 (the small preset's length), 800 and 3200, each then probed and fine-tuned as the
+    # small preset does (mixed 3000 steps, count alone 2000). About 2 hours on a 2-core CPU
+    # with --jobs 2 (traded for it: bpe:512 and 8192, the char-shuffled control, a third seed).
+    "length": Preset(
+        tokenizers=("bpe:4096",),
+        seeds=(0, 1),
+        tasks=SMALL_TASKS,
+        pretrain_steps=3200,
+        train_flags=("--eval-interval", "100", "--eval-iters", "4"),
+        finetune_steps=3000,
+        solo_tasks=("count",),
+        solo_steps=2000,
+        finetune_batch=32,
+        finetune_lr=1e-3,
+        examples_per_cell=60,
+        curve_points=6,
+        curve_examples=20,
+        archs=("char", "baseline-matched"),
+        kept_steps=(200, 800),
     ),
     # GPU: GPT-2 small shape (bring a big corpus with --data).
     "full": Preset(
@@ -139,7 +181,7 @@ class StudyConfig:
     preset: str = "small"
     tokenizers: tuple[str, ...] | None = None
     seeds: tuple[int, ...] | None = None
-    archs: tuple[str, ...] = ARCHS
+    archs: tuple[str, ...] | None = None
     tasks: tuple[str, ...] | None = None
     solo_tasks: tuple[str, ...] | None = None
     data: str | None = None
@@ -159,6 +201,7 @@ class StudyConfig:
         return dataclasses.replace(
             self,
             tokenizers=preset.tokenizers if self.tokenizers is None else tuple(self.tokenizers),
+            archs=preset.archs if self.archs is None else tuple(self.archs),
             seeds=preset.seeds if self.seeds is None else tuple(self.seeds),
             tasks=tasks,
             solo_tasks=solo_tasks if self.solo_tasks is None else tuple(self.solo_tasks),
@@ -229,19 +272,33 @@ class Study:
 
     # ---------------------------------------------------------------- stages
     def pretrain(self, tokenizer: str, arch: str, seed: int) -> Path:
-        """The pretraining run's folder, trained (or finished) to the preset's steps. An
-        existing checkpoint is reused only when its settings are the ones asked for here."""
+        """The pretraining run's folder, trained (or finished) to the preset's steps, its
+        weights kept at each of the preset's kept steps on the way. An existing checkpoint is
+        continued or reused only when its settings are the ones asked for here."""
         folder = self.layout.pretrain_dir(tokenizer, arch, seed)
-        steps = self.preset.pretrain_steps
-        ckpt = folder / "ckpt.pt"
+        flags = self._pretrain_flags(tokenizer, arch, seed)
+        for step in self.preset.kept_steps:
+            self._keep_checkpoint(tokenizer, arch, seed, step, flags)
+        self._train_to(folder, flags, self.preset.pretrain_steps)
+        return folder
+
+    def _pretrain_flags(self, tokenizer: str, arch: str, seed: int) -> list[str]:
+        """charfast.train's flags of a pretraining, but for --out-dir and --max-steps."""
         flags = [*self.preset.train_flags, "--tokenizer", tokenizer, "--arch", arch, "--seed", str(seed)]
-        flags += ["--max-steps", str(steps), "--out-dir", str(folder), "--device", self.config.device]
-        flags += ["--sample-tokens", "0", "--no-progress", *(["--data", self.config.data] if self.config.data else [])]
+        flags += ["--device", self.config.device, "--sample-tokens", "0", "--no-progress"]
+        if self.preset.kept_steps:  # the same schedule whichever step a segment of the run stops at
+            flags += ["--lr-decay-steps", str(self.preset.pretrain_steps)]
+        return flags + (["--data", self.config.data] if self.config.data else [])
+
+    def _train_to(self, folder: Path, flags: list[str], steps: int) -> None:
+        """Train (or continue) the run in `folder` to `steps`; nothing when it is there."""
+        ckpt = folder / "ckpt.pt"
+        flags = [*flags, "--out-dir", str(folder), "--max-steps", str(steps)]
         if ckpt.exists():
             self._check_same_pretraining(folder, flags)
             flags.append("--resume")
             if resolve_config(flags).checkpoint["step"] >= steps:
-                return folder
+                return
         code = train.main(flags)
         if code >= 128:
             raise Interrupted(f"pretraining {folder} was interrupted; run the study again to continue", code - 128)
@@ -250,7 +307,39 @@ class Study:
         reached = load_checkpoint(ckpt)["step"]
         if reached < steps:
             raise RunFailed(f"pretraining {folder} stopped at step {reached} of {steps}")
-        return folder
+
+    def _keep_checkpoint(self, tokenizer: str, arch: str, seed: int, step: int, flags: list[str]) -> Path:
+        """The pretraining's weights at `step`, kept as their own stage (its record says what
+        run and step they are): taken on the way when the run has not passed `step`, else
+        from a run of its own to `step` (the same numbers: runs are deterministic and the
+        schedule is the whole run's)."""
+        kept = self.layout.kept_checkpoint(tokenizer, arch, seed, step)
+        record_path = kept.with_suffix(".json")
+        built_from = {
+            "pretraining": computed_settings(settings_from_flags([*flags, "--out-dir", "-"])[0]),
+            "step": step,
+        }
+        saved = _read_json(record_path)
+        if isinstance(saved, dict) and saved.get("built_from") == built_from and kept.exists():
+            if saved.get("sha256") == _sha256(kept):
+                return kept
+        folder = self.layout.pretrain_dir(tokenizer, arch, seed)
+        main_ckpt = folder / "ckpt.pt"
+        passed = main_ckpt.exists() and load_checkpoint(main_ckpt)["step"] > step
+        source = kept.parent / f"run-to-step{step}" if passed else folder
+        self._train_to(source, flags, step)
+        with atomic_write(kept) as f:
+            f.write((source / "ckpt.pt").read_bytes())
+        if passed:
+            shutil.rmtree(source)
+        _write_json(record_path, {"built_from": built_from, "sha256": _sha256(kept)})
+        return kept
+
+    def checkpoint_at(self, tokenizer: str, arch: str, seed: int, step: int) -> Path:
+        """The pretrained weights the later stages of `step` start from."""
+        if step == self.preset.pretrain_steps:
+            return self.layout.pretrain_dir(tokenizer, arch, seed) / "ckpt.pt"
+        return self.layout.kept_checkpoint(tokenizer, arch, seed, step)
 
     def _check_same_pretraining(self, folder: Path, flags: list[str]) -> None:
         """A ValueError when the pretraining in `folder` computes something other than a fresh
@@ -265,14 +354,14 @@ class Study:
                 "that folder to pretrain it again"
             )
 
-    def pretrain_identity(self, folder: Path) -> dict:
-        """What a stage built on a pretraining records: its step and its checkpoint's hash."""
-        ckpt = folder / "ckpt.pt"
+    def pretrain_identity(self, ckpt: Path) -> dict:
+        """What a stage built on pretrained weights records: their step and their file's hash."""
         return {"pretrain_step": load_checkpoint(ckpt)["step"], "pretrain_sha256": _sha256(ckpt)}
 
-    def load_pretrained(self, folder: Path) -> train.Trainer:
-        """The finished pretraining run as a Trainer: model, encoding and training tokens."""
-        return train.restore_run(folder, device=self.config.device)
+    def load_pretrained(self, folder: Path, ckpt: Path | None = None) -> train.Trainer:
+        """The pretraining run in `folder` as a Trainer (model, encoding, training tokens), its
+        weights those of `ckpt` (default: the run's last checkpoint)."""
+        return train.restore_run(folder, device=self.config.device, checkpoint=ckpt)
 
     def splits_and_test_set(self, tokenizer: str):
         """(word splits, [(split, Example)]) of a tokenizer, frozen under its folder on first use
@@ -332,19 +421,31 @@ class Study:
                 chosen.append((split, example))
         return chosen
 
-    def probe_run(self, tokenizer: str, arch: str, seed: int) -> Path:
-        """probe.json of one pretrained run: the spelling probe of its input vectors. Reused
-        only when it was built from this pretraining (step and checkpoint hash)."""
+    def probe_runs(self, tokenizer: str, arch: str, seed: int) -> list[Path]:
+        """The probe.json of one pretrained run at each of its pretraining points: the spelling
+        probe of its input vectors. Each is reused only when it was built from those
+        pretrained weights (their step and hash)."""
         pretrain_dir = self.layout.pretrain_dir(tokenizer, arch, seed)
-        path = self.layout.probe(tokenizer, arch, seed)
-        built_from = self.pretrain_identity(pretrain_dir)
-        saved = _read_json(path)
-        if isinstance(saved, dict) and saved.get("built_from") == built_from:
-            return path
-        trainer = self.load_pretrained(pretrain_dir)
-        record = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "n_vocab": trainer.encoding.n_vocab}
-        _write_json(path, {**record, "built_from": built_from, "probe": probe_model(trainer.model, trainer.encoding)})
-        return path
+        paths = []
+        for step in self.preset.pretrain_points:
+            path = self.layout.probe(tokenizer, arch, seed, self._at(step))
+            paths.append(path)
+            ckpt = self.checkpoint_at(tokenizer, arch, seed, step)
+            built_from = self.pretrain_identity(ckpt)
+            saved = _read_json(path)
+            if isinstance(saved, dict) and saved.get("built_from") == built_from:
+                continue
+            trainer = self.load_pretrained(pretrain_dir, ckpt)
+            record = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "pretrain_step": step}
+            record["n_vocab"] = trainer.encoding.n_vocab
+            probe = probe_model(trainer.model, trainer.encoding)
+            _write_json(path, {**record, "built_from": built_from, "probe": probe})
+        return paths
+
+    def _at(self, step: int) -> int | None:
+        """The layout's name of a pretraining point: None for the last (the folders of a study
+        without kept steps), else the step."""
+        return None if step == self.preset.pretrain_steps else step
 
     def finetune_config(self, finetuning: str, seed: int) -> FinetuneConfig:
         mixed = finetuning == MIXED
@@ -357,22 +458,28 @@ class Study:
         )
 
     def finetune_runs(self, tokenizer: str, arch: str, seed: int) -> list[Path]:
-        """The results.json of each fine-tuning of one pretrained run: MIXED (all tasks, from
-        the pretrained weights; its weights are kept), then each solo task alone, from the
-        mixed weights. Each is reused only when it was built from the same start (the
-        pretraining's step and hash, or the mixed weights' hash), test set and settings."""
+        """The results.json of each fine-tuning of one pretrained run, at each of its
+        pretraining points: MIXED (all tasks, from the pretrained weights; its weights are
+        kept), then each solo task alone, from the mixed weights. Each is reused only when it
+        was built from the same start (the pretrained weights' step and hash, or the mixed
+        weights' hash), test set and settings."""
+        return [
+            path for step in self.preset.pretrain_points for path in self._finetune_runs_at(tokenizer, arch, seed, step)
+        ]
+
+    def _finetune_runs_at(self, tokenizer: str, arch: str, seed: int, step: int) -> list[Path]:
         splits, test_set = self.splits_and_test_set(tokenizer)
         pretrain_dir = self.layout.pretrain_dir(tokenizer, arch, seed)
-        mixed_weights = self.layout.finetuned_weights(tokenizer, arch, seed, MIXED)
+        ckpt = self.checkpoint_at(tokenizer, arch, seed, step)
+        at = self._at(step)
+        mixed_weights = self.layout.finetuned_weights(tokenizer, arch, seed, MIXED, at)
         test_set_sha256 = _sha256(self.layout.test_set(tokenizer))
         trainer = None  # loaded when a fine-tuning has to run
         paths = []
         for finetuning in [MIXED, *self.config.solo_tasks]:
             config = self.finetune_config(finetuning, seed)
             start = (
-                self.pretrain_identity(pretrain_dir)
-                if finetuning == MIXED
-                else {"after_mixed_sha256": _sha256(mixed_weights)}
+                self.pretrain_identity(ckpt) if finetuning == MIXED else {"after_mixed_sha256": _sha256(mixed_weights)}
             )
             built_from = {
                 **start,
@@ -381,14 +488,14 @@ class Study:
                 "curve_steps": self._curve_steps(config.steps),
                 "curve_examples": self.preset.curve_examples,
             }
-            path = self.layout.results(tokenizer, arch, seed, finetuning)
+            path = self.layout.results(tokenizer, arch, seed, finetuning, at)
             paths.append(path)
             saved = _read_json(path)
             if isinstance(saved, dict) and saved.get("built_from") == built_from:
                 if finetuning != MIXED or mixed_weights.exists():
                     continue
             if trainer is None:
-                trainer = self.load_pretrained(pretrain_dir)
+                trainer = self.load_pretrained(pretrain_dir, ckpt)
             if finetuning != MIXED:
                 trainer.model.load_state_dict(torch.load(mixed_weights, map_location=trainer.device))
             questions = [(split, example) for split, example in test_set if example.task in config.tasks]
@@ -397,6 +504,7 @@ class Study:
                 with atomic_write(mixed_weights) as f:
                     torch.save(trainer.model.state_dict(), f)
             identity = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "finetuning": finetuning}
+            identity["pretrain_step"] = step
             _write_json(path, {**identity, "built_from": built_from, **record})
         return paths
 
@@ -447,7 +555,7 @@ class Study:
         self._map(_pretrain_job, self.runs())
         for tokenizer in self.config.tokenizers:
             self.splits_and_test_set(tokenizer)
-        probes = self._map(_probe_job, self.runs())
+        probes = [path for paths in self._map(_probe_job, self.runs()) for path in paths]
         return probes, [path for paths in self._map(_finetune_job, self.runs()) for path in paths]
 
     def _map(self, job, runs: list[tuple]) -> list:
@@ -465,8 +573,8 @@ def _pretrain_job(config: StudyConfig, run: tuple[str, str, int]) -> Path:
     return Study(config).pretrain(*run)
 
 
-def _probe_job(config: StudyConfig, run: tuple[str, str, int]) -> Path:
-    return Study(config).probe_run(*run)
+def _probe_job(config: StudyConfig, run: tuple[str, str, int]) -> list[Path]:
+    return Study(config).probe_runs(*run)
 
 
 def _finetune_job(config: StudyConfig, run: tuple[str, str, int]) -> list[Path]:

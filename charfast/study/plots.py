@@ -1,6 +1,7 @@
 """The study's plots (PNG files only; matplotlib is imported when they are drawn).
 
 loss_curves.png             pretraining validation loss and fine-tuning answer loss per run
+length_*_<tok>.png          with kept pretraining steps: see plot_length
 learning_curves_<tok>.png   exact match during fine-tuning, task x split, one line per arch
                             (mean over seeds, the band spans the seeds' min and max)
 sweep.png                   char - baseline-matched with its 95% interval against the
@@ -143,3 +144,117 @@ def plot_report(
     for tokenizer in dict.fromkeys(r["tokenizer"] for r in curves):
         paths.append(plot_learning_curves(curves, tokenizer, layout.learning_curves_plot(tokenizer)))
     return paths
+
+
+def plot_length(
+    curves: dict, tokens_per_step: dict, gains: list[dict], tasks: list[dict], probes: list[dict], root: Path
+) -> list[Path]:
+    """The pretraining-length plots of each tokenizer with several pretraining points:
+    length_loss_<tok>.png   validation loss against pretraining tokens per arch and seed,
+                            the kept points marked with char's compute-equivalent gain
+    length_probe_<tok>.png  each probe's held-out score against pretraining steps per arch
+                            (95% intervals; dashed: the majority baseline)
+    length_gap_<tok>.png    the headline: exact match on held-out and nonce words against
+                            pretraining steps per task and arch (dashed: chance), and below
+                            it char - baseline-matched with its 95% interval"""
+    paths = []
+    for tokenizer in dict.fromkeys(r["tokenizer"] for r in tasks):
+        name = tokenizer.replace(":", "_")
+        paths.append(_plot_length_loss(curves, tokens_per_step, gains, tokenizer, root / f"length_loss_{name}.png"))
+        paths.append(_plot_length_probe(probes, tokenizer, root / f"length_probe_{name}.png"))
+        paths.append(_plot_length_gap(tasks, tokenizer, root / f"length_gap_{name}.png"))
+    return paths
+
+
+def _plot_length_loss(curves, tokens_per_step, gains, tokenizer, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+    per_step = tokens_per_step[tokenizer] / 1e6
+    for (t, arch, seed), (steps, losses) in curves.items():
+        if t == tokenizer:
+            ax.plot(steps * per_step, losses, color=COLOURS.get(arch), alpha=0.8, label=f"{arch} seed {seed}")
+    for row in (g for g in gains if g["tokenizer"] == tokenizer):
+        x = row["pretrain_step"] * per_step
+        ax.axvline(x, color="grey", linewidth=0.6, linestyle=":")
+        label = "not reached" if row["gain"] is None else f"{row['gain'][0]:.2f}x"
+        ax.annotate(label, (x, ax.get_ylim()[1]), fontsize=7, ha="center", va="top")
+    ax.set(
+        xscale="log",
+        title=f"{tokenizer}: validation loss; at each kept point, char's compute-equivalent gain",
+        xlabel="pretraining tokens (millions)",
+        ylabel="nats / token",
+    )
+    ax.title.set_fontsize(8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _plot_length_probe(probes: list[dict], tokenizer: str, path: Path) -> Path:
+    plt = _pyplot()
+    mine = [r for r in probes if r["tokenizer"] == tokenizer]
+    fig, axes = plt.subplots(1, len(PROBES), figsize=(3.4 * len(PROBES), 3.2), dpi=110)
+    for ax, probe in zip(np.atleast_1d(axes), PROBES):
+        rows = sorted((r for r in mine if r["probe"] == probe), key=lambda r: r["pretrain_step"])
+        steps = np.asarray([r["pretrain_step"] for r in rows], dtype=float)
+        for k, arch in enumerate(a for a in COLOURS if rows and a in rows[0]["score"]):
+            s = np.asarray([r["score"][arch] for r in rows])  # [points, (estimate, low, high)]
+            x = steps * (1 + 0.04 * k)
+            ax.errorbar(x, s[:, 0], yerr=[s[:, 0] - s[:, 1], s[:, 2] - s[:, 0]], marker="o", capsize=3,
+                        color=COLOURS[arch], label=arch)  # fmt: skip
+        if rows:
+            ax.plot(steps, [r["majority"] for r in rows], color="grey", linestyle="--", linewidth=0.8, label="majority")
+        ax.set(xscale="log", title=f"{probe} probe", xlabel="pretraining steps", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("held-out score")
+    np.atleast_1d(axes)[0].legend(fontsize=6)
+    fig.suptitle(f"{tokenizer}: is the input vector letter-decodable? (95% intervals)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _plot_length_gap(tasks: list[dict], tokenizer: str, path: Path) -> Path:
+    plt = _pyplot()
+    mine = [r for r in tasks if r["tokenizer"] == tokenizer and r["split"] in ("heldout", "nonce")]
+    labels = sorted({task_label(r) for r in mine})
+    fig, axes = plt.subplots(2, len(labels), figsize=(3.2 * len(labels), 5.6), dpi=110, squeeze=False)
+    for j, label in enumerate(labels):
+        top, bottom = axes[0, j], axes[1, j]
+        for k, split in enumerate(("heldout", "nonce")):
+            rows = sorted((r for r in mine if task_label(r) == label and r["split"] == split),
+                          key=lambda r: r["pretrain_step"])  # fmt: skip
+            if not rows:
+                continue
+            steps = np.asarray([r["pretrain_step"] for r in rows], dtype=float)
+            style = "-" if split == "heldout" else "--"
+            for arch in (a for a in COLOURS if a in rows[0]["exact_match"]):
+                top.plot(steps, [r["exact_match"][arch] for r in rows], style, marker=".", color=COLOURS[arch],
+                         label=f"{arch}, {split}")  # fmt: skip
+            with_difference = [r for r in rows if MATCHED in r["difference"]]
+            if with_difference:
+                d = np.asarray([r["difference"][MATCHED] for r in with_difference])
+                x = np.asarray([r["pretrain_step"] for r in with_difference], dtype=float) * (1 + 0.05 * k)
+                bottom.errorbar(x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], marker="o", capsize=3,
+                                linestyle=style, label=split)  # fmt: skip
+            chance = rows[0]["chance"]
+            if chance:
+                top.axhline(chance, color="grey", linestyle=":", linewidth=0.8)
+        top.set(xscale="log", title=label, ylim=(-0.02, 1.02))
+        bottom.axhline(0, color="grey", linewidth=0.6)
+        bottom.set(xscale="log", xlabel="pretraining steps")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("exact match")
+    axes[1, 0].set_ylabel("char - baseline-matched")
+    axes[0, 0].legend(fontsize=5)
+    axes[1, 0].legend(fontsize=6)
+    fig.suptitle(f"{tokenizer}: does the char advantage survive longer pretraining? (95% intervals; dotted: chance)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -11,9 +11,23 @@ import json
 from pathlib import Path
 
 from charfast.atomic import atomic_write
-from charfast.study.analysis import CHAR, CONTROLS, THRESHOLDS, curve_rows, probe_rows, task_rows
+from charfast.gpt.checkpoint import load_checkpoint
+from charfast.study.analysis import (
+    CHAR,
+    CONTROLS,
+    MATCHED,
+    THRESHOLDS,
+    at_last_pretraining,
+    compute_equivalent_rows,
+    curve_rows,
+    length_rows,
+    pretrain_step,
+    probe_rows,
+    task_rows,
+    validation_curve,
+)
 from charfast.study.layout import StudyLayout
-from charfast.study.plots import plot_report
+from charfast.study.plots import plot_length, plot_report
 
 LEARNED = 0.6  # exact match on train words that counts a task as learned
 
@@ -37,15 +51,18 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def probe_table(rows: list[dict]) -> str:
+    """The probe rows; with a pretraining-steps column when they carry "pretrain_step"."""
     archs = _archs(rows, "score")
-    header = ["tokenizer", "probe", "test tokens", "majority", *archs, *(f"char - {c}" for c in CONTROLS)]
-    header.append(f"per seed ({', '.join(archs)})")
+    steps = any("pretrain_step" in r for r in rows)
+    header = ["tokenizer", "probe", *(["pretraining steps"] if steps else []), "test tokens", "majority", *archs]
+    header += [*(f"char - {c}" for c in CONTROLS), f"per seed ({', '.join(archs)})"]
     cells = []
     for r in rows:
         cells.append(
             [
                 r["tokenizer"],
                 r["probe"],
+                *([str(r["pretrain_step"])] if steps else []),
                 "/".join(map(str, r["n_test_tokens"])),
                 f"{r['majority']:.1%}",
                 *(f"{r['score'][a][0]:.1%} [{r['score'][a][1]:.1%}, {r['score'][a][2]:.1%}]" for a in archs),
@@ -124,12 +141,157 @@ def steps_table(rows: list[dict]) -> str:
     return _markdown(header, cells)
 
 
+LENGTH_SPLITS = ("heldout", "nonce")  # the pretraining-length section's splits: words not fine-tuned on
+
+
+def length_table(rows: list[dict], tokens_per_step: dict[str, int]) -> str:
+    """Exact match on held-out and nonce words at each pretraining length, per task: each
+    arch's, and char - baseline-matched with its interval."""
+    archs = _archs(rows, "exact_match")
+    header = ["tokenizer", "task", "fine-tuning", "split", "pretraining steps (tokens)", "chance", *archs]
+    header.append("char - baseline-matched")
+    cells = [
+        [
+            r["tokenizer"],
+            r["task"],
+            r["finetuning"],
+            r["split"],
+            f"{r['pretrain_step']} ({r['pretrain_step'] * tokens_per_step.get(r['tokenizer'], 0) / 1e6:.2f}M)",
+            f"{r['chance']:.0%}",
+            *(f"{r['exact_match'][a]:.1%}" for a in archs),
+            _interval(r["difference"].get(MATCHED)),
+        ]
+        for r in sorted(
+            rows, key=lambda r: (r["tokenizer"], r["task"], r["finetuning"], r["split"], r["pretrain_step"])
+        )
+        if r["split"] in LENGTH_SPLITS
+    ]
+    return _markdown(header, cells)
+
+
+def gap_reading(rows: list[dict]) -> str:
+    """Per task and split: char - baseline-matched at the first and last pretraining length,
+    and the first length whose 95% interval includes zero (mechanical; RESULTS.md reads it)."""
+    lines = []
+    keys = dict.fromkeys((r["tokenizer"], r["task"], r["finetuning"], r["split"]) for r in rows)
+    for tokenizer, task, finetuning, split in keys:
+        if split not in LENGTH_SPLITS:
+            continue
+        series = sorted(
+            (
+                r
+                for r in rows
+                if (r["tokenizer"], r["task"], r["finetuning"], r["split"]) == (tokenizer, task, finetuning, split)
+            ),
+            key=lambda r: r["pretrain_step"],
+        )
+        series = [r for r in series if MATCHED in r["difference"]]
+        if len(series) < 2:
+            continue
+        first, last = series[0], series[-1]
+        zero = next(
+            (r["pretrain_step"] for r in series if r["difference"][MATCHED][1] <= 0 <= r["difference"][MATCHED][2]),
+            None,
+        )
+        lines.append(
+            f"- {tokenizer} {task} ({finetuning}), {split}: {_interval(first['difference'][MATCHED])} at "
+            f"{first['pretrain_step']} steps, {_interval(last['difference'][MATCHED])} at {last['pretrain_step']}; "
+            + (f"the interval first includes zero at {zero} steps" if zero else "no interval includes zero")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def gain_table(rows: list[dict]) -> str:
+    header = [
+        "tokenizer",
+        "pretraining steps",
+        "char validation loss (per seed)",
+        "baseline-matched steps to it (per seed)",
+    ]
+    header.append("compute-equivalent gain: mean [min, max] over seeds")
+    cells = []
+    for r in rows:
+        steps = [
+            f"{p['baseline_steps']:.0f}" if p["baseline_steps"] is not None else "not reached" for p in r["per_seed"]
+        ]
+        gain = (
+            "n/a (not reached)"
+            if r["gain"] is None
+            else f"{r['gain'][0]:.2f}x [{r['gain'][1]:.2f}, {r['gain'][2]:.2f}]"
+        )
+        cells.append(
+            [
+                r["tokenizer"],
+                str(r["pretrain_step"]),
+                " / ".join(f"{p['char_val_loss']:.3f}" for p in r["per_seed"]),
+                " / ".join(steps),
+                gain,
+            ]
+        )
+    return _markdown(header, cells)
+
+
+def _pretraining_curves(records: list[dict], layout: StudyLayout) -> tuple[dict, dict]:
+    """((tokenizer, arch, seed) -> validation_curve of its pretraining, tokenizer -> tokens per step)."""
+    curves, tokens = {}, {}
+    for tokenizer, arch, seed in dict.fromkeys((r["tokenizer"], r["arch"], r["seed"]) for r in records):
+        path = layout.pretrain_dir(tokenizer, arch, seed) / "metrics.jsonl"
+        metrics = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        curves[(tokenizer, arch, seed)] = validation_curve(metrics)
+        config = load_checkpoint(layout.pretrain_dir(tokenizer, arch, seed) / "ckpt.pt")["config"]
+        tokens[tokenizer] = config["batch_size"] * config["block_size"] * config["grad_accum"]
+    return curves, tokens
+
+
+def length_section(results: list[dict], probes: list[dict], layout: StudyLayout) -> tuple[list[str], dict]:
+    """The report's pretraining-length section (markdown lines) and its report.json part;
+    nothing when no tokenizer has several pretraining points."""
+    task_length, probe_length = length_rows(results, probes)
+    if not task_length:
+        return [], {}
+    points = {}
+    for record in results:
+        if pretrain_step(record) is not None:
+            points.setdefault(record["tokenizer"], set()).add(pretrain_step(record))
+    points = {t: sorted(steps) for t, steps in points.items() if len(steps) > 1}
+    curves, tokens = _pretraining_curves([r for r in results if r["tokenizer"] in points], layout)
+    gains = compute_equivalent_rows(curves, points)
+    plots = plot_length(curves, tokens, gains, task_length, probe_length, layout.root)
+    text = [
+        "## Pretraining length",
+        "",
+        "The same pretraining runs, their weights kept at several steps, each then probed and fine-tuned as "
+        "above (one learning-rate schedule for the whole run). Compute-equivalent gain: the steps "
+        "baseline-matched needs to reach char's validation loss at N steps, over N (paired by seed; with two "
+        "seeds, min and max are the two).",
+        "",
+        gain_table(gains),
+        "Spelling probe at each length:",
+        "",
+        probe_table(probe_length),
+        "Exact match on words the fine-tuning never saw, at each length (tasks; 95% intervals):",
+        "",
+        length_table(task_length, tokens),
+        "Reading, mechanically (char - baseline-matched):",
+        "",
+        gap_reading(task_length),
+        *[f"![{p.stem}]({p.name})" for p in plots],
+        "",
+    ]
+    return text, {"length_tasks": task_length, "length_probe": probe_length, "compute_equivalent": gains}
+
+
 def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: Path) -> Path:
     """report.md, report.json and the plots in study_root, from the runs' probe.json and
-    results.json files; returns report.md's path."""
-    results = load_records(result_paths)
-    tasks, probes, curves = task_rows(results), probe_rows(load_records(probe_paths)), curve_rows(results)
-    plots = plot_report(results, tasks, probes, curves, StudyLayout(study_root))
+    results.json files; returns report.md's path. The tables of tasks, probes and learning
+    curves are at each tokenizer's last pretraining step; a study with kept steps adds the
+    pretraining-length section."""
+    all_results, all_probes = load_records(result_paths), load_records(probe_paths)
+    results = at_last_pretraining(all_results)
+    tasks, probes, curves = task_rows(results), probe_rows(at_last_pretraining(all_probes)), curve_rows(results)
+    layout = StudyLayout(study_root)
+    plots = plot_report(results, tasks, probes, curves, layout)
+    length_text, length_json = length_section(all_results, all_probes, layout)
     text = [
         "# charfast study report",
         "",
@@ -152,6 +314,7 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
         "## Learning curves: steps to 50% and 80% exact match",
         "",
         steps_table(curves),
+        *length_text,
         "## Plots",
         "",
         *[f"![{p.stem}]({p.name})" for p in plots],
@@ -160,6 +323,7 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
     path = study_root / "report.md"
     with atomic_write(path) as f:
         f.write("\n".join(text).encode("utf-8"))
+    report_json = {"probe": probes, "tasks": tasks, "curves": curves, **length_json}
     with atomic_write(study_root / "report.json") as f:
-        f.write(json.dumps({"probe": probes, "tasks": tasks, "curves": curves}, indent=1).encode("utf-8"))
+        f.write(json.dumps(report_json, indent=1).encode("utf-8"))
     return path

@@ -115,6 +115,42 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     assert json.loads((run / "probe.json").read_text(encoding="utf-8"))["built_from"]["pretrain_step"] == 21
 
 
+def test_kept_pretraining_steps_are_stages_of_their_own(tiny_study, tmp_path, monkeypatch, capsys):
+    """The quick preset keeps its pretraining's weights at steps 5 and 10 and probes and
+    fine-tunes from each; a changed choice of kept steps reruns only what depends on them
+    (a step the run has passed comes from a run of its own to it: the same weights)."""
+    one_run = ["--tokenizers", "bpe:300", "--seeds", "0", "--archs", "char", "baseline-matched"]
+    assert cli.main(tiny_study + one_run) == 0
+    root = tmp_path / "study"
+    run = root / "bpe_300" / "char-seed0"
+    kept = run / "pretrain" / "kept"
+    assert sorted(p.name for p in kept.glob("*.pt")) == ["step10.pt", "step5.pt"]
+    for step in (5, 10):
+        probe = json.loads((run / f"at-step{step}" / "probe.json").read_text(encoding="utf-8"))
+        mixed = json.loads((run / f"at-step{step}" / "finetune" / "mixed" / "results.json").read_text(encoding="utf-8"))
+        assert probe["built_from"]["pretrain_step"] == mixed["pretrain_step"] == step
+    report = (root / "report.md").read_text(encoding="utf-8")
+    assert "## Pretraining length" in report and (root / "length_gap_bpe_300.png").stat().st_size > 0
+    rows = json.loads((root / "report.json").read_text(encoding="utf-8"))
+    assert {r["pretrain_step"] for r in rows["length_tasks"]} == {5, 10, 20}
+    assert [r["pretrain_step"] for r in rows["compute_equivalent"]] == [5, 10, 20]
+    weights_at_5 = (kept / "step5.pt").read_bytes()
+
+    trained, tuned = [], []
+    real_train, real_finetune = pipeline.train.main, pipeline.finetune
+    monkeypatch.setattr(pipeline.train, "main", lambda flags: trained.append(flags) or real_train(flags))
+    monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: tuned.append(1) or real_finetune(*a, **k))
+    quick = pipeline.PRESETS["quick"]
+    monkeypatch.setitem(pipeline.PRESETS, "quick", dataclasses.replace(quick, kept_steps=(5, 15)))
+    assert cli.main(tiny_study + one_run) == 0
+    # Only step 15 is new: one run of its own to it per arch, and its fine-tunings (mixed, count alone).
+    assert [f[f.index("--max-steps") + 1] for f in trained] == ["15", "15"]
+    assert len(tuned) == 2 * 2 and (kept / "step15.pt").exists()
+    assert not list(kept.glob("run-to-step*"))  # the run of its own is gone once its weights are kept
+    assert (kept / "step5.pt").read_bytes() == weights_at_5
+    assert "| 15 (" in (root / "report.md").read_text(encoding="utf-8")
+
+
 def test_a_pretraining_of_another_preset_is_never_continued(tiny_study, tmp_path, monkeypatch, capsys):
     one_run = ["--tokenizers", "bpe:300", "--seeds", "0", "--archs", "char"]
     args = cli.build_parser().parse_args(tiny_study + one_run)

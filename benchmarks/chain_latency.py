@@ -1,6 +1,6 @@
 """The serial chain of the char-LSTM: the time of one dependent step of the Triton kernels.
 
-    python benchmarks/chain_latency.py [--hidden 128 256 768]
+    python benchmarks/chain_latency.py [--hidden 128 256 768] [--kernels tiled split-stepped split-persistent]
 
 A step of the LSTM needs the previous step's h, so a batch can never take less than
 (its longest token) x (one step's latency), however many rows run beside it. This
@@ -9,6 +9,13 @@ tl.dot takes; a row costs what 16 do): each kernel alone, timed by CUDA events, 
 of `long` chars and of 1 char; the difference over (long - 1) steps is the time per
 dependent step, launch and set-up cancelled. The GPU benchmark's floor takes
 (longest token) x (forward step [+ backward step]) as its chain term.
+
+--kernels picks the forward kernels: the tiled one (each program loops over all of W_hh)
+and the split ones (kernels/split_lstm_forward.py: W_hh over many programs, a launch or a
+grid barrier per step). The backward is the tiled kernel's in every case. A stepped
+split forward launches one kernel per char of the table's width whatever the rows hold,
+so its difference measures the steps' work only; its wall time per step (all launches
+included) is printed beside it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ import torch
 
 from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
 from charfast.kernels.char_lstm_forward import launch_char_lstm_forward
+from charfast.kernels.split_lstm_forward import SPLIT_MODES, launch_split_lstm_forward
+
+KERNELS = ("tiled", *SPLIT_MODES)
 
 ROWS = 16
 CHARS = 64
@@ -40,7 +50,15 @@ def _kernel_seconds(run, rounds: int) -> float:
     return statistics.median(times)
 
 
-def _kernels_seconds(hidden: int, length: int, width: int, dtype: torch.dtype, rounds: int) -> tuple[float, float]:
+def _forward_launcher(kernel: str):
+    if kernel == "tiled":
+        return launch_char_lstm_forward
+    return lambda *inputs: launch_split_lstm_forward(*inputs, mode=kernel)
+
+
+def _kernels_seconds(
+    hidden: int, length: int, width: int, dtype: torch.dtype, rounds: int, kernel: str = "tiled"
+) -> tuple[float, float]:
     """(forward, backward) kernel seconds for ROWS rows of `length` chars each."""
     g = torch.Generator(device="cuda").manual_seed(0)
     cuda = dict(device="cuda")
@@ -51,8 +69,9 @@ def _kernels_seconds(hidden: int, length: int, width: int, dtype: torch.dtype, r
     lengths = torch.full((ROWS,), length, dtype=torch.int64, **cuda)  # [U] all equal: any order is sorted
     offsets = torch.arange(ROWS, **cuda) * length  # [U]
     inputs = (gate_table, weight_hh, table_chars, ids, lengths, offsets, ids)
-    forward = _kernel_seconds(lambda: launch_char_lstm_forward(*inputs, ROWS * length), rounds)
-    _, _, c_prev, _ = launch_char_lstm_forward(*inputs, ROWS * length)
+    launch = _forward_launcher(kernel)
+    forward = _kernel_seconds(lambda: launch(*inputs, ROWS * length), rounds)
+    _, _, c_prev, _ = launch(*inputs, ROWS * length)
     gates = torch.randn(ROWS * length, 4 * hidden, generator=g, **cuda)  # [S, 4H] any values: timing only
     grad_h = torch.randn(ROWS, hidden, generator=g, **cuda).to(dtype)
     backward = _kernel_seconds(
@@ -62,27 +81,35 @@ def _kernels_seconds(hidden: int, length: int, width: int, dtype: torch.dtype, r
     return forward, backward - clone
 
 
-def chain_step_seconds(hidden: int, dtype: torch.dtype = torch.bfloat16, long: int = 33, rounds: int = 30) -> dict:
-    """{"forward": s, "backward": s}: one dependent step of each Triton kernel at H = hidden."""
-    short_times = _kernels_seconds(hidden, 1, long, dtype, rounds)
-    long_times = _kernels_seconds(hidden, long, long, dtype, rounds)
-    return {
+def chain_step_seconds(
+    hidden: int, dtype: torch.dtype = torch.bfloat16, long: int = 33, rounds: int = 30, kernel: str = "tiled"
+) -> dict:
+    """{"forward": s, "backward": s, "forward_wall": s}: one dependent step of each Triton
+    kernel at H = hidden (forward: `kernel`), and the forward's time / its steps."""
+    short_times = _kernels_seconds(hidden, 1, long, dtype, rounds, kernel)
+    long_times = _kernels_seconds(hidden, long, long, dtype, rounds, kernel)
+    steps = {
         name: max(0.0, (slow - fast) / (long - 1))
         for name, fast, slow in zip(("forward", "backward"), short_times, long_times)
     }
+    return {**steps, "forward_wall": long_times[0] / long}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 768])
+    parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=KERNELS)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("chain_latency.py: needs a CUDA GPU")
     print(f"{torch.cuda.get_device_name()}: one dependent step of the Triton kernels, {ROWS} rows, bf16")
     for hidden in args.hidden:
-        step = chain_step_seconds(hidden)
-        forward, backward = step["forward"] * 1e6, step["backward"] * 1e6
-        print(f"hidden {hidden}: forward {forward:.2f} us/step, backward {backward:.2f} us/step")
+        for kernel in args.kernels:
+            step = chain_step_seconds(hidden, kernel=kernel)
+            print(
+                f"hidden {hidden} {kernel}: forward {step['forward'] * 1e6:.2f} us/step "
+                f"(wall {step['forward_wall'] * 1e6:.2f}), backward {step['backward'] * 1e6:.2f} us/step"
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ implementation computes the same thing, proj(h at each token's last char) for ev
 position, from the same bfloat16 parameters:
 
     triton     CharEmbedding(backend="triton"): unique ids, one fused launch each way
+    triton-split-stepped / -persistent   the same with the split forward kernel (W_hh over
+               many programs; kernels/split_lstm_forward.py), the tiled backward
     reference  CharEmbedding(backend="reference"): unique ids, PyTorch step loop
     cudnn      unique ids, padded to the batch's longest token, torch.nn.LSTM (cuDNN),
                h gathered at each length
@@ -30,6 +32,8 @@ time_over_floor = median time / floor.
 from __future__ import annotations
 
 import functools
+import os
+from unittest import mock
 
 import pytest
 import torch
@@ -69,8 +73,16 @@ def chain_step(hidden: int) -> dict:
     return chain_step_seconds(hidden, DTYPE)
 
 
+def _with_forward_kernel(kernel: str, module, idx):
+    """module(idx) with the triton backend's forward kernel set to `kernel` for the call."""
+    with mock.patch.dict(os.environ, {"CHARFAST_TRITON_FORWARD": kernel}):
+        return module(idx)
+
+
 IMPLEMENTATIONS = {
     "triton": lambda module, idx: module(idx),
+    "triton-split-stepped": lambda module, idx: _with_forward_kernel("split-stepped", module, idx),
+    "triton-split-persistent": lambda module, idx: _with_forward_kernel("split-persistent", module, idx),
     "reference": lambda module, idx: module(idx),
     "cudnn": padded_lstm_char_embedding,
     "cudnn-packed": packed_distinct_lstm_char_embedding,

@@ -29,6 +29,7 @@ fullgraph=True, with static shapes.
 from __future__ import annotations
 
 import functools
+import os
 from typing import NamedTuple
 
 import torch
@@ -47,6 +48,7 @@ try:  # kernels/ becomes charfast.kernels through an install (pyproject.toml map
         launch_recompute_gates,
         launch_weight_hh_grad,
     )
+    from charfast.kernels.split_lstm_forward import SPLIT_MODES, launch_split_lstm_forward
 except ModuleNotFoundError as err:
     if err.name != "charfast.kernels":
         raise
@@ -56,6 +58,19 @@ except ModuleNotFoundError as err:
     ) from err
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Which forward kernel runs: "tiled" (each program owns rows and loops over all of W_hh;
+# the default until a GPU measures otherwise) or a split one (kernels/split_lstm_forward.py).
+FORWARD_KERNELS = ("tiled", *SPLIT_MODES)
+
+
+def forward_kernel() -> str:
+    """CHARFAST_TRITON_FORWARD, else "tiled"; a ValueError names a kernel it does not know."""
+    name = os.environ.get("CHARFAST_TRITON_FORWARD", "tiled")
+    if name not in FORWARD_KERNELS:
+        raise ValueError(f"CHARFAST_TRITON_FORWARD must be one of {', '.join(FORWARD_KERNELS)}, got {name!r}")
+    return name
+
+
 # Triton picks interpreter or compiler when a kernel is defined (TRITON_INTERPRET=1 at import).
 KERNELS_INTERPRETED = not isinstance(char_lstm_forward_kernel, triton.runtime.JITFunction)
 
@@ -127,9 +142,14 @@ def char_lstm_forward_op(
     fits = ends <= step_capacity  # [U]
     sorted_lengths.masked_fill_(~fits, 0)
     step_count = sorted_lengths.sum(0, keepdim=True)  # [1] read by the kernels, never by the host
-    h, h_prev, c_prev, step_chars = launch_char_lstm_forward(
-        gate_table, weight_hh, table_chars, table_ids[order], sorted_lengths, offsets, order, step_capacity
-    )
+    args = (gate_table, weight_hh, table_chars, table_ids[order], sorted_lengths, offsets, order, step_capacity)
+    kernel = forward_kernel()
+    if kernel == "tiled":
+        h, h_prev, c_prev, step_chars = launch_char_lstm_forward(*args)
+    else:  # the interpreter runs programs one after another: a persistent grid must be one program there
+        h, h_prev, c_prev, step_chars = launch_split_lstm_forward(
+            *args, mode=kernel, programs=1 if KERNELS_INTERPRETED else None
+        )
     # No silent answer for an id the table lacks, nor for a row that did not fit.
     overflowed = torch.zeros_like(in_table).scatter_(0, order, ~fits)  # [U] in output order
     h.masked_fill_(((~in_table & (ids != PAD_ID)) | overflowed)[:, None], float("nan"))

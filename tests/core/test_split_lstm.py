@@ -1,0 +1,167 @@
+"""The split forward kernels (kernels/split_lstm_forward.py): W_hh split over (hidden slice,
+row group) work items, stepped (one launch per step) or persistent (one launch, a grid
+barrier between steps), against the reference: values and every gradient (the tiled
+backward takes their outputs). On the CPU both run under the interpreter (the persistent
+one as a single program, which its work-item loop and barrier allow); on a GPU compiled."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from backend_cases import TRITON_DEVICES, assert_matches_reference, assert_within_lstm_error_budget, needs_interpreter
+from host_reads import HostReads
+
+from charfast import CharEmbedding, TokenCharTable
+from charfast.kernels.split_lstm_forward import SPLIT_TILE_CANDIDATES, SplitBlocks, persistent_grid, resident_programs
+
+MODES = ["split-stepped", "split-persistent"]
+
+
+@pytest.fixture(params=MODES)
+def split_mode(request, monkeypatch):
+    monkeypatch.setenv("CHARFAST_TRITON_FORWARD", request.param)
+    return request.param
+
+
+def _case(hidden: int, vocab: int = 12, max_len: int = 6, idx_shape=(2, 9)) -> dict:
+    return dict(vocab=vocab, max_len=max_len, n_chars=9, char_dim=8, hidden=hidden, idx_shape=idx_shape)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("hidden", [40, 130, 256, 768])
+def test_split_forward_matches_the_reference_in_float32(split_mode, device, hidden):
+    small = _case(hidden, vocab=6, max_len=4, idx_shape=(7,)) if hidden == 768 else _case(hidden)
+    assert_matches_reference("triton", small, torch.float32, device=device, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("hidden", [40, 130])
+def test_split_forward_in_bfloat16_errs_no_more_than_torch_lstm(split_mode, device, hidden):
+    assert_within_lstm_error_budget("triton", _case(hidden), torch.bfloat16, device=device)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize(
+    "chars, lengths, idx",
+    [
+        ([[1, 2, 0], [0, 0, 0], [3, 3, 3]], [2, 0, 3], [1, 1, 0, 2, 1]),  # zero-length rows among others
+        ([[0, 0, 0], [0, 0, 0]], [0, 0], [0, 1, 1]),  # only zero-length rows
+        ([[4, 5, 6]], [3], [0]),  # one row: U = 1
+    ],
+    ids=["zero-length", "only-zero-length", "one-row"],
+)
+def test_split_forward_edge_rows(split_mode, device, chars, lengths, idx):
+    table = TokenCharTable(torch.tensor(chars), torch.tensor(lengths), 9)
+    fused = CharEmbedding(table, 8, char_dim=4, hidden=20, backend="triton").to(device)
+    ref = CharEmbedding(table, 8, char_dim=4, hidden=20, backend="reference").to(device)
+    ref.load_state_dict(fused.state_dict())
+    ids = torch.tensor(idx, device=device)
+    out, want = fused(ids), ref(ids)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    out.square().sum().backward()
+    want.square().sum().backward()
+    for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
+        grad = torch.zeros_like(p) if p.grad is None else p.grad
+        torch.testing.assert_close(grad, torch.zeros_like(q) if q.grad is None else q.grad, msg=name)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_split_forward_one_very_long_token(split_mode, device):
+    """A 128-char token beside short ones: 128 dependent steps, the rows ending one by one."""
+    g = torch.Generator().manual_seed(0)
+    chars = torch.randint(0, 9, (4, 128), generator=g)
+    table = TokenCharTable(chars, torch.tensor([128, 3, 1, 0]), 9)
+    fused = CharEmbedding(table, 8, char_dim=4, hidden=24, backend="triton").to(device)
+    ref = CharEmbedding(table, 8, char_dim=4, hidden=24, backend="reference").to(device)
+    ref.load_state_dict(fused.state_dict())
+    ids = torch.tensor([0, 1, 2, 3, 0], device=device)
+    torch.testing.assert_close(fused(ids), ref(ids), rtol=1e-4, atol=1e-5)
+
+
+@needs_interpreter
+def test_split_forward_and_backward_read_nothing_back(split_mode, monkeypatch):
+    table = TokenCharTable(torch.randint(0, 9, (20, 5)), torch.randint(0, 6, (20,)), 9)
+    module = CharEmbedding(table, 8, char_dim=5, hidden=20, backend="triton", check_ids=False)
+    idx = torch.randint(0, 20, (3, 7))
+    reads = HostReads(monkeypatch)
+    with reads:
+        module(idx).square().sum().backward()
+    assert reads.seen == []
+
+
+def test_an_unknown_forward_kernel_is_named(monkeypatch):
+    monkeypatch.setenv("CHARFAST_TRITON_FORWARD", "fastest")
+    from charfast.backends.triton import forward_kernel
+
+    with pytest.raises(ValueError, match="CHARFAST_TRITON_FORWARD must be one of tiled, split-stepped"):
+        forward_kernel()
+
+
+def test_the_persistent_grid_never_exceeds_what_is_resident():
+    # (registers per thread, shared bytes, warps) as sm_90 compiles of the kernels give them
+    for n_regs, shared, warps in [(128, 0, 4), (255, 49152, 8), (64, 16384, 4), (168, 100 * 1024, 4)]:
+        fits = resident_programs(n_regs, shared, warps, sm_count=132)
+        assert fits >= 132  # at least one program per SM for these tiles
+        for items in (1, 50, fits, 10 * fits):
+            assert persistent_grid(items, n_regs, shared, warps, 132) == min(items, fits)
+    with pytest.raises(RuntimeError, match="not one program fits"):
+        persistent_grid(10, 255, 0, 32, 132)  # 255 x 32 x 32 registers > one SM's
+    assert SplitBlocks().hidden >= 16 and SplitBlocks().rows >= 16  # dot tiles
+
+
+@pytest.mark.slow
+def test_split_kernels_compile_for_sm90_and_fit_resident():
+    """Every split tile compiles for an H100/H200 without a GPU, spills nothing, and at
+    least one program of each fits on every SM (a persistent grid can cover the GPU)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "split_plan.py"
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
+    done = subprocess.run(
+        [sys.executable, str(script), "--compile-only"], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.findall(r"(\d+) regs, +(\d+) B spilled, +(\d+) B shared, +(\d+) resident", done.stdout)
+    assert len(rows) == 2 * 2 * len(SPLIT_TILE_CANDIDATES)  # dtypes x (stepped, persistent) x tiles
+    for regs, spilled, shared, resident in rows:
+        assert int(regs) <= 255 and int(spilled) == 0 and int(shared) <= 100 * 1024 and int(resident) >= 132
+
+
+@pytest.mark.gpu
+def test_split_forward_and_backward_never_wait_for_the_gpu(split_mode):
+    table = TokenCharTable(torch.randint(0, 9, (40, 8)), torch.randint(0, 9, (40,)), 9)
+    module = CharEmbedding(table, 16, char_dim=8, hidden=64, backend="triton", check_ids=False).cuda()
+    idx = torch.randint(0, 40, (4, 32), device="cuda")
+    module(idx).sum().backward()  # compiles the kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        module(idx).square().sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+def test_split_forward_replays_from_a_cuda_graph(split_mode):
+    table = TokenCharTable(torch.randint(0, 9, (40, 8)), torch.randint(0, 9, (40,)), 9)
+    module = CharEmbedding(table, 16, char_dim=8, hidden=64, backend="triton", check_ids=False).cuda()
+    ref = CharEmbedding(table, 16, char_dim=8, hidden=64, backend="reference").cuda()
+    ref.load_state_dict(module.state_dict())
+    static = torch.randint(0, 40, (4, 32), device="cuda")
+    with torch.no_grad():
+        module.inference_cache = False
+        module(static)  # compile before capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = module(static)
+        for seed in range(3):
+            static.copy_(
+                torch.randint(0, 40, (4, 32), device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+            )
+            graph.replay()
+            torch.testing.assert_close(out, ref(static), rtol=2e-3, atol=2e-3)

@@ -26,8 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from charfast.kernels.activations import sigmoid, tanh
 from charfast.kernels.blocks import LstmBlocks, dot_precision, multiprocessors
+from charfast.kernels.lstm_tile import lstm_tile_start, lstm_tile_step
 from charfast.kernels.row_blocks import load_row_block
 
 
@@ -62,16 +62,7 @@ def char_lstm_forward_kernel(
     # h = 0 for zero-length rows (every element of h_out is written).
     for j0 in range(0, H, BLOCK_H):
         cols = j0 + tl.arange(0, BLOCK_H)  # [BH]
-        col_ok = cols < H
-        zeros = tl.zeros((BLOCK_U, BLOCK_H), dtype=tl.float32)
-        at_start = starts[:, None] & col_ok[None, :]
-        tl.store(h_prev + first_slot[:, None] * H + cols[None, :], zeros.to(h_prev.dtype.element_ty), mask=at_start)
-        tl.store(c_prev + first_slot[:, None] * H + cols[None, :], zeros, mask=at_start)
-        tl.store(
-            h_out + out_rows[:, None] * H + cols[None, :],
-            zeros.to(h_out.dtype.element_ty),
-            mask=empty[:, None] & col_ok[None, :],
-        )
+        lstm_tile_start(h_prev, c_prev, h_out, first_slot, out_rows, starts, empty, cols, H, BLOCK_U, BLOCK_H)
     tl.debug_barrier()  # step 0 reads the c_prev slots just zeroed, maybe by other threads
 
     steps = tl.max(lengths, axis=0)  # this block's longest row (rows are sorted, any order works)
@@ -90,45 +81,10 @@ def char_lstm_forward_kernel(
         tl.store(step_chars + slot, chars.to(tl.int32), mask=active)
         for j0 in range(0, H, BLOCK_H):
             cols = j0 + tl.arange(0, BLOCK_H)  # [BH]
-            col_ok = cols < H
-            tile_ok = active[:, None] & col_ok[None, :]  # [BU, BH]
-            gate_row = gate_table + chars[:, None] * (4 * H) + cols[None, :]  # [BU, BH]
-            acc_i = tl.load(gate_row, mask=tile_ok, other=0.0).to(tl.float32)
-            acc_f = tl.load(gate_row + H, mask=tile_ok, other=0.0).to(tl.float32)
-            acc_g = tl.load(gate_row + 2 * H, mask=tile_ok, other=0.0).to(tl.float32)
-            acc_o = tl.load(gate_row + 3 * H, mask=tile_ok, other=0.0).to(tl.float32)
-            if t > 0:  # h_{-1} = 0: step 0 has no recurrent term
-                for k0 in range(0, H, BLOCK_K):
-                    ks = k0 + tl.arange(0, BLOCK_K)  # [BK]
-                    k_ok = ks < H
-                    h_tile = tl.load(
-                        h_prev + slot[:, None] * H + ks[None, :], mask=active[:, None] & k_ok[None, :], other=0.0
-                    )  # [BU, BK]
-                    # W_hh^T tile [BK, BH] of each gate: element (k, j) = W_hh[gate * H + j, k]
-                    w_tile = weight_hh + cols[None, :] * H + ks[:, None]
-                    w_ok = k_ok[:, None] & col_ok[None, :]
-                    acc_i = tl.dot(h_tile, tl.load(w_tile, mask=w_ok, other=0.0), acc_i, input_precision=DOT_PRECISION)
-                    acc_f = tl.dot(
-                        h_tile, tl.load(w_tile + H * H, mask=w_ok, other=0.0), acc_f, input_precision=DOT_PRECISION
-                    )
-                    acc_g = tl.dot(
-                        h_tile, tl.load(w_tile + 2 * H * H, mask=w_ok, other=0.0), acc_g, input_precision=DOT_PRECISION
-                    )
-                    acc_o = tl.dot(
-                        h_tile, tl.load(w_tile + 3 * H * H, mask=w_ok, other=0.0), acc_o, input_precision=DOT_PRECISION
-                    )
-            state = slot[:, None] * H + cols[None, :]  # [BU, BH] this step's slot
-            c_last = tl.load(c_prev + state, mask=tile_ok, other=0.0)  # [BU, BH] c_{t-1}
-            c = sigmoid(acc_f) * c_last + sigmoid(acc_i) * tanh(acc_g)
-            h = sigmoid(acc_o) * tanh(c)
-            next_ok = continues[:, None] & col_ok[None, :]
-            tl.store(c_prev + state + H, c, mask=next_ok)  # slot t + 1 holds c_t
-            tl.store(h_prev + state + H, h.to(h_prev.dtype.element_ty), mask=next_ok)
-            tl.store(
-                h_out + out_rows[:, None] * H + cols[None, :],
-                h.to(h_out.dtype.element_ty),
-                mask=finishes[:, None] & col_ok[None, :],
-            )
+            lstm_tile_step(
+                t, gate_table, weight_hh, h_prev, c_prev, h_out, chars, slot, out_rows, active, continues, finishes,
+                cols, H, BLOCK_K, DOT_PRECISION,
+            )  # fmt: skip
         # Step t + 1 reads the whole h_t, written tile by tile by all threads of this program.
         tl.debug_barrier()
 

@@ -28,8 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from charfast.kernels.activations import sigmoid, tanh
 from charfast.kernels.blocks import dot_precision, multiprocessors
+from charfast.kernels.lstm_tile import lstm_tile_start, lstm_tile_step
 
 
 @triton.jit
@@ -65,14 +65,10 @@ def _split_step(
     out_rows = tl.load(order + rows, mask=row_ok, other=0)
     tokens = tl.load(sorted_ids + rows, mask=row_ok, other=0)
     cols = j * BLOCK_H + tl.arange(0, BLOCK_H)  # [BH]
-    col_ok = cols < H
     if t == 0:  # nothing to read yet: h_{-1} = c_{-1} = 0 in the first slot, h = 0 for empty rows
-        zeros = tl.zeros((BLOCK_U, BLOCK_H), dtype=tl.float32)
-        at_start = (row_ok & (lengths > 0))[:, None] & col_ok[None, :]
-        tl.store(h_prev + first_slot[:, None] * H + cols[None, :], zeros.to(h_prev.dtype.element_ty), mask=at_start)
-        tl.store(c_prev + first_slot[:, None] * H + cols[None, :], zeros, mask=at_start)
-        empty = (row_ok & (lengths == 0))[:, None] & col_ok[None, :]
-        tl.store(h_out + out_rows[:, None] * H + cols[None, :], zeros.to(h_out.dtype.element_ty), mask=empty)
+        starts, empty = row_ok & (lengths > 0), row_ok & (lengths == 0)
+        lstm_tile_start(h_prev, c_prev, h_out, first_slot, out_rows, starts, empty, cols, H, BLOCK_U, BLOCK_H)
+        tl.debug_barrier()  # the step reads the c slots just zeroed, maybe by other threads
     active = row_ok & (lengths > t)  # [BU]
     # The table is data: whatever it holds, reads stay inside it and inside the gate table
     # (inactive rows read token 0's char at t < W, never used).
@@ -81,36 +77,11 @@ def _split_step(
     slot = first_slot + t  # [BU]
     if j == 0:
         tl.store(step_chars + slot, chars.to(tl.int32), mask=active)
-    tile_ok = active[:, None] & col_ok[None, :]  # [BU, BH]
-    gate_row = gate_table + chars[:, None] * (4 * H) + cols[None, :]
-    acc_i = tl.load(gate_row, mask=tile_ok, other=0.0).to(tl.float32)
-    acc_f = tl.load(gate_row + H, mask=tile_ok, other=0.0).to(tl.float32)
-    acc_g = tl.load(gate_row + 2 * H, mask=tile_ok, other=0.0).to(tl.float32)
-    acc_o = tl.load(gate_row + 3 * H, mask=tile_ok, other=0.0).to(tl.float32)
-    if t > 0:
-        for k0 in range(0, H, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)  # [BK]
-            k_ok = ks < H
-            h_tile = tl.load(h_prev + slot[:, None] * H + ks[None, :], mask=active[:, None] & k_ok[None, :], other=0.0)
-            w_tile = weight_hh + cols[None, :] * H + ks[:, None]  # W_hh^T [BK, BH] of gate i
-            w_ok = k_ok[:, None] & col_ok[None, :]
-            acc_i = tl.dot(h_tile, tl.load(w_tile, mask=w_ok, other=0.0), acc_i, input_precision=DOT_PRECISION)
-            acc_f = tl.dot(h_tile, tl.load(w_tile + H * H, mask=w_ok, other=0.0), acc_f, input_precision=DOT_PRECISION)
-            acc_g = tl.dot(
-                h_tile, tl.load(w_tile + 2 * H * H, mask=w_ok, other=0.0), acc_g, input_precision=DOT_PRECISION
-            )
-            acc_o = tl.dot(
-                h_tile, tl.load(w_tile + 3 * H * H, mask=w_ok, other=0.0), acc_o, input_precision=DOT_PRECISION
-            )
-    state = slot[:, None] * H + cols[None, :]  # [BU, BH]
-    c_last = tl.load(c_prev + state, mask=tile_ok, other=0.0)
-    c = sigmoid(acc_f) * c_last + sigmoid(acc_i) * tanh(acc_g)
-    h = sigmoid(acc_o) * tanh(c)
-    next_ok = (active & (lengths > t + 1))[:, None] & col_ok[None, :]
-    tl.store(c_prev + state + H, c, mask=next_ok)
-    tl.store(h_prev + state + H, h.to(h_prev.dtype.element_ty), mask=next_ok)
-    finishes = (active & (lengths == t + 1))[:, None] & col_ok[None, :]
-    tl.store(h_out + out_rows[:, None] * H + cols[None, :], h.to(h_out.dtype.element_ty), mask=finishes)
+    continues, finishes = active & (lengths > t + 1), active & (lengths == t + 1)
+    lstm_tile_step(
+        t, gate_table, weight_hh, h_prev, c_prev, h_out, chars, slot, out_rows, active, continues, finishes, cols, H,
+        BLOCK_K, DOT_PRECISION,
+    )  # fmt: skip
 
 
 @triton.jit

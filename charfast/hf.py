@@ -112,7 +112,8 @@ def from_pretrained(path, model_class=None, **kwargs):
     """A model saved by save_pretrained after add_char_embedding, char embedding and all.
     model_class: the transformers class to load (default: AutoModelForCausalLM's class for
     the saved config); kwargs go to its from_pretrained."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     config = kwargs.pop("config", None) or AutoConfig.from_pretrained(path)
     settings = getattr(config, CONFIG_KEY, None)
@@ -120,7 +121,7 @@ def from_pretrained(path, model_class=None, **kwargs):
         raise ValueError(
             f"charfast.hf.from_pretrained: {path} holds no char-aware model (no {CONFIG_KEY!r} in its config)"
         )
-    base = model_class or AutoModelForCausalLM._model_mapping[type(config)]
+    base = model_class or MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
 
     # A placeholder table of the saved shape (every token empty), whose buffers loading fills.
     # Built here: transformers creates the model with every new tensor on the meta device.

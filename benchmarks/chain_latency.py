@@ -10,12 +10,12 @@ of `long` chars and of 1 char; the difference over (long - 1) steps is the time 
 dependent step, launch and set-up cancelled. The GPU benchmark's floor takes
 (longest token) x (forward step [+ backward step]) as its chain term.
 
---kernels picks the forward kernels: the tiled one (each program loops over all of W_hh)
-and the split ones (kernels/split_lstm_forward.py: W_hh over many programs, a launch or a
-grid barrier per step). The backward is the tiled kernel's in every case. A stepped
-split forward launches one kernel per char of the table's width whatever the rows hold,
-so its difference measures the steps' work only; its wall time per step (all launches
-included) is printed beside it.
+--kernels picks the kernels, forward and backward alike: the tiled ones (each program
+loops over all of W_hh) and the split ones (kernels/split_lstm_forward.py and
+split_lstm_backward.py: W_hh over many programs, a launch or a grid barrier per step). A
+stepped split kernel launches once per char of the table's width whatever the rows hold,
+so its difference measures the steps' work only; the forward's wall time per step (all
+launches included) is printed beside it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import torch
 
 from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
 from charfast.kernels.char_lstm_forward import launch_char_lstm_forward
-from charfast.kernels.split_lstm_forward import SPLIT_MODES, launch_split_lstm_forward
+from charfast.kernels.split_grid import SPLIT_MODES
+from charfast.kernels.split_lstm_backward import launch_split_lstm_backward
+from charfast.kernels.split_lstm_forward import launch_split_lstm_forward
 
 KERNELS = ("tiled", *SPLIT_MODES)
 
@@ -50,10 +52,14 @@ def _kernel_seconds(run, rounds: int) -> float:
     return statistics.median(times)
 
 
-def _forward_launcher(kernel: str):
+def _launchers(kernel: str, width: int):
+    """(forward, backward) launchers of `kernel` for a table `width` chars wide."""
     if kernel == "tiled":
-        return launch_char_lstm_forward
-    return lambda *inputs: launch_split_lstm_forward(*inputs, mode=kernel)
+        return launch_char_lstm_forward, launch_char_lstm_backward
+    return (
+        lambda *inputs: launch_split_lstm_forward(*inputs, mode=kernel),
+        lambda *inputs: launch_split_lstm_backward(*inputs, width, mode=kernel),
+    )
 
 
 def _kernels_seconds(
@@ -69,13 +75,13 @@ def _kernels_seconds(
     lengths = torch.full((ROWS,), length, dtype=torch.int64, **cuda)  # [U] all equal: any order is sorted
     offsets = torch.arange(ROWS, **cuda) * length  # [U]
     inputs = (gate_table, weight_hh, table_chars, ids, lengths, offsets, ids)
-    launch = _forward_launcher(kernel)
+    launch, launch_backward = _launchers(kernel, width)
     forward = _kernel_seconds(lambda: launch(*inputs, ROWS * length), rounds)
     _, _, c_prev, _ = launch(*inputs, ROWS * length)
     gates = torch.randn(ROWS * length, 4 * hidden, generator=g, **cuda)  # [S, 4H] any values: timing only
     grad_h = torch.randn(ROWS, hidden, generator=g, **cuda).to(dtype)
     backward = _kernel_seconds(
-        lambda: launch_char_lstm_backward(gates.clone(), c_prev, weight_hh, grad_h, lengths, offsets, ids), rounds
+        lambda: launch_backward(gates.clone(), c_prev, weight_hh, grad_h, lengths, offsets, ids), rounds
     )
     clone = _kernel_seconds(lambda: gates.clone(), rounds)  # taken out: the backward runs in place
     return forward, backward - clone
@@ -85,7 +91,7 @@ def chain_step_seconds(
     hidden: int, dtype: torch.dtype = torch.bfloat16, long: int = 33, rounds: int = 30, kernel: str = "tiled"
 ) -> dict:
     """{"forward": s, "backward": s, "forward_wall": s}: one dependent step of each Triton
-    kernel at H = hidden (forward: `kernel`), and the forward's time / its steps."""
+    kernel at H = hidden (`kernel` both ways), and the forward's time / its steps."""
     short_times = _kernels_seconds(hidden, 1, long, dtype, rounds, kernel)
     long_times = _kernels_seconds(hidden, long, long, dtype, rounds, kernel)
     steps = {

@@ -3,7 +3,7 @@
 # at most 9 minutes (each step under its own timeout, each writing its log under $OUT as it
 # goes, so a second, shorter call can redo what broke):
 #   1. the GPU-marked tests (kernels compiled; split forward, sync debug, CUDA graphs, ...)
-#   2. one dependent step, tiled vs split forward kernels (chain_latency.py)
+#   2. one dependent step, tiled vs split kernels, forward and backward (chain_latency.py)
 #   3. the char embedding, forward + backward, B=16 and 64, hidden 128 and 768: triton
 #      (tiled, split-stepped, split-persistent) against cuDNN padded and packed
 #   4. the GPT-2-small step, baseline vs char, interleaved, compiled; and its optimizer step

@@ -7,8 +7,8 @@ implementation computes the same thing, proj(h at each token's last char) for ev
 position, from the same bfloat16 parameters:
 
     triton     CharEmbedding(backend="triton"): unique ids, one fused launch each way
-    triton-split-stepped / -persistent   the same with the split forward kernel (W_hh over
-               many programs; kernels/split_lstm_forward.py), the tiled backward
+    triton-split-stepped / -persistent   the same with the split kernels both ways (W_hh
+               over many programs; kernels/split_lstm_forward.py, split_lstm_backward.py)
     reference  CharEmbedding(backend="reference"): unique ids, PyTorch step loop
     cudnn      unique ids, padded to the batch's longest token, torch.nn.LSTM (cuDNN),
                h gathered at each length
@@ -73,16 +73,20 @@ def chain_step(hidden: int) -> dict:
     return chain_step_seconds(hidden, DTYPE)
 
 
-def _with_forward_kernel(kernel: str, module, idx):
-    """module(idx) with the triton backend's forward kernel set to `kernel` for the call."""
-    with mock.patch.dict(os.environ, {"CHARFAST_TRITON_FORWARD": kernel}):
-        return module(idx)
+# The triton backend's kernels of the split variants, forward and backward (set around the
+# whole step: the backward runs after the forward call returns).
+SPLIT_VARIANTS = {"triton-split-stepped": "split-stepped", "triton-split-persistent": "split-persistent"}
+
+
+def kernel_environment(impl: str) -> dict:
+    kernel = SPLIT_VARIANTS.get(impl)
+    return {} if kernel is None else {"CHARFAST_TRITON_FORWARD": kernel, "CHARFAST_TRITON_BACKWARD": kernel}
 
 
 IMPLEMENTATIONS = {
     "triton": lambda module, idx: module(idx),
-    "triton-split-stepped": lambda module, idx: _with_forward_kernel("split-stepped", module, idx),
-    "triton-split-persistent": lambda module, idx: _with_forward_kernel("split-persistent", module, idx),
+    "triton-split-stepped": lambda module, idx: module(idx),
+    "triton-split-persistent": lambda module, idx: module(idx),
     "reference": lambda module, idx: module(idx),
     "cudnn": padded_lstm_char_embedding,
     "cudnn-packed": packed_distinct_lstm_char_embedding,
@@ -111,12 +115,13 @@ def test_char_embedding_speed(benchmark, cl100k_table, shakespeare_tokens, batch
     backward = mode == "forward_backward"
 
     def step():
-        if backward:
-            module.zero_grad(set_to_none=True)
-            run(module, idx).backward(grad)
-        else:
-            with torch.no_grad():
-                run(module, idx)
+        with mock.patch.dict(os.environ, kernel_environment(impl)):
+            if backward:
+                module.zero_grad(set_to_none=True)
+                run(module, idx).backward(grad)
+            else:
+                with torch.no_grad():
+                    run(module, idx)
         torch.cuda.synchronize()
 
     if impl.startswith("flashrnn"):

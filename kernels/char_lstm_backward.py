@@ -22,8 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from charfast.kernels.activations import sigmoid, tanh
 from charfast.kernels.blocks import LstmBlocks, dot_precision, multiprocessors
+from charfast.kernels.lstm_tile import lstm_tile_gate_grads, lstm_tile_recurrent_grad
 from charfast.kernels.row_blocks import load_row_block
 
 
@@ -45,7 +45,9 @@ def char_lstm_backward_kernel(
     BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    rows, row_ok, lengths, first_slot, out_rows = load_row_block(sorted_lengths, offsets, order, U, BLOCK_U)  # [BU]
+    rows, row_ok, lengths, first_slot, out_rows = load_row_block(
+        tl.program_id(0), sorted_lengths, offsets, order, U, BLOCK_U
+    )  # [BU]
 
     for j0 in range(0, H, BLOCK_H):
         cols = j0 + tl.arange(0, BLOCK_H)  # [BH]
@@ -65,38 +67,20 @@ def char_lstm_backward_kernel(
         for j0 in range(0, H, BLOCK_H):
             cols = j0 + tl.arange(0, BLOCK_H)  # [BH]
             tile_ok = active[:, None] & (cols < H)[None, :]  # [BU, BH]
-            gate_at = gates + slot[:, None] * (4 * H) + cols[None, :]  # [BU, BH]
-            i = sigmoid(tl.load(gate_at, mask=tile_ok, other=0.0))
-            f = sigmoid(tl.load(gate_at + H, mask=tile_ok, other=0.0))
-            g = tanh(tl.load(gate_at + 2 * H, mask=tile_ok, other=0.0))
-            o = sigmoid(tl.load(gate_at + 3 * H, mask=tile_ok, other=0.0))
-            c_last = tl.load(c_prev + slot[:, None] * H + cols[None, :], mask=tile_ok, other=0.0)
-            tanh_c = tanh(f * c_last + i * g)
             carry = rows[:, None] * H + cols[None, :]
             dh = tl.load(dh_carry + carry, mask=tile_ok, other=0.0)
-            dc = tl.load(dc_carry + carry, mask=tile_ok, other=0.0) + dh * o * (1.0 - tanh_c * tanh_c)
-            tl.store(gate_at, dc * g * i * (1.0 - i), mask=tile_ok)
-            tl.store(gate_at + H, dc * c_last * f * (1.0 - f), mask=tile_ok)
-            tl.store(gate_at + 2 * H, dc * i * (1.0 - g * g), mask=tile_ok)
-            tl.store(gate_at + 3 * H, dh * tanh_c * o * (1.0 - o), mask=tile_ok)
-            tl.store(dc_carry + carry, dc * f, mask=tile_ok)
+            dc_next = tl.load(dc_carry + carry, mask=tile_ok, other=0.0)
+            dc_last = lstm_tile_gate_grads(gates, c_prev, slot, cols, tile_ok, dh, dc_next, H)
+            tl.store(dc_carry + carry, dc_last, mask=tile_ok)
         tl.debug_barrier()  # phase B reads all 4H dgates of the row, written by all threads
         # Phase B: dh_{t-1} = dgates_t @ W_hh (step 0 has no h_{-1} to feed).
         if t > 0:
             for j0 in range(0, H, BLOCK_H):
                 cols = j0 + tl.arange(0, BLOCK_H)  # [BH]
                 col_ok = cols < H
-                acc = tl.zeros((BLOCK_U, BLOCK_H), dtype=tl.float32)
-                for n0 in range(0, 4 * H, BLOCK_K):
-                    ns = n0 + tl.arange(0, BLOCK_K)  # [BK] over the 4H gate units
-                    n_ok = ns < 4 * H
-                    dgates = tl.load(
-                        gates + slot[:, None] * (4 * H) + ns[None, :], mask=active[:, None] & n_ok[None, :], other=0.0
-                    )  # [BU, BK]
-                    w_tile = tl.load(
-                        weight_hh + ns[:, None] * H + cols[None, :], mask=n_ok[:, None] & col_ok[None, :], other=0.0
-                    )  # [BK, BH]
-                    acc = tl.dot(dgates.to(weight_hh.dtype.element_ty), w_tile, acc, input_precision=DOT_PRECISION)
+                acc = lstm_tile_recurrent_grad(
+                    gates, weight_hh, slot, active, cols, H, BLOCK_U, BLOCK_H, BLOCK_K, DOT_PRECISION
+                )  # [BU, BH]
                 tl.store(dh_carry + rows[:, None] * H + cols[None, :], acc, mask=active[:, None] & col_ok[None, :])
         tl.debug_barrier()  # the next step's phase A reads dh_{t-1} of every tile
 

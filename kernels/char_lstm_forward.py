@@ -53,7 +53,9 @@ def char_lstm_forward_kernel(
     BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    rows, row_ok, lengths, first_slot, out_rows = load_row_block(sorted_lengths, offsets, order, U, BLOCK_U)  # [BU]
+    rows, row_ok, lengths, first_slot, out_rows = load_row_block(
+        tl.program_id(0), sorted_lengths, offsets, order, U, BLOCK_U
+    )  # [BU]
     tokens = tl.load(sorted_ids + rows, mask=row_ok, other=0)  # [BU]
     starts = row_ok & (lengths > 0)
     empty = row_ok & (lengths == 0)

@@ -1,4 +1,4 @@
-"""One LSTM step of one tile, shared by the tiled and the split forward kernels.
+"""One LSTM step of one tile, forward and backward, shared by the tiled and the split kernels.
 
 A tile is BLOCK_U rows x BLOCK_H hidden units. Its four gate slices (i, f, g, o) start
 from the gate table's rows of the step's chars, gain h_{t-1} @ W_hh^T (accumulated over
@@ -99,3 +99,61 @@ def lstm_tile_start(
         zeros.to(h_out.dtype.element_ty),
         mask=empty[:, None] & col_ok[None, :],
     )
+
+
+@triton.jit
+def lstm_tile_gate_grads(
+    gates,  # [S, 4H] float32: pre-activations in, dgates out
+    c_prev,  # [S, H] float32 c_{t-1} of every step
+    slot,  # [BU] the rows' packed slot of step t
+    cols,  # [BH] the tile's hidden units
+    tile_ok,  # [BU, BH] active rows x hidden units in range
+    dh,  # [BU, BH] float32 dL/dh_t
+    dc_next,  # [BU, BH] float32 dL/dc_t from step t + 1 (0 at a row's last step)
+    H,
+):
+    """The backward of one tile's step t, shared by the tiled and the split backward:
+    overwrite its four gate slices of `gates` at `slot` with the gate gradients and return
+    dL/dc_{t-1} [BU, BH] (c_t is recomputed from the pre-activations and c_{t-1})."""
+    gate_at = gates + slot[:, None] * (4 * H) + cols[None, :]  # [BU, BH]
+    i = sigmoid(tl.load(gate_at, mask=tile_ok, other=0.0))
+    f = sigmoid(tl.load(gate_at + H, mask=tile_ok, other=0.0))
+    g = tanh(tl.load(gate_at + 2 * H, mask=tile_ok, other=0.0))
+    o = sigmoid(tl.load(gate_at + 3 * H, mask=tile_ok, other=0.0))
+    c_last = tl.load(c_prev + slot[:, None] * H + cols[None, :], mask=tile_ok, other=0.0)
+    tanh_c = tanh(f * c_last + i * g)
+    dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+    tl.store(gate_at, dc * g * i * (1.0 - i), mask=tile_ok)
+    tl.store(gate_at + H, dc * c_last * f * (1.0 - f), mask=tile_ok)
+    tl.store(gate_at + 2 * H, dc * i * (1.0 - g * g), mask=tile_ok)
+    tl.store(gate_at + 3 * H, dh * tanh_c * o * (1.0 - o), mask=tile_ok)
+    return dc * f
+
+
+@triton.jit
+def lstm_tile_recurrent_grad(
+    gates,  # [*, 4H] dgates of step t by `slot` (float32 slots, or a copy in W_hh's dtype)
+    weight_hh,  # [4H, H]
+    slot,  # [BU] the rows' index into `gates`
+    rows_ok,  # [BU] rows whose dgates at `slot` exist
+    cols,  # [BH] the tile's hidden units
+    H,
+    BLOCK_U: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """dL/dh_{t-1} [BU, BH] float32 of the tile: dgates_t [BU, 4H] @ W_hh[:, cols], reduced
+    over BLOCK_K-wide tiles of the 4H gate units (dgates cast to W_hh's dtype for the dot);
+    0 for rows not in `rows_ok`."""
+    col_ok = cols < H
+    acc = tl.zeros((BLOCK_U, BLOCK_H), dtype=tl.float32)
+    for n0 in range(0, 4 * H, BLOCK_K):
+        ns = n0 + tl.arange(0, BLOCK_K)  # [BK] over the 4H gate units
+        n_ok = ns < 4 * H
+        dgates = tl.load(
+            gates + slot[:, None] * (4 * H) + ns[None, :], mask=rows_ok[:, None] & n_ok[None, :], other=0.0
+        )  # [BU, BK]
+        w_tile = tl.load(weight_hh + ns[:, None] * H + cols[None, :], mask=n_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = tl.dot(dgates.to(weight_hh.dtype.element_ty), w_tile, acc, input_precision=DOT_PRECISION)
+    return acc

@@ -12,12 +12,8 @@ stays local: per step it reads h_{t-1} of its rows (all H units, written by ever
 the step before) and its slice of c_{t-1}, and writes its slice of h_t and c_t. Between
 two steps every slice must have written h_t: a barrier over all programs.
 
-Two launch shapes of the same step body (`_split_step`):
-- stepped: one launch per step (the launch boundary is the barrier). Runs under
-  TRITON_INTERPRET=1, where programs run one after another, and in a CUDA graph.
-- persistent: one launch; each program takes work items p, p + P, ... every step and
-  waits at a grid barrier (a monotonic arrival counter: all P programs must be resident
-  at once, so the launcher sizes P by what fits). With P = 1 it runs in the interpreter.
+The step body (`_split_step`) runs in the two launch shapes of kernels/split_grid.py:
+stepped (a launch per step) and persistent (one launch, a grid barrier per step).
 
 The state goes through the same packed slots as the tiled kernel (h_prev [S, H], c_prev
 [S, H] float32, step_chars [S]; row r's step t at offsets[r] + t), so the tiled backward
@@ -28,8 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from charfast.kernels.blocks import dot_precision, multiprocessors
 from charfast.kernels.lstm_tile import lstm_tile_start, lstm_tile_step
+from charfast.kernels.row_blocks import load_row_block
+from charfast.kernels.split_grid import SplitBlocks, check_split_mode, grid_barrier, launch_split
 
 
 @triton.jit
@@ -58,11 +55,7 @@ def _split_step(
     DOT_PRECISION: tl.constexpr,
 ):
     """Step t of the rows of group g, hidden slice j."""
-    rows = g * BLOCK_U + tl.arange(0, BLOCK_U)  # [BU]
-    row_ok = rows < U
-    lengths = tl.load(sorted_lengths + rows, mask=row_ok, other=0)
-    first_slot = tl.load(offsets + rows, mask=row_ok, other=0)
-    out_rows = tl.load(order + rows, mask=row_ok, other=0)
+    rows, row_ok, lengths, first_slot, out_rows = load_row_block(g, sorted_lengths, offsets, order, U, BLOCK_U)
     tokens = tl.load(sorted_ids + rows, mask=row_ok, other=0)
     cols = j * BLOCK_H + tl.arange(0, BLOCK_H)  # [BH]
     if t == 0:  # nothing to read yet: h_{-1} = c_{-1} = 0 in the first slot, h = 0 for empty rows
@@ -118,18 +111,6 @@ def split_lstm_step_kernel(
 
 
 @triton.jit
-def grid_barrier(arrivals, target):
-    """Wait until `arrivals` (an int32 counter that only grows, zeroed before the launch)
-    reaches `target`: every program adds 1 when it arrives, so barrier k of P programs
-    waits for (k + 1) P. Needs every program resident at once."""
-    tl.debug_barrier()  # this program's stores are done before it announces its arrival
-    seen = tl.atomic_add(arrivals, 1, sem="release", scope="gpu") + 1
-    while seen < target:
-        seen = tl.atomic_add(arrivals, 0, sem="acquire", scope="gpu")
-    tl.debug_barrier()
-
-
-@triton.jit
 def split_lstm_persistent_kernel(
     arrivals,  # [1] int32, zeroed
     gate_table,
@@ -170,52 +151,6 @@ def split_lstm_persistent_kernel(
         grid_barrier(arrivals, (t + 1) * n_programs)
 
 
-# ------------------------------------------------------------------ launch
-SPLIT_MODES = ("split-stepped", "split-persistent")
-REGISTERS_PER_SM, SHARED_PER_SM, BLOCKS_PER_SM = 65536, 227 * 1024, 32  # sm_90 (H100/H200)
-
-
-class SplitBlocks:
-    """Tile sizes of the split kernels: rows per group, hidden units per slice, reduction
-    width, warps. Dot operands need every tile side >= 16."""
-
-    def __init__(self, rows: int = 32, hidden: int = 16, reduction: int = 64, num_warps: int = 4):
-        self.rows, self.hidden, self.reduction, self.num_warps = rows, hidden, reduction, num_warps
-
-    def __repr__(self) -> str:
-        return (
-            f"SplitBlocks(rows={self.rows}, hidden={self.hidden}, reduction={self.reduction}, warps={self.num_warps})"
-        )
-
-
-# The tiles the sm_90 compile checks (benchmarks/split_plan.py) and a GPU run may choose among.
-SPLIT_TILE_CANDIDATES = (
-    SplitBlocks(16, 16, 64, 4),
-    SplitBlocks(32, 16, 64, 4),
-    SplitBlocks(64, 16, 64, 4),
-    SplitBlocks(32, 32, 64, 4),
-    SplitBlocks(64, 32, 64, 8),
-    SplitBlocks(32, 16, 128, 4),
-)
-
-
-def resident_programs(n_regs: int, shared_bytes: int, num_warps: int, sm_count: int) -> int:
-    """How many programs of a compiled kernel fit on the GPU at once (sm_90 limits): what a
-    persistent launch with a grid barrier may ask for at the most."""
-    by_registers = REGISTERS_PER_SM // max(1, n_regs * 32 * num_warps)
-    by_shared = SHARED_PER_SM // shared_bytes if shared_bytes else BLOCKS_PER_SM
-    return sm_count * max(0, min(by_registers, by_shared, BLOCKS_PER_SM))
-
-
-def persistent_grid(n_items: int, n_regs: int, shared_bytes: int, num_warps: int, sm_count: int) -> int:
-    """The persistent launch's program count: every work item's program if they all fit at
-    once, else as many as fit (each then takes several items per step)."""
-    fits = resident_programs(n_regs, shared_bytes, num_warps, sm_count)
-    if fits < 1:
-        raise RuntimeError("split_lstm_persistent_kernel: not one program fits on an SM with these tiles")
-    return min(n_items, fits)
-
-
 def launch_split_lstm_forward(
     gate_table,
     weight_hh,
@@ -233,36 +168,19 @@ def launch_split_lstm_forward(
     step_chars [S_max]) as launch_char_lstm_forward does. mode: "split-stepped" (one launch
     per step of the table's width: no host read, capturable) or "split-persistent" (one
     launch; `programs` overrides its size, e.g. 1 under the interpreter)."""
-    if mode not in SPLIT_MODES:
-        raise ValueError(f"launch_split_lstm_forward: mode must be one of {SPLIT_MODES}, got {mode!r}")
+    check_split_mode(mode)
     blocks = blocks or SplitBlocks()
     n_rows, hidden = sorted_ids.shape[0], weight_hh.shape[1]
     h_out = weight_hh.new_empty(n_rows, hidden)
     h_prev = weight_hh.new_empty(step_capacity, hidden)
     c_prev = weight_hh.new_empty(step_capacity, hidden, dtype=torch.float32)
     step_chars = torch.empty(step_capacity, dtype=torch.int32, device=weight_hh.device)
-    if n_rows == 0:
-        return h_out, h_prev, c_prev, step_chars
-    args = (gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order)
-    args += (h_out, h_prev, c_prev, step_chars, n_rows, hidden, table_chars.shape[1], gate_table.shape[0])
-    meta = dict(
-        BLOCK_U=blocks.rows,
-        BLOCK_H=blocks.hidden,
-        BLOCK_K=blocks.reduction,
-        DOT_PRECISION=dot_precision(weight_hh.dtype),
-        num_warps=blocks.num_warps,
-    )
-    n_slices, n_groups = triton.cdiv(hidden, blocks.hidden), triton.cdiv(n_rows, blocks.rows)
-    if mode == "split-stepped":
-        for t in range(table_chars.shape[1]):  # the table's width bounds every row's length
-            split_lstm_step_kernel[(n_slices, n_groups)](t, *args, **meta)
-        return h_out, h_prev, c_prev, step_chars
-    arrivals = torch.zeros(1, dtype=torch.int32, device=weight_hh.device)
-    if programs is None:
-        compiled = split_lstm_persistent_kernel.warmup(arrivals, *args, grid=(1,), **meta)
-        programs = persistent_grid(
-            n_slices * n_groups, compiled.n_regs, compiled.metadata.shared, blocks.num_warps,
-            multiprocessors(weight_hh.device),
-        )  # fmt: skip
-    split_lstm_persistent_kernel[(programs,)](arrivals, *args, **meta)
+    if n_rows:
+        args = (gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order)
+        args += (h_out, h_prev, c_prev, step_chars, n_rows, hidden, table_chars.shape[1], gate_table.shape[0])
+        grid = (triton.cdiv(hidden, blocks.hidden), triton.cdiv(n_rows, blocks.rows))
+        steps = range(table_chars.shape[1])  # the table's width bounds every row's length
+        launch_split(
+            split_lstm_step_kernel, split_lstm_persistent_kernel, args, steps, grid, mode, blocks, weight_hh, programs
+        )
     return h_out, h_prev, c_prev, step_chars

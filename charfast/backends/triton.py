@@ -48,7 +48,9 @@ try:  # kernels/ becomes charfast.kernels through an install (pyproject.toml map
         launch_recompute_gates,
         launch_weight_hh_grad,
     )
-    from charfast.kernels.split_lstm_forward import SPLIT_MODES, launch_split_lstm_forward
+    from charfast.kernels.split_grid import SPLIT_MODES
+    from charfast.kernels.split_lstm_backward import launch_split_lstm_backward
+    from charfast.kernels.split_lstm_forward import launch_split_lstm_forward
 except ModuleNotFoundError as err:
     if err.name != "charfast.kernels":
         raise
@@ -58,16 +60,19 @@ except ModuleNotFoundError as err:
     ) from err
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# Which forward kernel runs: "tiled" (each program owns rows and loops over all of W_hh;
-# the default until a GPU measures otherwise) or a split one (kernels/split_lstm_forward.py).
-FORWARD_KERNELS = ("tiled", *SPLIT_MODES)
+# Which kernels run: "tiled" (each program owns rows and loops over all of W_hh; the
+# default until a GPU measures otherwise) or a split one (W_hh over many programs,
+# kernels/split_lstm_forward.py and split_lstm_backward.py), chosen apart for the forward
+# (CHARFAST_TRITON_FORWARD) and the backward (CHARFAST_TRITON_BACKWARD).
+KERNEL_CHOICES = ("tiled", *SPLIT_MODES)
 
 
-def forward_kernel() -> str:
-    """CHARFAST_TRITON_FORWARD, else "tiled"; a ValueError names a kernel it does not know."""
-    name = os.environ.get("CHARFAST_TRITON_FORWARD", "tiled")
-    if name not in FORWARD_KERNELS:
-        raise ValueError(f"CHARFAST_TRITON_FORWARD must be one of {', '.join(FORWARD_KERNELS)}, got {name!r}")
+def chosen_kernel(variable: str) -> str:
+    """The kernel named by environment `variable`, else "tiled"; a ValueError names one it
+    does not know."""
+    name = os.environ.get(variable, "tiled")
+    if name not in KERNEL_CHOICES:
+        raise ValueError(f"{variable} must be one of {', '.join(KERNEL_CHOICES)}, got {name!r}")
     return name
 
 
@@ -143,7 +148,7 @@ def char_lstm_forward_op(
     sorted_lengths.masked_fill_(~fits, 0)
     step_count = sorted_lengths.sum(0, keepdim=True)  # [1] read by the kernels, never by the host
     args = (gate_table, weight_hh, table_chars, table_ids[order], sorted_lengths, offsets, order, step_capacity)
-    kernel = forward_kernel()
+    kernel = chosen_kernel("CHARFAST_TRITON_FORWARD")
     if kernel == "tiled":
         h, h_prev, c_prev, step_chars = launch_char_lstm_forward(*args)
     else:  # the interpreter runs programs one after another: a persistent grid must be one program there
@@ -186,12 +191,19 @@ def char_lstm_backward_op(
     offsets: Tensor,
     order: Tensor,
     step_count: Tensor,
+    max_length: int,
 ) -> tuple[Tensor, Tensor]:
-    """(grad of gate_table [C, 4H], grad of weight_hh [4H, H])."""
+    """(grad of gate_table [C, 4H], grad of weight_hh [4H, H]). max_length: the table's
+    width, a bound on every row's length."""
     # Pre-activations of every step at once: [S_max, 4H] float32 (rows from S on unused),
     # overwritten in place by dgates.
     gates = launch_recompute_gates(gate_table, weight_hh, h_prev, step_chars, step_count)
-    launch_char_lstm_backward(gates, c_prev, weight_hh, grad_h.contiguous(), sorted_lengths, offsets, order)
+    args = (gates, c_prev, weight_hh, grad_h.contiguous(), sorted_lengths, offsets, order)
+    kernel = chosen_kernel("CHARFAST_TRITON_BACKWARD")
+    if kernel == "tiled":
+        launch_char_lstm_backward(*args)
+    else:
+        launch_split_lstm_backward(*args, max_length, mode=kernel, programs=1 if KERNELS_INTERPRETED else None)
     grad_gate_table = launch_gate_table_grad(gates, step_chars, step_count, gate_table.shape[0])  # [C, 4H]
     grad_weight_hh = launch_weight_hh_grad(gates, h_prev, step_count)  # [4H, H]
     return grad_gate_table.to(gate_table.dtype), grad_weight_hh.to(weight_hh.dtype)
@@ -209,6 +221,7 @@ def _(
     offsets,
     order,
     step_count,
+    max_length,
 ):
     return torch.empty_like(gate_table), torch.empty_like(weight_hh)
 
@@ -229,11 +242,12 @@ def _setup_context(ctx, inputs, output):
         out.step_count,
     )
     ctx.save_for_backward(*saved)
+    ctx.max_length = inputs[2].shape[1]  # table_chars [V, W]
 
 
 def _backward(ctx, grad_h, *_unused_grads):
     saved = SavedForBackward(*ctx.saved_tensors)
-    grad_gate_table, grad_weight_hh = char_lstm_backward_op(grad_h, *saved)
+    grad_gate_table, grad_weight_hh = char_lstm_backward_op(grad_h, *saved, ctx.max_length)
     return grad_gate_table, grad_weight_hh, None, None, None, None
 
 

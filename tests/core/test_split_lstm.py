@@ -1,8 +1,9 @@
-"""The split forward kernels (kernels/split_lstm_forward.py): W_hh split over (hidden slice,
-row group) work items, stepped (one launch per step) or persistent (one launch, a grid
-barrier between steps), against the reference: values and every gradient (the tiled
-backward takes their outputs). On the CPU both run under the interpreter (the persistent
-one as a single program, which its work-item loop and barrier allow); on a GPU compiled."""
+"""The split kernels (kernels/split_lstm_forward.py, split_lstm_backward.py): W_hh split over
+(hidden slice, row group) work items, stepped (one launch per step) or persistent (one
+launch, a grid barrier between steps), against the reference: values and every gradient,
+each split kernel also beside the tiled one of the other direction. On the CPU they run
+under the interpreter (the persistent ones as a single program, which their work-item loop
+and barrier allow); on a GPU compiled."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ from backend_cases import TRITON_DEVICES, assert_matches_reference, assert_withi
 from host_reads import HostReads
 
 from charfast import CharEmbedding, TokenCharTable
-from charfast.kernels.split_lstm_forward import SPLIT_TILE_CANDIDATES, SplitBlocks, persistent_grid, resident_programs
+from charfast.kernels.split_grid import SPLIT_TILE_CANDIDATES, SplitBlocks, persistent_grid, resident_programs
 
 MODES = ["split-stepped", "split-persistent"]
 
 
 @pytest.fixture(params=MODES)
 def split_mode(request, monkeypatch):
+    """Both directions split, in one mode."""
     monkeypatch.setenv("CHARFAST_TRITON_FORWARD", request.param)
+    monkeypatch.setenv("CHARFAST_TRITON_BACKWARD", request.param)
     return request.param
 
 
@@ -35,14 +38,14 @@ def _case(hidden: int, vocab: int = 12, max_len: int = 6, idx_shape=(2, 9)) -> d
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("hidden", [40, 130, 256, 768])
-def test_split_forward_matches_the_reference_in_float32(split_mode, device, hidden):
+def test_split_kernels_match_the_reference_in_float32(split_mode, device, hidden):
     small = _case(hidden, vocab=6, max_len=4, idx_shape=(7,)) if hidden == 768 else _case(hidden)
     assert_matches_reference("triton", small, torch.float32, device=device, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("hidden", [40, 130])
-def test_split_forward_in_bfloat16_errs_no_more_than_torch_lstm(split_mode, device, hidden):
+def test_split_kernels_in_bfloat16_err_no_more_than_torch_lstm(split_mode, device, hidden):
     assert_within_lstm_error_budget("triton", _case(hidden), torch.bfloat16, device=device)
 
 
@@ -56,7 +59,7 @@ def test_split_forward_in_bfloat16_errs_no_more_than_torch_lstm(split_mode, devi
     ],
     ids=["zero-length", "only-zero-length", "one-row"],
 )
-def test_split_forward_edge_rows(split_mode, device, chars, lengths, idx):
+def test_split_kernels_edge_rows(split_mode, device, chars, lengths, idx):
     table = TokenCharTable(torch.tensor(chars), torch.tensor(lengths), 9)
     fused = CharEmbedding(table, 8, char_dim=4, hidden=20, backend="triton").to(device)
     ref = CharEmbedding(table, 8, char_dim=4, hidden=20, backend="reference").to(device)
@@ -72,7 +75,7 @@ def test_split_forward_edge_rows(split_mode, device, chars, lengths, idx):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
-def test_split_forward_one_very_long_token(split_mode, device):
+def test_split_kernels_one_very_long_token(split_mode, device):
     """A 128-char token beside short ones: 128 dependent steps, the rows ending one by one."""
     g = torch.Generator().manual_seed(0)
     chars = torch.randint(0, 9, (4, 128), generator=g)
@@ -81,11 +84,16 @@ def test_split_forward_one_very_long_token(split_mode, device):
     ref = CharEmbedding(table, 8, char_dim=4, hidden=24, backend="reference").to(device)
     ref.load_state_dict(fused.state_dict())
     ids = torch.tensor([0, 1, 2, 3, 0], device=device)
-    torch.testing.assert_close(fused(ids), ref(ids), rtol=1e-4, atol=1e-5)
+    out, want = fused(ids), ref(ids)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
+    out.square().sum().backward()
+    want.square().sum().backward()
+    for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
 @needs_interpreter
-def test_split_forward_and_backward_read_nothing_back(split_mode, monkeypatch):
+def test_split_kernels_read_nothing_back(split_mode, monkeypatch):
     table = TokenCharTable(torch.randint(0, 9, (20, 5)), torch.randint(0, 6, (20,)), 9)
     module = CharEmbedding(table, 8, char_dim=5, hidden=20, backend="triton", check_ids=False)
     idx = torch.randint(0, 20, (3, 7))
@@ -95,12 +103,26 @@ def test_split_forward_and_backward_read_nothing_back(split_mode, monkeypatch):
     assert reads.seen == []
 
 
-def test_an_unknown_forward_kernel_is_named(monkeypatch):
-    monkeypatch.setenv("CHARFAST_TRITON_FORWARD", "fastest")
-    from charfast.backends.triton import forward_kernel
+@pytest.mark.parametrize("variable", ["CHARFAST_TRITON_FORWARD", "CHARFAST_TRITON_BACKWARD"])
+def test_an_unknown_kernel_is_named(monkeypatch, variable):
+    monkeypatch.setenv(variable, "fastest")
+    from charfast.backends.triton import chosen_kernel
 
-    with pytest.raises(ValueError, match="CHARFAST_TRITON_FORWARD must be one of tiled, split-stepped"):
-        forward_kernel()
+    with pytest.raises(ValueError, match=f"{variable} must be one of tiled, split-stepped"):
+        chosen_kernel(variable)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize(
+    "forward, backward",
+    [(split, "tiled") for split in MODES] + [("tiled", split) for split in MODES],
+)
+def test_each_split_kernel_beside_the_tiled_one(monkeypatch, device, forward, backward):
+    """The split forward's state feeds the tiled backward, and the tiled forward's the split
+    backward: the packed layout is one contract."""
+    monkeypatch.setenv("CHARFAST_TRITON_FORWARD", forward)
+    monkeypatch.setenv("CHARFAST_TRITON_BACKWARD", backward)
+    assert_matches_reference("triton", _case(40), torch.float32, device=device, rtol=1e-5, atol=1e-5)
 
 
 def test_the_persistent_grid_never_exceeds_what_is_resident():
@@ -126,13 +148,13 @@ def test_split_kernels_compile_for_sm90_and_fit_resident():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = re.findall(r"(\d+) regs, +(\d+) B spilled, +(\d+) B shared, +(\d+) resident", done.stdout)
-    assert len(rows) == 2 * 2 * len(SPLIT_TILE_CANDIDATES)  # dtypes x (stepped, persistent) x tiles
+    assert len(rows) == 2 * 2 * 2 * len(SPLIT_TILE_CANDIDATES)  # dtypes x directions x (stepped, persistent) x tiles
     for regs, spilled, shared, resident in rows:
         assert int(regs) <= 255 and int(spilled) == 0 and int(shared) <= 100 * 1024 and int(resident) >= 132
 
 
 @pytest.mark.gpu
-def test_split_forward_and_backward_never_wait_for_the_gpu(split_mode):
+def test_split_kernels_never_wait_for_the_gpu(split_mode):
     table = TokenCharTable(torch.randint(0, 9, (40, 8)), torch.randint(0, 9, (40,)), 9)
     module = CharEmbedding(table, 16, char_dim=8, hidden=64, backend="triton", check_ids=False).cuda()
     idx = torch.randint(0, 40, (4, 32), device="cuda")
@@ -143,25 +165,3 @@ def test_split_forward_and_backward_never_wait_for_the_gpu(split_mode):
         module(idx).square().sum().backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-
-
-@pytest.mark.gpu
-def test_split_forward_replays_from_a_cuda_graph(split_mode):
-    table = TokenCharTable(torch.randint(0, 9, (40, 8)), torch.randint(0, 9, (40,)), 9)
-    module = CharEmbedding(table, 16, char_dim=8, hidden=64, backend="triton", check_ids=False).cuda()
-    ref = CharEmbedding(table, 16, char_dim=8, hidden=64, backend="reference").cuda()
-    ref.load_state_dict(module.state_dict())
-    static = torch.randint(0, 40, (4, 32), device="cuda")
-    with torch.no_grad():
-        module.inference_cache = False
-        module(static)  # compile before capture
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = module(static)
-        for seed in range(3):
-            static.copy_(
-                torch.randint(0, 40, (4, 32), device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
-            )
-            graph.replay()
-            torch.testing.assert_close(out, ref(static), rtol=2e-3, atol=2e-3)

@@ -436,9 +436,12 @@ def _assert_same_step(out, module, twin, idx):
 
 
 @pytest.mark.gpu
-def test_forward_and_backward_replay_from_a_cuda_graph():
+@pytest.mark.parametrize("kernels", ["tiled", "split-stepped", "split-persistent"])
+def test_forward_and_backward_replay_from_a_cuda_graph(monkeypatch, kernels):
     """With no host read, one training step's forward and backward are captured once and
-    replayed on new ids: outputs and gradients equal an eager step's."""
+    replayed on new ids: outputs and gradients equal an eager step's (the same kernels)."""
+    monkeypatch.setenv("CHARFAST_TRITON_FORWARD", kernels)
+    monkeypatch.setenv("CHARFAST_TRITON_BACKWARD", kernels)
     module, twin = _gpu_module_and_twin()
     static_idx = random_idx(40, (3, 17)).cuda()
     stream = torch.cuda.Stream()

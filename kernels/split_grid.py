@@ -71,11 +71,6 @@ def grid_barrier(arrivals, target):
     tl.debug_barrier()
 
 
-def check_split_mode(mode: str) -> None:
-    if mode not in SPLIT_MODES:
-        raise ValueError(f"split kernels: mode must be one of {SPLIT_MODES}, got {mode!r}")
-
-
 def resident_programs(n_regs: int, shared_bytes: int, num_warps: int, sm_count: int) -> int:
     """How many programs of a compiled kernel fit on the GPU at once (sm_90 limits): what a
     persistent launch with a grid barrier may ask for at the most."""
@@ -107,8 +102,12 @@ def launch_split(
     """Run a split kernel pair in `mode`. step_kernel(t, *args) does step t on grid (J, G),
     once per t of `steps` (a bound the host knows); persistent_kernel(arrivals, *args) does
     every step in one launch of `programs` programs (by default as many as fit at once).
-    weight_hh [4H, H] sets the dot precision and the device."""
-    check_split_mode(mode)
+    weight_hh [4H, H] sets the dot precision and the device. An empty grid (no rows)
+    launches nothing."""
+    if mode not in SPLIT_MODES:
+        raise ValueError(f"split kernels: mode must be one of {SPLIT_MODES}, got {mode!r}")
+    if grid[0] * grid[1] == 0:
+        return
     meta, device = blocks.meta(weight_hh.dtype), weight_hh.device
     if mode == "split-stepped":
         for t in steps:

@@ -29,7 +29,7 @@ import triton.language as tl
 
 from charfast.kernels.lstm_tile import lstm_tile_gate_grads, lstm_tile_recurrent_grad
 from charfast.kernels.row_blocks import load_row_block
-from charfast.kernels.split_grid import SplitBlocks, check_split_mode, grid_barrier, launch_split
+from charfast.kernels.split_grid import SplitBlocks, grid_barrier, launch_split
 
 
 @triton.jit
@@ -109,8 +109,7 @@ def split_lstm_backward_step_kernel(
     if tl.load(sorted_lengths + g * BLOCK_U) > t:
         _split_backward_step(
             t, g, j, gates, c_prev, weight_hh, grad_h, sorted_lengths, offsets, order, dc_carry, dgates_ring, U, H,
-            BLOCK_U,
-            BLOCK_H, BLOCK_K, DOT_PRECISION,
+            BLOCK_U, BLOCK_H, BLOCK_K, DOT_PRECISION,
         )  # fmt: skip
 
 
@@ -168,16 +167,14 @@ def launch_split_lstm_backward(
     launch_char_lstm_backward does. max_length: a bound on every row's length the host
     knows (the table's width: the stepped mode launches that many steps). mode and
     programs as for launch_split_lstm_forward."""
-    check_split_mode(mode)
     blocks = blocks or SplitBlocks()
     n_rows, hidden = order.shape[0], weight_hh.shape[1]
-    if n_rows:
-        dc_carry = torch.empty(n_rows, hidden, dtype=torch.float32, device=gates.device)
-        dgates_ring = weight_hh.new_empty(2, n_rows, 4 * hidden)
-        args = (gates, c_prev, weight_hh, grad_h, sorted_lengths, offsets, order, dc_carry, dgates_ring, n_rows, hidden)
-        grid = (triton.cdiv(hidden, blocks.hidden), triton.cdiv(n_rows, blocks.rows))
-        launch_split(
-            split_lstm_backward_step_kernel, split_lstm_backward_persistent_kernel, args, reversed(range(max_length)),
-            grid, mode, blocks, weight_hh, programs,
-        )  # fmt: skip
+    dc_carry = torch.empty(n_rows, hidden, dtype=torch.float32, device=gates.device)
+    dgates_ring = weight_hh.new_empty(2, n_rows, 4 * hidden)
+    args = (gates, c_prev, weight_hh, grad_h, sorted_lengths, offsets, order, dc_carry, dgates_ring, n_rows, hidden)
+    grid = (triton.cdiv(hidden, blocks.hidden), triton.cdiv(n_rows, blocks.rows))
+    launch_split(
+        split_lstm_backward_step_kernel, split_lstm_backward_persistent_kernel, args, reversed(range(max_length)),
+        grid, mode, blocks, weight_hh, programs,
+    )  # fmt: skip
     return gates

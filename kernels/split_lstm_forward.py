@@ -26,7 +26,7 @@ import triton.language as tl
 
 from charfast.kernels.lstm_tile import lstm_tile_start, lstm_tile_step
 from charfast.kernels.row_blocks import load_row_block
-from charfast.kernels.split_grid import SplitBlocks, check_split_mode, grid_barrier, launch_split
+from charfast.kernels.split_grid import SplitBlocks, grid_barrier, launch_split
 
 
 @triton.jit
@@ -168,19 +168,17 @@ def launch_split_lstm_forward(
     step_chars [S_max]) as launch_char_lstm_forward does. mode: "split-stepped" (one launch
     per step of the table's width: no host read, capturable) or "split-persistent" (one
     launch; `programs` overrides its size, e.g. 1 under the interpreter)."""
-    check_split_mode(mode)
     blocks = blocks or SplitBlocks()
     n_rows, hidden = sorted_ids.shape[0], weight_hh.shape[1]
     h_out = weight_hh.new_empty(n_rows, hidden)
     h_prev = weight_hh.new_empty(step_capacity, hidden)
     c_prev = weight_hh.new_empty(step_capacity, hidden, dtype=torch.float32)
     step_chars = torch.empty(step_capacity, dtype=torch.int32, device=weight_hh.device)
-    if n_rows:
-        args = (gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order)
-        args += (h_out, h_prev, c_prev, step_chars, n_rows, hidden, table_chars.shape[1], gate_table.shape[0])
-        grid = (triton.cdiv(hidden, blocks.hidden), triton.cdiv(n_rows, blocks.rows))
-        steps = range(table_chars.shape[1])  # the table's width bounds every row's length
-        launch_split(
-            split_lstm_step_kernel, split_lstm_persistent_kernel, args, steps, grid, mode, blocks, weight_hh, programs
-        )
+    args = (gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order)
+    args += (h_out, h_prev, c_prev, step_chars, n_rows, hidden, table_chars.shape[1], gate_table.shape[0])
+    grid = (triton.cdiv(hidden, blocks.hidden), triton.cdiv(n_rows, blocks.rows))
+    steps = range(table_chars.shape[1])  # the table's width bounds every row's length
+    launch_split(
+        split_lstm_step_kernel, split_lstm_persistent_kernel, args, steps, grid, mode, blocks, weight_hh, programs
+    )
     return h_out, h_prev, c_prev, step_chars

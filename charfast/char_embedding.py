@@ -87,6 +87,7 @@ class CharEmbedding(nn.Module):
         self._cache: torch.Tensor | None = None  # [V + 1, d_model]: every id's row, then a NaN row
         self._cache_table: tuple[TokenCharTable, int] | None = None  # (table, its version) _cache was computed from
         self._step_rows: StepRows | None = None  # inside once_per_step
+        self._step_table: tuple[TokenCharTable, int] | None = None  # (table, its version) _step_rows came from
         self._lstm_weights: tuple[torch.Tensor, ...] = ()  # see refresh_compile_state
         self._backend: Backend | None = None
         self.refresh_compile_state()
@@ -136,6 +137,8 @@ class CharEmbedding(nn.Module):
             flat = flat.masked_fill(outside, 0)  # id 0 stands in; its row becomes the NaN row below
         # Every path gathers from a table of rows; the last is NaN when an id may lack an answer.
         if self._step_rows is not None:  # inside once_per_step: the step's rows
+            if not torch.compiler.is_compiling():
+                self._check_step_table()
             rows = self._step_rows.leaf  # [R + 1, d_model]
             positions = self._step_rows.positions(flat, check=self.check_ids and not torch.compiler.is_compiling())
         elif self._use_inference_cache():
@@ -176,23 +179,44 @@ class CharEmbedding(nn.Module):
         those rows, and backward passes only accumulate their gradient. On leaving: one char
         backward, which adds into the parameters' .grad what a backward per micro-batch
         would have added. Leaving by an exception runs no backward and leaves .grad as it
-        was. An id not among `ids` is a ValueError (check_ids; NaN rows without it). Enter
-        it under the same autocast as the model's forward. Blocks do not nest. A model
-        compiled with torch.compile sees the same shapes every step (the rows are sized by
-        the number of ids given), so it is traced once.
+        was. Every backward runs inside the block: one that reaches this module's output
+        after the block raises a RuntimeError (its gradient could reach no parameter). An
+        id not among `ids` is a ValueError (check_ids; NaN rows without it); empty `ids`
+        make every id such an id. The table cannot change inside the block: assigning
+        `table` is refused, and an in-place change is a RuntimeError at the next eager
+        forward or at the block's end (which then runs no char backward). Enter it under
+        the same autocast as the model's forward. Blocks do not nest. A model compiled with
+        torch.compile sees the same shapes every step (the rows are sized by the number of
+        ids given), so it is traced once.
         """
         if self._step_rows is not None:
             raise RuntimeError("CharEmbedding.once_per_step: already inside a once_per_step block (they do not nest)")
         flat = self._step_ids(ids)  # [N]
         backend = self._current_backend(flat.device)
-        rows = None if flat.numel() == 0 else step_rows(flat, self.table.vocab_size, self._padded_ids_rows(backend))
+        rows = step_rows(flat, self.table.vocab_size, self._padded_ids_rows(backend))
+        self._step_table = (self.table, self.table.version)
         self._step_rows = rows
+        finished = False
         try:
             yield
+            finished = True
         finally:
             self._step_rows = None
-        if rows is not None:
-            rows.backward()
+            rows.close(run_backward=finished and self._step_table_is_current())
+        if finished:
+            self._check_step_table()
+
+    def _step_table_is_current(self) -> bool:
+        table, version = self._step_table
+        return self.table is table and table.version == version
+
+    def _check_step_table(self) -> None:
+        if not self._step_table_is_current():
+            raise RuntimeError(
+                "CharEmbedding.once_per_step: the table changed inside the once_per_step block, whose rows come "
+                "from the table at the block's start (no char backward was run for this step); change the "
+                "table between optimizer steps, outside the block"
+            )
 
     def _step_ids(self, ids) -> torch.Tensor:
         """The ids given to once_per_step, checked as forward checks them, as one int64 [N];
@@ -250,6 +274,11 @@ class CharEmbedding(nn.Module):
     def __setattr__(self, name, value):
         if name == "table" and not isinstance(value, TokenCharTable):
             raise TypeError(f"CharEmbedding: table must be a TokenCharTable, got {type(value).__name__}")
+        if name == "table" and self.__dict__.get("_step_rows") is not None:
+            raise RuntimeError(
+                "CharEmbedding: cannot assign table inside a once_per_step block, whose rows come from the table "
+                "at the block's start; assign it between optimizer steps, outside the block"
+            )
         super().__setattr__(name, value)
         if name in ("lstm", "table") and "_lstm_weights" in self.__dict__:  # a new LSTM or table after __init__
             self.refresh_compile_state()

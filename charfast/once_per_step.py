@@ -10,7 +10,8 @@ composed embedding):
     inside    every forward of the module gathers from the leaf; each micro-batch's
               backward accumulates only into the leaf's gradient
     exit      one char backward with the accumulated gradient, adding into the parameters'
-              .grad what the micro-batches' own backwards would have added
+              .grad what the micro-batches' own backwards would have added; from then on a
+              backward that reaches the leaf raises (its gradient could reach no parameter)
 
 The rows are sized by the number of ids given (at most the vocabulary), never by the
 number of distinct ids, so a compiled model sees the same shapes every step; padding rows
@@ -34,6 +35,20 @@ class StepRows:
     rows: torch.Tensor  # [R + 1, D] with the autograd graph back to the char encoder's parameters
     leaf: torch.Tensor  # [R + 1, D] rows.detach(), requiring grad: the micro-batches' backwards add here
     row_of: torch.Tensor  # [V] int64: the row of each id; R (the NaN row) for an id outside the union
+    closed: bool = False  # the block has ended: a gradient reaching the leaf now would be lost
+
+    def __post_init__(self):
+        if self.leaf.requires_grad:
+            self.leaf.register_hook(self._refuse_after_close)
+
+    def _refuse_after_close(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.closed:
+            raise RuntimeError(
+                "CharEmbedding.once_per_step: a backward reached the char embedding after its once_per_step "
+                "block ended, so its gradient would never reach the char encoder; run every micro-batch's "
+                "backward inside the block (or leave once_per_step out)"
+            )
+        return grad
 
     @property
     def nan_row(self) -> int:
@@ -52,9 +67,11 @@ class StepRows:
                 )
         return positions
 
-    def backward(self) -> None:
-        """Add the accumulated gradient through the char encoder, once."""
-        if self.leaf.grad is not None and self.rows.requires_grad:
+    def close(self, run_backward: bool) -> None:
+        """End the block: (run_backward) add the accumulated gradient through the char encoder,
+        once; from then on a backward that reaches the leaf raises."""
+        self.closed = True
+        if run_backward and self.leaf.grad is not None and self.rows.requires_grad:
             self.rows.backward(self.leaf.grad)
 
 
@@ -68,7 +85,8 @@ def step_rows(ids: torch.Tensor, vocab_size: int, rows_of_ids) -> StepRows:
     [R] padded with -1) -> [R, D] computes the embedding rows of distinct ids.
 
     The union is found through a presence mask over the vocabulary, O(N + V) with no sort
-    and no read back to the host: present ids get consecutive rows in ascending order."""
+    and no read back to the host: present ids get consecutive rows in ascending order. No
+    ids (N = 0) give the NaN row alone: every id is then outside the union."""
     n_rows = min(ids.numel(), vocab_size)  # R: every step of N ids gets R rows (and the NaN row)
     present = torch.zeros(vocab_size, dtype=torch.bool, device=ids.device).index_fill_(0, ids, True)  # [V]
     rank = torch.cumsum(present, 0) - 1  # [V] the row of each present id

@@ -158,3 +158,79 @@ def test_a_compiled_model_is_traced_once_for_every_step():
         optimizer.step()
         optimizer.zero_grad()
     torch._dynamo.reset()
+
+
+def test_a_backward_after_the_block_raises_instead_of_dropping_the_gradient():
+    model = TinyModel("reference", torch.float64)
+    xs, ys = _micro_batches("random")
+    with model.char_emb.once_per_step(xs):
+        loss = model(xs[0], ys[0])  # a framework's step may run its backward after the forward returns
+    with pytest.raises(RuntimeError, match="after its once_per_step block ended"):
+        loss.backward()
+    assert all(p.grad is None for p in model.char_emb.parameters())
+    with model.char_emb.once_per_step(xs):  # inside the block, the same step trains the char encoder
+        model(xs[0], ys[0]).backward()
+    assert all(p.grad is not None for p in model.char_emb.parameters())
+
+
+def test_a_backward_after_a_block_left_by_an_exception_raises_too():
+    model = TinyModel("reference", torch.float64)
+    xs, ys = _micro_batches("random")
+    with pytest.raises(KeyError):
+        with model.char_emb.once_per_step(xs):
+            loss = model(xs[0], ys[0])
+            raise KeyError("boom")
+    with pytest.raises(RuntimeError, match="after its once_per_step block ended"):
+        loss.backward()
+
+
+def _changes_in_place(table):
+    """Each in-place way to change a table: assigning its tensors, editing them with torch."""
+    yield "assign lengths", lambda: setattr(table, "lengths", table.lengths.clone().fill_(1))
+    yield "assign chars", lambda: setattr(table, "chars", table.chars.flip(1).contiguous())
+    yield "edit lengths", lambda: table.lengths.__setitem__(3, 1)
+    yield "edit chars", lambda: table.chars.__setitem__((5, 0), (int(table.chars[5, 0]) + 1) % table.n_chars)
+
+
+def test_assigning_a_table_inside_the_block_is_refused():
+    model = TinyModel("reference", torch.float64)
+    xs, ys = _micro_batches("random")
+    table = model.char_emb.table
+    with model.char_emb.once_per_step(xs):
+        with pytest.raises(RuntimeError, match="cannot assign table inside a once_per_step block"):
+            model.char_emb.table = random_table(VOCAB, 7, 9, torch.Generator().manual_seed(1))
+        model(xs[0], ys[0]).backward()
+    assert model.char_emb.table is table and model.char_emb.lstm.weight_hh_l0.grad is not None
+    model.char_emb.table = random_table(VOCAB, 7, 9, torch.Generator().manual_seed(1))  # between steps it is taken
+
+
+@pytest.mark.parametrize("change", range(4))
+def test_a_table_changed_in_place_inside_the_block_is_refused(change):
+    model = TinyModel("reference", torch.float64)
+    xs, ys = _micro_batches("random")
+    name, apply = list(_changes_in_place(model.char_emb.table))[change]
+    with pytest.raises(RuntimeError, match="the table changed inside the once_per_step block"):
+        with model.char_emb.once_per_step(xs):
+            model(xs[0], ys[0]).backward()
+            apply()
+            model(xs[1], ys[1])  # the next forward sees it
+    with pytest.raises(RuntimeError, match="the table changed inside the once_per_step block"):
+        with model.char_emb.once_per_step(xs):  # a change after the last forward: the block's end sees it
+            model(xs[0], ys[0]).backward()
+            list(_changes_in_place(model.char_emb.table))[change][1]()
+    assert all(p.grad is None for p in model.char_emb.parameters()), name  # no char backward from stale rows
+
+
+def test_empty_ids_keep_the_blocks_contract():
+    model = TinyModel("reference", torch.float64)
+    xs, ys = _micro_batches("random")
+    with model.char_emb.once_per_step(torch.empty(0, dtype=torch.long)):
+        with pytest.raises(ValueError, match="is not among the ids given to once_per_step"):
+            model(xs[0], ys[0])
+        with pytest.raises(RuntimeError, match="already inside a once_per_step block"):
+            with model.char_emb.once_per_step(xs):
+                pass
+        model.char_emb.check_ids = False
+        assert torch.isnan(model.char_emb(xs[0])).all()
+        assert model.char_emb(xs[0][:, :0]).shape == (2, 0, D_MODEL)
+    assert all(p.grad is None for p in model.char_emb.parameters())

@@ -1,10 +1,24 @@
-"""Where charfast keeps its on-disk caches (token tables, tokenizers, token ids) and how
-it names their files."""
+"""Where charfast keeps its on-disk caches (token tables, tokenizers, token ids), how it
+names their files, and how it writes and checks them.
+
+Every cache file starts with a fixed-size header that records what it must hold: the
+payload's byte count and SHA-256. A read checks both, so a file cut short (even at a line
+end, where the format would still parse), altered or left by another version is never
+trusted: the caller rebuilds it, and one line says so.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+
+from charfast.atomic import atomic_write
+
+HEADER_SIZE = 128  # bytes: the payload starts here (a multiple of every dtype's size, for np.memmap)
+_MAGIC = "charfast-cache-v1"
 
 
 def default_cache_dir() -> Path:
@@ -18,3 +32,67 @@ def default_cache_dir() -> Path:
 def safe_filename(name: str) -> str:
     """`name` with every character other than letters, digits and -_. replaced by _."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _header(size: int, sha256: str) -> bytes:
+    text = f"{_MAGIC} bytes={size} sha256={sha256}\n".encode("ascii")
+    return text.ljust(HEADER_SIZE, b" ")
+
+
+def write_checked(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
+    """Write the concatenated `chunks` to `path` atomically, behind a header of their byte
+    count and SHA-256. An OSError names `path` (the caller decides whether a cache that
+    cannot be written matters)."""
+    digest, size = hashlib.sha256(), 0
+    with atomic_write(path) as f:
+        f.write(_header(0, "0" * 64))  # a placeholder of the same size, filled in below
+        for chunk in chunks:
+            f.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        f.seek(0)
+        f.write(_header(size, digest.hexdigest()))
+
+
+def checked_payload_offset(path: str | os.PathLike) -> int | None:
+    """HEADER_SIZE when `path` holds exactly the payload its header records; None when it is
+    missing, or (with one line saying so, for the caller to rebuild it) when it is not."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            why = _why_damaged(f, os.fstat(f.fileno()).st_size)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        why = f"cannot be read ({err.strerror})"
+    if why is None:
+        return HEADER_SIZE
+    print(f"note: cache file {path} {why}; rebuilding it", file=sys.stderr)  # stdout may be a sample's text
+    return None
+
+
+def read_checked(path: str | os.PathLike) -> bytes | None:
+    """The payload of `path` when it checks out (see checked_payload_offset), else None."""
+    offset = checked_payload_offset(path)
+    if offset is None:
+        return None
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
+
+
+def _why_damaged(f, file_size: int) -> str | None:
+    """None when the open file `f` holds what its header records, else why not, in words."""
+    fields = f.read(HEADER_SIZE).decode("ascii", "replace").split()
+    values = dict(field.split("=", 1) for field in fields[1:] if "=" in field)
+    if not fields or fields[0] != _MAGIC or not values.get("bytes", "").isdigit() or "sha256" not in values:
+        return "has no integrity header (damaged, or written by another version)"
+    expected = int(values["bytes"])
+    if file_size - HEADER_SIZE != expected:
+        return f"holds {file_size - HEADER_SIZE} bytes where its header records {expected} (cut short or damaged)"
+    digest = hashlib.sha256()
+    while block := f.read(1 << 20):
+        digest.update(block)
+    if digest.hexdigest() != values["sha256"]:
+        return "does not match the SHA-256 its header records (damaged)"
+    return None

@@ -8,7 +8,8 @@ pre-tokenization regex, so words are split the same way during training and enco
 One special token, <|endoftext|>, separates documents; it gets the id after the ranks.
 
 Trained ranks are cached on disk, keyed by the corpus text, the vocabulary size and the
-token-length limit, so a second run loads them in milliseconds.
+token-length limit, so a second run loads them in milliseconds; a cache file that fails
+its integrity check (charfast.cache) is retrained, saying so.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from pathlib import Path
 
 import tiktoken
 
-from charfast.atomic import atomic_write
-from charfast.cache import default_cache_dir
+from charfast.cache import default_cache_dir, read_checked, write_checked
 from charfast.token_bytes import BYTE_LEVEL_ALPHABET
 
 _FORMAT = 1  # bump when the cache file layout or the training recipe changes
@@ -85,21 +85,20 @@ def train_bpe(
 
 
 def _read_ranks(path: Path) -> dict[bytes, int] | None:
-    """The ranks in `path`, or None when it is missing or torn (then we retrain)."""
-    try:
-        ranks = {}
-        for line in path.read_text(encoding="ascii").splitlines():
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-        return ranks if ranks and sorted(ranks.values()) == list(range(len(ranks))) else None
-    except (OSError, ValueError):
+    """The ranks in `path`, or None when it is missing or fails its check (then we retrain)."""
+    payload = read_checked(path)
+    if payload is None:
         return None
+    ranks = {}
+    for line in payload.decode("ascii").splitlines():
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    return ranks
 
 
 def _write_ranks(path: Path, ranks: dict[bytes, int]) -> None:
-    """tiktoken's text format (base64 token, rank), written to a temp file then renamed."""
+    """tiktoken's text format (base64 token, rank) behind the cache's integrity header."""
     try:
-        with atomic_write(path) as f:
-            f.write("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks.items()).encode("ascii"))
+        write_checked(path, [f"{base64.b64encode(t).decode()} {r}\n".encode("ascii") for t, r in ranks.items()])
     except OSError:
         pass  # a read-only cache folder costs a retrain next time, nothing more

@@ -20,11 +20,13 @@ from pathlib import Path
 from charfast.backends import backend_names, why_unavailable
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
 from charfast.gpt.distributed import resolve_device
+from charfast.gpt.memory_need import check_training_memory
 from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, CHAR_ARCHS, GPT, GPTConfig, flash_attn_unavailable_reason
-from charfast.gpt.tokenizer import check_tokenizer_name
+from charfast.gpt.tokenizer import check_tokenizer_name, vocabulary_bound
 from charfast.table import TokenCharTable
 
 CHECKPOINT_NAME = "ckpt.pt"
+MAX_SAMPLE_TOKENS = 1_000_000  # the sample at the end of a run is a look at the model, not a corpus
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,8 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     for name in ("warmup_steps", "sample_tokens"):
         if getattr(c, name) < 0:
             raise ValueError(f"{flag(name)} must be >= 0, got {getattr(c, name)}")
+    if c.sample_tokens > MAX_SAMPLE_TOKENS:
+        raise ValueError(f"--sample-tokens must be at most {MAX_SAMPLE_TOKENS:,}, got {c.sample_tokens}")
     if not 0 <= c.seed < 2**62:
         raise ValueError(f"--seed must lie in [0, 2**62), got {c.seed}")
     if c.lr_decay_steps is not None and c.lr_decay_steps < 1:
@@ -356,6 +360,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     reason = flash_attn_unavailable_reason(device) if c.attention == "flash-attn" else None
     if reason is not None:
         raise ValueError(f"--attention flash-attn cannot run here: {reason}; use --attention auto or sdpa")
+    check_training_memory(c, vocabulary_bound(c.tokenizer), device)
     return config
 
 

@@ -18,12 +18,11 @@ import tiktoken
 import torch
 from tqdm import tqdm
 
-from charfast.atomic import atomic_write
-from charfast.cache import default_cache_dir
+from charfast.cache import HEADER_SIZE, checked_payload_offset, default_cache_dir, write_checked
 from charfast.gpt.bpe import end_of_text_id
 from charfast.gpt.corpus import shakespeare_documents
 
-_FORMAT = 1  # bump when the token cache layout changes
+_FORMAT = 2  # bump when the token cache layout changes
 TEXT_SUFFIXES = (".txt", ".md", ".text")
 CHUNKS_PER_FILE = 64  # a single --data file is cut into this many documents (at line ends) for the split
 
@@ -39,15 +38,21 @@ def load_documents(path: str | os.PathLike | None = None) -> list[tuple[str, str
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
         if not files:
             raise ValueError(f"--data: no text files ({', '.join(TEXT_SUFFIXES)}) under folder {path}")
-        return [(str(f.relative_to(path)), read_text_file(f)) for f in files]
+        return [(document_name(f.relative_to(path)), read_text_file(f)) for f in files]
     if path.is_file():
         lines = read_text_file(path).splitlines(keepends=True)
         per_chunk = max(1, -(-len(lines) // CHUNKS_PER_FILE))
         return [
-            (f"{path.name}:{i // per_chunk}", "".join(lines[i : i + per_chunk]))
+            (f"{document_name(path.name)}:{i // per_chunk}", "".join(lines[i : i + per_chunk]))
             for i in range(0, len(lines), per_chunk)
         ]
     raise ValueError(f"--data: {path} is neither a text file nor a folder")
+
+
+def document_name(path: str | os.PathLike) -> str:
+    """A file's name as text: bytes of the name that are not UTF-8 (which Python holds as
+    lone surrogates, unencodable) written as backslash escapes, e.g. data\\xff.txt."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def read_text_file(path: Path) -> str:
@@ -102,21 +107,28 @@ def tokenize(
         / "tokens"
         / f"{label}-{encoding.name}-{digest.hexdigest()[:16]}.{np.dtype(dtype).name}"
     )
-    if path.exists():
-        return np.memmap(path, dtype=dtype, mode="r")
+    offset = checked_payload_offset(path)
+    if offset is not None:
+        return _token_memmap(path, dtype, offset)
 
     def per_document():  # [n_i] tokens of each document, streamed
         for _, text in tqdm(documents, desc=f"tokenizing {label}", unit="doc", disable=not show_progress):
             yield np.asarray(encoding.encode_ordinary(text) + ([eot] if eot is not None else []), dtype=dtype)
 
     try:
-        with atomic_write(path) as f:  # readers never see half a file
-            for ids in per_document():
-                f.write(ids.tobytes())
+        write_checked(path, (ids.tobytes() for ids in per_document()))
     except OSError as err:
         print(f"note: cannot write the token cache {path} ({err.strerror}); keeping the tokens in memory")
         return np.concatenate([np.zeros(0, dtype=dtype), *per_document()])
-    return np.memmap(path, dtype=dtype, mode="r")
+    return _token_memmap(path, dtype, HEADER_SIZE)
+
+
+def _token_memmap(path: Path, dtype, offset: int) -> np.ndarray:
+    """The tokens of a checked cache file, read-only; an empty payload is an empty array (a
+    memmap cannot map zero bytes)."""
+    if path.stat().st_size == offset:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset)
 
 
 # ------------------------------------------------------------------ batches

@@ -19,7 +19,12 @@ class MetricsLog:
         """A fresh file for a new run. When resuming at `resume_step`, the records up to it
         are kept (a killed run may have logged steps after its last checkpoint) and the file
         is rewritten atomically; a last line torn by a kill is dropped, a bad line before it
-        is an error naming the file."""
+        is an error naming the file. A resume that finds no file (a checkpoint copied without
+        it) starts a new one, saying so."""
+        if resume_step is not None and not self.path.exists() and resume_step > 0:
+            print(
+                f"note: {self.path} is missing; the records of steps 1-{resume_step} are lost, a new file starts here"
+            )
         self.records = self._read_up_to(resume_step) if resume_step is not None and self.path.exists() else []
         with atomic_write(self.path) as f:
             f.write("".join(json.dumps(record) + "\n" for record in self.records).encode("utf-8"))

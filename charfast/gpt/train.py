@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import math
 import signal
-import time
 from pathlib import Path
 
 import torch
@@ -59,7 +58,7 @@ from charfast.gpt.distributed import (
 )
 from charfast.gpt.failures import Interrupted, RunFailed, run_cli
 from charfast.gpt.gpu_peaks import peak_flops
-from charfast.gpt.late_reads import LateRead
+from charfast.gpt.late_reads import LateRead, StepTime
 from charfast.gpt.metrics import MetricsLog
 from charfast.gpt.model import mixed_precision
 from charfast.gpt.out_dir import claim_out_dir
@@ -394,13 +393,15 @@ class Trainer:
         the same step."""
         c = self.config
         log = _StepLog(self, bar, tokens_per_step, peak)
-        pending = None  # (record, LateRead) of the last step, not read yet
+        pending = None  # (record, LateRead, StepTime) of the last step, not read yet
         while self.step < c.max_steps:
             lr = self.optimizer.param_groups[0]["lr"]
+            took = StepTime(self.device)
             numbers = self.train_step(stop)
+            took.stop()
             stopping = pending is not None and log.write(*pending)
             stopping = stopping or (not self.ddp.enabled and stop.requested)  # alone: no rank to agree with
-            pending = ({"step": self.step, "lr": lr}, numbers)
+            pending = ({"step": self.step, "lr": lr}, numbers, took)
             evaluating = self.step % c.eval_interval == 0 or self.step == c.max_steps
             if evaluating or stopping:
                 stopping = log.write(*pending, evaluate=evaluating) or stopping
@@ -456,31 +457,30 @@ class Trainer:
             print("---- sample ----\n" + sample + "\n----------------")
         if stop.requested:
             return written
-        first, last = records[0], records[-1]
-        print(
-            f"train_loss {first['train_loss']:.3f} (step {first['step']}) -> {last['train_loss']:.3f} "
-            f"(step {last['step']})" + (f", val_loss {last['val_loss']:.3f}" if "val_loss" in last else "")
-        )
+        if records:  # none when a resume of a finished run found no metrics.jsonl
+            first, last = records[0], records[-1]
+            print(
+                f"train_loss {first['train_loss']:.3f} (step {first['step']}) -> {last['train_loss']:.3f} "
+                f"(step {last['step']})" + (f", val_loss {last['val_loss']:.3f}" if "val_loss" in last else "")
+            )
         print("wrote " + ", ".join(str(p) for p in written))
         return written
 
 
 class _StepLog:
-    """Writes each step's metrics line once its numbers are read; times steps by the interval
-    between reads (with the reads one step late, what the device takes per step)."""
+    """Writes each step's metrics line once its numbers are read, timed by the step's own
+    StepTime (never by the interval between reads, which one step late are uneven)."""
 
     def __init__(self, trainer: Trainer, bar, tokens_per_step: int, peak: float | None):
         self.trainer, self.bar = trainer, bar
         self.tokens_per_step, self.peak = tokens_per_step, peak
-        self.clock = time.perf_counter()
 
-    def write(self, record: dict, numbers: LateRead, evaluate: bool = False) -> bool:
+    def write(self, record: dict, numbers: LateRead, took: StepTime, evaluate: bool = False) -> bool:
         """Completes and writes `record` (its step's numbers, and val_loss when evaluate);
         returns whether some rank asked to stop."""
         trainer = self.trainer
         loss, ranks_stopping = numbers.read()
-        now = time.perf_counter()
-        elapsed, self.clock = now - self.clock, now
+        elapsed = took.seconds()
         record = {**record, "train_loss": loss, "tokens_per_s": self.tokens_per_step / elapsed}
         record["ms_per_step"] = 1000 * elapsed
         if self.peak:
@@ -488,7 +488,6 @@ class _StepLog:
             record["mfu"] = trainer.model.flops_per_token() * record["tokens_per_s"] / (self.peak * world)
         if evaluate:
             record["val_loss"] = trainer.evaluate()
-            self.clock = time.perf_counter()  # the evaluation is not the next step's time
         trainer.check_finite(record)
         if trainer.ddp.is_main:
             trainer.metrics.append(record)

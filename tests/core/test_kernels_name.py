@@ -100,8 +100,7 @@ def test_a_regular_install_has_charfast_kernels(tmp_path):
     result = subprocess.run([*install, str(source)], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     code = (
-        "import charfast.kernels.lstm_tile as tile, charfast.kernels\n"
-        "print(charfast.kernels.__file__, tile.__file__)"
+        "import charfast.kernels.lstm_tile as tile, charfast.kernels\nprint(charfast.kernels.__file__, tile.__file__)"
     )
     result = _python(code, tmp_path, pythonpath=target)
     assert result.returncode == 0, result.stderr[-2000:]

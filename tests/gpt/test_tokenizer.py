@@ -36,7 +36,7 @@ def test_bpe_matches_huggingface_and_round_trips(tiny_corpus, tiny_cache):
     [
         ("gpt9_base", "unknown tokenizer 'gpt9_base'"),
         ("bpe:lots", "expected 'bpe:VOCAB"),
-        ("bpe:100", "vocab_size must be an int >= 257"),
+        ("bpe:100", r"VOCAB must lie in \[257, 16777216\]"),
     ],
 )
 def test_bad_tokenizer_names(name, message):

@@ -10,12 +10,14 @@ import contextlib
 import json
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
 import torch
 from tiny_runs import read_metrics, tiny_flags, write_tiny_corpus
 
+from charfast import TokenCharTable
 from charfast.gpt import train
 from charfast.gpt.checkpoint import load_checkpoint, save_checkpoint
 
@@ -161,7 +163,9 @@ BAD_SETTINGS = [
     (dict(n_embd=18, n_head=4), "--n-embd (18) must be divisible by n_head (4)"),
     (dict(n_layer=0), "--n-layer must be a positive int, got 0"),
     (dict(tokenizer="nope_base"), "--tokenizer: unknown tokenizer 'nope_base'"),
-    (dict(tokenizer="bpe:100"), "--tokenizer bpe:100: vocab_size must be an int >= 257"),
+    (dict(tokenizer="bpe:100"), "--tokenizer bpe:100: VOCAB must lie in [257, 16777216]"),
+    (dict(tokenizer="bpe:1000000000000"), "--tokenizer bpe:1000000000000: VOCAB must lie in [257, 16777216]"),
+    (dict(sample_tokens=10**12), "--sample-tokens must be at most 1,000,000, got 1000000000000"),
     (dict(tokenizer="bpe:x"), "expected 'bpe:VOCAB' or 'bpe:VOCAB:MAXLEN'"),
     (dict(arch="bytes"), "--arch must be one of"),
     (dict(max_steps=0), "--max-steps must be >= 1"),
@@ -212,6 +216,43 @@ def test_a_bad_setting_is_one_line_before_any_data_is_read(
     err = capsys.readouterr().err
     assert err.startswith("charfast.train: error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+HUGE = 10**12
+TOO_LARGE_FOR_MEMORY = [
+    (dict(batch_size=HUGE), "one micro-batch's logits (--batch-size 1000000000000 --block-size 16"),
+    (dict(grad_accum=HUGE), "the step's token batches (--grad-accum 1000000000000"),
+    (dict(block_size=HUGE), "one micro-batch's logits (--batch-size 4 --block-size 1000000000000"),
+    (dict(n_layer=HUGE), "the model's weights, gradients and AdamW state (--n-layer 1000000000000"),
+    (dict(n_embd=HUGE, n_head=1), "the model's weights, gradients and AdamW state (--n-layer 1 --n-embd 1000000000000"),
+    (dict(char_hidden=HUGE), "--char-hidden 1000000000000"),
+    (dict(char_dim=HUGE), "--char-dim 1000000000000"),
+    (dict(eval_iters=HUGE), "one loss per eval batch (--eval-iters 1000000000000)"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", TOO_LARGE_FOR_MEMORY, ids=lambda v: str(v)[:40])
+def test_sizes_beyond_the_memory_are_one_line_and_exit_1(
+    tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys, overrides, message
+):
+    monkeypatch.setattr(train, "load_documents", lambda *a: pytest.fail("data was read before the memory was checked"))
+    assert train.main(tiny_flags(tiny_corpus, tmp_path / "run", tiny_cache, **overrides)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("charfast.train: error: not enough memory on cpu: the run needs at least ") and message in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_the_memory_bound_is_a_lower_bound_of_the_model_it_counts():
+    from charfast.gpt.config import TrainConfig, model_config
+    from charfast.gpt.memory_need import least_training_needs
+    from charfast.gpt.model import GPT
+
+    for arch, tie in [("char", True), ("baseline", False)]:
+        config = TrainConfig(arch=arch, tie_weights=tie, n_layer=2, n_embd=32, n_head=2, char_dim=8, char_hidden=16)
+        table = TokenCharTable(torch.zeros(300, 4, dtype=torch.long), torch.ones(300, dtype=torch.long), 256)
+        model = GPT(model_config(config, 300), char_table=None if arch == "baseline" else table)
+        state_bytes = least_training_needs(config, 300)[0].bytes
+        assert 0.9 * 16 * model.num_parameters() <= state_bytes <= 16 * model.num_parameters()
 
 
 @pytest.mark.parametrize("content, message", CONFIG_FILE_MISTAKES, ids=lambda v: str(v)[:30])
@@ -280,3 +321,50 @@ def test_metrics_with_a_torn_last_line_still_resume(tiny_corpus, tiny_cache, tmp
     (out / "metrics.jsonl").write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=4, sample_tokens=0, resume=True)) == 2
     assert f"{out / 'metrics.jsonl'}: line 2 is not a metrics record" in capsys.readouterr().err
+
+
+def test_every_step_is_timed_by_its_own_time_eval_steps_too(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
+    """Each step takes at least 50 ms here; an eval step read right after the step before it
+    must not report the gap between the two reads (it said ~0.3 ms)."""
+    original = train.Trainer.train_step
+
+    def slow_step(self, stop=None):
+        time.sleep(0.05)
+        return original(self, stop)
+
+    monkeypatch.setattr(train.Trainer, "train_step", slow_step)
+    out = tmp_path / "run"
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=6, eval_interval=2, sample_tokens=0)) == 0
+    records = read_metrics(out)
+    assert [r["step"] for r in records if "val_loss" in r] == [2, 4, 6]
+    assert all(r["ms_per_step"] >= 50 for r in records), [(r["step"], r["ms_per_step"]) for r in records]
+    tokens_per_step = 4 * 16  # batch_size x block_size
+    assert all(r["tokens_per_s"] <= tokens_per_step / 0.05 for r in records)
+
+
+def test_resume_without_metrics_starts_a_new_file(tiny_corpus, tiny_cache, tmp_path, capsys):
+    """A checkpoint copied without its metrics.jsonl resumes, saying the old records are lost,
+    also when there is no step left to train."""
+    out = tmp_path / "run"
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=4, sample_tokens=0)) == 0
+    (out / "metrics.jsonl").unlink()
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=4, sample_tokens=0, resume=True)) == 0
+    assert "metrics.jsonl is missing; the records of steps 1-4 are lost" in capsys.readouterr().out
+    assert read_metrics(out) == []
+    (out / "metrics.jsonl").unlink()
+    assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=6, sample_tokens=0, resume=True)) == 0
+    assert [r["step"] for r in read_metrics(out)] == [5, 6]
+
+
+def test_data_whose_file_name_is_not_utf8_is_read(tiny_corpus, tiny_cache, tmp_path):
+    play = sorted(tiny_corpus.iterdir())[0].read_bytes()
+    name = os.fsdecode(bytes(tmp_path) + b"/play\xff.txt")  # a byte that is not UTF-8: a lone surrogate in Python
+    with open(name, "wb") as f:
+        f.write(play * 2)
+    assert train.main(tiny_flags(name, tmp_path / "file", tiny_cache, max_steps=2, sample_tokens=0)) == 0
+    folder = os.fsdecode(bytes(tmp_path) + b"/plays\xfe")
+    os.mkdir(folder)
+    for i, path in enumerate(sorted(tiny_corpus.iterdir())):
+        with open(os.fsdecode(os.fsencode(folder) + f"/act{i}\xe9".encode("latin-1") + b".txt"), "wb") as f:
+            f.write(path.read_bytes())
+    assert train.main(tiny_flags(folder, tmp_path / "folder", tiny_cache, max_steps=2, sample_tokens=0)) == 0

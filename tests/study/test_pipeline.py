@@ -195,7 +195,7 @@ def test_an_unfinished_pretraining_stops_the_study(tiny_study, tmp_path, monkeyp
         (["--tasks", "count", "--solo-tasks", "count"], "with a single task the mixed fine-tuning"),
         (["--archs", "bytes"], "--archs must name some of"),
         (["--tokenizers", "bpe:300", "nope_base"], "unknown tokenizer 'nope_base'"),
-        (["--tokenizers", "bpe:12"], "vocab_size must be an int >= 257"),
+        (["--tokenizers", "bpe:12"], "VOCAB must lie in [257, 16777216]"),
         (["--seeds", "-1"], "--seeds must be integers >= 0"),
         (["--seeds", "1", "1"], "must not repeat a value"),
         (["--jobs", "0"], "--jobs must be an integer >= 1"),

@@ -1,0 +1,85 @@
+"""Cache files are checked on every read: the BPE ranks, the token ids and the token ->
+char tables each record their byte count and SHA-256, so a file cut short (even at a line
+end, where the old format still parsed) or altered is rebuilt with one line saying so,
+never trusted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from charfast import TokenCharTable
+from charfast.cache import HEADER_SIZE, read_checked, write_checked
+from charfast.gpt.bpe import train_bpe
+from charfast.gpt.corpus import shakespeare_documents
+from charfast.gpt.data import tokenize
+
+TEXTS = [text[:20_000] for _, text in shakespeare_documents()[:2]]
+
+
+def _only_file(folder, pattern: str):
+    (path,) = folder.glob(pattern)
+    return path
+
+
+def _cut_at_a_line_end(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 1])  # the last line gone, the rest whole
+
+
+def _flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[HEADER_SIZE + 5] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_cut_at_a_line_end, _flip_a_byte], ids=["cut at a line end", "a byte flipped"])
+def test_a_damaged_bpe_rank_file_is_retrained_saying_so(tmp_path, capsys, damage):
+    trained = train_bpe(TEXTS, 400, cache_dir=tmp_path)
+    damage(_only_file(tmp_path, "*.tiktoken"))
+    again = train_bpe(TEXTS, 400, cache_dir=tmp_path)
+    err = capsys.readouterr().err
+    assert again.n_vocab == trained.n_vocab == 401 and again.name == trained.name
+    assert again._mergeable_ranks == trained._mergeable_ranks
+    assert err.count("note: cache file") == 1 and "rebuilding it" in err
+    assert read_checked(_only_file(tmp_path, "*.tiktoken")) is not None  # rewritten whole
+    train_bpe(TEXTS, 400, cache_dir=tmp_path)
+    assert capsys.readouterr().err == ""  # and trusted from then on
+
+
+def test_a_rank_file_of_the_old_format_is_retrained_saying_so(tmp_path, capsys):
+    trained = train_bpe(TEXTS, 300, cache_dir=tmp_path)
+    path = _only_file(tmp_path, "*.tiktoken")
+    path.write_bytes(path.read_bytes()[HEADER_SIZE:])  # the bare tiktoken text of earlier versions
+    assert train_bpe(TEXTS, 300, cache_dir=tmp_path)._mergeable_ranks == trained._mergeable_ranks
+    assert "has no integrity header" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", [_cut_at_a_line_end, _flip_a_byte], ids=["cut short", "a byte flipped"])
+def test_a_damaged_token_cache_is_rebuilt_saying_so(tmp_path, capsys, damage):
+    encoding = train_bpe(TEXTS, 300, cache_dir=tmp_path)
+    documents = [(f"doc{i}", text) for i, text in enumerate(TEXTS)]
+    tokens = np.array(tokenize(encoding, documents, "train", cache_dir=tmp_path, show_progress=False))
+    damage(_only_file(tmp_path / "tokens", "train-*"))
+    capsys.readouterr()
+    again = tokenize(encoding, documents, "train", cache_dir=tmp_path, show_progress=False)
+    assert np.array_equal(np.array(again), tokens)
+    assert capsys.readouterr().err.count("note: cache file") == 1
+
+
+@pytest.mark.parametrize("damage", [_cut_at_a_line_end, _flip_a_byte], ids=["cut short", "a byte flipped"])
+def test_a_damaged_table_cache_is_rebuilt_saying_so(tmp_path, capsys, damage):
+    encoding = train_bpe(TEXTS, 300, cache_dir=tmp_path)
+    table = TokenCharTable.from_tiktoken(encoding, cache_dir=tmp_path)
+    damage(_only_file(tmp_path, "table-*.npz"))
+    capsys.readouterr()
+    again = TokenCharTable.from_tiktoken(encoding, cache_dir=tmp_path)
+    assert torch.equal(again.chars, table.chars) and torch.equal(again.lengths, table.lengths)
+    assert capsys.readouterr().err.count("note: cache file") == 1
+
+
+def test_an_empty_payload_checks_out(tmp_path):
+    write_checked(tmp_path / "empty", [])
+    assert read_checked(tmp_path / "empty") == b""
+    assert read_checked(tmp_path / "missing") is None

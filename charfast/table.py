@@ -14,17 +14,21 @@ projection bias. Tokens are never truncated unless ``max_chars`` asks for it.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from charfast.atomic import atomic_write
-from charfast.cache import default_cache_dir, safe_filename
+from charfast.cache import default_cache_dir, read_checked, safe_filename, write_checked
 from charfast.token_bytes import hf_token_bytes, sentencepiece_token_bytes, token_bytes
 
-_CACHE_FORMAT = 3  # bump when the on-disk layout or the key changes, so stale files are rebuilt
+# A model's vocabulary rounded up for fast kernels (nanoGPT: to a multiple of 64) is within
+# this many ids of its tokenizer's; TokenCharTable.padded refuses more unless asked.
+PAD_ROUNDING = 1024
+_CACHE_FORMAT = 4  # bump when the on-disk layout or the key changes, so stale files are rebuilt
 
 
 def _char_dtype(n_chars: int) -> torch.dtype:
@@ -155,9 +159,15 @@ class TokenCharTable:
             return "".join(self.alphabet[i] for i in ids)
         return bytes(ids) if self.n_chars == 256 else ids
 
-    def padded(self, vocab_size: int) -> TokenCharTable:
+    def padded(self, vocab_size: int, allow: int = PAD_ROUNDING - 1, named_by: str | None = None) -> TokenCharTable:
         """This table with zero-length rows appended up to `vocab_size` ids: for a model whose
-        id space is padded past its tokenizer's (nanoGPT pads GPT-2's 50257 to 50304)."""
+        id space is padded past its tokenizer's (nanoGPT rounds GPT-2's 50257 up to 50304).
+
+        Rounding up adds fewer than PAD_ROUNDING (1024) rows; more than `allow` rows (by
+        default that rounding) is refused with a ValueError naming both sizes: such a table
+        is most likely another tokenizer's, and every id past it would be spelled wrong or
+        not at all. Pass `allow` (the number of rows you mean to add) to pad further;
+        `named_by` (e.g. the setting that chose the table) is named in that error."""
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < self.vocab_size:
             raise ValueError(
                 f"padded: vocab_size must be an int >= the table's {self.vocab_size} ids, got {vocab_size!r}"
@@ -165,6 +175,13 @@ class TokenCharTable:
         if vocab_size == self.vocab_size:
             return self
         extra = vocab_size - self.vocab_size
+        if extra > allow:
+            chosen = f" ({named_by})" if named_by else ""
+            raise ValueError(
+                f"padded: the table {self.name!r}{chosen} covers {self.vocab_size} ids and the model {vocab_size}: "
+                f"{extra} ids without chars is more than rounding up adds (< {PAD_ROUNDING}), so the table is "
+                f"likely another tokenizer's; build it from the model's tokenizer, or pass allow={extra}"
+            )
         chars = torch.cat([self.chars, self.chars.new_zeros(extra, self.max_len)])  # [vocab_size, Lmax]
         lengths = torch.cat([self.lengths, self.lengths.new_zeros(extra)])  # [vocab_size]
         return TokenCharTable(chars, lengths, self.n_chars, name=f"{self.name}+{extra}", alphabet=self.alphabet)
@@ -304,7 +321,7 @@ class TokenCharTable:
                 starts = np.cumsum(full) - full  # [V] where each token's bytes start in `joined`
                 flat = flat[np.repeat(starts, lengths) + _ranges(lengths)]
             chars[np.arange(chars.shape[1]) < lengths[:, None]] = flat
-            _atomic_save_npz(cache_file, chars=chars, lengths=lengths, key=np.array(key))
+            _save_npz(cache_file, chars=chars, lengths=lengths, key=np.array(key))
         return cls._of_bytes(torch.from_numpy(chars), torch.from_numpy(lengths), name)
 
     @classmethod
@@ -331,11 +348,16 @@ def _check_max_chars(max_chars, where: str) -> None:
 
 def _read_cached_chars(path: Path, key: str, lengths: np.ndarray) -> np.ndarray | None:
     """The cached chars [V, Lmax] when `path` holds the table of `key` with exactly these
-    lengths [V]; None for a missing, torn, foreign or mismatched file (then it is rebuilt)."""
+    lengths [V]; None for a missing or mismatched file (then it is rebuilt; a file that fails
+    its integrity check is named, charfast.cache)."""
+    payload = read_checked(path)
+    if payload is None:
+        return None
     try:
-        with np.load(path) as saved:
+        with np.load(io.BytesIO(payload)) as saved:
             chars, saved_lengths, saved_key = saved["chars"], saved["lengths"], str(saved["key"])
-    except Exception:  # noqa: BLE001 - any unreadable file is rebuilt and overwritten
+    except Exception:  # noqa: BLE001 - a payload that checks out but does not parse: rebuilt and overwritten
+        print(f"note: cache file {path} does not hold a table; rebuilding it", file=sys.stderr)
         return None
     fits = (
         saved_key == key
@@ -405,9 +427,10 @@ def _check_is_tiktoken_encoding(encoding) -> None:
         )
 
 
-def _atomic_save_npz(path: Path, **arrays) -> None:
+def _save_npz(path: Path, **arrays) -> None:
+    payload = io.BytesIO()
+    np.savez(payload, **arrays)
     try:
-        with atomic_write(path) as f:
-            np.savez(f, **arrays)
+        write_checked(path, [payload.getvalue()])
     except OSError:
         pass  # a read-only cache folder costs a rebuild next time, nothing more

@@ -159,3 +159,17 @@ def test_a_shuffled_table_gives_each_token_another_tokens_chars(cl100k_table):
 def test_shuffled_wants_a_seed(cl100k_table, seed):
     with pytest.raises(ValueError, match="seed must be an int >= 0"):
         cl100k_table.shuffled(seed)
+
+
+def test_padded_takes_a_models_rounding_up_and_refuses_more_unless_asked():
+    table = TokenCharTable(torch.randint(0, 5, (300, 4)), torch.randint(0, 5, (300,)), 5, name="t300")
+    assert table.padded(300) is table
+    rounded = table.padded(320)  # a model rounding its vocabulary up to a multiple of 64
+    assert rounded.vocab_size == 320 and int(rounded.lengths[300:].sum()) == 0
+    assert torch.equal(rounded.chars[:300], table.chars)
+    assert table.padded(300 + 1023).vocab_size == 1323  # any rounding up adds fewer than 1024 ids
+    with pytest.raises(ValueError, match=r"the table 't300' covers 300 ids and the model 1324: 1024 ids without"):
+        table.padded(1324)
+    with pytest.raises(ValueError, match=r"'t300' \(MY_SETTING\) covers 300 ids and the model 50000"):
+        table.padded(50_000, named_by="MY_SETTING")
+    assert table.padded(50_000, allow=49_700).vocab_size == 50_000  # asked for explicitly

@@ -84,17 +84,28 @@ def test_model_call_sites_count_and_optimise_the_char_encoder(nanogpt):
     assert logits.shape == (1, 1, 100_352)
 
 
+def _gpt2_shaped_encoding():
+    """A stand-in for tiktoken's "gpt2" (a download): GPT-2's 50257 ids, the 256 bytes, then
+    two-byte tokens, then <|endoftext|>."""
+    import tiktoken
+
+    from charfast.gpt.bpe import END_OF_TEXT, GPT2_PATTERN
+
+    pairs = [bytes([a, b]) for a in range(256) for b in range(256)][: 50257 - 257]
+    ranks = {bytes([b]): b for b in range(256)} | {pair: 256 + i for i, pair in enumerate(pairs)}
+    return tiktoken.Encoding(
+        "gpt2-shaped", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={END_OF_TEXT: 50256}
+    )
+
+
 @pytest.mark.slow
 def test_from_pretrained_copies_gpt2_and_starts_the_char_encoder_fresh(nanogpt, monkeypatch):
     """GPT-2's weights (a random GPT2LMHeadModel of GPT-2's shape stands in for the download)
     fill every transformer weight; the char encoder, which GPT-2 lacks, keeps its init."""
     transformers = pytest.importorskip("transformers")
-    from charfast.gpt.corpus import shakespeare_documents
-    from charfast.gpt.tokenizer import get_tokenizer
 
     model_module = nanogpt[0]["model"]
-    small_bpe = get_tokenizer("bpe:300", [body for _, body in shakespeare_documents()[:2]])
-    monkeypatch.setattr(model_module.tiktoken, "get_encoding", lambda name: small_bpe)  # GPT-2's is a download
+    monkeypatch.setattr(model_module.tiktoken, "get_encoding", lambda name: _gpt2_shaped_encoding())  # a download
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config())
     monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained", classmethod(lambda cls, name: hf))
@@ -102,3 +113,16 @@ def test_from_pretrained_copies_gpt2_and_starts_the_char_encoder_fresh(nanogpt, 
     torch.testing.assert_close(model.transformer.h[0].mlp.c_fc.weight, hf.transformer.h[0].mlp.c_fc.weight.t())
     torch.testing.assert_close(model.transformer.wte.weight, hf.transformer.wte.weight)
     assert model.char_emb.table.vocab_size == 50257 and torch.all(model.char_emb.lstm.bias_hh_l0[768 // 6 :][:0] == 1)
+
+
+def test_a_table_of_another_tokenizer_is_refused_naming_char_encoding(nanogpt, monkeypatch):
+    """CHAR_ENCODING left at "gpt2" for cl100k data: GPT-2's 50257 ids padded to the model's
+    100352 would spell every id below 50257 as a GPT-2 token, silently."""
+    model_module = nanogpt[0]["model"]
+    monkeypatch.setattr(model_module, "CHAR_ENCODING", "gpt2")
+    monkeypatch.setattr(model_module.tiktoken, "get_encoding", lambda name: _gpt2_shaped_encoding())
+    config = model_module.GPTConfig(vocab_size=100_352, block_size=32, n_layer=1, n_head=2, n_embd=32)
+    with pytest.raises(ValueError, match=r"\(CHAR_ENCODING\) covers 50257 ids and the model 100352"):
+        model_module.GPT(config)
+    config = model_module.GPTConfig(vocab_size=50_304, block_size=32, n_layer=1, n_head=2, n_embd=32)
+    assert model_module.GPT(config).char_emb.table.vocab_size == 50_304  # nanoGPT's own rounding up is taken

@@ -9,10 +9,12 @@ tokens and unused ids):
                     one byte through GPT-2's byte -> unicode alphabet: inverted
     SentencePiece   (Llama-2, Mistral, T5, as transformers writes them, or a .model file)
                     "▁" is a space; a byte-fallback token <0xNN> is that one byte
-    WordPiece       (BERT) the piece without its continuation prefix ("##")
+    WordPiece       (BERT) a continuation piece ("##x") without its prefix; a word-initial
+                    piece (" x") with the space the decoder writes before a word
 
-A Hugging Face tokenizer whose decoder is none of these is refused, naming its type: a
-guessed spelling would train a model on wrong characters without a word.
+A Hugging Face tokenizer whose decoder is none of these, or has a step that the reader
+does not model, is refused, naming it: a guessed spelling would train a model on wrong
+characters without a word.
 """
 
 from __future__ import annotations
@@ -73,14 +75,16 @@ _BYTE_LEVEL_TO_LATIN1 = str.maketrans(
 
 def hf_token_bytes(tokenizer) -> tuple[list[bytes | None], str]:
     """(every id's bytes, the family: "byte-level", "sentencepiece" or "wordpiece") of a
-    tokenizers.Tokenizer or a transformers fast tokenizer; special added tokens get None."""
+    tokenizers.Tokenizer or a transformers fast tokenizer. Added tokens are plain text, and
+    special ones get None, except a <0xNN> token that the tokenizer's ByteFallback decoder
+    turns into its byte (users register the 256 byte pieces as special tokens)."""
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     if type(backend).__name__ != "Tokenizer" or not hasattr(backend, "get_added_tokens_decoder"):
         raise TypeError(
             f"from_hf: tokenizer must be a tokenizers.Tokenizer or a transformers fast tokenizer "
             f"(use_fast=True), got {type(tokenizer).__name__}"
         )
-    family, convert = _hf_family(backend)
+    family, convert, byte_fallback = _hf_family(backend)
     vocab = backend.get_vocab(with_added_tokens=True)  # token string -> id
     added = backend.get_added_tokens_decoder()  # id -> AddedToken
     out: list[bytes | None] = [None] * (max(vocab.values()) + 1)
@@ -88,31 +92,92 @@ def hf_token_bytes(tokenizer) -> tuple[list[bytes | None], str]:
     for (_, token_id), value in zip(model_pieces, convert([piece for piece, _ in model_pieces])):
         out[token_id] = value
     for token_id, token in added.items():  # added tokens are stored as plain text, not in the model's alphabet
-        out[token_id] = None if token.special else token.content.encode("utf-8")
+        byte = _fallback_byte(token.content) if byte_fallback else None
+        if byte is not None:
+            out[token_id] = byte
+        else:
+            out[token_id] = None if token.special else token.content.encode("utf-8")
     return out, family
 
 
+def _fallback_byte(piece: str) -> bytes | None:
+    """The byte of a byte-fallback piece <0xNN>, else None."""
+    match = _BYTE_FALLBACK.match(piece) if piece.startswith("<0x") else None
+    return bytes([int(match.group(1), 16)]) if match else None
+
+
+def _describe_step(step: dict) -> str:
+    if step["type"] == "Replace":
+        return f"Replace({next(iter(step['pattern'].values()))!r} -> {step['content']!r})"
+    if step["type"] == "Strip":
+        return f"Strip({step['content']!r}, start={step['start']}, stop={step['stop']})"
+    return step["type"]
+
+
+def _is_sentencepiece_step(step: dict) -> bool:
+    """The steps of a SentencePiece-style decoder that the table models: the space marker
+    becomes a space (Metaspace, or Replace of a string with " "), <0xNN> pieces become bytes
+    (ByteFallback), pieces are joined (Fuse), and the one space prepended to a text is
+    dropped (Strip of a leading " "; a table spells every token, so it keeps that space)."""
+    kind = step["type"]
+    if kind == "Replace":
+        return step["content"] == " " and "String" in step["pattern"]
+    if kind == "Strip":
+        return step["content"] == " " and step["start"] <= 1 and step["stop"] == 0
+    return kind in ("Metaspace", "ByteFallback", "Fuse")
+
+
+# The decoder steps each family's reader models; any other step would change a spelling unseen.
+_MODELED_STEPS = {
+    "byte-level": lambda step: step["type"] == "ByteLevel",
+    "sentencepiece": _is_sentencepiece_step,
+    "wordpiece": lambda step: step["type"] == "WordPiece",
+}
+
+
 def _hf_family(backend):
-    """(family, pieces -> their bytes) from the tokenizer's decoder: how its tokens become text."""
+    """(family, pieces -> their bytes, whether <0xNN> tokens decode to bytes) from the
+    tokenizer's decoder: how its tokens become text. Every step of the decoder is modeled,
+    or the tokenizer is refused, naming the step."""
     decoder = json.loads(backend.decoder.__getstate__()) if backend.decoder is not None else None
     steps = decoder.get("decoders", []) if decoder and decoder["type"] == "Sequence" else [decoder] if decoder else []
     types = [step["type"] for step in steps]
     model = type(backend.model).__name__
-    if "ByteLevel" in types:
-        return "byte-level", _byte_level_bytes
     spaces = [step["replacement"] for step in steps if step["type"] == "Metaspace"] + [
-        step["pattern"].get("String") for step in steps if step["type"] == "Replace" and step.get("content") == " "
+        step["pattern"]["String"] for step in steps if _is_sentencepiece_step(step) and step["type"] == "Replace"
     ]
-    if spaces and spaces[0]:
-        return "sentencepiece", _sentencepiece_converter(spaces[0], byte_fallback="ByteFallback" in types)
-    if model == "WordPiece" and "WordPiece" in types:
+    if "ByteLevel" in types:
+        family, convert = "byte-level", _byte_level_bytes
+    elif spaces and spaces[0]:
+        family, convert = "sentencepiece", _sentencepiece_converter(spaces[0], byte_fallback="ByteFallback" in types)
+    elif model == "WordPiece" and "WordPiece" in types:
         prefix = next(step["prefix"] for step in steps if step["type"] == "WordPiece")
-        return "wordpiece", lambda pieces: [p.removeprefix(prefix).encode("utf-8") for p in pieces]
-    raise ValueError(
-        f"from_hf: cannot tell how a {model} tokenizer with decoder {' + '.join(types) or 'none'} spells its "
-        "tokens; readable: byte-level BPE (ByteLevel decoder), SentencePiece-style (Metaspace, or Replace '▁' -> "
-        "' ', with or without ByteFallback) and WordPiece (WordPiece decoder)"
-    )
+        family, convert = "wordpiece", _wordpiece_converter(prefix)
+    else:
+        raise ValueError(
+            f"from_hf: cannot tell how a {model} tokenizer with decoder {' + '.join(types) or 'none'} spells its "
+            "tokens; readable: byte-level BPE (ByteLevel decoder), SentencePiece-style (Metaspace, or Replace '▁' "
+            "-> ' ', with or without ByteFallback) and WordPiece (WordPiece decoder)"
+        )
+    unmodeled = [_describe_step(step) for step in steps if not _MODELED_STEPS[family](step)]
+    if unmodeled:
+        raise ValueError(
+            f"from_hf: the decoder of this {family} tokenizer ({' + '.join(map(_describe_step, steps))}) has "
+            f"step(s) {', '.join(unmodeled)} that from_hf does not model; a table would spell its tokens "
+            "otherwise than decode does, so it is refused"
+        )
+    return family, convert, "ByteFallback" in types
+
+
+def _wordpiece_converter(prefix: str):
+    """A continuation piece ("##x") is its text; a word-initial piece ("x") starts a word, so
+    it gets the space the decoder writes before it, as "▁x" has it in SentencePiece: the
+    encoder can then tell a word start from a continuation."""
+
+    def convert(pieces: list[str]) -> list[bytes]:
+        return [(p[len(prefix) :] if p.startswith(prefix) else " " + p).encode("utf-8") for p in pieces]
+
+    return convert
 
 
 def _byte_level_bytes(pieces: list[str]) -> list[bytes]:
@@ -128,9 +193,7 @@ def _sentencepiece_converter(space: str, byte_fallback: bool):
         out = [piece.replace(space, " ").encode("utf-8") for piece in pieces]
         if byte_fallback:
             for i, piece in enumerate(pieces):
-                match = _BYTE_FALLBACK.match(piece) if piece.startswith("<0x") else None
-                if match:
-                    out[i] = bytes([int(match.group(1), 16)])
+                out[i] = _fallback_byte(piece) or out[i]
         return out
 
     return convert

@@ -7,6 +7,7 @@ the UTF-8 of decode(encode(text)), over text of every kind."""
 from __future__ import annotations
 
 import random
+import re
 import string
 
 import pytest
@@ -132,16 +133,25 @@ def test_sentencepiece_style_spells_decoded_text_up_to_the_prepended_space(which
         assert table.token_text(tok.token_to_id("<0xE6>")) == b"\xe6"
 
 
-def test_wordpiece_pieces_are_their_surface_form(wordpiece, tmp_path):
+def test_wordpiece_pieces_are_their_surface_form_and_word_starts_keep_their_space(wordpiece, tmp_path):
     table = TokenCharTable.from_hf(wordpiece, cache_dir=tmp_path)
     specials = {"[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"}
     for piece, token_id in wordpiece.get_vocab().items():
         if piece in specials:
             assert int(table.lengths[token_id]) == 0, piece  # [UNK], [CLS], ...: special
-        else:
+        elif piece.startswith("##"):
             assert table.token_text(token_id) == piece.removeprefix("##").encode("utf-8"), piece
+        else:  # a word start, as "▁x" in SentencePiece
+            assert table.token_text(token_id) == b" " + piece.encode("utf-8"), piece
     word = wordpiece.encode("strawberries").tokens
-    assert b"".join(table.token_text(wordpiece.token_to_id(t)) for t in word) == b"strawberries"
+    assert len(word) > 1 and b"".join(table.token_text(wordpiece.token_to_id(t)) for t in word) == b" strawberries"
+    start, continuation = wordpiece.token_to_id("s"), wordpiece.token_to_id("##s")
+    assert table.token_text(start) == b" s" and table.token_text(continuation) == b"s"
+    rows = CharEmbedding(table, 8, char_dim=4, hidden=4, backend="reference")(torch.tensor([start, continuation]))
+    assert not torch.equal(rows[0], rows[1])  # the encoder tells a word start from a continuation
+    for text in ["the quick brown fox", "strawberries and cream", "naïve café"]:
+        ids = wordpiece.encode(text).ids
+        assert joined_bytes(table, ids) == b" " + wordpiece.decode(ids).encode("utf-8"), text
 
 
 @pytest.mark.parametrize("which", ["byte_level_bpe", "byte_fallback_bpe", "unigram", "wordpiece"])
@@ -175,6 +185,56 @@ def test_a_tokenizer_it_cannot_read_is_refused_by_name(tmp_path):
         TokenCharTable.from_hf(bpe_without_decoder, cache_dir=tmp_path)
     with pytest.raises(TypeError, match="must be a tokenizers.Tokenizer or a transformers fast tokenizer"):
         TokenCharTable.from_hf("gpt2", cache_dir=tmp_path)
+
+
+def test_byte_fallback_pieces_registered_as_special_tokens_are_their_bytes(tmp_path):
+    """A SentencePiece-style BPE trained with tokenizers gets its 256 byte pieces through the
+    trainer's special_tokens: the ByteFallback decoder still turns each into its byte."""
+    tok = _sentencepiece_style(models.BPE(byte_fallback=True, unk_token="<unk>"), byte_fallback=True)
+    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS + BYTE_TOKENS))
+    added = tok.get_added_tokens_decoder()
+    assert all(added[tok.token_to_id(piece)].special for piece in BYTE_TOKENS)  # how users register them
+    table = TokenCharTable.from_hf(tok, cache_dir=tmp_path)
+    ids = tok.encode("ж").ids
+    assert [tok.id_to_token(i) for i in ids][-2:] == ["<0xD0>", "<0xB6>"]  # ж is not in the corpus: bytes
+    assert joined_bytes(table, ids).strip() == "ж".encode() == tok.decode(ids, skip_special_tokens=False).encode()
+    for text in random_texts(200):
+        ids = tok.encode(text).ids
+        decoded = tok.decode(ids, skip_special_tokens=False).encode("utf-8")
+        assert joined_bytes(table, ids) in (decoded, b" " + decoded), text
+    for special in SPECIALS:
+        assert int(table.lengths[tok.token_to_id(special)]) == 0, special  # the other special tokens stay empty
+
+
+def _decoder_with(decoder, model=None):
+    tok = tokenizers.Tokenizer(model or models.BPE())
+    tok.decoder = decoder
+    return tok
+
+
+@pytest.mark.parametrize(
+    "decoder, model, step",
+    [
+        (lambda: decoders.Sequence([decoders.Replace("Ġ", "_"), decoders.ByteLevel()]), None, "Replace('Ġ' -> '_')"),
+        (lambda: decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)]), None, "Strip(' ', start=1"),
+        (
+            lambda: decoders.Sequence([decoders.Replace("▁", " "), decoders.Replace("a", "b"), decoders.Fuse()]),
+            None,
+            "Replace('a' -> 'b')",
+        ),
+        (lambda: decoders.Sequence([decoders.Metaspace(), decoders.Strip(" ", 0, 1)]), None, "Strip(' ', start=0"),
+        (
+            lambda: decoders.Sequence([decoders.WordPiece(), decoders.Replace("x", "y")]),
+            lambda: models.WordPiece({"a": 0, "[UNK]": 1}, unk_token="[UNK]"),
+            "Replace('x' -> 'y')",
+        ),
+    ],
+    ids=["byte-level + replace", "byte-level + strip", "sentencepiece + replace", "metaspace + strip", "wordpiece"],
+)
+def test_a_decoder_step_that_is_not_modeled_is_refused_by_name(tmp_path, decoder, model, step):
+    tok = _decoder_with(decoder(), model() if model else None)
+    with pytest.raises(ValueError, match=r"has step\(s\) " + re.escape(step) + r".*that from_hf does not model"):
+        TokenCharTable.from_hf(tok, cache_dir=tmp_path)
 
 
 # ------------------------------------------------------------------ sentencepiece

@@ -18,6 +18,8 @@ Imports transformers, unlike the rest of the core: `import charfast` never loads
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -31,9 +33,15 @@ CONFIG_KEY = "charfast"  # the CharEmbedding's settings in the model's config
 class CharAwareEmbedding(nn.Embedding):
     """A token embedding plus the CharEmbedding of the same ids. Its `weight` is the token
     embedding's Parameter itself; table_chars [V, W] and table_lengths [V] (buffers, kept on
-    the CPU) hold the char table so it is saved and loaded with the weights."""
+    the CPU) hold the char table so it is saved and loaded with the weights.
 
-    def __init__(self, token_embedding: nn.Embedding, char_embedding: CharEmbedding):
+    The buffers always describe the char embedding's table: a table assigned to
+    `char_embedding.table` is taken as it is (never written to), loading a state dict gives
+    the char embedding a new table of the loaded tensors (never copied into a caller's
+    table), and a resize of the token embedding (transformers' resize_token_embeddings sets
+    num_embeddings) pads the table with empty rows or cuts it to the new size."""
+
+    def __init__(self, token_embedding: nn.Embedding, char_embedding: CharEmbedding, settings: dict):
         super().__init__(
             token_embedding.num_embeddings,
             token_embedding.embedding_dim,
@@ -42,21 +50,60 @@ class CharAwareEmbedding(nn.Embedding):
         )
         self.weight = token_embedding.weight  # the same Parameter: a tied output layer stays tied
         self.char_embedding = char_embedding
-        table = char_embedding.table
+        self.settings = settings  # the model config's charfast settings: the table's size is kept there
+        self._take_table(char_embedding.table)
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.__dict__["_num_embeddings"]
+
+    @num_embeddings.setter
+    def num_embeddings(self, value: int) -> None:
+        self.__dict__["_num_embeddings"] = value
+        char_embedding = self._modules.get("char_embedding") if "_modules" in self.__dict__ else None
+        if char_embedding is not None and char_embedding.table.vocab_size != value:  # a resize
+            table = char_embedding.table
+            if value > table.vocab_size:
+                resized = table.padded(value, allow=value - table.vocab_size)
+            else:
+                resized = TokenCharTable(table.chars[:value], table.lengths[:value], table.n_chars, name=table.name)
+            char_embedding.table = resized
+            self._take_table(resized)
+
+    def _take_table(self, table: TokenCharTable) -> None:
+        """Make the buffers `table`'s tensors (shared, not copied) and remember that they are."""
+        if table.vocab_size != self.num_embeddings:
+            raise ValueError(
+                f"CharAwareEmbedding: the table covers {table.vocab_size} ids but the model embeds "
+                f"{self.num_embeddings}; build it from the model's tokenizer (pad with table.padded)"
+            )
         self.register_buffer("table_chars", table.chars)
         self.register_buffer("table_lengths", table.lengths)
+        self._buffers_of = (table, table.chars, table.lengths)
+        self.settings.update(vocab_size=table.vocab_size, max_len=table.max_len, n_chars=table.n_chars)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        self._use_loaded_table()
+        self._sync_table_and_buffers()
         token = F.embedding(input_ids, self.weight, self.padding_idx, self.max_norm, self.norm_type)
         return token + self.char_embedding(input_ids)
 
-    def _use_loaded_table(self) -> None:
-        """Point the char embedding's table at the buffers when loading replaced them (the
-        table's version mechanism then checks and uses them; an in-place load it sees too)."""
-        table = self.char_embedding.table
-        if table.chars is not self.table_chars or table.lengths is not self.table_lengths:
-            table.chars, table.lengths = self.table_chars, self.table_lengths
+    def _sync_table_and_buffers(self) -> None:
+        table, chars, lengths = self._buffers_of
+        if self.table_chars is not chars or self.table_lengths is not lengths:  # a load replaced the buffers
+            loaded = TokenCharTable(self.table_chars, self.table_lengths, table.n_chars, name=table.name)
+            self.char_embedding.table = loaded
+            self._take_table(loaded)
+        elif self.char_embedding.table is not table or table.chars is not chars or table.lengths is not lengths:
+            self._take_table(self.char_embedding.table)  # the user gave the char embedding another table
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Loading copies into the buffers in place; they may be a caller's table's tensors,
+        # so they are replaced by fresh ones first (the next forward builds a table of them).
+        for name in ("table_chars", "table_lengths"):
+            loaded = state_dict.get(prefix + name)
+            if loaded is not None:
+                self._buffers[name] = torch.empty_like(loaded, device="cpu")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn, recurse=True):
         # The table stays on the CPU (the backends keep their own device copies of it).
@@ -73,8 +120,10 @@ class CharAwareEmbedding(nn.Embedding):
 def add_char_embedding(model, table: TokenCharTable, **char_embedding_kwargs):
     """`model` (a transformers PreTrainedModel) with its input embedding made char-aware:
     CharEmbedding(table, d_model=the embedding width, **char_embedding_kwargs) is added to
-    every id's token embedding. The settings go into model.config, so save_pretrained and
-    this module's from_pretrained bring the model back as it is. Returns the model."""
+    every id's token embedding. The settings go into model.config, whose model_type becomes
+    "charfast-<type>": save_pretrained and this module's from_pretrained bring the model
+    back as it is, and a plain AutoModel.from_pretrained refuses the save, naming charfast,
+    instead of loading the model without its char embedding. Returns the model."""
     token_embedding = model.get_input_embeddings()
     if isinstance(token_embedding, CharAwareEmbedding):
         raise ValueError("add_char_embedding: the model's input embedding is char-aware already")
@@ -90,38 +139,71 @@ def add_char_embedding(model, table: TokenCharTable, **char_embedding_kwargs):
         )
     char_embedding = CharEmbedding(table, token_embedding.embedding_dim, **char_embedding_kwargs)
     char_embedding.to(device=token_embedding.weight.device, dtype=token_embedding.weight.dtype)
-    model.set_input_embeddings(CharAwareEmbedding(token_embedding, char_embedding))
     lstm = char_embedding.lstm
-    setattr(
-        model.config,
-        CONFIG_KEY,
-        {
-            "char_dim": lstm.input_size,
-            "hidden": lstm.hidden_size,
-            "n_chars": table.n_chars,
-            "vocab_size": table.vocab_size,
-            "max_len": table.max_len,
-            "table_name": table.name,
-            "backend": char_embedding.backend,
-        },
-    )
+    settings = {
+        "char_dim": lstm.input_size,
+        "hidden": lstm.hidden_size,
+        "table_name": table.name,
+        "backend": char_embedding.backend,
+    }  # CharAwareEmbedding adds the table's sizes and keeps them current
+    model.set_input_embeddings(CharAwareEmbedding(token_embedding, char_embedding, settings))
+    setattr(model.config, CONFIG_KEY, settings)
+    model.config.__class__ = _char_aware_config_class(_base_config_class(type(model.config)))
     return model
+
+
+MODEL_TYPE_PREFIX = "charfast-"
+
+
+def _base_config_class(config_class: type) -> type:
+    return getattr(config_class, "_charfast_base", config_class)
+
+
+@functools.cache
+def _char_aware_config_class(base: type) -> type:
+    """`base` (a transformers config class) with model_type "charfast-<its type>": written
+    into config.json, it makes transformers' own loaders refuse the save by that name."""
+    return type(
+        f"CharAware{base.__name__}",
+        (base,),
+        {"model_type": MODEL_TYPE_PREFIX + base.model_type, "_charfast_base": base, "__module__": __name__},
+    )
+
+
+def _char_aware_config(path, config):
+    """The config of a char-aware save at `path` (its model_type "charfast-<type>", or the
+    <type> itself with a charfast entry, as earlier versions wrote it)."""
+    from transformers import AutoConfig, PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if config is not None:
+        return config
+    values, _ = PretrainedConfig.get_config_dict(path)
+    model_type = values.get("model_type", "")
+    if not model_type.startswith(MODEL_TYPE_PREFIX):
+        return AutoConfig.from_pretrained(path)
+    base_type = model_type[len(MODEL_TYPE_PREFIX) :]
+    if base_type not in CONFIG_MAPPING:
+        raise ValueError(f"charfast.hf.from_pretrained: {path} holds a {base_type!r} model, which transformers lacks")
+    config = CONFIG_MAPPING[base_type].from_dict({k: v for k, v in values.items() if k != "model_type"})
+    config.__class__ = _char_aware_config_class(type(config))
+    return config
 
 
 def from_pretrained(path, model_class=None, **kwargs):
     """A model saved by save_pretrained after add_char_embedding, char embedding and all.
     model_class: the transformers class to load (default: AutoModelForCausalLM's class for
-    the saved config); kwargs go to its from_pretrained."""
-    from transformers import AutoConfig
+    the saved config); kwargs go to its from_pretrained. A save that lacks the table or the
+    char encoder's weights is refused, naming what is missing."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    config = kwargs.pop("config", None) or AutoConfig.from_pretrained(path)
+    config = _char_aware_config(path, kwargs.pop("config", None))
     settings = getattr(config, CONFIG_KEY, None)
     if not isinstance(settings, dict):
         raise ValueError(
             f"charfast.hf.from_pretrained: {path} holds no char-aware model (no {CONFIG_KEY!r} in its config)"
         )
-    base = model_class or MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    base = model_class or MODEL_FOR_CAUSAL_LM_MAPPING[_base_config_class(type(config))]
 
     # A placeholder table of the saved shape (every token empty), whose buffers loading fills.
     # Built here: transformers creates the model with every new tensor on the meta device.
@@ -135,4 +217,14 @@ def from_pretrained(path, model_class=None, **kwargs):
         )
 
     char_aware = type(f"CharAware{base.__name__}", (base,), {"__init__": __init__})
-    return char_aware.from_pretrained(path, config=config, **kwargs)
+    wants_info = kwargs.pop("output_loading_info", False)
+    model, info = char_aware.from_pretrained(path, config=config, output_loading_info=True, **kwargs)
+    embedding = model.get_input_embeddings()
+    prefix = next(name for name, module in model.named_modules() if module is embedding)
+    missing = sorted(key for key in info["missing_keys"] if key.startswith(f"{prefix}."))
+    if missing:
+        raise ValueError(
+            f"charfast.hf.from_pretrained: {path} lacks the char embedding's {', '.join(missing)}: "
+            "it was not saved from a model made by add_char_embedding (or was saved incompletely)"
+        )
+    return (model, info) if wants_info else model

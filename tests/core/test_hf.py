@@ -92,3 +92,78 @@ def test_from_pretrained_refuses_a_model_that_is_not_char_aware(tmp_path):
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="holds no char-aware model"):
         from_pretrained(tmp_path)
+
+
+def _random_table(vocab: int = 100, width: int = 5, seed: int = 0) -> TokenCharTable:
+    g = torch.Generator().manual_seed(seed)
+    chars = torch.randint(0, 256, (vocab, width), generator=g)
+    return TokenCharTable(chars, torch.randint(0, width + 1, (vocab,), generator=g), 256, name=f"random{seed}")
+
+
+IDS = torch.tensor([[1, 2, 3, 50, 99]])
+
+
+def _logits(model, ids=IDS):
+    with torch.no_grad():
+        return model.eval()(ids).logits
+
+
+def test_a_table_assigned_to_a_loaded_model_is_used_and_never_written(tmp_path):
+    _tiny_gpt2(_random_table()).save_pretrained(tmp_path / "model")
+    model = from_pretrained(tmp_path / "model")
+    before = _logits(model)
+    other = _random_table(width=7, seed=1)
+    chars, lengths = other.chars.clone(), other.lengths.clone()
+    model.get_input_embeddings().char_embedding.table = other
+    after = _logits(model)
+    assert torch.equal(other.chars, chars) and torch.equal(other.lengths, lengths)  # not overwritten
+    assert not torch.equal(after, before)  # and used
+    embedding = model.get_input_embeddings()
+    assert embedding.table_chars is other.chars and embedding.char_embedding.table is other
+    model.save_pretrained(tmp_path / "again")  # what is saved is the table in use
+    torch.testing.assert_close(_logits(from_pretrained(tmp_path / "again")), after, rtol=0, atol=0)
+
+
+def test_loading_a_state_dict_never_writes_into_the_callers_table():
+    table = _random_table()
+    chars = table.chars.clone()
+    model = _tiny_gpt2(table)
+    state = model.state_dict()
+    key = next(k for k in state if k.endswith("table_chars"))
+    state[key] = torch.zeros_like(state[key])
+    model.load_state_dict(state)
+    assert torch.equal(table.chars, chars)
+    _logits(model)
+    assert int(model.get_input_embeddings().char_embedding.table.chars.abs().sum()) == 0  # the loaded table
+
+
+@pytest.mark.parametrize("new_size", [120, 80], ids=["grown", "shrunk"])
+def test_resize_token_embeddings_then_save_and_load(tmp_path, new_size):
+    model = _tiny_gpt2(_random_table())
+    model.resize_token_embeddings(new_size, mean_resizing=False)
+    embedding = model.get_input_embeddings()
+    assert embedding.char_embedding.table.vocab_size == new_size == embedding.table_chars.shape[0]
+    if new_size > 100:
+        assert int(embedding.char_embedding.table.lengths[100:].sum()) == 0  # the added ids: no chars yet
+    ids = torch.tensor([[1, 2, new_size - 1]])
+    expected = _logits(model, ids)
+    model.save_pretrained(tmp_path / "model")
+    loaded = from_pretrained(tmp_path / "model")
+    torch.testing.assert_close(_logits(loaded, ids), expected, rtol=0, atol=0)
+
+
+def test_a_save_without_the_table_is_refused_at_load_naming_it(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    _tiny_gpt2(_random_table()).save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    state = safetensors.load_file(weights)
+    safetensors.save_file({k: v for k, v in state.items() if "table_" not in k}, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"lacks the char embedding's transformer\.wte\.table_chars, .*table_lengths"):
+        from_pretrained(tmp_path / "model")
+
+
+def test_a_plain_transformers_load_of_a_char_aware_save_fails_naming_charfast(tmp_path):
+    _tiny_gpt2(_random_table()).save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match="model type `charfast-gpt2`"):
+        transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert type(from_pretrained(tmp_path / "model")).__name__ == "CharAwareGPT2LMHeadModel"

@@ -46,6 +46,23 @@ def _paired_seeds(runs: dict[str, list[dict]], arch: str) -> bool:
     return arch in runs and CHAR in runs and [r["seed"] for r in runs[arch]] == [r["seed"] for r in runs[CHAR]]
 
 
+def comparisons_not_made(records: list[dict]) -> list[str]:
+    """What the study cannot say with the runs it has, in words: a comparison per control
+    that no tokenizer has paired with char (the same seeds), and intervals over one seed."""
+    missing = []
+    for control, what in (
+        (MATCHED, "char - baseline-matched (real spelling plus capacity, the headline), its plots and the "
+         "compute-equivalent gain"),
+        (SHUFFLED, "char - char-shuffled (real spelling against the same encoder fed another token's chars)"),
+    ):  # fmt: skip
+        tokenizers = dict.fromkeys(r["tokenizer"] for r in records)
+        if not any(_paired_seeds(runs_by_arch(records, t), control) for t in tokenizers):
+            missing.append(f"{what}: needs --archs to include char and {control}, with the same --seeds")
+    if records and len({r["seed"] for r in records}) < 2:
+        missing.append("seed-to-seed variation: with one seed the intervals resample questions (or tokens) only")
+    return missing
+
+
 def task_label(row: dict) -> str:
     """A task row's task as the plots name it: "count", or "count then alone" for a solo fine-tuning."""
     return row["task"] if row["finetuning"] == MIXED else f"{row['task']} {row['finetuning']}"
@@ -229,6 +246,8 @@ def compute_equivalent_rows(curves: dict[tuple[str, str, int], tuple[np.ndarray,
     rows = []
     for tokenizer in dict.fromkeys(t for t, _, _ in curves):
         seeds = sorted(s for t, a, s in curves if t == tokenizer and a == CHAR and (t, MATCHED, s) in curves)
+        if not seeds:  # no pair of char and baseline-matched runs: nothing to compare
+            continue
         for step in points.get(tokenizer, []):
             per_seed = []
             for seed in seeds:

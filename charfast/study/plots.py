@@ -25,6 +25,12 @@ COLOURS = {CHAR: "tab:blue", MATCHED: "tab:orange", SHUFFLED: "tab:green"}
 SWEEP_SPLITS = ("heldout", "heldout_rare", "nonce")
 
 
+def _legend(ax, **style) -> None:
+    """A legend when the panel has labelled artists (a study without a control may leave none)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**style)
+
+
 def _pyplot():
     import matplotlib
 
@@ -57,7 +63,7 @@ def plot_losses(results: list[dict], layout: StudyLayout) -> Path:
     )
     for ax in (pre, fine):
         ax.grid(alpha=0.3)
-    pre.legend(fontsize=5, ncol=2)
+    _legend(pre, fontsize=5, ncol=2)
     fig.tight_layout()
     path = layout.root / "loss_curves.png"
     fig.savefig(path)
@@ -91,7 +97,7 @@ def plot_learning_curves(curves: list[dict], tokenizer: str, path: Path) -> Path
             ax.set_ylabel("exact match")
         if i == len(splits) - 1:
             ax.set_xlabel("fine-tuning step")
-    axes[0, 0].legend(fontsize=6)
+    _legend(axes[0, 0], fontsize=6)
     fig.suptitle(f"learning curves, {tokenizer} (mean over seeds; band: min to max; dashed: chance)")
     fig.tight_layout()
     fig.savefig(path)
@@ -128,7 +134,7 @@ def plot_sweep(tasks: list[dict], probes: list[dict], path: Path) -> Path:
         ax.set_xscale("log")
         ax.set(title=title, xlabel="vocabulary size")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        _legend(ax, fontsize=6)
     axes[0].set_ylabel("char - baseline-matched")
     fig.suptitle("char minus baseline-matched, 95% intervals, by vocabulary size")
     fig.tight_layout()
@@ -140,7 +146,9 @@ def plot_sweep(tasks: list[dict], probes: list[dict], path: Path) -> Path:
 def plot_report(
     results: list[dict], tasks: list[dict], probes: list[dict], curves: list[dict], layout: StudyLayout
 ) -> list[Path]:
-    paths = [plot_losses(results, layout), plot_sweep(tasks, probes, layout.root / "sweep.png")]
+    paths = [plot_losses(results, layout)]
+    if any(MATCHED in r["difference"] for r in [*tasks, *probes]):  # the headline needs baseline-matched
+        paths.append(plot_sweep(tasks, probes, layout.root / "sweep.png"))
     for tokenizer in dict.fromkeys(r["tokenizer"] for r in curves):
         paths.append(plot_learning_curves(curves, tokenizer, layout.learning_curves_plot(tokenizer)))
     return paths
@@ -186,7 +194,7 @@ def _plot_length_loss(curves, tokens_per_step, gains, tokenizer, path: Path) -> 
     )
     ax.title.set_fontsize(8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    _legend(ax, fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -210,7 +218,7 @@ def _plot_length_probe(probes: list[dict], tokenizer: str, path: Path) -> Path:
         ax.set(xscale="log", title=f"{probe} probe", xlabel="pretraining steps", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("held-out score")
-    np.atleast_1d(axes)[0].legend(fontsize=6)
+    _legend(np.atleast_1d(axes)[0], fontsize=6)
     fig.suptitle(f"{tokenizer}: is the input vector letter-decodable? (95% intervals)")
     fig.tight_layout()
     fig.savefig(path)
@@ -251,8 +259,8 @@ def _plot_length_gap(tasks: list[dict], tokenizer: str, path: Path) -> Path:
             ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("exact match")
     axes[1, 0].set_ylabel("char - baseline-matched")
-    axes[0, 0].legend(fontsize=5)
-    axes[1, 0].legend(fontsize=6)
+    _legend(axes[0, 0], fontsize=5)
+    _legend(axes[1, 0], fontsize=6)
     fig.suptitle(f"{tokenizer}: does the char advantage survive longer pretraining? (95% intervals; dotted: chance)")
     fig.tight_layout()
     fig.savefig(path)

@@ -18,6 +18,7 @@ from charfast.study.analysis import (
     MATCHED,
     THRESHOLDS,
     at_last_pretraining,
+    comparisons_not_made,
     compute_equivalent_rows,
     curve_rows,
     length_rows,
@@ -265,7 +266,7 @@ def length_section(results: list[dict], probes: list[dict], layout: StudyLayout)
         "baseline-matched needs to reach char's validation loss at N steps, over N (paired by seed; with two "
         "seeds, min and max are the two).",
         "",
-        gain_table(gains),
+        gain_table(gains) if gains else "n/a: needs baseline-matched runs (see above)\n",
         "Spelling probe at each length:",
         "",
         probe_table(probe_length),
@@ -274,7 +275,7 @@ def length_section(results: list[dict], probes: list[dict], layout: StudyLayout)
         length_table(task_length, tokens),
         "Reading, mechanically (char - baseline-matched):",
         "",
-        gap_reading(task_length),
+        gap_reading(task_length) if gains else "n/a: needs baseline-matched runs (see above)\n",
         *[f"![{p.stem}]({p.name})" for p in plots],
         "",
     ]
@@ -292,9 +293,12 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
     layout = StudyLayout(study_root)
     plots = plot_report(results, tasks, probes, curves, layout)
     length_text, length_json = length_section(all_results, all_probes, layout)
+    not_made = comparisons_not_made([*results, *at_last_pretraining(all_probes)])
+    limits = ["## What this study cannot say", "", *(f"- {line}" for line in not_made), ""] if not_made else []
     text = [
         "# charfast study report",
         "",
+        *limits,
         "Intervals are 95% percentile-bootstrap intervals. Tasks: exact match of greedy decoding up to the "
         "first newline, over the frozen questions, each question's score averaged over seeds first; chance is "
         "what a constant answer scores (count and contains are balanced); fine-tuning: mixed (all tasks at once, "
@@ -323,7 +327,7 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
     path = study_root / "report.md"
     with atomic_write(path) as f:
         f.write("\n".join(text).encode("utf-8"))
-    report_json = {"probe": probes, "tasks": tasks, "curves": curves, **length_json}
+    report_json = {"probe": probes, "tasks": tasks, "curves": curves, "not_made": not_made, **length_json}
     with atomic_write(study_root / "report.json") as f:
         f.write(json.dumps(report_json, indent=1).encode("utf-8"))
     return path

@@ -3,12 +3,14 @@
 import dataclasses
 import hashlib
 import json
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from tiny_runs import write_tiny_corpus
 
-from charfast.study import cli, pipeline
+from charfast.study import analysis, cli, pipeline
 
 
 @pytest.fixture
@@ -227,3 +229,29 @@ def test_jobs_spread_runs_over_processes_with_a_share_of_the_threads(tmp_path):
     results = study._map(threads_of_this_process, runs)
     assert [run for run, _ in results] == runs  # in order
     assert {threads for _, threads in results} == {max(1, torch.get_num_threads() // 2)}
+
+
+@pytest.mark.slow
+def test_a_narrowed_study_writes_the_report_that_fits_it(tiny_study, tmp_path):
+    """One tokenizer, seed, arch and task is a normal choice: the report says what needs a
+    baseline instead of crashing after every stage has run."""
+    narrowed = ["--tokenizers", "bpe:300", "--seeds", "0", "--archs", "char", "--tasks", "spell"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "mean of empty slice", matplotlib's empty legend
+        assert cli.main(tiny_study + narrowed) == 0
+    root = tmp_path / "study"
+    report = (root / "report.md").read_text(encoding="utf-8")
+    assert "## What this study cannot say" in report
+    assert "needs --archs to include char and baseline-matched" in report and "with one seed" in report
+    assert not (root / "sweep.png").exists()  # the headline plot needs baseline-matched
+    rows = json.loads((root / "report.json").read_text(encoding="utf-8"))
+    assert len(rows["not_made"]) == 3 and rows["compute_equivalent"] == []
+    assert {r["task"] for r in rows["tasks"]} == {"spell"} and all(r["difference"] == {} for r in rows["tasks"])
+
+
+def test_the_compute_equivalent_gain_needs_baseline_matched_runs():
+    curve = (np.array([1.0, 2.0, 4.0]), np.array([5.0, 4.0, 3.0]))
+    assert analysis.compute_equivalent_rows({("bpe:300", "char", 0): curve}, {"bpe:300": [2, 4]}) == []
+    paired = {("bpe:300", "char", 0): curve, ("bpe:300", "baseline-matched", 0): curve}
+    rows = analysis.compute_equivalent_rows(paired, {"bpe:300": [2, 4]})
+    assert [r["gain"] for r in rows] == [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]

@@ -153,14 +153,22 @@ def gpt_optimizer_step(model: GPT, micro_batches: list, compile_mode: str | None
     return step
 
 
+def round_order(names: list[str], round_index: int) -> list[str]:
+    """The order of the steps in round `round_index`: rotated by one each round, so every
+    step runs first (after the others, with their caches and clocks) equally often."""
+    shift = round_index % len(names)
+    return names[shift:] + names[:shift]
+
+
 def interleaved_times(steps: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds of each step in each round, the steps alternated round by round (so drift in
-    the machine's speed hits all alike); the first `warmup` rounds are not counted."""
+    """Seconds of each step in each round, the steps interleaved round by round (so drift in
+    the machine's speed hits all alike) in an order rotated every round (so does whatever
+    running first or after another step costs); the first `warmup` rounds are not counted."""
     times = {name: [] for name in steps}
     for round_index in range(rounds + warmup):
-        for name, step in steps.items():
+        for name in round_order(list(steps), round_index):
             start = time.perf_counter()
-            step()
+            steps[name]()
             if round_index >= warmup:
                 times[name].append(time.perf_counter() - start)
     return times

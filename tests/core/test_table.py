@@ -1,8 +1,11 @@
+import io
+
 import numpy as np
 import pytest
 import torch
 
 from charfast import TokenCharTable
+from charfast.cache import read_checked, write_checked
 
 
 def test_cl100k_tokens_are_their_utf8_bytes(cl100k, cl100k_table):
@@ -48,17 +51,29 @@ def test_disk_cache_round_trip(cl100k, cl100k_table, tmp_path):
     (cached,) = tmp_path.glob("table-*.npz")
     assert torch.equal(first.chars, cl100k_table.chars) and torch.equal(first.lengths, cl100k_table.lengths)
     # Prove the second build reads the file: a marker written into it comes back.
-    with np.load(cached) as saved:
-        chars, lengths, key = saved["chars"].copy(), saved["lengths"].copy(), saved["key"].copy()
+    saved = _read_cached_npz(cached)
+    chars, lengths, key = saved["chars"], saved["lengths"], saved["key"]
     assert int(lengths[0]) >= 1
     chars[0, 0] = 77
-    np.savez(cached, chars=chars, lengths=lengths, key=key)
+    _write_cached_npz(cached, chars=chars, lengths=lengths, key=key)  # a well-formed file, checks and all
     second = TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
     assert int(second.chars[0, 0]) == 77
     # A different cap is a different key, so it never reads that file.
     assert len({p.name for p in tmp_path.glob("table-*.npz")}) == 1
     TokenCharTable.from_tiktoken(cl100k, max_chars=4, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("table-*.npz"))) == 2
+
+
+def _read_cached_npz(path) -> dict:
+    """The arrays of a table cache file (an .npz behind charfast.cache's integrity header)."""
+    with np.load(io.BytesIO(read_checked(path))) as saved:
+        return {name: saved[name].copy() for name in saved.files}
+
+
+def _write_cached_npz(path, **arrays) -> None:
+    payload = io.BytesIO()
+    np.savez(payload, **arrays)
+    write_checked(path, [payload.getvalue()])
 
 
 def test_torn_cache_file_is_rebuilt(cl100k, cl100k_table, tmp_path):
@@ -73,8 +88,7 @@ def test_torn_cache_file_is_rebuilt(cl100k, cl100k_table, tmp_path):
 def test_a_cache_file_that_does_not_fit_is_rebuilt(cl100k, cl100k_table, tmp_path, damage):
     TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
     (cached,) = tmp_path.glob("table-*.npz")
-    with np.load(cached) as saved:
-        arrays = {name: saved[name].copy() for name in saved.files}
+    arrays = _read_cached_npz(cached)
     if damage == "ten-rows":  # well-formed, but a table of 10 ids for cl100k's 100,277
         arrays["chars"], arrays["lengths"] = arrays["chars"][:10], arrays["lengths"][:10]
     elif damage == "other-lengths":
@@ -83,11 +97,10 @@ def test_a_cache_file_that_does_not_fit_is_rebuilt(cl100k, cl100k_table, tmp_pat
         arrays["key"] = np.array("0" * 64)
     else:
         del arrays["key"]
-    np.savez(cached, **arrays)
+    _write_cached_npz(cached, **arrays)  # it passes the file's own check: the key and lengths decide
     rebuilt = TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
     assert torch.equal(rebuilt.chars, cl100k_table.chars) and torch.equal(rebuilt.lengths, cl100k_table.lengths)
-    with np.load(cached) as saved:  # and the file was repaired
-        assert saved["chars"].shape == tuple(cl100k_table.chars.shape)
+    assert _read_cached_npz(cached)["chars"].shape == tuple(cl100k_table.chars.shape)  # and the file was repaired
 
 
 def test_explicit_table_is_stored_compactly():

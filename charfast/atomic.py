@@ -1,24 +1,31 @@
 """Atomic file writes: readers see the old file or the whole new one, never a torn one.
 
-The bytes go to a temp file beside the target, `.NAME.tmpPID`, which is renamed over the
-target once it is on disk. A process killed mid-write leaves its temp file behind;
-`remove_stale_temp_files` removes those of processes that are gone.
+The bytes go to a temp file beside the target, `.NAME.tmp-HOST-PID`, which is renamed
+over the target once it is on disk. A process killed mid-write leaves its temp file
+behind; `remove_stale_temp_files` removes those of this host's processes that are gone (on
+a filesystem shared by several machines, another host's PID says nothing here).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-_TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")  # .NAME.tmpPID
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(.+)-(\d+)$")  # .NAME.tmp-HOST-PID
+
+
+def this_host() -> str:
+    """This machine's name as temp files and lock files record it (no "-" at its ends)."""
+    return socket.gethostname().strip("-") or "localhost"
 
 
 def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{this_host()}-{os.getpid()}")
 
 
 @contextmanager
@@ -55,11 +62,11 @@ def _process_is_gone(pid: int) -> bool:
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     """Remove the temp files atomic_write left in `folder` when its process was killed
-    (those whose process no longer exists); returns what was removed."""
+    (those of this host whose process no longer exists); returns what was removed."""
     removed = []
     for entry in Path(folder).iterdir() if Path(folder).is_dir() else ():
         match = _TEMP_NAME.match(entry.name)
-        if match and entry.is_file() and _process_is_gone(int(match.group(1))):
+        if match and match.group(1) == this_host() and entry.is_file() and _process_is_gone(int(match.group(2))):
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

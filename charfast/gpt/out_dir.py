@@ -1,19 +1,22 @@
 """A training run's --out-dir: checked before any expensive work, held with an exclusive
 lock for the run's lifetime, and cleaned of what a killed run left there.
 
-The lock is an flock on OUT_DIR/.lock, which also holds the holder's PID. The operating
-system releases it when its process ends, however it ends: a second run on the same folder
-is refused while the first lives, and a killed run's lock is simply taken over.
+The lock is an flock on OUT_DIR/.lock, which also holds the holder as HOST:PID. The
+operating system releases it when its process ends, however it ends: a second run on the
+same folder is refused while the first lives, and a killed run's lock is simply taken
+over. A filesystem that refuses flock (some network filesystems: ENOLCK, ENOSYS,
+EOPNOTSUPP) leaves the folder unlocked, and one line says so.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from charfast.atomic import remove_stale_temp_files
+from charfast.atomic import remove_stale_temp_files, this_host
 
 try:
     import fcntl
@@ -21,6 +24,7 @@ except ImportError:  # not a POSIX system: runs are not locked against each othe
     fcntl = None
 
 LOCK_NAME = ".lock"
+_NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}  # flock refused by the filesystem
 
 
 class OutDirInUse(ValueError):
@@ -42,18 +46,25 @@ def claim_out_dir(path: str | os.PathLike) -> Iterator[Path]:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise OutDirInUse(
-                    f"--out-dir {path} is in use by another run (pid {_holder(lock) or 'unknown'}); "
+                    f"--out-dir {path} is in use by another run ({_holder(lock) or 'unknown'}); "
                     "wait for it to finish or choose another --out-dir"
                 ) from None
-        killed = _holder(lock)  # a PID left in the file: its run ended without releasing it
+            except OSError as err:
+                if err.errno not in _NO_LOCKS:
+                    raise
+                print(
+                    f"note: --out-dir {path}: its filesystem refuses locks ({os.strerror(err.errno)}); "
+                    "running unlocked, so make sure no other run uses this folder"
+                )
+        killed = _holder(lock)  # a holder left in the file: its run ended without releasing it
         lock.seek(0)
         lock.truncate()
-        lock.write(str(os.getpid()))
+        lock.write(f"{this_host()}:{os.getpid()}")
         lock.flush()
         removed = remove_stale_temp_files(path)
         if killed or removed:
             print(
-                f"note: --out-dir {path}: took over from a run that did not finish (pid {killed or 'unknown'})"
+                f"note: --out-dir {path}: took over from a run that did not finish ({killed or 'unknown'})"
                 + (f"; removed {len(removed)} temp file(s) it left" if removed else "")
             )
         try:

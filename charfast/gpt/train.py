@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import random
 import signal
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (
@@ -129,6 +131,10 @@ class Trainer:
         # One seed per rank for initialisation and dropout alike: DDP hands every rank
         # rank 0's initial weights, and dropout masks should differ between ranks.
         torch.manual_seed(config.seed + ddp.rank)
+        # Python's and numpy's generators too: the checkpoint saves their state, so a run's
+        # checkpoint is the same file whichever process (or Ray worker) ran it.
+        random.seed(config.seed + ddp.rank)
+        np.random.seed((config.seed + ddp.rank) % 2**32)
         with main_rank_first(ddp):
             self._prepare_data()
         self.model = build_model(config, self.encoding).to(device)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from charfast.gpt.failures import run_cli
-from charfast.study.pipeline import PRESETS, Study, StudyConfig
+from charfast.study.engines import run_local
+from charfast.study.pipeline import PRESETS, Study, StudyConfig, run_stage
 from charfast.study.report import write_report
 from charfast.study.tasks import STUDY_TASKS
 
@@ -52,11 +54,67 @@ def build_parser() -> argparse.ArgumentParser:
         "the preset's among --tasks, e.g. count; give the flag with no task for none)",
     )
     parser.add_argument(
-        "--jobs", type=int, default=defaults.jobs, help="runs trained at once, each with its share of the CPU threads"
+        "--jobs",
+        type=int,
+        default=None,
+        help="local engine: stages run at once, each with its share of the CPU threads and, with --device cuda, "
+        "a GPU of its own (default 1)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine (--jobs); ray: every stage a Ray task, on a private cluster started for the "
+        "run or on --ray-address (pip install 'charfast[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="ray engine: an existing cluster ('auto', or host:port); default: a private cluster in this process",
+    )
+    parser.add_argument(
+        "--stage-resources",
+        nargs="+",
+        default=(),
+        metavar="KIND=RES:N,...",
+        help="ray engine: what each kind of stage asks for, e.g. pretrain=gpus:1,cpus:8 probe=gpus:0.5,cpus:2 "
+        "(kinds: pretrain, splits, probe, finetune; resources: cpus, gpus)",
     )
     parser.add_argument("--data", default=None, help="text file or folder (default: the embedded Shakespeare)")
     parser.add_argument("--device", default=defaults.device)
     return parser
+
+
+def check_engine_flags(args) -> None:
+    """The flags each engine takes: a ValueError naming the one that does not fit."""
+    if args.engine == "local":
+        for flag, value in (("--ray-address", args.ray_address), ("--stage-resources", args.stage_resources)):
+            if value:
+                raise ValueError(f"{flag} is for --engine ray")
+        return
+    from charfast.study.ray_engine import RAY_MISSING  # imports no Ray itself
+
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError(RAY_MISSING)
+    if args.jobs is not None:
+        raise ValueError("--jobs is for --engine local; with ray, --stage-resources says what each stage takes")
+    if args.device.startswith("cuda:"):
+        raise ValueError(
+            f"--device {args.device}: with --engine ray, Ray assigns each stage its GPUs; use --device cuda"
+        )
+
+
+def run_study(study: Study, args):
+    """Every stage of `study` on the engine asked for: an engines.Outcome."""
+    stages = study.stages()
+    if args.engine == "local":
+        outcome = run_local(study.config, stages, run_stage)
+    else:
+        from charfast.study.ray_engine import run_ray  # only here: the local engine never imports Ray
+
+        outcome = run_ray(study.config, stages, args.ray_address, args.stage_resources)
+    outcome.report_skipped()
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,10 +132,18 @@ def main(argv: list[str] | None = None) -> int:
             solo_tasks=None if args.solo_tasks is None else tuple(args.solo_tasks),
             data=args.data,
             device=args.device,
-            jobs=args.jobs,
+            jobs=1 if args.jobs is None else args.jobs,
+            engine=args.engine,
         )
-        probes, results = Study(config).run()  # validates every setting first
+        check_engine_flags(args)
+        study = Study(config)  # validates every setting first
+        outcome = run_study(study, args)
+        probes = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "probe"]
+        results = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "finetune"]
         print(f"wrote {write_report(probes, results, Path(config.out_dir))}")
+        if outcome.failed:
+            print(f"charfast.study: {len(outcome.failed)} stage(s) failed; the report covers the stages that finished")
+            return 1
         return 0
 
     return run_cli("charfast.study", study)

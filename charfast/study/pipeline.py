@@ -13,7 +13,7 @@ For each tokenizer, seed and architecture (char vs the parameter-matched baselin
     evaluate    greedy exact match and teacher-forced answer loss on the test set
 
 Every stage writes its result into the output folder with what it was built from (the
-pretraining's step and checkpoint hash, the frozen splits, the test set, the settings), and
+pretraining's step and a digest of its weights, the frozen splits, the test set, the settings), and
 is reused only when those inputs are still the same, so an interrupted study continues
 where it stopped and a changed input is never silently mixed in (the folders:
 charfast.study.layout). The report (charfast.study.report) then compares the archs per
@@ -26,17 +26,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import random
 import shutil
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from charfast.atomic import atomic_write
+from charfast.atomic import atomic_write, remove_stale_temp_files
 from charfast.gpt import train
 from charfast.gpt.checkpoint import load_checkpoint
 from charfast.gpt.config import computed_settings, resolve_config, settings_from_flags
@@ -49,6 +47,7 @@ from charfast.study.evaluate import evaluate_examples, summarize
 from charfast.study.finetune import FinetuneConfig, finetune
 from charfast.study.layout import MIXED, StudyLayout
 from charfast.study.probe import probe_model
+from charfast.study.stages import Stage, study_stages
 from charfast.study.tasks import TASKS, Example, draw_examples
 from charfast.study.words import MANIFEST, freeze_splits, load_splits, make_splits, token_frequencies, word_counts
 
@@ -187,6 +186,7 @@ class StudyConfig:
     data: str | None = None
     device: str = "auto"
     jobs: int = 1
+    engine: str = "local"  # or "ray" (charfast.study.ray_engine): the device is then the cluster's to check
     test_seed: int = 1234
 
     def resolved(self) -> StudyConfig:
@@ -238,7 +238,10 @@ class StudyConfig:
             raise ValueError(f"--out-dir must name a folder, got {self.out_dir!r}")
         if Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
             raise ValueError(f"--out-dir {self.out_dir} exists and is not a folder")
-        resolve_device(self.device)
+        if self.engine == "local":
+            resolve_device(self.device)
+        elif self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device: with --engine ray, expected auto, cpu or cuda, got {self.device!r}")
 
 
 def _write_json(path: Path, value) -> None:
@@ -252,6 +255,20 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def weights_digest(path: Path) -> str:
+    """SHA-256 of the weights in a checkpoint (its "model") or a saved state dict: names,
+    dtypes, shapes and values. Not the file's bytes: torch.save writes a fresh serialization
+    id into every file, so the same weights saved by two processes are two files."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -269,6 +286,7 @@ class Study:
         self.config = config
         self.preset = PRESETS[config.preset]
         self.layout = StudyLayout(Path(config.out_dir))
+        self._corpus_digest: str | None = None
 
     # ---------------------------------------------------------------- stages
     def pretrain(self, tokenizer: str, arch: str, seed: int) -> Path:
@@ -315,13 +333,10 @@ class Study:
         schedule is the whole run's)."""
         kept = self.layout.kept_checkpoint(tokenizer, arch, seed, step)
         record_path = kept.with_suffix(".json")
-        built_from = {
-            "pretraining": computed_settings(settings_from_flags([*flags, "--out-dir", "-"])[0]),
-            "step": step,
-        }
+        built_from = {"pretraining": self._portable(flags), "step": step}
         saved = _read_json(record_path)
         if isinstance(saved, dict) and saved.get("built_from") == built_from and kept.exists():
-            if saved.get("sha256") == _sha256(kept):
+            if saved.get("weights_sha256") == weights_digest(kept):
                 return kept
         folder = self.layout.pretrain_dir(tokenizer, arch, seed)
         main_ckpt = folder / "ckpt.pt"
@@ -332,8 +347,23 @@ class Study:
             f.write((source / "ckpt.pt").read_bytes())
         if passed:
             shutil.rmtree(source)
-        _write_json(record_path, {"built_from": built_from, "sha256": _sha256(kept)})
+        _write_json(record_path, {"built_from": built_from, "weights_sha256": weights_digest(kept)})
         return kept
+
+    def _portable(self, flags: list[str]) -> dict:
+        """A pretraining's computed settings as a record holds them: the corpus by its digest,
+        not by the path a node mounts it at."""
+        settings = computed_settings(settings_from_flags([*flags, "--out-dir", "-"])[0])
+        return {**settings, "data": self.corpus_digest()}
+
+    def corpus_digest(self) -> str:
+        """SHA-256 of the corpus's documents (names and texts), computed once per Study."""
+        if self._corpus_digest is None:
+            digest = hashlib.sha256()
+            for name, text in load_documents(self.config.data):
+                digest.update(f"{len(name)}|{name}|{len(text)}|".encode() + text.encode("utf-8"))
+            self._corpus_digest = digest.hexdigest()
+        return self._corpus_digest
 
     def checkpoint_at(self, tokenizer: str, arch: str, seed: int, step: int) -> Path:
         """The pretrained weights the later stages of `step` start from."""
@@ -356,18 +386,18 @@ class Study:
 
     def pretrain_identity(self, ckpt: Path) -> dict:
         """What a stage built on pretrained weights records: their step and their file's hash."""
-        return {"pretrain_step": load_checkpoint(ckpt)["step"], "pretrain_sha256": _sha256(ckpt)}
+        return {"pretrain_step": load_checkpoint(ckpt)["step"], "pretrain_weights_sha256": weights_digest(ckpt)}
 
     def load_pretrained(self, folder: Path, ckpt: Path | None = None) -> train.Trainer:
         """The pretraining run in `folder` as a Trainer (model, encoding, training tokens), its
         weights those of `ckpt` (default: the run's last checkpoint)."""
         return train.restore_run(folder, device=self.config.device, checkpoint=ckpt)
 
-    def splits_and_test_set(self, tokenizer: str):
-        """(word splits, [(split, Example)]) of a tokenizer, frozen under its folder on first use
-        (the rare-token split needs the pretraining tokens of the tokenizer's first run). Both
-        are rebuilt when what they were built from changed: the tokenizer, or the splits and
-        the test settings."""
+    def freeze_splits(self, tokenizer: str) -> Path:
+        """The splits stage: a tokenizer's word splits and test set, frozen under its folder
+        (the rare-token split needs the pretraining tokens of the tokenizer's first run), or
+        rebuilt when what they were built from changed: the tokenizer, or the splits and the
+        test settings. Returns the test set's path."""
         pretrain_dir = self.layout.pretrain_dir(tokenizer, self.config.archs[0], self.config.seeds[0])
         splits_dir = self.layout.splits_dir(tokenizer)
         identity = load_checkpoint(pretrain_dir / "ckpt.pt")["tokenizer"]
@@ -382,17 +412,31 @@ class Study:
             freeze_splits(splits, splits_dir, meta={"tokenizer": tokenizer, "tokenizer_identity": identity})
         splits, _ = load_splits(splits_dir)
         test_path = self.layout.test_set(tokenizer)
-        built_from = {
-            "splits_manifest_sha256": _sha256(splits_dir / MANIFEST),
-            "tasks": list(self.config.tasks),
-            "examples_per_cell": self.preset.examples_per_cell,
-            "test_seed": self.config.test_seed,
-        }
+        built_from = self._test_set_built_from(tokenizer)
         saved = _read_json(test_path)
         if not isinstance(saved, dict) or saved.get("built_from") != built_from:
             questions = [dict(split=s, **dataclasses.asdict(e)) for s, e in self._draw_test_set(splits)]
             _write_json(test_path, {"built_from": built_from, "questions": questions})
-            saved = _read_json(test_path)
+        return test_path
+
+    def _test_set_built_from(self, tokenizer: str) -> dict:
+        return {
+            "splits_manifest_sha256": _sha256(self.layout.splits_dir(tokenizer) / MANIFEST),
+            "tasks": list(self.config.tasks),
+            "examples_per_cell": self.preset.examples_per_cell,
+            "test_seed": self.config.test_seed,
+        }
+
+    def splits_and_test_set(self, tokenizer: str):
+        """(word splits, [(split, Example)]) of a tokenizer, as its splits stage froze them:
+        read only (one writer per file); a RunFailed when they are missing or stale."""
+        splits_dir = self.layout.splits_dir(tokenizer)
+        saved = _read_json(self.layout.test_set(tokenizer)) if (splits_dir / MANIFEST).exists() else None
+        if not isinstance(saved, dict) or saved.get("built_from") != self._test_set_built_from(tokenizer):
+            raise RunFailed(
+                f"the splits and test set of {tokenizer} are missing or stale: splits({tokenizer}) runs first"
+            )
+        splits, _ = load_splits(splits_dir)
         test_set = [
             (row.pop("split"), Example(**{**row, "slots": tuple(map(tuple, row["slots"]))}))
             for row in saved["questions"]
@@ -421,26 +465,22 @@ class Study:
                 chosen.append((split, example))
         return chosen
 
-    def probe_runs(self, tokenizer: str, arch: str, seed: int) -> list[Path]:
-        """The probe.json of one pretrained run at each of its pretraining points: the spelling
-        probe of its input vectors. Each is reused only when it was built from those
-        pretrained weights (their step and hash)."""
-        pretrain_dir = self.layout.pretrain_dir(tokenizer, arch, seed)
-        paths = []
-        for step in self.preset.pretrain_points:
-            path = self.layout.probe(tokenizer, arch, seed, self._at(step))
-            paths.append(path)
-            ckpt = self.checkpoint_at(tokenizer, arch, seed, step)
-            built_from = self.pretrain_identity(ckpt)
-            saved = _read_json(path)
-            if isinstance(saved, dict) and saved.get("built_from") == built_from:
-                continue
-            trainer = self.load_pretrained(pretrain_dir, ckpt)
-            record = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "pretrain_step": step}
-            record["n_vocab"] = trainer.encoding.n_vocab
-            probe = probe_model(trainer.model, trainer.encoding)
-            _write_json(path, {**record, "built_from": built_from, "probe": probe})
-        return paths
+    def probe_at(self, tokenizer: str, arch: str, seed: int, step: int) -> Path:
+        """The probe stage: probe.json of one pretrained run's weights at pretraining `step`,
+        the spelling probe of its input vectors; reused only when it was built from those
+        weights (their step and hash)."""
+        path = self.layout.probe(tokenizer, arch, seed, self._at(step))
+        ckpt = self.checkpoint_at(tokenizer, arch, seed, step)
+        built_from = self.pretrain_identity(ckpt)
+        saved = _read_json(path)
+        if isinstance(saved, dict) and saved.get("built_from") == built_from:
+            return path
+        trainer = self.load_pretrained(self.layout.pretrain_dir(tokenizer, arch, seed), ckpt)
+        record = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "pretrain_step": step}
+        record["n_vocab"] = trainer.encoding.n_vocab
+        probe = probe_model(trainer.model, trainer.encoding)
+        _write_json(path, {**record, "built_from": built_from, "probe": probe})
+        return path
 
     def _at(self, step: int) -> int | None:
         """The layout's name of a pretraining point: None for the last (the folders of a study
@@ -457,56 +497,48 @@ class Study:
             seed=seed,
         )
 
-    def finetune_runs(self, tokenizer: str, arch: str, seed: int) -> list[Path]:
-        """The results.json of each fine-tuning of one pretrained run, at each of its
-        pretraining points: MIXED (all tasks, from the pretrained weights; its weights are
-        kept), then each solo task alone, from the mixed weights. Each is reused only when it
-        was built from the same start (the pretrained weights' step and hash, or the mixed
-        weights' hash), test set and settings."""
-        return [
-            path for step in self.preset.pretrain_points for path in self._finetune_runs_at(tokenizer, arch, seed, step)
-        ]
-
-    def _finetune_runs_at(self, tokenizer: str, arch: str, seed: int, step: int) -> list[Path]:
+    def finetune_at(self, tokenizer: str, arch: str, seed: int, step: int, finetuning: str) -> Path:
+        """The finetune stage: results.json of one fine-tuning of a pretrained run's weights
+        at pretraining `step`: MIXED (all tasks, from the pretrained weights; its weights are
+        kept) or a solo task alone (from the mixed weights). Reused only when it was built
+        from the same start (the pretrained weights' step and hash, or the mixed weights'
+        hash), test set and settings."""
         splits, test_set = self.splits_and_test_set(tokenizer)
-        pretrain_dir = self.layout.pretrain_dir(tokenizer, arch, seed)
         ckpt = self.checkpoint_at(tokenizer, arch, seed, step)
         at = self._at(step)
         mixed_weights = self.layout.finetuned_weights(tokenizer, arch, seed, MIXED, at)
-        test_set_sha256 = _sha256(self.layout.test_set(tokenizer))
-        trainer = None  # loaded when a fine-tuning has to run
-        paths = []
-        for finetuning in [MIXED, *self.config.solo_tasks]:
-            config = self.finetune_config(finetuning, seed)
-            start = (
-                self.pretrain_identity(ckpt) if finetuning == MIXED else {"after_mixed_sha256": _sha256(mixed_weights)}
-            )
-            built_from = {
-                **start,
-                "test_set_sha256": test_set_sha256,
-                "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
-                "curve_steps": self._curve_steps(config.steps),
-                "curve_examples": self.preset.curve_examples,
-            }
-            path = self.layout.results(tokenizer, arch, seed, finetuning, at)
-            paths.append(path)
-            saved = _read_json(path)
-            if isinstance(saved, dict) and saved.get("built_from") == built_from:
-                if finetuning != MIXED or mixed_weights.exists():
-                    continue
-            if trainer is None:
-                trainer = self.load_pretrained(pretrain_dir, ckpt)
-            if finetuning != MIXED:
-                trainer.model.load_state_dict(torch.load(mixed_weights, map_location=trainer.device))
-            questions = [(split, example) for split, example in test_set if example.task in config.tasks]
-            record = self._finetune_and_score(trainer, splits.train, questions, config, built_from["curve_steps"])
-            if finetuning == MIXED:  # before its results, which mark the fine-tuning finished
-                with atomic_write(mixed_weights) as f:
-                    torch.save(trainer.model.state_dict(), f)
-            identity = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "finetuning": finetuning}
-            identity["pretrain_step"] = step
-            _write_json(path, {**identity, "built_from": built_from, **record})
-        return paths
+        config = self.finetune_config(finetuning, seed)
+        if finetuning != MIXED and not mixed_weights.exists():
+            raise RunFailed(f"{mixed_weights} is missing: the mixed fine-tuning runs first")
+        start = (
+            self.pretrain_identity(ckpt)
+            if finetuning == MIXED
+            else {"after_mixed_weights_sha256": weights_digest(mixed_weights)}
+        )
+        built_from = {
+            **start,
+            "test_set_sha256": _sha256(self.layout.test_set(tokenizer)),
+            "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
+            "curve_steps": self._curve_steps(config.steps),
+            "curve_examples": self.preset.curve_examples,
+        }
+        path = self.layout.results(tokenizer, arch, seed, finetuning, at)
+        saved = _read_json(path)
+        if isinstance(saved, dict) and saved.get("built_from") == built_from:
+            if finetuning != MIXED or mixed_weights.exists():
+                return path
+        trainer = self.load_pretrained(self.layout.pretrain_dir(tokenizer, arch, seed), ckpt)
+        if finetuning != MIXED:
+            trainer.model.load_state_dict(torch.load(mixed_weights, map_location=trainer.device))
+        questions = [(split, example) for split, example in test_set if example.task in config.tasks]
+        record = self._finetune_and_score(trainer, splits.train, questions, config, built_from["curve_steps"])
+        if finetuning == MIXED:  # before its results, which mark the fine-tuning finished
+            with atomic_write(mixed_weights) as f:
+                torch.save(trainer.model.state_dict(), f)
+        identity = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "finetuning": finetuning}
+        identity["pretrain_step"] = step
+        _write_json(path, {**identity, "built_from": built_from, **record})
+        return path
 
     def _curve_steps(self, steps: int) -> list[int]:
         points = self.preset.curve_points
@@ -544,38 +576,31 @@ class Study:
             "after": [dataclasses.asdict(r) for r in after],
         }
 
-    def runs(self) -> list[tuple[str, str, int]]:
-        return [(t, a, s) for t in self.config.tokenizers for s in self.config.seeds for a in self.config.archs]
+    def stages(self) -> list[Stage]:
+        return study_stages(self.config, self.preset)
 
-    def run(self) -> tuple[list[Path], list[Path]]:
-        """Every stage for every tokenizer, seed and arch; returns the probe.json paths and
-        the results.json paths. With jobs > 1 the pretrainings, probes and fine-tunings go to
-        that many processes, each with its share of the CPU threads; the splits and test sets
-        are frozen in between."""
-        self._map(_pretrain_job, self.runs())
-        for tokenizer in self.config.tokenizers:
-            self.splits_and_test_set(tokenizer)
-        probes = [path for paths in self._map(_probe_job, self.runs()) for path in paths]
-        return probes, [path for paths in self._map(_finetune_job, self.runs()) for path in paths]
-
-    def _map(self, job, runs: list[tuple]) -> list:
-        if self.config.jobs == 1:
-            return [job(self.config, run) for run in runs]
-        threads = max(1, torch.get_num_threads() // self.config.jobs)
-        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        with ProcessPoolExecutor(
-            self.config.jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
-        ) as pool:
-            return list(pool.map(job, [self.config] * len(runs), runs))
-
-
-def _pretrain_job(config: StudyConfig, run: tuple[str, str, int]) -> Path:
-    return Study(config).pretrain(*run)
+    def run_stage(self, stage: Stage) -> Path:
+        """Run one stage (its dependencies done); the path of the record it wrote. The temp
+        files a killed earlier try of it left on this host go first (a pretraining's own
+        run sweeps its folder when it claims it)."""
+        if stage.kind in ("probe", "finetune"):
+            tokenizer, arch, seed, step = stage.key[:4]
+            record = self.layout.probe(tokenizer, arch, seed, self._at(step))
+            if stage.kind == "finetune":
+                record = self.layout.results(tokenizer, arch, seed, stage.key[4], self._at(step))
+            remove_stale_temp_files(record.parent)
+        elif stage.kind == "splits":
+            remove_stale_temp_files(self.layout.tokenizer_dir(*stage.key))
+            remove_stale_temp_files(self.layout.splits_dir(*stage.key))
+        if stage.kind == "pretrain":
+            return self.pretrain(*stage.key) / "ckpt.pt"
+        if stage.kind == "splits":
+            return self.freeze_splits(*stage.key)
+        if stage.kind == "probe":
+            return self.probe_at(*stage.key)
+        return self.finetune_at(*stage.key)
 
 
-def _probe_job(config: StudyConfig, run: tuple[str, str, int]) -> list[Path]:
-    return Study(config).probe_runs(*run)
-
-
-def _finetune_job(config: StudyConfig, run: tuple[str, str, int]) -> list[Path]:
-    return Study(config).finetune_runs(*run)
+def run_stage(config: StudyConfig, stage: Stage) -> str:
+    """A stage of the study of `config`, as an engine's worker runs it: the record's path."""
+    return str(Study(config).run_stage(stage))

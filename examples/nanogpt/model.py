@@ -116,7 +116,8 @@ class GPT(nn.Module):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
         # report number of parameters
-        table = TokenCharTable.from_tiktoken(tiktoken.get_encoding(CHAR_ENCODING)).padded(config.vocab_size, named_by="CHAR_ENCODING")  # charfast
+        table = TokenCharTable.from_tiktoken(tiktoken.get_encoding(CHAR_ENCODING))  # charfast
+        table = table.padded(config.vocab_size, named_by="CHAR_ENCODING")  # charfast: refuses another tokenizer's
         self.char_emb = CharEmbedding(table, config.n_embd)  # charfast: after the init above, it keeps its own
         print("number of parameters: %.2fM" % (self.get_num_params()/1e6,))
 

@@ -1,7 +1,6 @@
 """The quick preset on a tiny corpus: every stage, the report, and reuse of finished stages."""
 
 import dataclasses
-import hashlib
 import json
 import warnings
 
@@ -10,7 +9,7 @@ import pytest
 import torch
 from tiny_runs import write_tiny_corpus
 
-from charfast.study import analysis, cli, pipeline
+from charfast.study import analysis, cli, engines, pipeline
 
 
 @pytest.fixture
@@ -77,15 +76,15 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     assert len(test_set["questions"]) == 4 * len(asked)  # the tiny corpus has few rare words: some cells are empty
     run = root / "bpe_300" / "char-seed1"
     results = json.loads((run / "finetune" / "mixed" / "results.json").read_text(encoding="utf-8"))
-    assert results["built_from"]["pretrain_step"] == 20 and len(results["built_from"]["pretrain_sha256"]) == 64
+    assert results["built_from"]["pretrain_step"] == 20 and len(results["built_from"]["pretrain_weights_sha256"]) == 64
     assert [p["step"] for p in results["learning_curve"]] == [0, 10, 20]
     alone = json.loads((run / "finetune" / "count" / "results.json").read_text(encoding="utf-8"))
     assert alone["finetune"]["tasks"] == ["count"] and {r["task"] for r in alone["after"]} == {"count"}
     # count alone starts from the mixed fine-tuning's weights, kept beside its results.
     weights = run / "finetune" / "mixed" / "weights.pt"
-    assert alone["built_from"]["after_mixed_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert alone["built_from"]["after_mixed_weights_sha256"] == pipeline.weights_digest(weights)
     probe = json.loads((run / "probe.json").read_text(encoding="utf-8"))
-    assert probe["built_from"] == {k: results["built_from"][k] for k in ("pretrain_step", "pretrain_sha256")}
+    assert probe["built_from"] == {k: results["built_from"][k] for k in ("pretrain_step", "pretrain_weights_sha256")}
     # A second run reuses every finished stage: nothing trains or probes again.
     with monkeypatch.context() as patch:
         patch.setattr(pipeline.train, "main", lambda flags: pytest.fail("pretraining ran again"))
@@ -113,7 +112,7 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     results = json.loads((run / "finetune" / "mixed" / "results.json").read_text(encoding="utf-8"))
     alone = json.loads((run / "finetune" / "count" / "results.json").read_text(encoding="utf-8"))
     assert results["built_from"]["pretrain_step"] == 21
-    assert alone["built_from"]["after_mixed_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert alone["built_from"]["after_mixed_weights_sha256"] == pipeline.weights_digest(weights)
     assert json.loads((run / "probe.json").read_text(encoding="utf-8"))["built_from"]["pretrain_step"] == 21
 
 
@@ -218,17 +217,17 @@ def test_bad_study_settings_are_refused_before_any_stage(tiny_study, tmp_path, m
     assert err.startswith("charfast.study: error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
-def threads_of_this_process(config, run):
-    return run, torch.get_num_threads()
+def threads_of_this_process(config, stage):
+    return torch.get_num_threads()
 
 
-def test_jobs_spread_runs_over_processes_with_a_share_of_the_threads(tmp_path):
+def test_jobs_spread_stages_over_processes_with_a_share_of_the_threads(tmp_path):
     study = pipeline.Study(pipeline.StudyConfig(out_dir=str(tmp_path), preset="quick", jobs=2, device="cpu"))
-    runs = study.runs()
-    assert len(runs) == 2 * 2 * 3  # tokenizers x seeds x archs
-    results = study._map(threads_of_this_process, runs)
-    assert [run for run, _ in results] == runs  # in order
-    assert {threads for _, threads in results} == {max(1, torch.get_num_threads() // 2)}
+    stages = study.stages()
+    assert len([s for s in stages if s.kind == "pretrain"]) == 2 * 2 * 3  # tokenizers x seeds x archs
+    outcome = engines.run_local(study.config, stages, threads_of_this_process)
+    assert set(outcome.paths) == set(stages)
+    assert set(outcome.paths.values()) == {max(1, torch.get_num_threads() // 2)}
 
 
 @pytest.mark.slow

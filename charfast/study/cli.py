@@ -140,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_study(study, args)
         probes = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "probe"]
         results = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "finetune"]
-        print(f"wrote {write_report(probes, results, Path(config.out_dir))}")
+        if probes or results:
+            print(f"wrote {write_report(probes, results, Path(config.out_dir))}")
+        else:
+            print("charfast.study: no stage the report reads finished; no report written")
         if outcome.failed:
             print(f"charfast.study: {len(outcome.failed)} stage(s) failed; the report covers the stages that finished")
             return 1

@@ -96,8 +96,10 @@ def _waits_on_its_first_node(config, stage, *done):
 
 
 @pytest.fixture
-def cluster():
+def cluster(monkeypatch):
     """A test-owned cluster: a head with 2 CPUs and 2 declared GPUs (no real ones needed)."""
+    # CI hides the GPUs with CUDA_VISIBLE_DEVICES="", which Ray reads as "declare none".
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     owned = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 2})
     ray.init(address=owned.address, include_dashboard=False, configure_logging=False)
     yield owned

@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         probes = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "probe"]
         results = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "finetune"]
         if probes or results:
-            print(f"wrote {write_report(probes, results, Path(config.out_dir))}")
+            report, written = write_report(probes, results, Path(config.out_dir))
+            print(f"wrote {report}" if written else f"unchanged: {report} (made from the same records)")
         else:
             print("charfast.study: no stage the report reads finished; no report written")
         if outcome.failed:

@@ -7,7 +7,10 @@ and 80%, and the plots (charfast.study.plots). The numbers come from charfast.st
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import sys
 from pathlib import Path
 
 from charfast.atomic import atomic_write
@@ -282,15 +285,51 @@ def length_section(results: list[dict], probes: list[dict], layout: StudyLayout)
     return text, {"length_tasks": task_length, "length_probe": probe_length, "compute_equivalent": gains}
 
 
-def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: Path) -> Path:
+# The modules whose code decides a report's text and plots: a change to them remakes it.
+REPORT_MODULES = ("charfast.study.report", "charfast.study.plots", "charfast.study.analysis", "charfast.study.stats")
+
+
+def report_inputs_digest(probe_paths: list[Path], result_paths: list[Path], layout: StudyLayout) -> str:
+    """SHA-256 of everything a report is made from: the records, the pretrainings'
+    metrics.jsonl (the loss curves) and the code of REPORT_MODULES."""
+    digest = hashlib.sha256()
+    records = sorted({Path(p) for p in [*probe_paths, *result_paths]})
+    runs = sorted({(r["tokenizer"], r["arch"], r["seed"]) for r in load_records(records)})
+    metrics = [layout.pretrain_dir(*run) / "metrics.jsonl" for run in runs]
+    code = [Path(sys.modules[name].__file__) for name in REPORT_MODULES]
+    for path in [*records, *metrics, *code]:
+        digest.update(str(path.relative_to(layout.root) if path.is_relative_to(layout.root) else path.name).encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _reusable_report(study_root: Path, inputs_sha256: str) -> Path | None:
+    """report.md when the report in study_root was made from these inputs and all its files
+    are there (a rerun that reused every stage makes no new report); else None."""
+    try:
+        saved = json.loads((study_root / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("inputs_sha256") != inputs_sha256:
+        return None
+    files = [study_root / "report.md", *(study_root / name for name in saved.get("files", []))]
+    return files[0] if all(f.exists() for f in files) else None
+
+
+def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: Path) -> tuple[Path, bool]:
     """report.md, report.json and the plots in study_root, from the runs' probe.json and
-    results.json files; returns report.md's path. The tables of tasks, probes and learning
-    curves are at each tokenizer's last pretraining step; a study with kept steps adds the
+    results.json files: (report.md's path, whether it was written now or kept as made from
+    the same inputs, report_inputs_digest). The tables of tasks, probes and learning curves
+    are at each tokenizer's last pretraining step; a study with kept steps adds the
     pretraining-length section."""
+    layout = StudyLayout(study_root)
+    inputs_sha256 = report_inputs_digest(probe_paths, result_paths, layout)
+    kept = _reusable_report(study_root, inputs_sha256)
+    if kept is not None:
+        return kept, False
     all_results, all_probes = load_records(result_paths), load_records(probe_paths)
     results = at_last_pretraining(all_results)
     tasks, probes, curves = task_rows(results), probe_rows(at_last_pretraining(all_probes)), curve_rows(results)
-    layout = StudyLayout(study_root)
     plots = plot_report(results, tasks, probes, curves, layout)
     length_text, length_json = length_section(all_results, all_probes, layout)
     not_made = comparisons_not_made([*results, *at_last_pretraining(all_probes)])
@@ -328,6 +367,7 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
     with atomic_write(path) as f:
         f.write("\n".join(text).encode("utf-8"))
     report_json = {"probe": probes, "tasks": tasks, "curves": curves, "not_made": not_made, **length_json}
+    report_json |= {"inputs_sha256": inputs_sha256, "files": re.findall(r"!\[[^\]]*\]\(([^)]+)\)", "\n".join(text))}
     with atomic_write(study_root / "report.json") as f:
         f.write(json.dumps(report_json, indent=1).encode("utf-8"))
-    return path
+    return path, True

@@ -10,6 +10,7 @@ import torch
 from tiny_runs import write_tiny_corpus
 
 from charfast.study import analysis, cli, engines, pipeline
+from charfast.study import report as report_module
 
 
 @pytest.fixture
@@ -85,12 +86,16 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     assert alone["built_from"]["after_mixed_weights_sha256"] == pipeline.weights_digest(weights)
     probe = json.loads((run / "probe.json").read_text(encoding="utf-8"))
     assert probe["built_from"] == {k: results["built_from"][k] for k in ("pretrain_step", "pretrain_weights_sha256")}
-    # A second run reuses every finished stage: nothing trains or probes again.
+    # A second run reuses every finished stage: nothing trains or probes again, and the report
+    # made from the same records is kept as it is.
+    capsys.readouterr()
     with monkeypatch.context() as patch:
         patch.setattr(pipeline.train, "main", lambda flags: pytest.fail("pretraining ran again"))
         patch.setattr(pipeline, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
         patch.setattr(pipeline, "probe_model", lambda *a, **k: pytest.fail("probed again"))
+        patch.setattr(report_module, "plot_report", lambda *a, **k: pytest.fail("report made again"))
         assert cli.main(tiny_study) == 0
+    assert f"unchanged: {root / 'report.md'} (made from the same records)" in capsys.readouterr().out
     # A lost solo result runs that fine-tuning again, from the kept mixed weights, and nothing else.
     (run / "finetune" / "count" / "results.json").unlink()
     tasks_trained = []
@@ -107,8 +112,10 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     assert train.main(["--out-dir", str(pretrain), "--resume", "--max-steps", "21", "--no-progress"]) == 0
     ran = []
     monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: ran.append(1) or original(*a, **k))
+    capsys.readouterr()
     assert cli.main(tiny_study) == 0
     assert len(ran) == 2  # mixed and count alone, of 2 tokenizers x 2 seeds x 3 archs
+    assert f"wrote {root / 'report.md'}" in capsys.readouterr().out  # from the new records
     results = json.loads((run / "finetune" / "mixed" / "results.json").read_text(encoding="utf-8"))
     alone = json.loads((run / "finetune" / "count" / "results.json").read_text(encoding="utf-8"))
     assert results["built_from"]["pretrain_step"] == 21

@@ -10,7 +10,8 @@
                 (target >= 1.9x); the local engine's also net of its pool's start-up
     rerun       the quick preset narrowed to one tokenizer and seed, run once, then again
                 with every stage reused: the rerun's wall time on each engine (target:
-                under 2 s beyond start-up)
+                under 2 s beyond start-up), beside the start-up alone (the local pool's;
+                a private Ray cluster's, bare and with two workers that import the study)
     quick       that study's first run, local --jobs 2 against ray, wall time
 
 Each figure is printed and kept in the benchmark's extra_info.
@@ -18,6 +19,7 @@ Each figure is printed and kept in the benchmark's extra_info.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -134,6 +136,14 @@ def test_toy_stages_scale_from_one_worker_to_two(benchmark):
     benchmark.pedantic(lambda: None, rounds=1)
 
 
+@ray.remote(num_cpus=1)
+def _import_the_study() -> int:
+    """What a stage's worker does before its first stage: import the study and torch."""
+    import charfast.study.pipeline  # noqa: F401
+
+    return os.getpid()
+
+
 def test_quick_study_and_a_rerun_with_every_stage_reused(benchmark, tmp_path, monkeypatch):
     corpus = tmp_path / "corpus"  # the first 30k chars of 4 plays: the quick preset in minutes
     corpus.mkdir()
@@ -144,6 +154,9 @@ def test_quick_study_and_a_rerun_with_every_stage_reused(benchmark, tmp_path, mo
     started = time.perf_counter()
     _with_private_ray(lambda: None)
     times = {"ray_start_and_stop_s": round(time.perf_counter() - started, 2)}
+    started = time.perf_counter()
+    _with_private_ray(lambda: ray.get([_import_the_study.remote() for _ in range(2)]))
+    times["ray_start_workers_import_study_and_stop_s"] = round(time.perf_counter() - started, 2)
     for engine, flags in (("local", ["--jobs", "2"]), ("ray", ["--engine", "ray"])):
         out = ["--out-dir", str(tmp_path / engine)]
         for run in ("first", "rerun"):

@@ -25,7 +25,7 @@ import signal
 import socket
 
 from charfast.entry_point import STOP_SIGNALS, Stopped, raise_stopped
-from charfast.gpt.failures import Interrupted
+from charfast.gpt.failures import Interrupted, RunFailed
 from charfast.study.engines import Outcome, is_fatal
 from charfast.study.stages import KINDS, Stage
 
@@ -42,6 +42,13 @@ DEFAULT_RESOURCES = {
 }
 SYSTEM_RETRIES = 3  # runs of a stage whose worker or node died, before it counts as failed
 RAY_MISSING = "--engine ray needs Ray: pip install 'charfast[ray]'"
+# Ray (2.59 on) starts a `ray start --head` cluster with token authentication: a driver or
+# node without the token is refused, which Ray reports as a failure to connect.
+NOT_CONNECTED = (
+    "is the cluster up at that address? A cluster started with `ray start` may ask for Ray's token: "
+    "set RAY_AUTH_MODE=token here and on every node, with the head's token (`ray get-auth-token`) in "
+    "~/.ray/auth_token or RAY_AUTH_TOKEN"
+)
 STUDY_CWD = "CHARFAST_STUDY_CWD"  # the driver's working directory, which the stages take as theirs
 
 
@@ -79,12 +86,15 @@ def run_ray(config, stages: list[Stage], address: str | None, stage_items) -> Ou
         raise ValueError(RAY_MISSING) from None
     # The stages run where the driver runs: relative --out-dir and --data mean the same on every node.
     runtime_env = {"env_vars": {STUDY_CWD: os.getcwd()}}
-    ray.init(
-        address="local" if address is None else address,
-        include_dashboard=False,
-        configure_logging=False,
-        runtime_env=runtime_env,
-    )
+    try:
+        ray.init(
+            address="local" if address is None else address,
+            include_dashboard=False,
+            configure_logging=False,
+            runtime_env=runtime_env,
+        )
+    except ConnectionError as err:
+        raise RunFailed(f"--ray-address {address}: {err}; {NOT_CONNECTED}") from None
     # ray.init puts its own SIGTERM handler (exit 1) in place of the command's, and an
     # exception raised by a handler inside ray.wait comes out as a SystemError: a stop signal
     # is noted here and raised by run_graph between waits, so the study still ends with

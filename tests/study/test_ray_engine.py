@@ -261,6 +261,23 @@ def test_cuda_on_a_cluster_without_gpus_is_one_line(study_flags, tmp_path, capsy
         owned.shutdown()
 
 
+def test_a_cluster_that_refuses_the_driver_is_one_line_with_the_likely_cause(study_flags, monkeypatch, capsys):
+    """Ray reports a refused token (a `ray start` cluster of Ray >= 2.59) as a failed connection."""
+
+    def refused(**settings):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {settings['address']}")
+
+    monkeypatch.setattr(ray, "init", refused)
+    assert cli.main([*study_flags, "--engine", "ray", "--ray-address", "10.0.0.1:6379"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "charfast.study: error: --ray-address 10.0.0.1:6379: Failed to connect to Ray cluster at 10.0.0.1:6379; "
+        "is the cluster up at that address? A cluster started with `ray start` may ask for Ray's token: "
+        "set RAY_AUTH_MODE=token"
+    )
+    assert len(err.strip().splitlines()) == 1
+
+
 def _ray_processes() -> set[int]:
     import psutil
 

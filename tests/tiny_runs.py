@@ -4,6 +4,10 @@ that takes a fraction of a second per step, on CPU."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from charfast.gpt.corpus import shakespeare_documents
@@ -51,3 +55,34 @@ def tiny_flags(corpus: Path, out_dir: Path, cache_dir: Path, **overrides) -> lis
 
 def read_metrics(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_two_ranks(flags: list[str]) -> subprocess.CompletedProcess:
+    """charfast.train under torchrun with 2 gloo processes on this machine; checked to succeed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "charfast.train",
+        *flags,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "world_size=2" in result.stdout
+    return result

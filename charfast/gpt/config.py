@@ -23,6 +23,7 @@ from charfast.gpt.distributed import resolve_device
 from charfast.gpt.memory_need import check_training_memory
 from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, CHAR_ARCHS, GPT, GPTConfig, flash_attn_unavailable_reason
 from charfast.gpt.tokenizer import check_tokenizer_name, vocabulary_bound
+from charfast.gpt.tracking import parse_trackers
 from charfast.table import TokenCharTable
 
 CHECKPOINT_NAME = "ckpt.pt"
@@ -95,6 +96,18 @@ class TrainConfig:
     cache_dir: str | None = field(
         default=None, metadata={"help": "tokenizer/token cache (default: CHARFAST_CACHE or ~/.cache/charfast)"}
     )
+    log: str = field(
+        default="",
+        metadata={
+            "help": "experiment trackers beside metrics.jsonl: tensorboard (OUT_DIR/tb), wandb (OUT_DIR/wandb, "
+            "offline unless W&B's settings say online), or both: repeat the flag or separate by commas; "
+            "under torchrun spell it --log-to (default: none)"
+        },
+    )
+    wandb_project: str = field(default="charfast", metadata={"help": "the W&B project (with --log wandb)"})
+    wandb_run_name: str | None = field(
+        default=None, metadata={"help": "the W&B run's name (with --log wandb; default: W&B's)"}
+    )
 
 
 # Fields that steer a run but not what it computes: they may differ on --resume. (The
@@ -114,6 +127,9 @@ RUN_CONTROL = {
     "top_k",
     "progress",
     "cache_dir",
+    "log",
+    "wandb_project",
+    "wandb_run_name",
 }
 MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
 
@@ -231,11 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
         text = help_text if "(default" in help_text else f"{help_text} (default: {f.default})"
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        elif f.name == "log":
+            # --log-to too: torchrun's own parser refuses --log, as an abbreviation of its --log-dir.
+            parser.add_argument(
+                flag, "--log-to", action=CommaJoined, default=argparse.SUPPRESS, help=text, metavar="TRACKER"
+            )
         else:
             parser.add_argument(
                 flag, type=_parse_type(f.type), default=argparse.SUPPRESS, help=text, metavar=f.name.upper()
             )
     return parser
+
+
+class CommaJoined(argparse.Action):
+    """A flag that may be repeated: its values joined by commas (--log a --log b == --log a,b)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        earlier = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, value if not earlier else f"{earlier},{value}")
 
 
 def _parse_type(annotation: str):
@@ -350,6 +379,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     except UnicodeEncodeError as err:
         raise ValueError(f"--sample-prompt: character {err.start} is not valid text") from err
     check_tokenizer_name(c.tokenizer)
+    parse_trackers(c.log)
     try:
         model_config(c, vocab_size=1)  # the model's own checks, reported by flag
     except ValueError as err:

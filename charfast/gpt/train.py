@@ -4,9 +4,12 @@ With no flags it trains the char-aware model on the embedded Shakespeare corpus 
 512-token BPE trained on it, a preset that finishes in minutes on a laptop CPU. Scale out
 with `torchrun --nproc_per_node N -m charfast.train ...` (gloo on CPU, nccl on CUDA).
 
-Writes into --out-dir: metrics.jsonl (one JSON object per step: step, train_loss, lr,
-tokens_per_s, ms_per_step [, val_loss, mfu]), ckpt.pt (see charfast.gpt.checkpoint),
-loss.png and sample.txt. --resume continues from ckpt.pt exactly; Ctrl-C saves and exits.
+Writes into --out-dir: metrics.jsonl (one JSON object per step: step, lr, train_loss,
+tokens_per_s, ms_per_step, grad_norm (before clipping) [, mfu, char_grad_share (the char
+encoder's share of the squared gradient norm), val_loss]), ckpt.pt (see
+charfast.gpt.checkpoint), loss.png and sample.txt; with --log, the same records and a
+sample at each eval to TensorBoard or W&B (charfast.gpt.tracking). --resume continues
+from ckpt.pt exactly; Ctrl-C saves and exits.
 
 The settings come from charfast.gpt.config (which owns their precedence and the resume
 policy), the process group from charfast.gpt.distributed; this module is the loop.
@@ -67,6 +70,7 @@ from charfast.gpt.out_dir import claim_out_dir
 from charfast.gpt.plotting import plot_loss_curve
 from charfast.gpt.sample import stream_sample
 from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
+from charfast.gpt.tracking import Trackers, parse_trackers
 
 
 def lr_multiplier(step: int, config: TrainConfig) -> float:
@@ -155,6 +159,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_multiplier(s, config))
         self.step = 0
         self.saved_step: int | None = None  # the step ckpt.pt holds
+        self.trackers: Trackers | None = None  # rank 0's, while run() runs with --log
+        # The W&B run this training logs to, kept in the checkpoint so a resume continues it.
+        self.wandb_id: str | None = None if run.checkpoint is None else run.checkpoint.get("wandb_run_id")
         if run.checkpoint is not None:
             self._restore(run.checkpoint)
         self.train_model = self._wrap_model()
@@ -220,6 +227,10 @@ class Trainer:
                 "data": self.train_batches.state_dict(),
                 "rng": rngs,
             }
+            if self.wandb_id is not None:
+                state["wandb_run_id"] = self.wandb_id
+            if self.trackers is not None:  # every step up to the checkpoint's is on disk before it
+                self.trackers.flush()
             save_checkpoint(self.ckpt_path, state)
         self.saved_step = self.step
 
@@ -266,9 +277,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- steps
     def train_step(self, stop: StopRequest | None = None) -> LateRead:
-        """One optimizer step over grad_accum micro-batches. Returns, to be read later, [the
-        loss averaged over micro-batches and ranks, how many ranks had a stop request by the
-        step's end]: nothing in the step waits for the device."""
+        """One optimizer step over grad_accum micro-batches. Returns, to be read later, [how
+        many ranks had a stop request by the step's end, the loss averaged over micro-batches
+        and ranks, the gradient norm before clipping, the char encoder's share of its
+        square]: nothing in the step waits for the device."""
         model, c = self.train_model, self.config
         model.train()
         # Every micro-batch of the step is drawn first (the sampler is a counter, so this
@@ -283,17 +295,16 @@ class Trainer:
                     (loss / c.grad_accum).backward()
                 loss_sum += loss.detach()
         all_reduce_gradients(self.char_params, self.ddp)
-        if c.grad_clip > 0:
-            self._clip_gradients(c.grad_clip)
+        gradient = self._measure_and_clip_gradients()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        stopping = torch.full((), float(stop is not None and stop.requested), device=self.device)
-        numbers = torch.stack([loss_sum / c.grad_accum, stopping])
+        stopping = torch.full((1,), float(stop is not None and stop.requested), device=self.device)
+        numbers = torch.cat([stopping, (loss_sum / c.grad_accum).reshape(1), gradient])
         if self.ddp.enabled:
-            dist.all_reduce(numbers)  # [sum of the losses, ranks that asked to stop]
-            numbers[0] /= self.ddp.world_size
+            dist.all_reduce(numbers)  # [ranks that asked to stop, sums over the ranks]
+            numbers[1:] /= self.ddp.world_size  # the gradient's numbers are the same on every rank
         return LateRead(numbers)
 
     def _char_once_per_step(self, inputs: list[torch.Tensor]) -> contextlib.AbstractContextManager:
@@ -316,20 +327,38 @@ class Trainer:
             return contextlib.nullcontext()
         return contextlib.nullcontext() if last else self.train_model.no_sync()
 
-    def _clip_gradients(self, max_norm: float) -> None:
+    def _measure_and_clip_gradients(self) -> torch.Tensor:
+        """[the gradient norm, the char encoder's share of its square] [2], on the device; the
+        gradients are then clipped to --grad-clip (when > 0) by that norm."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        if not self.sharded:
-            torch.nn.utils.clip_grad_norm_(params, max_norm)
-            return
         # Sharded gradients (DTensors) and the replicated char encoder's: one norm over both,
         # each kind scaled on its own (one foreach call cannot take both kinds).
         groups = [[p for p in params if isinstance(p.grad, DTensor) == sharded] for sharded in (True, False)]
         groups = [group for group in groups if group]
         norms = [torch.nn.utils.get_total_norm([p.grad for p in group]) for group in groups]
         norms = [n.full_tensor() if isinstance(n, DTensor) else n for n in norms]
-        total = torch.linalg.vector_norm(torch.stack(norms))
-        for group in groups:
-            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
+        total = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
+        char_grads = [p.grad for p in self.char_params if p.grad is not None]
+        char = torch.nn.utils.get_total_norm(char_grads) if char_grads else torch.zeros_like(total)
+        char_share = torch.where(total > 0, (char / total) ** 2, 0.0)
+        if self.config.grad_clip > 0:
+            for group in groups:
+                torch.nn.utils.clip_grads_with_norm_(group, self.config.grad_clip, total)
+        return torch.stack([total, char_share]).float()
+
+    def eval_sample(self) -> str | None:
+        """The text of a sample at an eval step, for the trackers: None without --log or with
+        --sample-tokens 0, and on the ranks that do not log (all ranks draw it when the
+        model is sharded: its forward is theirs too). Drawn with the random generators
+        forked and seeded by the step, so training's random numbers are untouched."""
+        c = self.config
+        if not (c.log and c.sample_tokens and (self.ddp.is_main or self.sharded)):
+            return None
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(c.seed + self.step)
+            pieces = stream_sample(self.model, self.encoding, c.sample_prompt, c.sample_tokens, c.temperature, c.top_k)
+            return c.sample_prompt + "".join(pieces)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -349,6 +378,31 @@ class Trainer:
         c = self.config
         if self.ddp.is_main:
             self.metrics.start(resume_step=self.step if c.resume else None)
+        try:
+            if self.ddp.is_main and c.log:
+                self.trackers = self._start_trackers()
+            return self._run()
+        finally:
+            if self.trackers is not None:
+                self.trackers.close()
+                self.trackers = None
+
+    def _start_trackers(self) -> Trackers:
+        c = self.config
+        trackers = Trackers(
+            parse_trackers(c.log),
+            self.out_dir,
+            dataclasses.asdict(c),
+            resume_step=self.step if c.resume else None,
+            name=c.wandb_run_name,
+            wandb_id=self.wandb_id,
+            project=c.wandb_project,
+        )
+        self.wandb_id = trackers.wandb_id or self.wandb_id
+        return trackers
+
+    def _run(self) -> int:
+        c = self.config
         tokens_per_step = c.batch_size * c.block_size * c.grad_accum * self.ddp.world_size
         peak = peak_flops(self.device)
         if self.ddp.is_main:
@@ -485,18 +539,27 @@ class _StepLog:
         """Completes and writes `record` (its step's numbers, and val_loss when evaluate);
         returns whether some rank asked to stop."""
         trainer = self.trainer
-        loss, ranks_stopping = numbers.read()
+        ranks_stopping, loss, grad_norm, char_grad_share = numbers.read()
         elapsed = took.seconds()
         record = {**record, "train_loss": loss, "tokens_per_s": self.tokens_per_step / elapsed}
         record["ms_per_step"] = 1000 * elapsed
+        record["grad_norm"] = grad_norm
         if self.peak:
             world = trainer.ddp.world_size
             record["mfu"] = trainer.model.flops_per_token() * record["tokens_per_s"] / (self.peak * world)
+        if trainer.char_params:
+            record["char_grad_share"] = char_grad_share
+        sample = None
         if evaluate:
             record["val_loss"] = trainer.evaluate()
+            sample = trainer.eval_sample()
         trainer.check_finite(record)
         if trainer.ddp.is_main:
             trainer.metrics.append(record)
+        if trainer.trackers is not None:  # the record metrics.jsonl has just taken
+            trainer.trackers.metrics(record)
+            if sample is not None:
+                trainer.trackers.text("sample", sample, record["step"])
         self.bar.update(1)
         self.bar.set_postfix_str(_postfix(record))
         return ranks_stopping > 0

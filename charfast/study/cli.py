@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 from pathlib import Path
 
+from charfast.gpt.config import CommaJoined
 from charfast.gpt.failures import run_cli
+from charfast.gpt.tracking import Trackers, parse_trackers
 from charfast.study.engines import run_local
 from charfast.study.pipeline import PRESETS, Study, StudyConfig, run_stage
-from charfast.study.report import write_report
+from charfast.study.report import TASK_SECTION, write_report
 from charfast.study.tasks import STUDY_TASKS
 
 
@@ -82,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", default=None, help="text file or folder (default: the embedded Shakespeare)")
     parser.add_argument("--device", default=defaults.device)
+    parser.add_argument(
+        "--log",
+        "--log-to",
+        action=CommaJoined,
+        default=defaults.log,
+        metavar="TRACKER",
+        help="experiment trackers of every pretraining and fine-tuning, each in its stage's folder: tensorboard, "
+        "wandb, or both (repeat the flag or separate by commas); the report's task table is logged once",
+    )
+    parser.add_argument("--wandb-project", default=defaults.wandb_project, help="the W&B project (with --log wandb)")
     return parser
 
 
@@ -102,6 +115,20 @@ def check_engine_flags(args) -> None:
         raise ValueError(
             f"--device {args.device}: with --engine ray, Ray assigns each stage its GPUs; use --device cuda"
         )
+
+
+def log_report(report: Path, config: StudyConfig) -> None:
+    """The report's task table, once, as a summary of a run of its own in OUT_DIR/report."""
+    text = report.read_text(encoding="utf-8")
+    table = text.split(TASK_SECTION, 1)[1].split("\n## ", 1)[0] if TASK_SECTION in text else text
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("log", "wandb_project")}
+    trackers = Trackers(
+        parse_trackers(config.log), report.parent / "report", settings, name="report", project=config.wandb_project
+    )
+    try:
+        trackers.summary("report/tasks", TASK_SECTION + table)
+    finally:
+        trackers.close()
 
 
 def run_study(study: Study, args):
@@ -134,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             jobs=1 if args.jobs is None else args.jobs,
             engine=args.engine,
+            log=args.log,
+            wandb_project=args.wandb_project,
         )
         check_engine_flags(args)
         study = Study(config)  # validates every setting first
@@ -143,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         if probes or results:
             report, written = write_report(probes, results, Path(config.out_dir))
             print(f"wrote {report}" if written else f"unchanged: {report} (made from the same records)")
+            if written and config.log:
+                log_report(report, config)
         else:
             print("charfast.study: no stage the report reads finished; no report written")
         if outcome.failed:

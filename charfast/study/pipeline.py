@@ -43,6 +43,7 @@ from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import Interrupted, RunFailed
 from charfast.gpt.model import ARCHS as GPT_ARCHS
 from charfast.gpt.tokenizer import check_tokenizer_name
+from charfast.gpt.tracking import Trackers, parse_trackers
 from charfast.study.evaluate import evaluate_examples, summarize
 from charfast.study.finetune import FinetuneConfig, finetune
 from charfast.study.layout import MIXED, StudyLayout
@@ -187,6 +188,8 @@ class StudyConfig:
     device: str = "auto"
     jobs: int = 1
     engine: str = "local"  # or "ray" (charfast.study.ray_engine): the device is then the cluster's to check
+    log: str = ""  # experiment trackers of every training stage (charfast.gpt.tracking); no stage's identity
+    wandb_project: str = "charfast"
     test_seed: int = 1234
 
     def resolved(self) -> StudyConfig:
@@ -238,6 +241,7 @@ class StudyConfig:
             raise ValueError(f"--out-dir must name a folder, got {self.out_dir!r}")
         if Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
             raise ValueError(f"--out-dir {self.out_dir} exists and is not a folder")
+        parse_trackers(self.log)
         if self.engine == "local":
             resolve_device(self.device)
         elif self.device not in ("auto", "cpu", "cuda"):
@@ -304,6 +308,9 @@ class Study:
         """charfast.train's flags of a pretraining, but for --out-dir and --max-steps."""
         flags = [*self.preset.train_flags, "--tokenizer", tokenizer, "--arch", arch, "--seed", str(seed)]
         flags += ["--device", self.config.device, "--sample-tokens", "0", "--no-progress"]
+        if self.config.log:  # run control: in no record's built_from
+            flags += ["--log", self.config.log, "--wandb-project", self.config.wandb_project]
+            flags += ["--wandb-run-name", f"{tokenizer} {arch} seed{seed} pretrain"]
         if self.preset.kept_steps:  # the same schedule whichever step a segment of the run stops at
             flags += ["--lr-decay-steps", str(self.preset.pretrain_steps)]
         return flags + (["--data", self.config.data] if self.config.data else [])
@@ -531,42 +538,62 @@ class Study:
         if finetuning != MIXED:
             trainer.model.load_state_dict(torch.load(mixed_weights, map_location=trainer.device))
         questions = [(split, example) for split, example in test_set if example.task in config.tasks]
-        record = self._finetune_and_score(trainer, splits.train, questions, config, built_from["curve_steps"])
+        identity = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "finetuning": finetuning}
+        identity["pretrain_step"] = step
+        trackers = self.trackers(path.parent, identity, config)
+        try:
+            record = self._finetune_and_score(
+                trainer, splits.train, questions, config, built_from["curve_steps"], trackers
+            )
+        finally:
+            if trackers is not None:
+                trackers.close()
         if finetuning == MIXED:  # before its results, which mark the fine-tuning finished
             with atomic_write(mixed_weights) as f:
                 torch.save(trainer.model.state_dict(), f)
-        identity = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "finetuning": finetuning}
-        identity["pretrain_step"] = step
         _write_json(path, {**identity, "built_from": built_from, **record})
         return path
+
+    def trackers(self, folder: Path, identity: dict, config: FinetuneConfig) -> Trackers | None:
+        """A fine-tuning's trackers (--log), logging into `folder`; None without --log."""
+        if not self.config.log:
+            return None
+        name = "{tokenizer} {arch} seed{seed} step{pretrain_step} {finetuning}".format(**identity)
+        settings = {**identity, **dataclasses.asdict(config)}
+        names = parse_trackers(self.config.log)
+        return Trackers(names, folder, settings, name=name, project=self.config.wandb_project)
 
     def _curve_steps(self, steps: int) -> list[int]:
         points = self.preset.curve_points
         return sorted({round(k * steps / points) for k in range(1, points + 1)})
 
-    def _finetune_and_score(self, trainer, words, questions, config: FinetuneConfig, curve_steps: list[int]) -> dict:
+    def _finetune_and_score(
+        self, trainer, words, questions, config: FinetuneConfig, curve_steps: list[int], trackers: Trackers | None
+    ) -> dict:
         """Fine-tune trainer.model in place, scoring a prefix of `questions` at step 0 and at
         `curve_steps` (the learning curve), then score all of them: the results.json fields
-        of one fine-tuning."""
+        of one fine-tuning. The losses and the curve's exact matches go to `trackers` too."""
         model, encoding, device = trainer.model, trainer.encoding, trainer.device
         curve_questions = self.curve_questions(questions)
 
         def curve_point(step: int) -> dict:
             scores = summarize(evaluate_examples(model, encoding, curve_questions, device=device))
-            return {
+            point = {
                 "step": step,
                 "exact_match": {f"{task}|{split}": v["exact_match"] for (task, split), v in scores.items()},
             }
+            if trackers is not None:
+                trackers.scalars(step, {f"exact_match/{cell}": v for cell, v in point["exact_match"].items()})
+            return point
+
+        def on_step(record: dict) -> None:
+            if trackers is not None:
+                trackers.metrics(record)
+            if record["step"] in curve_steps:
+                curve.append(curve_point(record["step"]))
 
         curve = [curve_point(0)]
-        losses = finetune(
-            model,
-            encoding,
-            list(words),
-            config,
-            device=device,
-            on_step=lambda record: curve.append(curve_point(record["step"])) if record["step"] in curve_steps else None,
-        )
+        losses = finetune(model, encoding, list(words), config, device=device, on_step=on_step)
         after = evaluate_examples(model, encoding, questions, device=device)
         return {
             "n_vocab": encoding.n_vocab,

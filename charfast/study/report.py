@@ -34,6 +34,7 @@ from charfast.study.layout import StudyLayout
 from charfast.study.plots import plot_length, plot_report
 
 LEARNED = 0.6  # exact match on train words that counts a task as learned
+TASK_SECTION = "## Tasks after fine-tuning"  # the report's headline table follows it
 
 
 def load_records(paths: list[Path]) -> list[dict]:
@@ -350,7 +351,7 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
         "## Spelling probe",
         "",
         probe_table(probes),
-        "## Tasks after fine-tuning",
+        TASK_SECTION,
         "",
         learned_summary(tasks),
         task_table(tasks),

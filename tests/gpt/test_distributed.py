@@ -5,46 +5,11 @@ through a resume."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-
 import pytest
 import torch
-from tiny_runs import read_metrics, tiny_flags, write_tiny_corpus
+from tiny_runs import read_metrics, tiny_flags, torchrun_two_ranks, write_tiny_corpus
 
 from charfast.gpt import train
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(flags: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "charfast.train",
-        *flags,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "world_size=2" in result.stdout
-    return result
 
 
 @pytest.mark.slow
@@ -63,9 +28,9 @@ def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path, pa
 
     pair_flags = dict(common, batch_size=2, parallel=parallel)
     if resume_at is not None:  # stop there, then continue from the checkpoint
-        _torchrun(tiny_flags(corpus, pair, cache, **{**pair_flags, "max_steps": resume_at}))
+        torchrun_two_ranks(tiny_flags(corpus, pair, cache, **{**pair_flags, "max_steps": resume_at}))
         pair_flags["resume"] = True
-    _torchrun(tiny_flags(corpus, pair, cache, **pair_flags))
+    torchrun_two_ranks(tiny_flags(corpus, pair, cache, **pair_flags))
 
     one, two = read_metrics(single), read_metrics(pair)  # rank 0 alone writes the metrics
     assert [r["step"] for r in two] == [1, 2, 3] and two[0]["train_loss"] != two[1]["train_loss"]

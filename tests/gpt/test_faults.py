@@ -94,7 +94,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 
     def turns_nan_at_step_3(self, stop=None):
         numbers = original(self, stop)
-        return LateRead(torch.tensor([float("nan"), 0.0])) if self.step == 3 else numbers
+        return LateRead(torch.tensor([0.0, float("nan"), 1.0, 0.0])) if self.step == 3 else numbers  # loss nan
 
     monkeypatch.setattr(train.Trainer, "train_step", turns_nan_at_step_3)
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=6, eval_interval=eval_interval)) == 1

@@ -32,8 +32,8 @@ def test_a_training_step_reads_nothing_back(tiny_corpus, tiny_cache, tmp_path, m
         numbers = trainer.train_step()
         trainer.train_step()
     assert reads.seen == []
-    loss, stopping = numbers.read()
-    assert loss > 0 and stopping == 0
+    stopping, loss, grad_norm, char_grad_share = numbers.read()
+    assert stopping == 0 and loss > 0 and grad_norm > 0 and 0 < char_grad_share < 1
 
 
 def test_the_loop_reads_each_loss_after_queueing_the_next_step(tiny_corpus, tiny_cache, tmp_path, monkeypatch):

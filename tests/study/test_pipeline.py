@@ -265,3 +265,39 @@ def test_the_compute_equivalent_gain_needs_baseline_matched_runs():
     paired = {("bpe:300", "char", 0): curve, ("bpe:300", "baseline-matched", 0): curve}
     rows = analysis.compute_equivalent_rows(paired, {"bpe:300": [2, 4]})
     assert [r["gain"] for r in rows] == [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+
+
+def test_log_puts_every_training_stage_in_tensorboard_and_the_report_once(tiny_study, tmp_path, monkeypatch, capsys):
+    """--log tensorboard: one TensorBoard run per pretraining and fine-tuning, in its stage's
+    folder (`tensorboard --logdir OUT_DIR` names them by tokenizer, arch, seed and step), and
+    the report's task table once; the trackers are in no stage's identity."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    narrowed = ["--tokenizers", "bpe:300", "--seeds", "0", "--archs", "char", "--tasks", "spell", "count"]
+    assert cli.main([*tiny_study, *narrowed, "--solo-tasks", "count", "--log", "tensorboard"]) == 0
+    root = tmp_path / "study"
+    runs = EventMultiplexer(size_guidance={"scalars": 0, "tensors": 0}).AddRunsFromDirectory(str(root))
+    runs.Reload()
+    run = "bpe_300/char-seed0"
+    trainings = {f"{run}/pretrain/tb"} | {
+        f"{run}/{at}finetune/{name}/tb" for at in ("", "at-step5/", "at-step10/") for name in ("mixed", "count")
+    }
+    assert set(runs.Runs()) == trainings | {"report/tb"}
+    metrics = [json.loads(line) for line in (root / run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.step for e in runs.Scalars(f"{run}/pretrain/tb", "train/loss")] == [r["step"] for r in metrics]
+    results = json.loads((root / run / "finetune" / "mixed" / "results.json").read_text(encoding="utf-8"))
+    losses = [(e.step, e.value) for e in runs.Scalars(f"{run}/finetune/mixed/tb", "train/loss")]
+    assert losses == [(r["step"], np.float32(r["train_loss"])) for r in results["finetune_curve"]]
+    curve = [(e.step, e.value) for e in runs.Scalars(f"{run}/finetune/mixed/tb", "exact_match/spell|heldout")]
+    expected = [(p["step"], np.float32(p["exact_match"]["spell|heldout"])) for p in results["learning_curve"]]
+    assert curve == expected
+    (summary,) = runs.Tensors("report/tb", "report/tasks/text_summary")
+    assert summary.tensor_proto.string_val[0].decode().startswith("## Tasks after fine-tuning")
+    # The trackers are run control: a rerun without them reuses every stage and the report.
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline.train, "main", lambda flags: pytest.fail("pretraining ran again"))
+        patch.setattr(pipeline, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
+        assert cli.main([*tiny_study, *narrowed, "--solo-tasks", "count"]) == 0
+    assert "unchanged:" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 """The serial chain of the char-LSTM: the time of one dependent step of the Triton kernels.
 
-    python benchmarks/chain_latency.py [--hidden 128 256 768] [--kernels tiled split-stepped split-persistent]
+    python benchmarks/chain_latency.py [--hidden 128 256 768] [--kernels tiled resident split-stepped ...]
 
 A step of the LSTM needs the previous step's h, so a batch can never take less than
 (its longest token) x (one step's latency), however many rows run beside it. This
@@ -11,7 +11,8 @@ dependent step, launch and set-up cancelled. The GPU benchmark's floor takes
 (longest token) x (forward step [+ backward step]) as its chain term.
 
 --kernels picks the kernels, forward and backward alike: the tiled ones (each program
-loops over all of W_hh) and the split ones (kernels/split_lstm_forward.py and
+loops over all of W_hh), the resident ones (each program keeps W_hh on chip: hidden <=
+128) and the split ones (kernels/split_lstm_forward.py and
 split_lstm_backward.py: W_hh over many programs, a launch or a grid barrier per step). A
 stepped split kernel launches once per char of the table's width whatever the rows hold,
 so its difference measures the steps' work only; the forward's wall time per step (all
@@ -27,11 +28,12 @@ import torch
 
 from charfast.kernels.char_lstm_backward import launch_char_lstm_backward
 from charfast.kernels.char_lstm_forward import launch_char_lstm_forward
+from charfast.kernels.resident_lstm import launch_resident_lstm_backward, launch_resident_lstm_forward, resident_fits
 from charfast.kernels.split_grid import SPLIT_MODES
 from charfast.kernels.split_lstm_backward import launch_split_lstm_backward
 from charfast.kernels.split_lstm_forward import launch_split_lstm_forward
 
-KERNELS = ("tiled", *SPLIT_MODES)
+KERNELS = ("tiled", "resident", *SPLIT_MODES)
 
 ROWS = 16
 CHARS = 64
@@ -56,6 +58,8 @@ def _launchers(kernel: str, width: int):
     """(forward, backward) launchers of `kernel` for a table `width` chars wide."""
     if kernel == "tiled":
         return launch_char_lstm_forward, launch_char_lstm_backward
+    if kernel == "resident":
+        return launch_resident_lstm_forward, launch_resident_lstm_backward
     return (
         lambda *inputs: launch_split_lstm_forward(*inputs, mode=kernel),
         lambda *inputs: launch_split_lstm_backward(*inputs, width, mode=kernel),
@@ -111,6 +115,9 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}: one dependent step of the Triton kernels, {ROWS} rows, bf16")
     for hidden in args.hidden:
         for kernel in args.kernels:
+            if kernel == "resident" and not resident_fits(hidden, torch.bfloat16):
+                print(f"hidden {hidden} resident: W_hh does not fit on chip, not run")
+                continue
             step = chain_step_seconds(hidden, kernel=kernel)
             print(
                 f"hidden {hidden} {kernel}: forward {step['forward'] * 1e6:.2f} us/step "

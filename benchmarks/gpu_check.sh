@@ -3,9 +3,10 @@
 # at most 9 minutes (each step under its own timeout, each writing its log under $OUT as it
 # goes, so a second, shorter call can redo what broke):
 #   1. the GPU-marked tests (kernels compiled; split forward, sync debug, CUDA graphs, ...)
-#   2. one dependent step, tiled vs split kernels, forward and backward (chain_latency.py)
+#   2. one dependent step, tiled vs resident vs split kernels, forward and backward
+#      (chain_latency.py; resident at hidden 128 only: W_hh must fit on chip)
 #   3. the char embedding, forward + backward, B=16 and 64, hidden 128 and 768: triton
-#      (tiled, split-stepped, split-persistent) against cuDNN padded and packed
+#      (tiled, resident, split-stepped, split-persistent) against cuDNN padded and packed
 #   4. the GPT-2-small step, baseline vs char, interleaved, compiled; and its optimizer step
 #      of 4 micro-batches with the char embedding once per step
 # Usage (device tool): bash benchmarks/gpu_check.sh        (writes $OUT/gpu_check/*)
@@ -34,7 +35,7 @@ step() {  # step NAME SECONDS COMMAND...: run it under its timeout, log to $out/
 
 step tests "${CHECK_TESTS:-150}" python -m pytest tests/ -m gpu -q -rfEs -p no:cacheprovider
 step chain "${CHECK_CHAIN:-60}" python benchmarks/chain_latency.py --hidden 128 768 \
-  --kernels tiled split-stepped split-persistent
+  --kernels tiled resident split-stepped split-persistent
 step char "${CHECK_CHAR:-120}" python -m pytest benchmarks/test_bench_char_lstm_gpu.py --benchmark-only -q \
   -p no:cacheprovider -k "forward_backward and (triton or cudnn) and not 256" \
   --benchmark-json "$out/char.json" --benchmark-columns=median,iqr,rounds

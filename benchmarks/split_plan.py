@@ -59,14 +59,29 @@ def cubin_resources(cubin: bytes) -> tuple[int, int]:
     return int(re.search(r"REG:(\d+)", usage.stdout).group(1)), int(re.search(r"LOCAL:(\d+)", usage.stdout).group(1))
 
 
-def kernel_signatures(name: str) -> list[tuple[str, str, object, dict]]:
-    """(direction, launch shape, kernel, argument types) of every split kernel, weights of
-    Triton type `name`."""
-    forward = dict(
+def forward_signature(name: str) -> dict:
+    """The argument types every forward recurrence kernel shares, weights of Triton type `name`."""
+    return dict(
         gate_table="*" + name, weight_hh="*" + name, table_chars="*u8", sorted_ids="*i64", sorted_lengths="*i64",
         offsets="*i64", order="*i64", h_out="*" + name, h_prev="*" + name, c_prev="*fp32", step_chars="*i32",
         U="i32", H="i32", table_width="i32", n_chars="i32",
     )  # fmt: skip
+
+
+def compile_sm90(kernel, signature: dict, consts: dict, num_warps: int) -> tuple[int, int, int]:
+    """(registers per thread, spilled bytes per thread, shared bytes) of `kernel` compiled for
+    sm_90, its pointers 16-byte aligned as a launch specialises them."""
+    aligned = {(i,): [["tt.divisibility", 16]] for i, (a, k) in enumerate(signature.items()) if k[0] == "*"}
+    source = ASTSource(kernel, dict(signature, **dict.fromkeys(consts, "constexpr")), consts, aligned)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+    assert "cubin" in compiled.asm, kernel
+    return (*cubin_resources(compiled.asm["cubin"]), compiled.metadata.shared)
+
+
+def kernel_signatures(name: str) -> list[tuple[str, str, object, dict]]:
+    """(direction, launch shape, kernel, argument types) of every split kernel, weights of
+    Triton type `name`."""
+    forward = forward_signature(name)
     backward = dict(
         gates="*fp32", c_prev="*fp32", weight_hh="*" + name, grad_h="*" + name, sorted_lengths="*i64",
         offsets="*i64", order="*i64", dc_carry="*fp32", dgates_ring="*" + name, U="i32", H="i32",
@@ -79,20 +94,14 @@ def kernel_signatures(name: str) -> list[tuple[str, str, object, dict]]:
     ]
 
 
-def compile_sm90() -> list[dict]:
+def compile_split_kernels() -> list[dict]:
     rows = []
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         for tiles in SPLIT_TILE_CANDIDATES:
             consts = dict(BLOCK_U=tiles.rows, BLOCK_H=tiles.hidden, BLOCK_K=tiles.reduction)
             consts["DOT_PRECISION"] = dot_precision(dtype)
             for direction, kind, kernel, signature in kernel_signatures(name):
-                aligned = {(i,): [["tt.divisibility", 16]] for i, (a, k) in enumerate(signature.items()) if k[0] == "*"}
-                source = ASTSource(kernel, dict(signature, **dict.fromkeys(consts, "constexpr")), consts, aligned)
-                compiled = triton.compile(
-                    source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=tiles.num_warps)
-                )
-                assert "cubin" in compiled.asm, (direction, kind, name, tiles)
-                (regs, local), shared = cubin_resources(compiled.asm["cubin"]), compiled.metadata.shared
+                regs, local, shared = compile_sm90(kernel, signature, consts, tiles.num_warps)
                 rows.append(
                     dict(
                         direction=direction,
@@ -145,7 +154,7 @@ def step_model(lengths: list[int], hidden: int, backward: bool, split_rows: int 
 def main() -> None:
     print("sm_90 compile of the split kernels (per thread: registers, local bytes; shared bytes; programs")
     print("resident at once on 132 SMs):")
-    for row in compile_sm90():
+    for row in compile_split_kernels():
         t = row["tiles"]
         print(
             f"  {row['direction']:<8} {row['kind']:<10} {row['dtype']} rows {t.rows:>2} hidden {t.hidden:>2} "

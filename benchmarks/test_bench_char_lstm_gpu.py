@@ -9,6 +9,8 @@ position, from the same bfloat16 parameters:
     triton     CharEmbedding(backend="triton"): unique ids, one fused launch each way
     triton-split-stepped / -persistent   the same with the split kernels both ways (W_hh
                over many programs; kernels/split_lstm_forward.py, split_lstm_backward.py)
+    triton-resident   the same with the resident kernels both ways (W_hh kept on chip by
+               each program; kernels/resident_lstm.py; hidden <= 128 in 16 bits)
     reference  CharEmbedding(backend="reference"): unique ids, PyTorch step loop
     cudnn      unique ids, padded to the batch's longest token, torch.nn.LSTM (cuDNN),
                h gathered at each length
@@ -49,6 +51,7 @@ from charfast.baselines.packed_lstm import (
     padded_lstm_char_embedding,
 )
 from charfast.gpt.gpu_peaks import gpu_peaks
+from charfast.kernels.resident_lstm import resident_fits
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or KERNELS_INTERPRETED,
@@ -73,13 +76,17 @@ def chain_step(hidden: int) -> dict:
     return chain_step_seconds(hidden, DTYPE)
 
 
-# The triton backend's kernels of the split variants, forward and backward (set around the
+# The triton backend's kernels of the other variants, forward and backward (set around the
 # whole step: the backward runs after the forward call returns).
-SPLIT_VARIANTS = {"triton-split-stepped": "split-stepped", "triton-split-persistent": "split-persistent"}
+KERNEL_VARIANTS = {
+    "triton-split-stepped": "split-stepped",
+    "triton-split-persistent": "split-persistent",
+    "triton-resident": "resident",
+}
 
 
 def kernel_environment(impl: str) -> dict:
-    kernel = SPLIT_VARIANTS.get(impl)
+    kernel = KERNEL_VARIANTS.get(impl)
     return {} if kernel is None else {"CHARFAST_TRITON_FORWARD": kernel, "CHARFAST_TRITON_BACKWARD": kernel}
 
 
@@ -87,6 +94,7 @@ IMPLEMENTATIONS = {
     "triton": lambda module, idx: module(idx),
     "triton-split-stepped": lambda module, idx: module(idx),
     "triton-split-persistent": lambda module, idx: module(idx),
+    "triton-resident": lambda module, idx: module(idx),
     "reference": lambda module, idx: module(idx),
     "cudnn": padded_lstm_char_embedding,
     "cudnn-packed": packed_distinct_lstm_char_embedding,
@@ -104,6 +112,8 @@ ROUNDS = {"reference": 5, "study": 5}  # the slow ones; the others run 20
 def test_char_embedding_speed(benchmark, cl100k_table, shakespeare_tokens, batch, hidden, impl, mode):
     if impl.startswith("flashrnn"):
         pytest.importorskip("flashrnn", reason="FlashRNN baseline: pip install flashrnn")
+    if impl == "triton-resident" and not resident_fits(hidden, DTYPE):
+        pytest.skip(f"the resident kernels keep W_hh on chip: hidden {hidden} does not fit")
     table = cl100k_table
     idx = batch_ids(shakespeare_tokens, batch, SEQ_LEN).cuda()
     backend = "reference" if impl == "reference" else "triton"

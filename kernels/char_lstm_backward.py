@@ -70,7 +70,7 @@ def char_lstm_backward_kernel(
             carry = rows[:, None] * H + cols[None, :]
             dh = tl.load(dh_carry + carry, mask=tile_ok, other=0.0)
             dc_next = tl.load(dc_carry + carry, mask=tile_ok, other=0.0)
-            dc_last = lstm_tile_gate_grads(gates, c_prev, slot, cols, tile_ok, dh, dc_next, H)
+            dc_last = lstm_tile_gate_grads(gates, c_prev, slot, cols, tile_ok, dh, dc_next, H)[4]
             tl.store(dc_carry + carry, dc_last, mask=tile_ok)
         tl.debug_barrier()  # phase B reads all 4H dgates of the row, written by all threads
         # Phase B: dh_{t-1} = dgates_t @ W_hh (step 0 has no h_{-1} to feed).

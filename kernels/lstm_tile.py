@@ -61,8 +61,7 @@ def lstm_tile_step(
             )
     state = slot[:, None] * H + cols[None, :]  # [BU, BH] this step's slot
     c_last = tl.load(c_prev + state, mask=tile_ok, other=0.0)  # [BU, BH] c_{t-1}
-    c = sigmoid(acc_f) * c_last + sigmoid(acc_i) * tanh(acc_g)
-    h = sigmoid(acc_o) * tanh(c)
+    c, h = lstm_cell(acc_i, acc_f, acc_g, acc_o, c_last)
     next_ok = continues[:, None] & col_ok[None, :]
     tl.store(c_prev + state + H, c, mask=next_ok)  # slot t + 1 holds c_t
     tl.store(h_prev + state + H, h.to(h_prev.dtype.element_ty), mask=next_ok)
@@ -112,22 +111,47 @@ def lstm_tile_gate_grads(
     dc_next,  # [BU, BH] float32 dL/dc_t from step t + 1 (0 at a row's last step)
     H,
 ):
-    """The backward of one tile's step t, shared by the tiled and the split backward:
-    overwrite its four gate slices of `gates` at `slot` with the gate gradients and return
-    dL/dc_{t-1} [BU, BH] (c_t is recomputed from the pre-activations and c_{t-1})."""
+    """The backward of one tile's step t, shared by every backward kernel: overwrite its
+    four gate slices of `gates` at `slot` with the gate gradients and return them, then
+    dL/dc_{t-1}, each [BU, BH] (c_t is recomputed from the pre-activations and c_{t-1})."""
     gate_at = gates + slot[:, None] * (4 * H) + cols[None, :]  # [BU, BH]
-    i = sigmoid(tl.load(gate_at, mask=tile_ok, other=0.0))
-    f = sigmoid(tl.load(gate_at + H, mask=tile_ok, other=0.0))
-    g = tanh(tl.load(gate_at + 2 * H, mask=tile_ok, other=0.0))
-    o = sigmoid(tl.load(gate_at + 3 * H, mask=tile_ok, other=0.0))
-    c_last = tl.load(c_prev + slot[:, None] * H + cols[None, :], mask=tile_ok, other=0.0)
+    d_i, d_f, d_g, d_o, dc_last = lstm_cell_grads(
+        tl.load(gate_at, mask=tile_ok, other=0.0),
+        tl.load(gate_at + H, mask=tile_ok, other=0.0),
+        tl.load(gate_at + 2 * H, mask=tile_ok, other=0.0),
+        tl.load(gate_at + 3 * H, mask=tile_ok, other=0.0),
+        tl.load(c_prev + slot[:, None] * H + cols[None, :], mask=tile_ok, other=0.0),
+        dh,
+        dc_next,
+    )
+    tl.store(gate_at, d_i, mask=tile_ok)
+    tl.store(gate_at + H, d_f, mask=tile_ok)
+    tl.store(gate_at + 2 * H, d_g, mask=tile_ok)
+    tl.store(gate_at + 3 * H, d_o, mask=tile_ok)
+    return d_i, d_f, d_g, d_o, dc_last
+
+
+@triton.jit
+def lstm_cell(pre_i, pre_f, pre_g, pre_o, c_last):
+    """(c_t, h_t) of the LSTM cell from its four float32 gate pre-activations and c_{t-1}."""
+    c = sigmoid(pre_f) * c_last + sigmoid(pre_i) * tanh(pre_g)
+    return c, sigmoid(pre_o) * tanh(c)
+
+
+@triton.jit
+def lstm_cell_grads(pre_i, pre_f, pre_g, pre_o, c_last, dh, dc_next):
+    """The cell's backward: (dL/d of the four pre-activations, dL/dc_{t-1}) from the
+    pre-activations, c_{t-1} (c_t is recomputed), dL/dh_t and dL/dc_t from step t + 1."""
+    i, f, g, o = sigmoid(pre_i), sigmoid(pre_f), tanh(pre_g), sigmoid(pre_o)
     tanh_c = tanh(f * c_last + i * g)
     dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-    tl.store(gate_at, dc * g * i * (1.0 - i), mask=tile_ok)
-    tl.store(gate_at + H, dc * c_last * f * (1.0 - f), mask=tile_ok)
-    tl.store(gate_at + 2 * H, dc * i * (1.0 - g * g), mask=tile_ok)
-    tl.store(gate_at + 3 * H, dh * tanh_c * o * (1.0 - o), mask=tile_ok)
-    return dc * f
+    return (
+        dc * g * i * (1.0 - i),
+        dc * c_last * f * (1.0 - f),
+        dc * i * (1.0 - g * g),
+        dh * tanh_c * o * (1.0 - o),
+        dc * f,
+    )
 
 
 @triton.jit

@@ -71,7 +71,7 @@ def _split_backward_step(
         dh = tl.where(continues[:, None], from_next, dh)
     carry = rows[:, None] * H + cols[None, :]  # [BU, BH]
     dc_next = tl.load(dc_carry + carry, mask=continues[:, None] & col_ok[None, :], other=0.0)
-    dc_last = lstm_tile_gate_grads(gates, c_prev, slot, cols, tile_ok, dh, dc_next, H)
+    dc_last = lstm_tile_gate_grads(gates, c_prev, slot, cols, tile_ok, dh, dc_next, H)[4]
     tl.store(dc_carry + carry, dc_last, mask=tile_ok)
     tl.debug_barrier()  # the copy reads the dgates just stored, maybe by other threads
     half = dgates_ring + (t % 2) * U * (4 * H)  # [U, 4H]

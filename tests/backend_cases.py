@@ -62,6 +62,30 @@ def outputs_and_grads(module: CharEmbedding, idx: torch.Tensor, weight: torch.Te
     }
 
 
+# (chars, lengths, ids) of tables whose rows are edge cases of a kernel's row blocks.
+EDGE_ROW_CASES = [
+    pytest.param([[1, 2, 0], [0, 0, 0], [3, 3, 3]], [2, 0, 3], [1, 1, 0, 2, 1], id="zero-length"),  # among others
+    pytest.param([[0, 0, 0], [0, 0, 0]], [0, 0], [0, 1, 1], id="only-zero-length"),
+    pytest.param([[4, 5, 6]], [3], [0], id="one-row"),  # U = 1
+]
+
+
+def assert_triton_matches_reference_on(table: TokenCharTable, ids: list[int], hidden: int, device: str, **tol):
+    """CharEmbedding("triton") on `table` equals the reference on `ids`: the output and the
+    gradient of every parameter (zero where one has none) under a squared-sum loss."""
+    fused = CharEmbedding(table, 8, char_dim=4, hidden=hidden, backend="triton").to(device)
+    ref = CharEmbedding(table, 8, char_dim=4, hidden=hidden, backend="reference").to(device)
+    ref.load_state_dict(fused.state_dict())
+    idx = torch.tensor(ids, device=device)
+    out, want = fused(idx), ref(idx)
+    torch.testing.assert_close(out, want, **tol)
+    out.square().sum().backward()
+    want.square().sum().backward()
+    for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
+        grad = torch.zeros_like(p) if p.grad is None else p.grad
+        torch.testing.assert_close(grad, torch.zeros_like(q) if q.grad is None else q.grad, msg=name, **tol)
+
+
 def assert_matches_reference(backend: str, case: dict, dtype=torch.float64, device="cpu", rtol=1e-7, atol=1e-9) -> None:
     """CharEmbedding(backend) equals CharEmbedding("reference") with the same weights:
     output and the gradient of every parameter."""

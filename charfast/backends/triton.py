@@ -48,6 +48,7 @@ try:  # kernels/ becomes charfast.kernels through an install (pyproject.toml map
         launch_recompute_gates,
         launch_weight_hh_grad,
     )
+    from charfast.kernels.resident_lstm import launch_resident_lstm_backward, launch_resident_lstm_forward
     from charfast.kernels.split_grid import SPLIT_MODES
     from charfast.kernels.split_lstm_backward import launch_split_lstm_backward
     from charfast.kernels.split_lstm_forward import launch_split_lstm_forward
@@ -60,11 +61,12 @@ except ModuleNotFoundError as err:
     ) from err
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# Which kernels run: "tiled" (each program owns rows and loops over all of W_hh; the
-# default until a GPU measures otherwise) or a split one (W_hh over many programs,
-# kernels/split_lstm_forward.py and split_lstm_backward.py), chosen apart for the forward
-# (CHARFAST_TRITON_FORWARD) and the backward (CHARFAST_TRITON_BACKWARD).
-KERNEL_CHOICES = ("tiled", *SPLIT_MODES)
+# Which kernels run: "tiled" (each program owns rows and streams all of W_hh every step; the
+# default until a GPU measures otherwise), "resident" (each program owns rows and keeps
+# W_hh on chip: small hidden sizes, kernels/resident_lstm.py) or a split one (W_hh over
+# many programs, kernels/split_lstm_forward.py and split_lstm_backward.py), chosen apart
+# for the forward (CHARFAST_TRITON_FORWARD) and the backward (CHARFAST_TRITON_BACKWARD).
+KERNEL_CHOICES = ("tiled", "resident", *SPLIT_MODES)
 
 
 def chosen_kernel(variable: str) -> str:
@@ -151,6 +153,8 @@ def char_lstm_forward_op(
     kernel = chosen_kernel("CHARFAST_TRITON_FORWARD")
     if kernel == "tiled":
         h, h_prev, c_prev, step_chars = launch_char_lstm_forward(*args)
+    elif kernel == "resident":
+        h, h_prev, c_prev, step_chars = launch_resident_lstm_forward(*args)
     else:  # the interpreter runs programs one after another: a persistent grid must be one program there
         h, h_prev, c_prev, step_chars = launch_split_lstm_forward(
             *args, mode=kernel, programs=1 if KERNELS_INTERPRETED else None
@@ -202,6 +206,8 @@ def char_lstm_backward_op(
     kernel = chosen_kernel("CHARFAST_TRITON_BACKWARD")
     if kernel == "tiled":
         launch_char_lstm_backward(*args)
+    elif kernel == "resident":
+        launch_resident_lstm_backward(*args)
     else:
         launch_split_lstm_backward(*args, max_length, mode=kernel, programs=1 if KERNELS_INTERPRETED else None)
     grad_gate_table = launch_gate_table_grad(gates, step_chars, step_count, gate_table.shape[0])  # [C, 4H]

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from backend_cases import TRITON_DEVICES, assert_matches_reference, assert_within_lstm_error_budget, needs_interpreter
+from backend_cases import (
+    EDGE_ROW_CASES,
+    TRITON_DEVICES,
+    assert_matches_reference,
+    assert_triton_matches_reference_on,
+    assert_within_lstm_error_budget,
+    needs_interpreter,
+)
 from host_reads import HostReads
 
 from charfast import CharEmbedding, TokenCharTable
@@ -50,28 +57,10 @@ def test_split_kernels_in_bfloat16_err_no_more_than_torch_lstm(split_mode, devic
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
-@pytest.mark.parametrize(
-    "chars, lengths, idx",
-    [
-        ([[1, 2, 0], [0, 0, 0], [3, 3, 3]], [2, 0, 3], [1, 1, 0, 2, 1]),  # zero-length rows among others
-        ([[0, 0, 0], [0, 0, 0]], [0, 0], [0, 1, 1]),  # only zero-length rows
-        ([[4, 5, 6]], [3], [0]),  # one row: U = 1
-    ],
-    ids=["zero-length", "only-zero-length", "one-row"],
-)
+@pytest.mark.parametrize("chars, lengths, idx", EDGE_ROW_CASES)
 def test_split_kernels_edge_rows(split_mode, device, chars, lengths, idx):
     table = TokenCharTable(torch.tensor(chars), torch.tensor(lengths), 9)
-    fused = CharEmbedding(table, 8, char_dim=4, hidden=20, backend="triton").to(device)
-    ref = CharEmbedding(table, 8, char_dim=4, hidden=20, backend="reference").to(device)
-    ref.load_state_dict(fused.state_dict())
-    ids = torch.tensor(idx, device=device)
-    out, want = fused(ids), ref(ids)
-    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
-    out.square().sum().backward()
-    want.square().sum().backward()
-    for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
-        grad = torch.zeros_like(p) if p.grad is None else p.grad
-        torch.testing.assert_close(grad, torch.zeros_like(q) if q.grad is None else q.grad, msg=name)
+    assert_triton_matches_reference_on(table, idx, 20, device, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
@@ -80,16 +69,7 @@ def test_split_kernels_one_very_long_token(split_mode, device):
     g = torch.Generator().manual_seed(0)
     chars = torch.randint(0, 9, (4, 128), generator=g)
     table = TokenCharTable(chars, torch.tensor([128, 3, 1, 0]), 9)
-    fused = CharEmbedding(table, 8, char_dim=4, hidden=24, backend="triton").to(device)
-    ref = CharEmbedding(table, 8, char_dim=4, hidden=24, backend="reference").to(device)
-    ref.load_state_dict(fused.state_dict())
-    ids = torch.tensor([0, 1, 2, 3, 0], device=device)
-    out, want = fused(ids), ref(ids)
-    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
-    out.square().sum().backward()
-    want.square().sum().backward()
-    for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    assert_triton_matches_reference_on(table, [0, 1, 2, 3, 0], 24, device, rtol=1e-4, atol=1e-5)
 
 
 @needs_interpreter
@@ -108,7 +88,7 @@ def test_an_unknown_kernel_is_named(monkeypatch, variable):
     monkeypatch.setenv(variable, "fastest")
     from charfast.backends.triton import chosen_kernel
 
-    with pytest.raises(ValueError, match=f"{variable} must be one of tiled, split-stepped"):
+    with pytest.raises(ValueError, match=f"{variable} must be one of tiled, resident, split-stepped"):
         chosen_kernel(variable)
 
 

@@ -436,7 +436,7 @@ def _assert_same_step(out, module, twin, idx):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kernels", ["tiled", "split-stepped", "split-persistent"])
+@pytest.mark.parametrize("kernels", ["tiled", "resident", "split-stepped", "split-persistent"])
 def test_forward_and_backward_replay_from_a_cuda_graph(monkeypatch, kernels):
     """With no host read, one training step's forward and backward are captured once and
     replayed on new ids: outputs and gradients equal an eager step's (the same kernels)."""

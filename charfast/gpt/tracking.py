@@ -8,8 +8,8 @@ lives in an optional extra and is imported only when asked for.
   folder, and its first event hides every older event from the step it resumes at on
   (purge_step): the steps a killed run logged after its last checkpoint are replayed, and
   the reader shows each step once.
-- W&B logs into <run folder>/wandb, offline unless the user's W&B settings (WANDB_MODE,
-  `wandb online`) say online. The run id is kept in the checkpoint, so a resume continues
+- W&B logs into <run folder>/wandb, offline unless the user's W&B settings say otherwise
+  (WANDB_MODE, or a mode in W&B's settings file). The run id is kept in the checkpoint, so a resume continues
   the same W&B run.
 """
 
@@ -54,8 +54,9 @@ def parse_trackers(text: str, flag: str = "--log") -> tuple[str, ...]:
 
 
 def wandb_mode() -> str:
-    """'offline' unless the user's W&B settings say otherwise: WANDB_MODE, or the mode that
-    `wandb online` / `wandb offline` wrote into the project's or the user's settings file."""
+    """'offline' unless the user's W&B settings say otherwise: WANDB_MODE, or a `mode` in the
+    project's (wandb/settings) or the user's W&B settings file (`wandb offline` writes one;
+    `wandb online` only clears it, so going online takes WANDB_MODE=online or that line)."""
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     config_dir = Path(os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb")

@@ -201,3 +201,20 @@ def test_log_may_be_repeated_or_comma_separated():
     assert settings_from_flags(["--log", "tensorboard,wandb"])[0].log == "tensorboard,wandb"
     assert settings_from_flags(["--log-to", "wandb"])[0].log == "wandb"  # the spelling torchrun lets through
     assert settings_from_flags([])[0].log == ""
+
+
+def test_wandb_is_offline_unless_the_users_settings_say_otherwise(tmp_path, monkeypatch):
+    from charfast.gpt.tracking import wandb_mode
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "user"))
+    assert wandb_mode() == "offline"
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "settings").write_text("[default]\nmode = online\n")
+    assert wandb_mode() == "online"
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "wandb" / "settings").write_text("[default]\nmode = offline\n")  # the project's first
+    assert wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")  # the environment over both
+    assert wandb_mode() == "online"

@@ -65,7 +65,7 @@ from charfast.gpt.failures import Interrupted, RunFailed, run_cli
 from charfast.gpt.gpu_peaks import peak_flops
 from charfast.gpt.late_reads import LateRead, StepTime
 from charfast.gpt.metrics import MetricsLog
-from charfast.gpt.model import mixed_precision
+from charfast.gpt.model import GPT, mixed_precision
 from charfast.gpt.out_dir import claim_out_dir
 from charfast.gpt.plotting import plot_loss_curve
 from charfast.gpt.sample import stream_sample
@@ -160,6 +160,9 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step ckpt.pt holds
         self.trackers: Trackers | None = None  # rank 0's, while run() runs with --log
+        # Under FSDP, rank 0's copy of the whole weights the last save gathered: samples are
+        # drawn from an unsharded model built from it, so no rank waits in a collective.
+        self._whole_weights: dict | None = None
         # The W&B run this training logs to, kept in the checkpoint so a resume continues it.
         self.wandb_id: str | None = None if run.checkpoint is None else run.checkpoint.get("wandb_run_id")
         if run.checkpoint is not None:
@@ -232,6 +235,8 @@ class Trainer:
             if self.trackers is not None:  # every step up to the checkpoint's is on disk before it
                 self.trackers.flush()
             save_checkpoint(self.ckpt_path, state)
+            if self.sharded:
+                self._whole_weights = model_state
         self.saved_step = self.step
 
     def _full_state(self) -> tuple[dict, dict]:
@@ -346,19 +351,29 @@ class Trainer:
                 torch.nn.utils.clip_grads_with_norm_(group, self.config.grad_clip, total)
         return torch.stack([total, char_share]).float()
 
-    def eval_sample(self) -> str | None:
-        """The text of a sample at an eval step, for the trackers: None without --log or with
-        --sample-tokens 0, and on the ranks that do not log (all ranks draw it when the
-        model is sharded: its forward is theirs too). Drawn with the random generators
-        forked and seeded by the step, so training's random numbers are untouched."""
+    def sampling_model(self) -> GPT:
+        """Rank 0's model to sample from: the model itself; under FSDP, whose parameters are
+        shards, an unsharded model of the whole weights the last save gathered."""
+        if not self.sharded:
+            return self.model
+        whole = build_model(self.config, self.encoding)
+        whole.load_state_dict(self._whole_weights)
+        return whole.to(self.device)
+
+    def log_eval_sample(self) -> None:
+        """After an eval step's save, rank 0: a sample to the trackers (with --log and
+        --sample-tokens > 0), drawn with the random generators forked and seeded by the
+        step, so training's random numbers are untouched."""
         c = self.config
-        if not (c.log and c.sample_tokens and (self.ddp.is_main or self.sharded)):
-            return None
+        if self.trackers is None or not c.sample_tokens:
+            return
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(c.seed + self.step)
-            pieces = stream_sample(self.model, self.encoding, c.sample_prompt, c.sample_tokens, c.temperature, c.top_k)
-            return c.sample_prompt + "".join(pieces)
+            model = self.sampling_model()
+            pieces = stream_sample(model, self.encoding, c.sample_prompt, c.sample_tokens, c.temperature, c.top_k)
+            self.trackers.text("sample", c.sample_prompt + "".join(pieces), self.step)
+        self.trackers.flush()
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -422,10 +437,15 @@ class Trainer:
         )
         with StopRequest() as stop:
             try:
+                first_step = self.step
                 self._train_until_done_or_stopped(stop, bar, tokens_per_step, peak)
                 bar.close()
                 self.save()  # the last step's, or the one a signal asked for
+                if self.step == c.max_steps > first_step and not stop.requested:
+                    self.log_eval_sample()  # the last step is an eval step, saved only now
                 written = self._finish(stop) if self.ddp.is_main and not stop.requested else []
+                if self.ddp.enabled:  # the ranks leave together: one that tears the group down
+                    dist.barrier()  # while rank 0 still samples aborts the run (FSDP on gloo)
             except Stopped as second:
                 raise Interrupted(
                     f"stopped at once by a second {signal_name(second.signum)}; {self._kept()}", second.signum
@@ -471,6 +491,7 @@ class Trainer:
                 return
             if evaluating and self.step < c.max_steps:
                 self.save()
+                self.log_eval_sample()
 
     def _kept(self) -> str:
         """What the checkpoint holds now, in words."""
@@ -500,13 +521,12 @@ class Trainer:
         plot_loss_curve(records, plot_path, title=f"{self.config.arch} · {self.encoding.name}")
         written.append(plot_path)
         if self.config.sample_tokens and not stop.requested:
-            if self.model.char_emb is not None:  # the weights are final now: one vocabulary pass, then lookups
-                self.model.char_emb.inference_cache = True
+            model = self.sampling_model()
+            if model.char_emb is not None:  # the weights are final now: one vocabulary pass, then lookups
+                model.char_emb.inference_cache = True
             c = self.config
             pieces = []
-            for piece in stream_sample(
-                self.model, self.encoding, c.sample_prompt, c.sample_tokens, c.temperature, c.top_k
-            ):
+            for piece in stream_sample(model, self.encoding, c.sample_prompt, c.sample_tokens, c.temperature, c.top_k):
                 if stop.requested:
                     return written
                 pieces.append(piece)
@@ -549,17 +569,13 @@ class _StepLog:
             record["mfu"] = trainer.model.flops_per_token() * record["tokens_per_s"] / (self.peak * world)
         if trainer.char_params:
             record["char_grad_share"] = char_grad_share
-        sample = None
         if evaluate:
             record["val_loss"] = trainer.evaluate()
-            sample = trainer.eval_sample()
         trainer.check_finite(record)
         if trainer.ddp.is_main:
             trainer.metrics.append(record)
         if trainer.trackers is not None:  # the record metrics.jsonl has just taken
             trainer.trackers.metrics(record)
-            if sample is not None:
-                trainer.trackers.text("sample", sample, record["step"])
         self.bar.update(1)
         self.bar.set_postfix_str(_postfix(record))
         return ranks_stopping > 0

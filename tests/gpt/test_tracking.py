@@ -151,19 +151,19 @@ def test_wandb_offline_history_and_a_resume_that_keeps_the_run_id(tiny_corpus, t
 
 
 @pytest.mark.slow
-def test_under_torchrun_only_rank_0_logs(tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_under_torchrun_only_rank_0_logs(tmp_path, parallel):
+    """Two gloo ranks: one event file, each step once, the eval samples (under FSDP drawn from
+    the whole weights the save gathered, so no rank waits), and a clean exit of both."""
     corpus = write_tiny_corpus(tmp_path / "corpus")
     out = tmp_path / "pair"
-    torchrun_two_ranks(
-        [
-            *tiny_flags(corpus, out, tmp_path / "cache", max_steps=3, eval_interval=1, sample_tokens=0),
-            "--log-to",  # torchrun takes --log for its own --log-dir
-            "tensorboard",
-        ]
-    )
+    settings = dict(max_steps=3, eval_interval=2, sample_tokens=4, batch_size=2, parallel=parallel)
+    torchrun_two_ranks([*tiny_flags(corpus, out, tmp_path / "cache", **settings), "--log-to", "tensorboard"])
     assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1  # one writer: rank 0's
-    scalars, _ = read_tensorboard(out / "tb")
+    scalars, texts = read_tensorboard(out / "tb")
     assert_equals_metrics(scalars, read_metrics(out))
+    assert [step for step, _ in texts["sample/text_summary"]] == [2, 3]
+    assert (out / "sample.txt").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(

@@ -49,14 +49,16 @@ MEASURED_TILED_US = {128: 19.0, 256: 41.0, 768: 114.0}  # chain_latency.py, H100
 
 
 def cubin_resources(cubin: bytes) -> tuple[int, int]:
-    """(registers per thread, local memory bytes per thread: spills) of a cubin's kernel, as
-    cuobjdump (shipped with Triton) reports them."""
+    """(registers per thread, stack bytes per thread) of a cubin's kernel, as cuobjdump
+    (shipped with Triton) reports them. A Triton kernel calls nothing, so its stack frame
+    holds what ptxas spilled out of the registers (ptxas -v: "bytes stack frame, bytes spill
+    stores"); cuobjdump's LOCAL stays 0 however much spills."""
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
         usage = subprocess.run([str(tool), "--dump-resource-usage", f.name], capture_output=True, text=True, check=True)
-    return int(re.search(r"REG:(\d+)", usage.stdout).group(1)), int(re.search(r"LOCAL:(\d+)", usage.stdout).group(1))
+    return int(re.search(r"REG:(\d+)", usage.stdout).group(1)), int(re.search(r"STACK:(\d+)", usage.stdout).group(1))
 
 
 def forward_signature(name: str) -> dict:

@@ -29,7 +29,15 @@ from charfast.kernels.lstm_tile import lstm_cell, lstm_tile_gate_grads, lstm_til
 from charfast.kernels.row_blocks import load_row_block
 
 RESIDENT_MAX_BYTES = 128 * 1024  # W_hh's four gate blocks on one SM, padded
-RESIDENT_ROWS = 16  # rows per program: tl.dot's least, and the most programs at B=16 (to tune on a GPU)
+# Rows per program: tl.dot's least. From the sm_90 compile (BENCHMARKS.md): with 32 rows the
+# backward's shared memory at H = 128 passes an SM's 227 KB, and the forward spills 3x more.
+RESIDENT_ROWS = 16
+
+
+def resident_warps(hidden: int, dtype: torch.dtype) -> int:
+    """Warps per program: 8 once W_hh takes 64 KB or more (at 4 the compiler spills 1-2 KB a
+    thread holding it; at 8, 0.3 KB), else 4 (no spills)."""
+    return 8 if 4 * padded_hidden(hidden) ** 2 * dtype.itemsize >= 64 * 1024 else 4
 
 
 def padded_hidden(hidden: int) -> int:
@@ -200,7 +208,7 @@ def launch_resident_lstm_forward(
             gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order, h_out, h_prev, c_prev,
             step_chars, n_rows, hidden, table_chars.shape[1], gate_table.shape[0],
             BLOCK_U=RESIDENT_ROWS, H_PAD=padded_hidden(hidden), DOT_PRECISION=dot_precision(weight_hh.dtype),
-            num_warps=4,
+            num_warps=resident_warps(hidden, weight_hh.dtype),
         )  # fmt: skip
     return h_out, h_prev, c_prev, step_chars
 
@@ -213,6 +221,6 @@ def launch_resident_lstm_backward(gates, c_prev, weight_hh, grad_h, sorted_lengt
         resident_lstm_backward_kernel[(triton.cdiv(n_rows, RESIDENT_ROWS),)](
             gates, c_prev, weight_hh, grad_h, sorted_lengths, offsets, order, n_rows, hidden,
             BLOCK_U=RESIDENT_ROWS, H_PAD=padded_hidden(hidden), DOT_PRECISION=dot_precision(weight_hh.dtype),
-            num_warps=4,
+            num_warps=resident_warps(hidden, weight_hh.dtype),
         )  # fmt: skip
     return gates

@@ -7,8 +7,8 @@
 #      (chain_latency.py; resident at hidden 128 only: W_hh must fit on chip)
 #   3. the char embedding, forward + backward, B=16 and 64, hidden 128 and 768: triton
 #      (tiled, resident, split-stepped, split-persistent) against cuDNN padded and packed
-#   4. the GPT-2-small step, baseline vs char, interleaved, compiled; and its optimizer step
-#      of 4 micro-batches with the char embedding once per step
+#   4. the GPT-2-small step, baseline vs char (char-LSTM hidden 128, the target's), interleaved,
+#      compiled; and its optimizer step of 4 micro-batches with the char embedding once per step
 # Usage (device tool): bash benchmarks/gpu_check.sh        (writes $OUT/gpu_check/*)
 # Seconds per step: CHECK_TESTS 150, CHECK_CHAIN 60, CHECK_CHAR 120, CHECK_GPT 170.
 set -uo pipefail
@@ -39,7 +39,7 @@ step chain "${CHECK_CHAIN:-60}" python benchmarks/chain_latency.py --hidden 128 
 step char "${CHECK_CHAR:-120}" python -m pytest benchmarks/test_bench_char_lstm_gpu.py --benchmark-only -q \
   -p no:cacheprovider -k "forward_backward and (triton or cudnn) and not 256" \
   --benchmark-json "$out/char.json" --benchmark-columns=median,iqr,rounds
-step gpt "${CHECK_GPT:-170}" python -m pytest benchmarks/test_bench_gpt_step_gpu.py --benchmark-only -q \
+CHARFAST_BENCH_CHAR_HIDDEN=128 step gpt "${CHECK_GPT:-170}" python -m pytest benchmarks/test_bench_gpt_step_gpu.py --benchmark-only -q \
   -p no:cacheprovider -k "(interleaved and compiled) or grad_accum" \
   --benchmark-json "$out/gpt.json" --benchmark-columns=median,iqr,rounds
 

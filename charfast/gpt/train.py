@@ -444,8 +444,8 @@ class Trainer:
                 if self.step == c.max_steps > first_step and not stop.requested:
                     self.log_eval_sample()  # the last step is an eval step, saved only now
                 written = self._finish(stop) if self.ddp.is_main and not stop.requested else []
-                if self.ddp.enabled:  # the ranks leave together: one that tears the group down
-                    dist.barrier()  # while rank 0 still samples aborts the run (FSDP on gloo)
+                if self.sharded:  # the ranks leave together: under FSDP a rank that tears the group
+                    dist.barrier()  # down while rank 0 still samples aborts (seen on gloo)
             except Stopped as second:
                 raise Interrupted(
                     f"stopped at once by a second {signal_name(second.signum)}; {self._kept()}", second.signum

@@ -62,6 +62,11 @@ def outputs_and_grads(module: CharEmbedding, idx: torch.Tensor, weight: torch.Te
     }
 
 
+def kernel_case(hidden: int, vocab: int = 12, max_len: int = 6, idx_shape=(2, 9)) -> dict:
+    """A small case for assert_matches_reference of one kernel choice at `hidden`."""
+    return dict(vocab=vocab, max_len=max_len, n_chars=9, char_dim=8, hidden=hidden, idx_shape=idx_shape)
+
+
 # (chars, lengths, ids) of tables whose rows are edge cases of a kernel's row blocks.
 EDGE_ROW_CASES = [
     pytest.param([[1, 2, 0], [0, 0, 0], [3, 3, 3]], [2, 0, 3], [1, 1, 0, 2, 1], id="zero-length"),  # among others

@@ -78,7 +78,7 @@ class Trackers:
     folder: the run's folder; name: how the trackers show the run (W&B's run name;
     TensorBoard names a run by its folder); hyperparameters: the run's settings;
     resume_step: the step the run resumes after (None: a new run); wandb_id: the W&B run
-    to continue (from the checkpoint); project / group: W&B's.
+    to continue (from the checkpoint); project: W&B's.
     """
 
     def __init__(
@@ -90,9 +90,7 @@ class Trackers:
         name: str | None = None,
         wandb_id: str | None = None,
         project: str = "charfast",
-        group: str | None = None,
     ):
-        self.names = names
         self.tensorboard = None
         self.wandb_run = None
         plain = {key: _plain(value) for key, value in hyperparameters.items()}
@@ -113,7 +111,6 @@ class Trackers:
             self.wandb_run = wandb.init(
                 project=project,
                 name=name,
-                group=group,
                 id=wandb_id,
                 resume="allow" if wandb_id else None,
                 dir=str(folder),

@@ -20,6 +20,7 @@ from backend_cases import (
     assert_matches_reference,
     assert_triton_matches_reference_on,
     assert_within_lstm_error_budget,
+    kernel_case,
     needs_interpreter,
 )
 from host_reads import HostReads
@@ -35,20 +36,16 @@ def resident(monkeypatch):
     monkeypatch.setenv("CHARFAST_TRITON_BACKWARD", "resident")
 
 
-def _case(hidden: int, vocab: int = 12, max_len: int = 6, idx_shape=(2, 9)) -> dict:
-    return dict(vocab=vocab, max_len=max_len, n_chars=9, char_dim=8, hidden=hidden, idx_shape=idx_shape)
-
-
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("hidden", [1, 16, 40, 64])
 def test_resident_kernels_match_the_reference_in_float32(resident, device, hidden):
-    assert_matches_reference("triton", _case(hidden), torch.float32, device=device, rtol=1e-5, atol=1e-5)
+    assert_matches_reference("triton", kernel_case(hidden), torch.float32, device=device, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("hidden", [40, 128])
 def test_resident_kernels_in_bfloat16_err_no_more_than_torch_lstm(resident, device, hidden):
-    assert_within_lstm_error_budget("triton", _case(hidden), torch.bfloat16, device=device)
+    assert_within_lstm_error_budget("triton", kernel_case(hidden), torch.bfloat16, device=device)
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
@@ -87,7 +84,7 @@ def test_each_resident_kernel_beside_the_tiled_one(monkeypatch, device, forward,
     way round: one layout contract."""
     monkeypatch.setenv("CHARFAST_TRITON_FORWARD", forward)
     monkeypatch.setenv("CHARFAST_TRITON_BACKWARD", backward)
-    assert_matches_reference("triton", _case(40), torch.float32, device=device, rtol=1e-5, atol=1e-5)
+    assert_matches_reference("triton", kernel_case(40), torch.float32, device=device, rtol=1e-5, atol=1e-5)
 
 
 def test_what_fits_on_chip():

@@ -21,6 +21,7 @@ from backend_cases import (
     assert_matches_reference,
     assert_triton_matches_reference_on,
     assert_within_lstm_error_budget,
+    kernel_case,
     needs_interpreter,
 )
 from host_reads import HostReads
@@ -39,21 +40,17 @@ def split_mode(request, monkeypatch):
     return request.param
 
 
-def _case(hidden: int, vocab: int = 12, max_len: int = 6, idx_shape=(2, 9)) -> dict:
-    return dict(vocab=vocab, max_len=max_len, n_chars=9, char_dim=8, hidden=hidden, idx_shape=idx_shape)
-
-
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("hidden", [40, 130, 256, 768])
 def test_split_kernels_match_the_reference_in_float32(split_mode, device, hidden):
-    small = _case(hidden, vocab=6, max_len=4, idx_shape=(7,)) if hidden == 768 else _case(hidden)
+    small = kernel_case(hidden, vocab=6, max_len=4, idx_shape=(7,)) if hidden == 768 else kernel_case(hidden)
     assert_matches_reference("triton", small, torch.float32, device=device, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("hidden", [40, 130])
 def test_split_kernels_in_bfloat16_err_no_more_than_torch_lstm(split_mode, device, hidden):
-    assert_within_lstm_error_budget("triton", _case(hidden), torch.bfloat16, device=device)
+    assert_within_lstm_error_budget("triton", kernel_case(hidden), torch.bfloat16, device=device)
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
@@ -102,7 +99,7 @@ def test_each_split_kernel_beside_the_tiled_one(monkeypatch, device, forward, ba
     backward: the packed layout is one contract."""
     monkeypatch.setenv("CHARFAST_TRITON_FORWARD", forward)
     monkeypatch.setenv("CHARFAST_TRITON_BACKWARD", backward)
-    assert_matches_reference("triton", _case(40), torch.float32, device=device, rtol=1e-5, atol=1e-5)
+    assert_matches_reference("triton", kernel_case(40), torch.float32, device=device, rtol=1e-5, atol=1e-5)
 
 
 def test_the_persistent_grid_never_exceeds_what_is_resident():

@@ -57,10 +57,14 @@ def test_tensorboard_shows_the_metrics_a_sample_per_eval_and_the_settings(tiny_c
     assert all(text.strip() for _, text in texts["sample/text_summary"])
     # The settings as hyperparameters (TensorBoard's HParams plugin reads them from the run).
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     events = EventAccumulator(str(logged / "tb"))
     events.Reload()
-    assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams")
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["arch"].string_value == "char" and hparams["max_steps"].number_value == 6
+    assert hparams["dropout"].number_value == pytest.approx(0.1)
     # Logging (and its samples, drawn from forked generators) changes nothing of the training.
     assert train.main(tiny_flags(tiny_corpus, plain, tiny_cache, **settings)) == 0
     for a, b in zip(records, read_metrics(plain), strict=True):

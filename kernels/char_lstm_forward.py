@@ -91,6 +91,18 @@ def char_lstm_forward_kernel(
         tl.debug_barrier()
 
 
+def forward_outputs(weight_hh, n_rows: int, step_capacity: int):
+    """What every forward kernel writes, unwritten yet: (h_out [U, H], h_prev [S_max, H] in
+    W_hh's dtype, c_prev [S_max, H] float32, step_chars [S_max] int32)."""
+    hidden = weight_hh.shape[1]
+    return (
+        weight_hh.new_empty(n_rows, hidden),
+        weight_hh.new_empty(step_capacity, hidden),
+        weight_hh.new_empty(step_capacity, hidden, dtype=torch.float32),
+        torch.empty(step_capacity, dtype=torch.int32, device=weight_hh.device),
+    )
+
+
 def launch_char_lstm_forward(
     gate_table,
     weight_hh,
@@ -110,10 +122,7 @@ def launch_char_lstm_forward(
     """
     n_rows, hidden = sorted_ids.shape[0], weight_hh.shape[1]
     blocks = blocks or LstmBlocks.for_shape(hidden, weight_hh.dtype, n_rows, multiprocessors(weight_hh.device))
-    h_out = weight_hh.new_empty(n_rows, hidden)
-    h_prev = weight_hh.new_empty(step_capacity, hidden)
-    c_prev = weight_hh.new_empty(step_capacity, hidden, dtype=torch.float32)
-    step_chars = torch.empty(step_capacity, dtype=torch.int32, device=weight_hh.device)
+    h_out, h_prev, c_prev, step_chars = forward_outputs(weight_hh, n_rows, step_capacity)
     if n_rows:
         char_lstm_forward_kernel[(triton.cdiv(n_rows, blocks.rows),)](
             gate_table,

@@ -115,20 +115,20 @@ def lstm_tile_gate_grads(
     four gate slices of `gates` at `slot` with the gate gradients and return them, then
     dL/dc_{t-1}, each [BU, BH] (c_t is recomputed from the pre-activations and c_{t-1})."""
     gate_at = gates + slot[:, None] * (4 * H) + cols[None, :]  # [BU, BH]
-    d_i, d_f, d_g, d_o, dc_last = lstm_cell_grads(
-        tl.load(gate_at, mask=tile_ok, other=0.0),
-        tl.load(gate_at + H, mask=tile_ok, other=0.0),
-        tl.load(gate_at + 2 * H, mask=tile_ok, other=0.0),
-        tl.load(gate_at + 3 * H, mask=tile_ok, other=0.0),
-        tl.load(c_prev + slot[:, None] * H + cols[None, :], mask=tile_ok, other=0.0),
-        dh,
-        dc_next,
-    )
+    i = sigmoid(tl.load(gate_at, mask=tile_ok, other=0.0))
+    f = sigmoid(tl.load(gate_at + H, mask=tile_ok, other=0.0))
+    g = tanh(tl.load(gate_at + 2 * H, mask=tile_ok, other=0.0))
+    o = sigmoid(tl.load(gate_at + 3 * H, mask=tile_ok, other=0.0))
+    c_last = tl.load(c_prev + slot[:, None] * H + cols[None, :], mask=tile_ok, other=0.0)
+    tanh_c = tanh(f * c_last + i * g)
+    dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+    d_i, d_f = dc * g * i * (1.0 - i), dc * c_last * f * (1.0 - f)
+    d_g, d_o = dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)
     tl.store(gate_at, d_i, mask=tile_ok)
     tl.store(gate_at + H, d_f, mask=tile_ok)
     tl.store(gate_at + 2 * H, d_g, mask=tile_ok)
     tl.store(gate_at + 3 * H, d_o, mask=tile_ok)
-    return d_i, d_f, d_g, d_o, dc_last
+    return d_i, d_f, d_g, d_o, dc * f
 
 
 @triton.jit
@@ -136,22 +136,6 @@ def lstm_cell(pre_i, pre_f, pre_g, pre_o, c_last):
     """(c_t, h_t) of the LSTM cell from its four float32 gate pre-activations and c_{t-1}."""
     c = sigmoid(pre_f) * c_last + sigmoid(pre_i) * tanh(pre_g)
     return c, sigmoid(pre_o) * tanh(c)
-
-
-@triton.jit
-def lstm_cell_grads(pre_i, pre_f, pre_g, pre_o, c_last, dh, dc_next):
-    """The cell's backward: (dL/d of the four pre-activations, dL/dc_{t-1}) from the
-    pre-activations, c_{t-1} (c_t is recomputed), dL/dh_t and dL/dc_t from step t + 1."""
-    i, f, g, o = sigmoid(pre_i), sigmoid(pre_f), tanh(pre_g), sigmoid(pre_o)
-    tanh_c = tanh(f * c_last + i * g)
-    dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-    return (
-        dc * g * i * (1.0 - i),
-        dc * c_last * f * (1.0 - f),
-        dc * i * (1.0 - g * g),
-        dh * tanh_c * o * (1.0 - o),
-        dc * f,
-    )
 
 
 @triton.jit

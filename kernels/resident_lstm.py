@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from charfast.kernels.blocks import dot_precision
+from charfast.kernels.char_lstm_forward import forward_outputs
 from charfast.kernels.lstm_tile import lstm_cell, lstm_tile_gate_grads, lstm_tile_start
 from charfast.kernels.row_blocks import load_row_block
 
@@ -199,10 +200,7 @@ def launch_resident_lstm_forward(
     """The resident forward; returns what launch_char_lstm_forward does (same contract)."""
     _check_fits(weight_hh, "CHARFAST_TRITON_FORWARD")
     n_rows, hidden = sorted_ids.shape[0], weight_hh.shape[1]
-    h_out = weight_hh.new_empty(n_rows, hidden)
-    h_prev = weight_hh.new_empty(step_capacity, hidden)
-    c_prev = weight_hh.new_empty(step_capacity, hidden, dtype=torch.float32)
-    step_chars = torch.empty(step_capacity, dtype=torch.int32, device=weight_hh.device)
+    h_out, h_prev, c_prev, step_chars = forward_outputs(weight_hh, n_rows, step_capacity)
     if n_rows:
         resident_lstm_forward_kernel[(triton.cdiv(n_rows, RESIDENT_ROWS),)](
             gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order, h_out, h_prev, c_prev,

@@ -20,10 +20,10 @@ The state goes through the same packed slots as the tiled kernel (h_prev [S, H],
 takes the split forward's outputs unchanged.
 """
 
-import torch
 import triton
 import triton.language as tl
 
+from charfast.kernels.char_lstm_forward import forward_outputs
 from charfast.kernels.lstm_tile import lstm_tile_start, lstm_tile_step
 from charfast.kernels.row_blocks import load_row_block
 from charfast.kernels.split_grid import SplitBlocks, grid_barrier, launch_split
@@ -170,10 +170,7 @@ def launch_split_lstm_forward(
     launch; `programs` overrides its size, e.g. 1 under the interpreter)."""
     blocks = blocks or SplitBlocks()
     n_rows, hidden = sorted_ids.shape[0], weight_hh.shape[1]
-    h_out = weight_hh.new_empty(n_rows, hidden)
-    h_prev = weight_hh.new_empty(step_capacity, hidden)
-    c_prev = weight_hh.new_empty(step_capacity, hidden, dtype=torch.float32)
-    step_chars = torch.empty(step_capacity, dtype=torch.int32, device=weight_hh.device)
+    h_out, h_prev, c_prev, step_chars = forward_outputs(weight_hh, n_rows, step_capacity)
     args = (gate_table, weight_hh, table_chars, sorted_ids, sorted_lengths, offsets, order)
     args += (h_out, h_prev, c_prev, step_chars, n_rows, hidden, table_chars.shape[1], gate_table.shape[0])
     grid = (triton.cdiv(hidden, blocks.hidden), triton.cdiv(n_rows, blocks.rows))

@@ -290,17 +290,22 @@ def length_section(results: list[dict], probes: list[dict], layout: StudyLayout)
 REPORT_MODULES = ("charfast.study.report", "charfast.study.plots", "charfast.study.analysis", "charfast.study.stats")
 
 
-def report_inputs_digest(probe_paths: list[Path], result_paths: list[Path], layout: StudyLayout) -> str:
-    """SHA-256 of everything a report is made from: the records, the pretrainings'
+def report_inputs_digest(records: dict[Path, dict], layout: StudyLayout) -> str:
+    """SHA-256 of everything a report is made from: the records (by path), the pretrainings'
     metrics.jsonl (the loss curves) and the code of REPORT_MODULES."""
     digest = hashlib.sha256()
-    records = sorted({Path(p) for p in [*probe_paths, *result_paths]})
-    runs = sorted({(r["tokenizer"], r["arch"], r["seed"]) for r in load_records(records)})
+
+    def add(path: Path, content: bytes) -> None:
+        digest.update(str(path.relative_to(layout.root) if path.is_relative_to(layout.root) else path.name).encode())
+        digest.update(hashlib.sha256(content).digest())
+
+    for path in sorted(records):
+        add(path, json.dumps(records[path], sort_keys=True).encode("utf-8"))
+    runs = sorted({(r["tokenizer"], r["arch"], r["seed"]) for r in records.values()})
     metrics = [layout.pretrain_dir(*run) / "metrics.jsonl" for run in runs]
     code = [Path(sys.modules[name].__file__) for name in REPORT_MODULES]
-    for path in [*records, *metrics, *code]:
-        digest.update(str(path.relative_to(layout.root) if path.is_relative_to(layout.root) else path.name).encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for path in [*metrics, *code]:
+        add(path, path.read_bytes())
     return digest.hexdigest()
 
 
@@ -319,16 +324,17 @@ def _reusable_report(study_root: Path, inputs_sha256: str) -> Path | None:
 
 def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: Path) -> tuple[Path, bool]:
     """report.md, report.json and the plots in study_root, from the runs' probe.json and
-    results.json files: (report.md's path, whether it was written now or kept as made from
-    the same inputs, report_inputs_digest). The tables of tasks, probes and learning curves
+    results.json files: (report.md's path, whether it was written now; a report made from
+    the same inputs, report_inputs_digest, is kept). The tables of tasks, probes and learning curves
     are at each tokenizer's last pretraining step; a study with kept steps adds the
     pretraining-length section."""
     layout = StudyLayout(study_root)
-    inputs_sha256 = report_inputs_digest(probe_paths, result_paths, layout)
+    all_results, all_probes = load_records(result_paths), load_records(probe_paths)
+    records = dict(zip([Path(p) for p in [*result_paths, *probe_paths]], [*all_results, *all_probes], strict=True))
+    inputs_sha256 = report_inputs_digest(records, layout)
     kept = _reusable_report(study_root, inputs_sha256)
     if kept is not None:
         return kept, False
-    all_results, all_probes = load_records(result_paths), load_records(probe_paths)
     results = at_last_pretraining(all_results)
     tasks, probes, curves = task_rows(results), probe_rows(at_last_pretraining(all_probes)), curve_rows(results)
     plots = plot_report(results, tasks, probes, curves, layout)

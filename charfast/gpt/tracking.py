@@ -9,16 +9,17 @@ lives in an optional extra and is imported only when asked for.
   (purge_step): the steps a killed run logged after its last checkpoint are replayed, and
   the reader shows each step once.
 - W&B logs into <run folder>/wandb, offline unless the user's W&B settings say otherwise
-  (WANDB_MODE, or a mode in W&B's settings file). The run id is kept in the checkpoint, so a resume continues
-  the same W&B run.
+  (WANDB_MODE, or a mode in W&B's settings file). The run id is kept in the checkpoint, so
+  a resume continues the same W&B run.
 """
 
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import os
 from pathlib import Path
+
+from charfast.extras import missing_modules
 
 TRACKERS = ("tensorboard", "wandb")  # each is also the name of its pip extra
 
@@ -35,20 +36,20 @@ METRIC_TAGS = {
 }
 
 
-def parse_trackers(text: str, flag: str = "--log") -> tuple[str, ...]:
+def parse_trackers(text: str) -> tuple[str, ...]:
     """The trackers a --log value names ('tensorboard', 'wandb', both comma-separated, or ''),
     each checked to be installed: a ValueError naming the flag, or the extra to install."""
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     unknown = [name for name in names if name not in TRACKERS]
     if unknown:
         raise ValueError(
-            f"{flag} {text!r}: unknown tracker {unknown[0]!r}; expected {' or '.join(TRACKERS)} (or both, "
+            f"--log {text!r}: unknown tracker {unknown[0]!r}; expected {' or '.join(TRACKERS)} (or both, "
             "comma-separated)"
         )
     for name in names:
-        if importlib.util.find_spec(name) is None:
+        if missing_modules(name):
             raise ValueError(
-                f"{flag} {name} needs the '{name}' extra, which is not installed; pip install 'charfast[{name}]'"
+                f"--log {name} needs the '{name}' extra, which is not installed; pip install 'charfast[{name}]'"
             )
     return names
 

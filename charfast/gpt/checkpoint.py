@@ -3,13 +3,19 @@
 A checkpoint is a dict of tensors and plain Python values only (no pickled classes):
 
     format, step, config (dict), tokenizer (identity dict), model, optimizer, scheduler,
-    data (sampler state), rng (torch, cuda, numpy, python)
+    data (sampler state), rng (torch, cuda, numpy, python),
+    corpus_sha256 (the training text's content digest; its path may change),
+    content_sha256 (SHA-256 of all of the above, written with it)
 
-so `torch.load(path, weights_only=True)` reads it and no code runs while loading.
+so `torch.load(path, weights_only=True)` reads it and no code runs while loading. The
+content digest makes a checkpoint verify itself: a flipped bit or a torn copy is refused
+on loading, naming the file, instead of being trained or evaluated on. (Checkpoints
+written before it are read unverified.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -20,6 +26,7 @@ import torch
 from charfast.atomic import atomic_write
 
 FORMAT = "charfast-ckpt-1"
+DIGEST_KEY = "content_sha256"
 REQUIRED_KEYS = ("format", "step", "config", "tokenizer", "model", "optimizer", "scheduler", "data", "rng")
 
 
@@ -33,10 +40,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     missing = [k for k in REQUIRED_KEYS if k != "format" and k not in state]
     if missing:
         raise ValueError(f"save_checkpoint: state lacks {missing}")
+    state = {"format": FORMAT, **state}
+    state[DIGEST_KEY] = content_digest(state)
     with atomic_write(path) as f:
         writer = _WriteErrorRecorder(f)
         try:
-            torch.save({"format": FORMAT, **state}, writer)
+            torch.save(state, writer)
         except RuntimeError:
             if writer.error is None:
                 raise
@@ -82,8 +91,41 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
+    written = state.pop(DIGEST_KEY, None)
+    if written is not None and written != content_digest(state):
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its content does not match the digest written with it "
+            "(a flipped bit or a torn copy)"
+        )
     check_entries(state, path)
     return state
+
+
+def content_digest(value) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes and every
+    plain value, dict keys in a fixed order. Not the file's bytes: torch.save writes a fresh
+    serialization id into every file, so the same state saved twice is two files."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest, value) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{value.dtype}{tuple(value.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy() if tensor.numel() else b"")
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}|".encode())
+        for key in sorted(value, key=repr):
+            digest.update(f"{key!r}:".encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}|".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"V{type(value).__name__}:{value!r}|".encode())
 
 
 def check_entries(state: dict, path: str | os.PathLike) -> None:
@@ -162,8 +204,23 @@ def _is_rng_state(state) -> bool:
     )
 
 
-def check_compatible(state: dict, config: dict, tokenizer: dict, path: str | os.PathLike = "checkpoint") -> None:
-    """CheckpointError naming every field where the checkpoint and this run disagree."""
+def check_compatible(
+    state: dict,
+    config: dict,
+    tokenizer: dict,
+    path: str | os.PathLike = "checkpoint",
+    corpus_sha256: str | None = None,
+) -> None:
+    """CheckpointError naming every field where the checkpoint and this run disagree. The
+    corpus is compared by content (corpus_sha256) where the checkpoint records it, so the
+    same text under another path fits and other text under the same path does not; an
+    older checkpoint's corpus is compared by its path."""
+    by_content = corpus_sha256 is not None and "corpus_sha256" in state
+    if by_content and state["corpus_sha256"] != corpus_sha256:
+        raise CheckpointError(
+            f"{path} was trained on another corpus than --data {config.get('data') or '(the embedded default)'} "
+            f"holds now (content SHA-256 {state['corpus_sha256'][:12]}... there, {corpus_sha256[:12]}... here)"
+        )
     if state["tokenizer"] != tokenizer:
         raise CheckpointError(
             f"{path} was trained with tokenizer {state['tokenizer'].get('name')!r} "
@@ -173,7 +230,7 @@ def check_compatible(state: dict, config: dict, tokenizer: dict, path: str | os.
     diffs = [
         f"{k}: checkpoint {state['config'].get(k)!r} vs this run {v!r}"
         for k, v in config.items()
-        if state["config"].get(k) != v
+        if state["config"].get(k) != v and not (by_content and k == "data")
     ]
     if diffs:
         raise CheckpointError(f"{path} does not match this run's settings: " + "; ".join(diffs))

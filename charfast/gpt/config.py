@@ -190,9 +190,15 @@ def resolve_config(argv: list[str] | None = None) -> ResolvedConfig:
     state = load_checkpoint(path)
     check_checkpoint_settings(state["config"], path)
     saved = {k: v for k, v in state["config"].items() if k not in RUN_CONTROL}
+    compared = asked - RUN_CONTROL
+    if "corpus_sha256" in state and "data" in asked:
+        # The checkpoint knows its corpus by content (checked when the run reads it): the
+        # same text may be named by another path, e.g. where another node mounts it.
+        saved.pop("data", None)
+        compared.discard("data")
     conflicts = [
         f"--{k.replace('_', '-')} {getattr(config, k)!r} (checkpoint: {saved.get(k)!r})"
-        for k in sorted(asked - RUN_CONTROL)
+        for k in sorted(compared)
         if saved.get(k) != getattr(config, k)
     ]
     if conflicts:

@@ -49,6 +49,15 @@ def load_documents(path: str | os.PathLike | None = None) -> list[tuple[str, str
     raise ValueError(f"--data: {path} is neither a text file nor a folder")
 
 
+def corpus_digest(documents: list[tuple[str, str]]) -> str:
+    """SHA-256 of a corpus's documents (names and texts): what a run was trained on, by
+    content, whatever path it was read from."""
+    digest = hashlib.sha256()
+    for name, text in documents:
+        digest.update(f"{len(name)}|{name}|{len(text)}|".encode() + text.encode("utf-8"))
+    return digest.hexdigest()
+
+
 def document_name(path: str | os.PathLike) -> str:
     """A file's name as text: bytes of the name that are not UTF-8 (which Python holds as
     lone surrogates, unencodable) written as backslash escapes, e.g. data\\xff.txt."""

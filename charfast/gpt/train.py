@@ -48,7 +48,7 @@ from charfast.gpt.checkpoint import (
     set_rng_state,
 )
 from charfast.gpt.config import ResolvedConfig, TrainConfig, build_model, computed_settings, resolve_config
-from charfast.gpt.data import TokenBatches, load_documents, split_documents, tokenize
+from charfast.gpt.data import TokenBatches, corpus_digest, load_documents, split_documents, tokenize
 from charfast.gpt.distributed import (
     Distributed,
     all_reduce_gradients,
@@ -172,7 +172,9 @@ class Trainer:
     # ---------------------------------------------------------------- setup
     def _prepare_data(self) -> None:
         c = self.config
-        train_docs, val_docs = split_documents(load_documents(c.data), c.val_fraction, seed=c.seed)
+        documents = load_documents(c.data)
+        self.corpus_sha256 = corpus_digest(documents)  # the run's corpus by content (checkpoints record it)
+        train_docs, val_docs = split_documents(documents, c.val_fraction, seed=c.seed)
         show = c.progress and self.ddp.is_main
         self.encoding = get_tokenizer(c.tokenizer, [text for _, text in train_docs], cache_dir=c.cache_dir)
         self.tokenizer_id = tokenizer_identity(self.encoding)
@@ -229,6 +231,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "data": self.train_batches.state_dict(),
                 "rng": rngs,
+                "corpus_sha256": self.corpus_sha256,
             }
             if self.wandb_id is not None:
                 state["wandb_run_id"] = self.wandb_id
@@ -260,7 +263,9 @@ class Trainer:
         set_optimizer_state_dict(self.model, self.optimizer, optimizer_state, options=options)
 
     def _restore(self, state: dict) -> None:
-        check_compatible(state, computed_settings(self.config), self.tokenizer_id, self.ckpt_path)
+        check_compatible(
+            state, computed_settings(self.config), self.tokenizer_id, self.ckpt_path, corpus_sha256=self.corpus_sha256
+        )
         try:
             self._load_full_state(state["model"], state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
@@ -581,15 +586,17 @@ class _StepLog:
         return ranks_stopping > 0
 
 
-def restore_run(out_dir: str | Path, device: str = "auto", checkpoint: str | Path | None = None) -> Trainer:
+def restore_run(
+    out_dir: str | Path, device: str = "auto", checkpoint: str | Path | None = None, data: str | None = None
+) -> Trainer:
     """The run in `out_dir` as its checkpoint left it (model, tokenizer, data), in this
     process; with `checkpoint`, as that checkpoint of the same run (e.g. weights kept at an
-    earlier step) left it."""
-    run = resolve_config(["--out-dir", str(out_dir), "--resume", "--device", device, "--no-progress"])
+    earlier step) left it (the Trainer checks that it fits); with `data`, its corpus read
+    from that path (the same text, by content, e.g. where this node mounts it)."""
+    flags = ["--out-dir", str(out_dir), "--resume", "--device", device, "--no-progress"]
+    run = resolve_config([*flags, *(["--data", data] if data is not None else [])])
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint)
-        check_compatible(state, computed_settings(run.config), state["tokenizer"], checkpoint)
-        run = dataclasses.replace(run, checkpoint=state)
+        run = dataclasses.replace(run, checkpoint=load_checkpoint(checkpoint))
     ddp, resolved_device = init_distributed(run.config.device)
     return Trainer(run, ddp, resolved_device)
 

@@ -70,3 +70,55 @@ def test_every_entry_is_checked_on_loading(tmp_path, entry, value):
     save_checkpoint(path, {**_state(), entry: value})
     with pytest.raises(CheckpointError, match=rf"checkpoint {path}: its '{entry}' entry must be"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_verifies_its_content_on_loading(tmp_path):
+    """A flipped bit in a tensor loads as a valid zip and pickle: the digest written with
+    the checkpoint is what catches it."""
+    path = tmp_path / "ckpt.pt"
+    state = _state()
+    state["model"] = {"w": torch.arange(4096, dtype=torch.float32)}
+    save_checkpoint(path, state)
+    assert torch.equal(load_checkpoint(path)["model"]["w"], state["model"]["w"])
+    data = bytearray(path.read_bytes())
+    at = data.index(torch.tensor(1234.0).numpy().tobytes())  # inside the weights' storage
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    torch.load(path, weights_only=True)  # torch itself reads it without a word
+    with pytest.raises(CheckpointError, match=r"ckpt.pt is damaged: its content does not match the digest"):
+        load_checkpoint(path)
+
+
+def test_the_corpus_is_compared_by_content_not_by_path(tmp_path):
+    state = {**_state(), "config": {"n_layer": 1, "data": "/old/mount/corpus"}, "corpus_sha256": "a" * 64}
+    tokenizer = {"name": "t", "n_vocab": 3}
+    check_compatible(state, {"n_layer": 1, "data": "corpus"}, tokenizer, corpus_sha256="a" * 64)  # moved: fine
+    with pytest.raises(CheckpointError, match="trained on another corpus than --data corpus holds now"):
+        check_compatible(state, {"n_layer": 1, "data": "corpus"}, tokenizer, corpus_sha256="b" * 64)
+    older = {k: v for k, v in state.items() if k != "corpus_sha256"}  # before checkpoints knew their corpus
+    with pytest.raises(CheckpointError, match="data: checkpoint '/old/mount/corpus' vs this run 'corpus'"):
+        check_compatible(older, {"n_layer": 1, "data": "corpus"}, tokenizer, corpus_sha256="a" * 64)
+
+
+def test_resume_refuses_other_text_under_the_same_path_and_takes_the_same_text_elsewhere(
+    tiny_corpus, tiny_cache, tmp_path, capsys
+):
+    import shutil
+
+    from tiny_runs import tiny_flags
+
+    from charfast.gpt import train
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    out = tmp_path / "run"
+    assert train.main(tiny_flags(corpus, out, tiny_cache, max_steps=2, sample_tokens=0)) == 0
+    moved = tmp_path / "moved"
+    corpus.rename(moved)
+    assert train.main([*tiny_flags(moved, out, tiny_cache, max_steps=3, sample_tokens=0), "--resume"]) == 0
+    first = sorted(moved.iterdir())[0]
+    first.write_text(first.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    capsys.readouterr()
+    assert train.main([*tiny_flags(moved, out, tiny_cache, max_steps=4, sample_tokens=0), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on another corpus than --data" in err and len(err.strip().splitlines()) == 1, err

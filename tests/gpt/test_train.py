@@ -131,6 +131,11 @@ def test_resume_refuses_conflicting_or_broken_checkpoints(tiny_corpus, tiny_cach
     state["config"]["data"] = str(other)  # as if the checkpoint's data path now held other text
     save_checkpoint(out / "ckpt.pt", {k: v for k, v in state.items() if k != "format"})
     assert train.main(["--out-dir", str(out), "--resume", "--max-steps", "3", "--no-progress"]) == 2
+    assert "was trained on another corpus than --data" in capsys.readouterr().err  # its content digest
+    # A checkpoint written before they recorded their corpus: the tokenizer still tells.
+    older = {k: v for k, v in state.items() if k not in ("format", "corpus_sha256")}
+    save_checkpoint(out / "ckpt.pt", older)
+    assert train.main(["--out-dir", str(out), "--resume", "--max-steps", "3", "--no-progress"]) == 2
     assert "was trained with tokenizer" in capsys.readouterr().err
     (out / "ckpt.pt").write_bytes(b"not a checkpoint")
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=3, resume=True)) == 2

@@ -42,6 +42,13 @@ def finetunings_of(results: list[dict]) -> list[str]:
     return sorted({r["finetuning"] for r in results}, key=lambda f: (f != MIXED, f))
 
 
+def arch_order(archs) -> list[str]:
+    """The archs present, char first, then its controls, then any other by name: every arch
+    a study ran gets its column, none is dropped for being unknown here."""
+    present = set(archs)
+    return [a for a in (CHAR, *CONTROLS) if a in present] + sorted(present - {CHAR, *CONTROLS})
+
+
 def _paired_seeds(runs: dict[str, list[dict]], arch: str) -> bool:
     return arch in runs and CHAR in runs and [r["seed"] for r in runs[arch]] == [r["seed"] for r in runs[CHAR]]
 
@@ -88,18 +95,19 @@ def task_rows(results: list[dict]) -> list[dict]:
 def _task_rows_of(results: list[dict], tokenizer: str, finetuning: str) -> list[dict]:
     rows = []
     runs = runs_by_arch(results, tokenizer, finetuning)
-    if CHAR in runs:
-        for task, split in sorted({(r["task"], r["split"]) for r in runs[CHAR][0]["after"]}):
+    if runs:  # every arch answered the same questions: the first one's name them
+        first = arch_order(runs)[0]
+        for task, split in sorted({(r["task"], r["split"]) for r in runs[first][0]["after"]}):
             acc = {arch: score_matrix(rs, task, split, "correct") for arch, rs in runs.items()}
             loss = {arch: score_matrix(rs, task, split, "answer_loss") for arch, rs in runs.items()}
             row = {
                 "tokenizer": tokenizer,
-                "n_vocab": runs[CHAR][0]["n_vocab"],
+                "n_vocab": runs[first][0]["n_vocab"],
                 "task": task,
                 "finetuning": finetuning_kind(finetuning),
                 "split": split,
-                "n": acc[CHAR].shape[1],
-                "seeds": acc[CHAR].shape[0],
+                "n": acc[first].shape[1],
+                "seeds": acc[first].shape[0],
                 "chance": TASKS[task].chance,
                 "exact_match": {arch: float(a.mean()) for arch, a in acc.items()},
                 "exact_match_per_seed": {arch: a.mean(axis=1).tolist() for arch, a in acc.items()},
@@ -121,16 +129,15 @@ def probe_rows(probes: list[dict]) -> list[dict]:
     rows = []
     for tokenizer in tokenizers_by_size(probes):
         runs = runs_by_arch(probes, tokenizer)
-        if CHAR not in runs:
-            continue
+        first = arch_order(runs)[0]  # every arch's probe scored the same tokens
         for probe in PROBES:
             scores = {arch: [np.asarray(r["probe"][probe]["score"]) for r in rs] for arch, rs in runs.items()}
             row = {
                 "tokenizer": tokenizer,
-                "n_vocab": runs[CHAR][0]["n_vocab"],
+                "n_vocab": runs[first][0]["n_vocab"],
                 "probe": probe,
-                "n_test_tokens": [len(s) for s in scores[CHAR]],
-                "majority": float(np.mean([np.mean(r["probe"][probe]["majority"]) for r in runs[CHAR]])),
+                "n_test_tokens": [len(s) for s in scores[first]],
+                "majority": float(np.mean([np.mean(r["probe"][probe]["majority"]) for r in runs[first]])),
                 "score": {},
                 "per_seed": {arch: [float(s.mean()) for s in groups] for arch, groups in scores.items()},
                 "difference": {},

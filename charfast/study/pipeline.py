@@ -24,7 +24,6 @@ over seeds.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 import shutil
@@ -36,9 +35,9 @@ import torch
 
 from charfast.atomic import atomic_write, remove_stale_temp_files
 from charfast.gpt import train
-from charfast.gpt.checkpoint import load_checkpoint
+from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
 from charfast.gpt.config import computed_settings, resolve_config, settings_from_flags
-from charfast.gpt.data import load_documents, split_documents
+from charfast.gpt.data import corpus_digest, load_documents, split_documents
 from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import Interrupted, RunFailed
 from charfast.gpt.model import ARCHS as GPT_ARCHS
@@ -48,6 +47,14 @@ from charfast.study.evaluate import evaluate_examples, summarize
 from charfast.study.finetune import FinetuneConfig, finetune
 from charfast.study.layout import MIXED, StudyLayout
 from charfast.study.probe import probe_model
+from charfast.study.records import (
+    file_sha256,
+    read_json,
+    reusable,
+    verified,
+    weights_digest,
+    write_record,
+)
 from charfast.study.stages import Stage, study_stages
 from charfast.study.tasks import TASKS, Example, draw_examples
 from charfast.study.words import MANIFEST, freeze_splits, load_splits, make_splits, token_frequencies, word_counts
@@ -248,41 +255,6 @@ class StudyConfig:
             raise ValueError(f"--device: with --engine ray, expected auto, cpu or cuda, got {self.device!r}")
 
 
-def _write_json(path: Path, value) -> None:
-    with atomic_write(path) as f:
-        f.write((json.dumps(value, indent=1) + "\n").encode("utf-8"))
-
-
-def _read_json(path: Path):
-    """The JSON in `path`, or None when it is missing or unreadable (then it is rebuilt)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def weights_digest(path: Path) -> str:
-    """SHA-256 of the weights in a checkpoint (its "model") or a saved state dict: names,
-    dtypes, shapes and values. Not the file's bytes: torch.save writes a fresh serialization
-    id into every file, so the same weights saved by two processes are two files."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Study:
     def __init__(self, config: StudyConfig):
         config = config.resolved()
@@ -296,9 +268,11 @@ class Study:
     def pretrain(self, tokenizer: str, arch: str, seed: int) -> Path:
         """The pretraining run's folder, trained (or finished) to the preset's steps, its
         weights kept at each of the preset's kept steps on the way. An existing checkpoint is
-        continued or reused only when its settings are the ones asked for here."""
+        continued or reused only when its settings and corpus are the ones asked for here; a
+        damaged one is set aside and the run trained again."""
         folder = self.layout.pretrain_dir(tokenizer, arch, seed)
         flags = self._pretrain_flags(tokenizer, arch, seed)
+        self._check_same_pretraining(folder, flags)
         for step in self.preset.kept_steps:
             self._keep_checkpoint(tokenizer, arch, seed, step, flags)
         self._train_to(folder, flags, self.preset.pretrain_steps)
@@ -320,7 +294,6 @@ class Study:
         ckpt = folder / "ckpt.pt"
         flags = [*flags, "--out-dir", str(folder), "--max-steps", str(steps)]
         if ckpt.exists():
-            self._check_same_pretraining(folder, flags)
             flags.append("--resume")
             if resolve_config(flags).checkpoint["step"] >= steps:
                 return
@@ -341,20 +314,19 @@ class Study:
         kept = self.layout.kept_checkpoint(tokenizer, arch, seed, step)
         record_path = kept.with_suffix(".json")
         built_from = {"pretraining": self._portable(flags), "step": step}
-        saved = _read_json(record_path)
-        if isinstance(saved, dict) and saved.get("built_from") == built_from and kept.exists():
-            if saved.get("weights_sha256") == weights_digest(kept):
-                return kept
+        if reusable(record_path, built_from, [kept]) is not None:
+            return kept
         folder = self.layout.pretrain_dir(tokenizer, arch, seed)
         main_ckpt = folder / "ckpt.pt"
         passed = main_ckpt.exists() and load_checkpoint(main_ckpt)["step"] > step
         source = kept.parent / f"run-to-step{step}" if passed else folder
+        self._set_aside_if_damaged(source / "ckpt.pt")
         self._train_to(source, flags, step)
         with atomic_write(kept) as f:
             f.write((source / "ckpt.pt").read_bytes())
         if passed:
             shutil.rmtree(source)
-        _write_json(record_path, {"built_from": built_from, "weights_sha256": weights_digest(kept)})
+        write_record(record_path, {"weights_sha256": weights_digest(kept)}, built_from, [kept])
         return kept
 
     def _portable(self, flags: list[str]) -> dict:
@@ -366,69 +338,113 @@ class Study:
     def corpus_digest(self) -> str:
         """SHA-256 of the corpus's documents (names and texts), computed once per Study."""
         if self._corpus_digest is None:
-            digest = hashlib.sha256()
-            for name, text in load_documents(self.config.data):
-                digest.update(f"{len(name)}|{name}|{len(text)}|".encode() + text.encode("utf-8"))
-            self._corpus_digest = digest.hexdigest()
+            self._corpus_digest = corpus_digest(load_documents(self.config.data))
         return self._corpus_digest
 
     def checkpoint_at(self, tokenizer: str, arch: str, seed: int, step: int) -> Path:
         """The pretrained weights the later stages of `step` start from."""
         if step == self.preset.pretrain_steps:
-            return self.layout.pretrain_dir(tokenizer, arch, seed) / "ckpt.pt"
-        return self.layout.kept_checkpoint(tokenizer, arch, seed, step)
+            return self.layout.pretrain_dir(tokenizer, arch, seed) / "ckpt.pt"  # it verifies itself on loading
+        kept = self.layout.kept_checkpoint(tokenizer, arch, seed, step)
+        return verified(kept, kept.with_suffix(".json"))
 
     def _check_same_pretraining(self, folder: Path, flags: list[str]) -> None:
         """A ValueError when the pretraining in `folder` computes something other than a fresh
-        run of `flags` would (e.g. another preset's model): it is never continued or reused."""
+        run of `flags` would (e.g. another preset's model, or another corpus under the same
+        path): it is never continued or reused. The corpus is compared by content where the
+        checkpoint records it (else, for an older one, by path). A damaged checkpoint is set
+        aside (the run trains again)."""
+        state = self._set_aside_if_damaged(folder / "ckpt.pt")
+        if state is None:
+            return
         wanted = computed_settings(settings_from_flags(flags)[0])
-        saved = load_checkpoint(folder / "ckpt.pt")["config"]
+        saved = state["config"]
         differ = [f"{k} {saved.get(k)!r} there, {v!r} here" for k, v in wanted.items() if saved.get(k) != v]
+        if "corpus_sha256" in state:
+            differ = [d for d in differ if not d.startswith("data ")]
+            if state["corpus_sha256"] != self.corpus_digest():
+                differ.append(
+                    f"its corpus (content SHA-256 {state['corpus_sha256'][:12]}...) is not the one --data holds "
+                    f"now ({self.corpus_digest()[:12]}...)"
+                )
         if differ:
             raise ValueError(
                 f"--out-dir {self.config.out_dir}: {folder} holds a pretraining with other settings "
-                f"({'; '.join(differ)}), e.g. from another preset; choose another --out-dir, or remove "
+                f"({'; '.join(differ)}), e.g. from another preset or corpus; choose another --out-dir, or remove "
                 "that folder to pretrain it again"
             )
 
+    @staticmethod
+    def _set_aside_if_damaged(ckpt: Path) -> dict | None:
+        """The checkpoint at `ckpt`, verified (None when there is none). One that cannot be
+        read, or whose content no longer matches its digest, is renamed to ckpt.pt.damaged
+        (kept, never deleted), saying so in one line: its run trains again."""
+        if not ckpt.exists():
+            return None
+        try:
+            return load_checkpoint(ckpt)
+        except CheckpointError as err:
+            aside = ckpt.with_name(ckpt.name + ".damaged")
+            ckpt.replace(aside)
+            reason = str(err).removeprefix(f"checkpoint {ckpt} ").removeprefix("is ")
+            print(f"charfast.study: {ckpt} is damaged ({reason}); set aside as {aside.name}, the run trains again")
+            return None
+
     def pretrain_identity(self, ckpt: Path) -> dict:
-        """What a stage built on pretrained weights records: their step and their file's hash."""
+        """What a stage built on pretrained weights records: their step and their digest."""
         return {"pretrain_step": load_checkpoint(ckpt)["step"], "pretrain_weights_sha256": weights_digest(ckpt)}
 
     def load_pretrained(self, folder: Path, ckpt: Path | None = None) -> train.Trainer:
         """The pretraining run in `folder` as a Trainer (model, encoding, training tokens), its
-        weights those of `ckpt` (default: the run's last checkpoint)."""
-        return train.restore_run(folder, device=self.config.device, checkpoint=ckpt)
+        weights those of `ckpt` (default: the run's last checkpoint), its corpus read from
+        this study's --data."""
+        return train.restore_run(folder, device=self.config.device, checkpoint=ckpt, data=self.config.data)
 
     def freeze_splits(self, tokenizer: str) -> Path:
         """The splits stage: a tokenizer's word splits and test set, frozen under its folder
         (the rare-token split needs the pretraining tokens of the tokenizer's first run), or
-        rebuilt when what they were built from changed: the tokenizer, or the splits and the
-        test settings. Returns the test set's path."""
+        rebuilt when what they were built from changed (the tokenizer, the corpus, the split
+        and test settings) or a file of theirs is damaged. Returns the test set's path."""
         pretrain_dir = self.layout.pretrain_dir(tokenizer, self.config.archs[0], self.config.seeds[0])
         splits_dir = self.layout.splits_dir(tokenizer)
-        identity = load_checkpoint(pretrain_dir / "ckpt.pt")["tokenizer"]
-        manifest = _read_json(splits_dir / MANIFEST)
-        if manifest is None or manifest.get("meta", {}).get("tokenizer_identity") != identity:
+        state = load_checkpoint(pretrain_dir / "ckpt.pt")
+        identity = {"tokenizer": tokenizer, "tokenizer_identity": state["tokenizer"]}
+        if "corpus_sha256" in state:  # splits frozen before checkpoints knew their corpus lack it
+            identity["corpus_sha256"] = state["corpus_sha256"]
+        if not self._splits_frozen(splits_dir, identity):
             trainer = self.load_pretrained(pretrain_dir)
             train_docs, _ = split_documents(
-                load_documents(trainer.config.data), trainer.config.val_fraction, seed=trainer.config.seed
+                load_documents(self.config.data), trainer.config.val_fraction, seed=trainer.config.seed
             )
             token_counts = token_frequencies(trainer.train_batches.tokens, trainer.encoding.n_vocab)
             splits = make_splits(word_counts(train_docs), trainer.encoding, token_counts, seed=0)
-            freeze_splits(splits, splits_dir, meta={"tokenizer": tokenizer, "tokenizer_identity": identity})
+            freeze_splits(splits, splits_dir, meta=identity)
         splits, _ = load_splits(splits_dir)
         test_path = self.layout.test_set(tokenizer)
         built_from = self._test_set_built_from(tokenizer)
-        saved = _read_json(test_path)
-        if not isinstance(saved, dict) or saved.get("built_from") != built_from:
+        if reusable(test_path, built_from) is None:
             questions = [dict(split=s, **dataclasses.asdict(e)) for s, e in self._draw_test_set(splits)]
-            _write_json(test_path, {"built_from": built_from, "questions": questions})
+            write_record(test_path, {"questions": questions}, built_from)
         return test_path
+
+    @staticmethod
+    def _splits_frozen(splits_dir: Path, identity: dict) -> bool:
+        """Whether `splits_dir` holds whole splits frozen from `identity` (a manifest of
+        before the corpus was recorded matches on the rest); a damaged file says so."""
+        manifest = read_json(splits_dir / MANIFEST)
+        meta = manifest.get("meta", {}) if isinstance(manifest, dict) else {}
+        if {k: meta.get(k, v) if k == "corpus_sha256" else meta.get(k) for k, v in identity.items()} != identity:
+            return False
+        try:
+            load_splits(splits_dir)
+        except ValueError as err:
+            print(f"charfast.study: {err}; the splits are frozen again")
+            return False
+        return True
 
     def _test_set_built_from(self, tokenizer: str) -> dict:
         return {
-            "splits_manifest_sha256": _sha256(self.layout.splits_dir(tokenizer) / MANIFEST),
+            "splits_manifest_sha256": file_sha256(self.layout.splits_dir(tokenizer) / MANIFEST),
             "tasks": list(self.config.tasks),
             "examples_per_cell": self.preset.examples_per_cell,
             "test_seed": self.config.test_seed,
@@ -436,14 +452,17 @@ class Study:
 
     def splits_and_test_set(self, tokenizer: str):
         """(word splits, [(split, Example)]) of a tokenizer, as its splits stage froze them:
-        read only (one writer per file); a RunFailed when they are missing or stale."""
+        read only (one writer per file); a RunFailed when they are missing, stale or damaged."""
         splits_dir = self.layout.splits_dir(tokenizer)
-        saved = _read_json(self.layout.test_set(tokenizer)) if (splits_dir / MANIFEST).exists() else None
+        saved = read_json(self.layout.test_set(tokenizer)) if (splits_dir / MANIFEST).exists() else None
         if not isinstance(saved, dict) or saved.get("built_from") != self._test_set_built_from(tokenizer):
             raise RunFailed(
                 f"the splits and test set of {tokenizer} are missing or stale: splits({tokenizer}) runs first"
             )
-        splits, _ = load_splits(splits_dir)
+        try:
+            splits, _ = load_splits(splits_dir)
+        except ValueError as err:  # a damaged file: the splits stage of a rerun freezes them again
+            raise RunFailed(str(err)) from None
         test_set = [
             (row.pop("split"), Example(**{**row, "slots": tuple(map(tuple, row["slots"]))}))
             for row in saved["questions"]
@@ -479,14 +498,13 @@ class Study:
         path = self.layout.probe(tokenizer, arch, seed, self._at(step))
         ckpt = self.checkpoint_at(tokenizer, arch, seed, step)
         built_from = self.pretrain_identity(ckpt)
-        saved = _read_json(path)
-        if isinstance(saved, dict) and saved.get("built_from") == built_from:
+        if reusable(path, built_from) is not None:
             return path
         trainer = self.load_pretrained(self.layout.pretrain_dir(tokenizer, arch, seed), ckpt)
         record = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "pretrain_step": step}
         record["n_vocab"] = trainer.encoding.n_vocab
-        probe = probe_model(trainer.model, trainer.encoding)
-        _write_json(path, {**record, "built_from": built_from, "probe": probe})
+        record["probe"] = probe_model(trainer.model, trainer.encoding)
+        write_record(path, record, built_from)
         return path
 
     def _at(self, step: int) -> int | None:
@@ -515,28 +533,28 @@ class Study:
         at = self._at(step)
         mixed_weights = self.layout.finetuned_weights(tokenizer, arch, seed, MIXED, at)
         config = self.finetune_config(finetuning, seed)
+        mixed_record = self.layout.results(tokenizer, arch, seed, MIXED, at)
         if finetuning != MIXED and not mixed_weights.exists():
             raise RunFailed(f"{mixed_weights} is missing: the mixed fine-tuning runs first")
         start = (
             self.pretrain_identity(ckpt)
             if finetuning == MIXED
-            else {"after_mixed_weights_sha256": weights_digest(mixed_weights)}
+            else {"after_mixed_weights_sha256": weights_digest(verified(mixed_weights, mixed_record))}
         )
         built_from = {
             **start,
-            "test_set_sha256": _sha256(self.layout.test_set(tokenizer)),
+            "test_set_sha256": file_sha256(self.layout.test_set(tokenizer)),
             "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
             "curve_steps": self._curve_steps(config.steps),
             "curve_examples": self.preset.curve_examples,
         }
         path = self.layout.results(tokenizer, arch, seed, finetuning, at)
-        saved = _read_json(path)
-        if isinstance(saved, dict) and saved.get("built_from") == built_from:
-            if finetuning != MIXED or mixed_weights.exists():
-                return path
+        written = [mixed_weights] if finetuning == MIXED else []
+        if reusable(path, built_from, written) is not None:
+            return path
         trainer = self.load_pretrained(self.layout.pretrain_dir(tokenizer, arch, seed), ckpt)
         if finetuning != MIXED:
-            trainer.model.load_state_dict(torch.load(mixed_weights, map_location=trainer.device))
+            trainer.model.load_state_dict(torch.load(mixed_weights, map_location=trainer.device, weights_only=True))
         questions = [(split, example) for split, example in test_set if example.task in config.tasks]
         identity = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "finetuning": finetuning}
         identity["pretrain_step"] = step
@@ -551,7 +569,7 @@ class Study:
         if finetuning == MIXED:  # before its results, which mark the fine-tuning finished
             with atomic_write(mixed_weights) as f:
                 torch.save(trainer.model.state_dict(), f)
-        _write_json(path, {**identity, "built_from": built_from, **record})
+        write_record(path, {**identity, **record}, built_from, written)
         return path
 
     def trackers(self, folder: Path, identity: dict, config: FinetuneConfig) -> Trackers | None:

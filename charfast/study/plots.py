@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charfast.study.analysis import CHAR, MATCHED, SHUFFLED, task_label
+from charfast.study.analysis import CHAR, MATCHED, SHUFFLED, arch_order, task_label
 from charfast.study.layout import MIXED, StudyLayout
 from charfast.study.probe import PROBES
 from charfast.study.tasks import TASKS
@@ -208,11 +208,11 @@ def _plot_length_probe(probes: list[dict], tokenizer: str, path: Path) -> Path:
     for ax, probe in zip(np.atleast_1d(axes), PROBES):
         rows = sorted((r for r in mine if r["probe"] == probe), key=lambda r: r["pretrain_step"])
         steps = np.asarray([r["pretrain_step"] for r in rows], dtype=float)
-        for k, arch in enumerate(a for a in COLOURS if rows and a in rows[0]["score"]):
+        for k, arch in enumerate(arch_order(rows[0]["score"]) if rows else []):
             s = np.asarray([r["score"][arch] for r in rows])  # [points, (estimate, low, high)]
             x = steps * (1 + 0.04 * k)
             ax.errorbar(x, s[:, 0], yerr=[s[:, 0] - s[:, 1], s[:, 2] - s[:, 0]], marker="o", capsize=3,
-                        color=COLOURS[arch], label=arch)  # fmt: skip
+                        color=COLOURS.get(arch), label=arch)  # fmt: skip
         if rows:
             ax.plot(steps, [r["majority"] for r in rows], color="grey", linestyle="--", linewidth=0.8, label="majority")
         ax.set(xscale="log", title=f"{probe} probe", xlabel="pretraining steps", ylim=(-0.02, 1.02))
@@ -240,8 +240,8 @@ def _plot_length_gap(tasks: list[dict], tokenizer: str, path: Path) -> Path:
                 continue
             steps = np.asarray([r["pretrain_step"] for r in rows], dtype=float)
             style = "-" if split == "heldout" else "--"
-            for arch in (a for a in COLOURS if a in rows[0]["exact_match"]):
-                top.plot(steps, [r["exact_match"][arch] for r in rows], style, marker=".", color=COLOURS[arch],
+            for arch in arch_order(rows[0]["exact_match"]):
+                top.plot(steps, [r["exact_match"][arch] for r in rows], style, marker=".", color=COLOURS.get(arch),
                          label=f"{arch}, {split}")  # fmt: skip
             with_difference = [r for r in rows if MATCHED in r["difference"]]
             if with_difference:

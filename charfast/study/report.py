@@ -10,16 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from pathlib import Path
 
 from charfast.atomic import atomic_write
 from charfast.gpt.checkpoint import load_checkpoint
 from charfast.study.analysis import (
-    CHAR,
     CONTROLS,
     MATCHED,
     THRESHOLDS,
+    arch_order,
     at_last_pretraining,
     comparisons_not_made,
     compute_equivalent_rows,
@@ -32,6 +31,7 @@ from charfast.study.analysis import (
 )
 from charfast.study.layout import StudyLayout
 from charfast.study.plots import plot_length, plot_report
+from charfast.study.records import reusable, source_digest, write_record
 
 LEARNED = 0.6  # exact match on train words that counts a task as learned
 TASK_SECTION = "## Tasks after fine-tuning"  # the report's headline table follows it
@@ -46,8 +46,7 @@ def _interval(values: list[float] | None) -> str:
 
 
 def _archs(rows: list[dict], field: str) -> list[str]:
-    present = {arch for row in rows for arch in row[field]}
-    return [arch for arch in (CHAR, *CONTROLS) if arch in present]
+    return arch_order({arch for row in rows for arch in row[field]})
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -286,14 +285,11 @@ def length_section(results: list[dict], probes: list[dict], layout: StudyLayout)
     return text, {"length_tasks": task_length, "length_probe": probe_length, "compute_equivalent": gains}
 
 
-# The modules whose code decides a report's text and plots: a change to them remakes it.
-REPORT_MODULES = ("charfast.study.report", "charfast.study.plots", "charfast.study.analysis", "charfast.study.stats")
-
-
 def report_inputs_digest(records: dict[Path, dict], layout: StudyLayout) -> str:
     """SHA-256 of everything a report is made from: the records (by path), the pretrainings'
-    metrics.jsonl (the loss curves) and the code of REPORT_MODULES."""
-    digest = hashlib.sha256()
+    metrics.jsonl (the loss curves) and the code of this module and every charfast module it
+    imports (the tasks' chance, the probes, the split names, the plots...)."""
+    digest = hashlib.sha256(source_digest(__name__).encode())
 
     def add(path: Path, content: bytes) -> None:
         digest.update(str(path.relative_to(layout.root) if path.is_relative_to(layout.root) else path.name).encode())
@@ -302,24 +298,9 @@ def report_inputs_digest(records: dict[Path, dict], layout: StudyLayout) -> str:
     for path in sorted(records):
         add(path, json.dumps(records[path], sort_keys=True).encode("utf-8"))
     runs = sorted({(r["tokenizer"], r["arch"], r["seed"]) for r in records.values()})
-    metrics = [layout.pretrain_dir(*run) / "metrics.jsonl" for run in runs]
-    code = [Path(sys.modules[name].__file__) for name in REPORT_MODULES]
-    for path in [*metrics, *code]:
+    for path in [layout.pretrain_dir(*run) / "metrics.jsonl" for run in runs]:
         add(path, path.read_bytes())
     return digest.hexdigest()
-
-
-def _reusable_report(study_root: Path, inputs_sha256: str) -> Path | None:
-    """report.md when the report in study_root was made from these inputs and all its files
-    are there (a rerun that reused every stage makes no new report); else None."""
-    try:
-        saved = json.loads((study_root / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict) or saved.get("inputs_sha256") != inputs_sha256:
-        return None
-    files = [study_root / "report.md", *(study_root / name for name in saved.get("files", []))]
-    return files[0] if all(f.exists() for f in files) else None
 
 
 def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: Path) -> tuple[Path, bool]:
@@ -331,10 +312,9 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
     layout = StudyLayout(study_root)
     all_results, all_probes = load_records(result_paths), load_records(probe_paths)
     records = dict(zip([Path(p) for p in [*result_paths, *probe_paths]], [*all_results, *all_probes], strict=True))
-    inputs_sha256 = report_inputs_digest(records, layout)
-    kept = _reusable_report(study_root, inputs_sha256)
-    if kept is not None:
-        return kept, False
+    built_from = {"inputs_sha256": report_inputs_digest(records, layout)}
+    if reusable(study_root / "report.json", built_from) is not None:  # report.md and the plots as written
+        return study_root / "report.md", False
     results = at_last_pretraining(all_results)
     tasks, probes, curves = task_rows(results), probe_rows(at_last_pretraining(all_probes)), curve_rows(results)
     plots = plot_report(results, tasks, probes, curves, layout)
@@ -374,7 +354,6 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
     with atomic_write(path) as f:
         f.write("\n".join(text).encode("utf-8"))
     report_json = {"probe": probes, "tasks": tasks, "curves": curves, "not_made": not_made, **length_json}
-    report_json |= {"inputs_sha256": inputs_sha256, "files": re.findall(r"!\[[^\]]*\]\(([^)]+)\)", "\n".join(text))}
-    with atomic_write(study_root / "report.json") as f:
-        f.write(json.dumps(report_json, indent=1).encode("utf-8"))
+    plots = [study_root / name for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", "\n".join(text))]
+    write_record(study_root / "report.json", report_json, built_from, [path, *plots])
     return path, True

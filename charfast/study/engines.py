@@ -6,7 +6,11 @@ worker with its share of the CPU threads and, with --device cuda, a GPU of its o
 least busy of the visible ones) instead of cuda:0 for all.
 
 Failures: a stage that raises is reported in one line naming it and the cause; the
-stages that wait for it are skipped and reported, the others finish (exit 1). A mistake in
+stages that wait for it are skipped and reported, the others finish (exit 1). A worker
+process that dies (killed, e.g. by the out-of-memory killer) breaks its pool: the stages
+running in it are named and run again in a new pool, each alone at first (so a death then
+is its own); one whose worker dies WORKER_DEATHS times while it runs alone fails like a
+stage that raised. A mistake in
 the settings (ValueError, e.g. a folder holding another preset's run) and a stop signal
 end the study at once, as in charfast.train.
 
@@ -17,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +32,8 @@ import torch
 from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import Interrupted
 from charfast.study.stages import Stage, descendants
+
+WORKER_DEATHS = 2  # deaths of its worker while it runs alone (the OOM killer, a kill) that fail a stage
 
 
 @dataclass
@@ -84,38 +92,73 @@ def run_local(config, stages: list[Stage], runner: Callable) -> Outcome:
         return outcome
     devices = cuda_devices(config.device)
     threads = max(1, torch.get_num_threads() // config.jobs)
+    waiting, suspects, deaths = list(stages), set(), Counter()
+    while waiting:  # a pool whose worker died is replaced, and the stages it lost run again
+        lost = _run_pool(config, stages, runner, outcome, waiting, suspects, devices, threads)
+        for stage in lost:
+            print(f"charfast.study: the worker running stage {stage} died (killed, e.g. out of memory); it runs again")
+        if len(lost) == 1 and lost[0] in suspects:  # it ran alone: the death was its own
+            deaths[lost[0]] += 1
+            if deaths[lost[0]] == WORKER_DEATHS:
+                outcome.fail(stages, lost[0], f"its worker died each of the {WORKER_DEATHS} times it ran alone "
+                             "(killed, e.g. out of memory)")  # fmt: skip
+        suspects.update(lost)
+        waiting = [s for s in stages if s in waiting or (s in lost and s not in outcome.failed)]
+    return outcome
+
+
+def _run_pool(config, stages, runner, outcome: Outcome, waiting: list[Stage], suspects, devices, threads):
+    """Run `waiting` stages (removed from it as they start) in a new pool of config.jobs
+    workers until all are done or the pool breaks; returns the stages it lost then (every
+    stage running when a worker died). A suspect (a stage lost before) runs alone, so a
+    death then is its own."""
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     running: dict[Future, tuple[Stage, str]] = {}
-    waiting = list(stages)
+    lost: list[Stage] = []
     with ProcessPoolExecutor(
         config.jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
     ) as pool:
         try:
-            while waiting or running:
+            while (waiting or running) and not lost:
                 for stage in [s for s in waiting if s in outcome.skipped]:
                     waiting.remove(stage)
                 for stage in list(waiting):
-                    if len(running) == config.jobs:
+                    alone = any(s in suspects for s, _ in running.values())
+                    if len(running) == config.jobs or alone:
                         break
-                    if all(dep in outcome.paths for dep in stage.deps):
+                    if all(dep in outcome.paths for dep in stage.deps) and not (stage in suspects and running):
                         device = least_busy(devices, [d for _, d in running.values()])
                         future = pool.submit(runner, dataclasses.replace(config, device=device), stage)
                         running[future] = (stage, device)
                         waiting.remove(stage)
                 if not running:
-                    break  # nothing can start: what is left waits for a failed stage
+                    waiting.clear()  # nothing can start: what is left waits for a failed stage
+                    break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     stage, _ = running.pop(future)
                     error = future.exception()
                     if error is None:
                         outcome.paths[stage] = future.result()
+                        suspects.discard(stage)
+                    elif isinstance(error, BrokenProcessPool):
+                        lost.append(stage)
                     elif is_fatal(error):
                         raise error
                     else:
                         outcome.fail(stages, stage, error)
+            # A broken pool fails every future it held: each of them is lost too.
+            lost += [stage for future, (stage, _) in running.items() if _lost(future)]
         except BaseException:
             for future in running:
                 future.cancel()
             raise
-    return outcome
+    return lost
+
+
+def _lost(future: Future) -> bool:
+    """Whether a running future ended with its pool (a worker died), once the pool is down."""
+    try:
+        return isinstance(future.exception(timeout=60), BrokenProcessPool)
+    except (TimeoutError, CancelledError):
+        return True

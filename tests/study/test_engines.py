@@ -144,3 +144,58 @@ def test_ray_not_installed_is_one_line(tmp_path, capsys, monkeypatch):
     assert cli.main(["--out-dir", str(tmp_path / "study"), "--preset", "quick", "--engine", "ray"]) == 2
     err = capsys.readouterr().err
     assert "--engine ray needs Ray: pip install 'charfast[ray]'" in err and len(err.strip().splitlines()) == 1
+
+
+@dataclass(frozen=True)
+class KillConfig:
+    out_dir: str
+    jobs: int = 2
+    device: str = "cpu"
+
+
+def killed_once_runner(config, stage: Stage) -> str:
+    """The first try of the first probe dies as the OOM killer ends a process; the rest work."""
+    import os
+    import signal
+    from pathlib import Path
+
+    marker = Path(config.out_dir) / f"{stage.name}.tried"
+    first = not marker.exists()
+    marker.write_text("tried")
+    if stage.kind == "probe" and stage.key[2] == 0 and first:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.3)
+    return stage.name
+
+
+def always_killed_runner(config, stage: Stage) -> str:
+    import os
+    import signal
+
+    if stage.kind == "pretrain" and stage.key[2] == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.3)
+    return stage.name
+
+
+def _two_runs() -> list[Stage]:
+    first, second = Stage("pretrain", ("bpe:300", "char", 0)), Stage("pretrain", ("bpe:300", "char", 1))
+    probes = [Stage("probe", (*run.key, 20), (run,)) for run in (first, second)]
+    return [first, second, *probes, Stage("splits", ("bpe:300",), (first,))]
+
+
+def test_a_killed_worker_loses_only_a_try_the_stages_run_again_in_a_new_pool(tmp_path, capsys):
+    stages = _two_runs()
+    outcome = engines.run_local(KillConfig(str(tmp_path)), stages, killed_once_runner)
+    assert not outcome.failed and not outcome.skipped
+    assert outcome.paths == {stage: stage.name for stage in stages}  # every stage finished, the killed one too
+    out = capsys.readouterr().out
+    assert "the worker running stage probe(bpe:300, char, 0, 20) died" in out and "it runs again" in out
+
+
+def test_a_stage_that_always_kills_its_worker_fails_alone(tmp_path, capsys):
+    stages = _two_runs()
+    outcome = engines.run_local(KillConfig(str(tmp_path)), stages, always_killed_runner)
+    assert list(outcome.failed) == [stages[0]] and "died each of the 2 times it ran alone" in outcome.failed[stages[0]]
+    assert set(outcome.skipped) == {stages[2], stages[4]}  # what waits for it
+    assert outcome.paths == {stages[1]: stages[1].name, stages[3]: stages[3].name}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import socket
@@ -29,7 +30,10 @@ from charfast.gpt.failures import Interrupted, RunFailed
 from charfast.study.engines import Outcome, is_fatal
 from charfast.study.stages import KINDS, Stage
 
-RESOURCE_NAMES = {"cpus": "num_cpus", "gpus": "num_gpus"}
+RESOURCE_NAMES = {"cpus": "num_cpus", "gpus": "num_gpus", "memory": "memory"}  # memory in GiB
+NODE_RESOURCES = {"cpus": "CPU", "gpus": "GPU", "memory": "memory"}  # as ray.nodes() names them
+SMALLEST = 1e-4  # Ray counts resources in units of 1/10,000
+CONNECT_TIMEOUT_S = 15  # for --ray-address host:port to answer at all
 # What a stage of each kind asks for unless --stage-resources says otherwise.
 DEFAULT_RESOURCES = {
     "cpu": {kind: {"cpus": 1.0} for kind in KINDS},
@@ -68,9 +72,13 @@ def parse_stage_resources(items, device_type: str) -> dict[str, dict[str, float]
             try:
                 value = float(number)
             except ValueError:
-                value = -1.0
-            if name not in RESOURCE_NAMES or not value >= 0:
-                raise ValueError(f"--stage-resources {item}: expected cpus:N or gpus:N with N >= 0, got {part!r}")
+                value = math.nan
+            fits = name in RESOURCE_NAMES and math.isfinite(value) and (value == 0 or value >= SMALLEST)
+            if not fits or (name == "gpus" and value > 1 and not value.is_integer()):
+                raise ValueError(
+                    f"--stage-resources {item}: expected cpus:N, gpus:N or memory:GiB with N 0 or a finite number "
+                    f">= {SMALLEST:g} (more than one GPU: a whole number), got {part!r}"
+                )
             given[name] = value
         resources[kind] = given
     if device_type == "cpu" and any(r.get("gpus", 0) for r in resources.values()):
@@ -86,6 +94,8 @@ def run_ray(config, stages: list[Stage], address: str | None, stage_items) -> Ou
         raise ValueError(RAY_MISSING) from None
     # The stages run where the driver runs: relative --out-dir and --data mean the same on every node.
     runtime_env = {"env_vars": {STUDY_CWD: os.getcwd()}}
+    if address is not None:
+        _check_answers(address)
     try:
         ray.init(
             address="local" if address is None else address,
@@ -119,21 +129,39 @@ def _note_stop(signum, frame) -> None:
     _stop_signal.append(signum)
 
 
+def _check_answers(address: str) -> None:
+    """A RunFailed within CONNECT_TIMEOUT_S when nothing listens at a host:port address
+    (Ray itself would wait for it forever); 'auto' and ray:// addresses are Ray's to check."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or type(err).__name__)
+        raise RunFailed(
+            f"--ray-address {address}: nothing answers there ({reason} within {CONNECT_TIMEOUT_S} s); {NOT_CONNECTED}"
+        ) from None
+
+
 def _check_cluster(ray, config, resources) -> None:
-    """GPUs where stages ask for them; --out-dir and --data at the same path on every node."""
+    """Every kind's request fits some node (a stage runs on one); GPUs where stages ask for
+    them; --out-dir and --data at the same path on every node."""
+    nodes = [node for node in ray.nodes() if node["Alive"]]
     wanted = max(r.get("gpus", 0) for r in resources.values())
     if wanted and ray.cluster_resources().get("GPU", 0) < wanted:
         raise ValueError(
             f"--device {config.device}: stages ask for {wanted:g} GPU(s) but the Ray cluster has "
             f"{ray.cluster_resources().get('GPU', 0):g}; use --device cpu, or a cluster with GPUs"
         )
+    for kind, asked in resources.items():
+        _check_request_fits(kind, asked, [node["Resources"] for node in nodes])
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     out_dir = os.path.abspath(config.out_dir)
     os.makedirs(out_dir, exist_ok=True)
     data = None if config.data is None else os.path.abspath(config.data)
     check = ray.remote(_paths_seen)
-    nodes = [node for node in ray.nodes() if node["Alive"]]
     seen = ray.get(
         [
             check.options(
@@ -149,6 +177,21 @@ def _check_cluster(ray, config, resources) -> None:
                 f"{flag} {path} is not visible from node {node['NodeManagerAddress']} ({host}): every node must "
                 "see the study's folder and its data at the same path (a shared filesystem)"
             )
+
+
+def _check_request_fits(kind: str, asked: dict[str, float], nodes: list[dict]) -> None:
+    """A ValueError naming --stage-resources when no node has what a stage of `kind` asks
+    for (Ray would keep it waiting forever). Node resources as ray.nodes() gives them."""
+    unit = {name: 2**30 if name == "memory" else 1 for name in asked}  # memory: GiB here, bytes in Ray
+    if any(all(node.get(NODE_RESOURCES[n], 0) >= v * unit[n] for n, v in asked.items()) for node in nodes):
+        return
+    request = ",".join(f"{name}:{value:g}" for name, value in asked.items())
+    most = {name: max((node.get(NODE_RESOURCES[name], 0) for node in nodes), default=0) / unit[name] for name in asked}
+    raise ValueError(
+        f"--stage-resources {kind}={request}: no node of the Ray cluster has that much (the most any node has: "
+        + ", ".join(f"{name}:{value:g}" for name, value in most.items())
+        + "); ask for less, or add a larger node"
+    )
 
 
 def _paths_seen(out_dir: str, data: str | None) -> tuple[str, tuple[str, str] | None]:
@@ -202,6 +245,8 @@ def run_graph(ray, config, stages: list[Stage], resources, task_function=stage_t
     for stage in stages:  # graph order: each stage's dependencies have their refs already
         asked = resources[stage.kind]
         options = {RESOURCE_NAMES[name]: value for name, value in asked.items()}
+        if "memory" in options:  # asked in GiB, given to Ray in bytes
+            options["memory"] = int(options["memory"] * 2**30)
         options.setdefault("num_gpus", 0)
         refs[stage] = task.options(
             **options, max_retries=SYSTEM_RETRIES, retry_exceptions=False, name=stage.name

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -270,14 +271,53 @@ def test_a_cluster_that_refuses_the_driver_is_one_line_with_the_likely_cause(stu
         raise ConnectionError(f"Failed to connect to Ray cluster at {settings['address']}")
 
     monkeypatch.setattr(ray, "init", refused)
-    assert cli.main([*study_flags, "--engine", "ray", "--ray-address", "10.0.0.1:6379"]) == 1
+    with socket.create_server(("127.0.0.1", 0)) as listening:  # something answers there: Ray's turn to refuse
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert cli.main([*study_flags, "--engine", "ray", "--ray-address", address]) == 1
     err = capsys.readouterr().err
     assert err.startswith(
-        "charfast.study: error: --ray-address 10.0.0.1:6379: Failed to connect to Ray cluster at 10.0.0.1:6379; "
+        f"charfast.study: error: --ray-address {address}: Failed to connect to Ray cluster at {address}; "
         "is the cluster up at that address? A cluster started with `ray start` may ask for Ray's token: "
         "set RAY_AUTH_MODE=token"
     )
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_address_where_nothing_listens_is_one_line_in_bounded_time(study_flags, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # free once closed: nothing listens there
+    started = time.monotonic()
+    assert cli.main([*study_flags, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"]) == 1
+    assert time.monotonic() - started < ray_engine.CONNECT_TIMEOUT_S + 10
+    err = capsys.readouterr().err
+    assert f"--ray-address 127.0.0.1:{port}: nothing answers there" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_request_no_node_can_hold_is_refused_before_any_stage(study_flags, tmp_path, capsys):
+    owned = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        for request, most in (("pretrain=cpus:8", "cpus:2"), ("probe=cpus:1,memory:100000", "memory:")):
+            flags = [*study_flags, "--engine", "ray", "--ray-address", owned.address, "--stage-resources", request]
+            assert cli.main(flags) == 2
+            err = capsys.readouterr().err
+            assert f"--stage-resources {request}: no node of the Ray cluster has that much" in err, err
+            assert most in err and len(err.strip().splitlines()) == 1
+        assert not list((tmp_path / "study").rglob("ckpt.pt"))
+    finally:
+        owned.shutdown()
+
+
+@pytest.mark.parametrize("part", ["cpus:inf", "cpus:nan", "cpus:1e-9", "cpus:-1", "gpus:1.5", "disks:1", "cpus:x"])
+def test_a_request_ray_cannot_take_names_the_flag(part):
+    with pytest.raises(ValueError, match=f"--stage-resources pretrain={part}: expected cpus:N, gpus:N or memory"):
+        ray_engine.parse_stage_resources([f"pretrain={part}"], "cuda")
+
+
+def test_a_request_fits_when_one_node_has_all_of_it():
+    nodes = [{"CPU": 8.0, "memory": 4 * 2**30}, {"CPU": 2.0, "GPU": 1.0, "memory": 64 * 2**30}]
+    ray_engine._check_request_fits("pretrain", {"cpus": 2, "gpus": 1, "memory": 32}, nodes)
+    with pytest.raises(ValueError, match=r"pretrain=cpus:8,gpus:1: .*cpus:8, gpus:1\)"):
+        ray_engine._check_request_fits("pretrain", {"cpus": 8, "gpus": 1}, nodes)  # no node has both
 
 
 def _ray_processes() -> set[int]:

@@ -111,6 +111,8 @@ def _describe_step(step: dict) -> str:
         return f"Replace({next(iter(step['pattern'].values()))!r} -> {step['content']!r})"
     if step["type"] == "Strip":
         return f"Strip({step['content']!r}, start={step['start']}, stop={step['stop']})"
+    if step["type"] == "WordPiece" and step.get("cleanup", True):
+        return "WordPiece(cleanup=True)"
     return step["type"]
 
 
@@ -131,7 +133,9 @@ def _is_sentencepiece_step(step: dict) -> bool:
 _MODELED_STEPS = {
     "byte-level": lambda step: step["type"] == "ByteLevel",
     "sentencepiece": _is_sentencepiece_step,
-    "wordpiece": lambda step: step["type"] == "WordPiece",
+    # cleanup (on in every BERT tokenizer.json) joins a piece to its neighbours (" ," -> ",",
+    # " do not" -> " don't"): a spelling that depends on the next token, which no table holds.
+    "wordpiece": lambda step: step["type"] == "WordPiece" and not step.get("cleanup", True),
 }
 
 
@@ -161,10 +165,17 @@ def _hf_family(backend):
         )
     unmodeled = [_describe_step(step) for step in steps if not _MODELED_STEPS[family](step)]
     if unmodeled:
+        cleanup = (
+            "; WordPiece's cleanup makes a token's spelling depend on its neighbours (decode gives "
+            "'hello, world.' for the pieces of 'hello , world .'): to spell every piece as the decoder does "
+            "without it, set the tokenizer's decoder to tokenizers.decoders.WordPiece(prefix='##', cleanup=False)"
+            if "WordPiece(cleanup=True)" in unmodeled
+            else ""
+        )
         raise ValueError(
             f"from_hf: the decoder of this {family} tokenizer ({' + '.join(map(_describe_step, steps))}) has "
             f"step(s) {', '.join(unmodeled)} that from_hf does not model; a table would spell its tokens "
-            "otherwise than decode does, so it is refused"
+            f"otherwise than decode does, so it is refused{cleanup}"
         )
     return family, convert, "ByteFallback" in types
 

@@ -95,7 +95,7 @@ def unigram():
 def wordpiece():
     tok = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
+    tok.decoder = decoders.WordPiece(cleanup=False)  # cleanup's spellings depend on neighbours: refused
     trainer = trainers.WordPieceTrainer(vocab_size=500, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"])
     tok.train_from_iterator(_corpus(), trainer)
     return tok
@@ -149,9 +149,21 @@ def test_wordpiece_pieces_are_their_surface_form_and_word_starts_keep_their_spac
     assert table.token_text(start) == b" s" and table.token_text(continuation) == b"s"
     rows = CharEmbedding(table, 8, char_dim=4, hidden=4, backend="reference")(torch.tensor([start, continuation]))
     assert not torch.equal(rows[0], rows[1])  # the encoder tells a word start from a continuation
-    for text in ["the quick brown fox", "strawberries and cream", "naïve café"]:
+    for text in ["the quick brown fox", "strawberries and cream", "naïve café", "hello, world. don't!"]:
         ids = wordpiece.encode(text).ids
         assert joined_bytes(table, ids) == b" " + wordpiece.decode(ids).encode("utf-8"), text
+
+
+def test_wordpiece_cleanup_is_refused_by_name_with_the_way_out(wordpiece, tmp_path):
+    """BERT's tokenizer.json decodes with cleanup: "hello , world ." becomes "hello, world.",
+    a spelling of "," that depends on the token before it."""
+    bert_like = tokenizers.Tokenizer.from_str(wordpiece.to_str())
+    bert_like.decoder = decoders.WordPiece()  # cleanup=True, the default
+    ids = bert_like.encode("hello, world.").ids
+    assert bert_like.decode(ids) == "hello, world." and wordpiece.decode(ids) == "hello , world ."
+    with pytest.raises(ValueError, match=r"step\(s\) WordPiece\(cleanup=True\) that from_hf does not model") as err:
+        TokenCharTable.from_hf(bert_like, cache_dir=tmp_path)
+    assert "WordPiece(prefix='##', cleanup=False)" in str(err.value)
 
 
 @pytest.mark.parametrize("which", ["byte_level_bpe", "byte_fallback_bpe", "unigram", "wordpiece"])
@@ -224,7 +236,7 @@ def _decoder_with(decoder, model=None):
         ),
         (lambda: decoders.Sequence([decoders.Metaspace(), decoders.Strip(" ", 0, 1)]), None, "Strip(' ', start=0"),
         (
-            lambda: decoders.Sequence([decoders.WordPiece(), decoders.Replace("x", "y")]),
+            lambda: decoders.Sequence([decoders.WordPiece(cleanup=False), decoders.Replace("x", "y")]),
             lambda: models.WordPiece({"a": 0, "[UNK]": 1}, unk_token="[UNK]"),
             "Replace('x' -> 'y')",
         ),

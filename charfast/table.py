@@ -321,7 +321,7 @@ class TokenCharTable:
                 starts = np.cumsum(full) - full  # [V] where each token's bytes start in `joined`
                 flat = flat[np.repeat(starts, lengths) + _ranges(lengths)]
             chars[np.arange(chars.shape[1]) < lengths[:, None]] = flat
-            _save_npz(cache_file, chars=chars, lengths=lengths, key=np.array(key))
+            _save_npz(cache_file, key, chars=chars, lengths=lengths, key=np.array(key))
         return cls._of_bytes(torch.from_numpy(chars), torch.from_numpy(lengths), name)
 
     @classmethod
@@ -350,7 +350,7 @@ def _read_cached_chars(path: Path, key: str, lengths: np.ndarray) -> np.ndarray 
     """The cached chars [V, Lmax] when `path` holds the table of `key` with exactly these
     lengths [V]; None for a missing or mismatched file (then it is rebuilt; a file that fails
     its integrity check is named, charfast.cache)."""
-    payload = read_checked(path)
+    payload = read_checked(path, key)
     if payload is None:
         return None
     try:
@@ -427,10 +427,10 @@ def _check_is_tiktoken_encoding(encoding) -> None:
         )
 
 
-def _save_npz(path: Path, **arrays) -> None:
+def _save_npz(path: Path, cache_key: str, **arrays) -> None:
     payload = io.BytesIO()
     np.savez(payload, **arrays)
     try:
-        write_checked(path, [payload.getvalue()])
+        write_checked(path, [payload.getvalue()], cache_key)
     except OSError:
         pass  # a read-only cache folder costs a rebuild next time, nothing more

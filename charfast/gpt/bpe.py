@@ -75,18 +75,18 @@ def train_bpe(
         digest.update(len(text).to_bytes(8, "little") + text.encode("utf-8"))
     name = f"bpe{vocab_size}" + (f"x{max_token_length}" if max_token_length else "") + f"-{digest.hexdigest()[:12]}"
     cache_file = Path(cache_dir or default_cache_dir()) / f"{name}.tiktoken"
-    ranks = _read_ranks(cache_file)
+    ranks = _read_ranks(cache_file, key=digest.hexdigest())
     if ranks is None:
         ranks = _train_ranks(texts, vocab_size, max_token_length)
-        _write_ranks(cache_file, ranks)
+        _write_ranks(cache_file, ranks, key=digest.hexdigest())
     return tiktoken.Encoding(
         name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={END_OF_TEXT: len(ranks)}
     )
 
 
-def _read_ranks(path: Path) -> dict[bytes, int] | None:
-    """The ranks in `path`, or None when it is missing or fails its check (then we retrain)."""
-    payload = read_checked(path)
+def _read_ranks(path: Path, key: str) -> dict[bytes, int] | None:
+    """The ranks in `path`, or None when it is missing or fails its check for `key` (then we retrain)."""
+    payload = read_checked(path, key)
     if payload is None:
         return None
     ranks = {}
@@ -96,9 +96,10 @@ def _read_ranks(path: Path) -> dict[bytes, int] | None:
     return ranks
 
 
-def _write_ranks(path: Path, ranks: dict[bytes, int]) -> None:
+def _write_ranks(path: Path, ranks: dict[bytes, int], key: str) -> None:
     """tiktoken's text format (base64 token, rank) behind the cache's integrity header."""
     try:
-        write_checked(path, [f"{base64.b64encode(t).decode()} {r}\n".encode("ascii") for t, r in ranks.items()])
+        lines = [f"{base64.b64encode(t).decode()} {r}\n".encode("ascii") for t, r in ranks.items()]
+        write_checked(path, lines, key)
     except OSError:
         pass  # a read-only cache folder costs a retrain next time, nothing more

@@ -116,7 +116,7 @@ def tokenize(
         / "tokens"
         / f"{label}-{encoding.name}-{digest.hexdigest()[:16]}.{np.dtype(dtype).name}"
     )
-    offset = checked_payload_offset(path)
+    offset = checked_payload_offset(path, key=digest.hexdigest())
     if offset is not None:
         return _token_memmap(path, dtype, offset)
 
@@ -125,7 +125,7 @@ def tokenize(
             yield np.asarray(encoding.encode_ordinary(text) + ([eot] if eot is not None else []), dtype=dtype)
 
     try:
-        write_checked(path, (ids.tobytes() for ids in per_document()))
+        write_checked(path, (ids.tobytes() for ids in per_document()), key=digest.hexdigest())
     except OSError as err:
         print(f"note: cannot write the token cache {path} ({err.strerror}); keeping the tokens in memory")
         return np.concatenate([np.zeros(0, dtype=dtype), *per_document()])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from charfast import TokenCharTable
-from charfast.cache import read_checked, write_checked
+from charfast.cache import HEADER_SIZE, write_checked
 
 
 def test_cl100k_tokens_are_their_utf8_bytes(cl100k, cl100k_table):
@@ -55,7 +55,7 @@ def test_disk_cache_round_trip(cl100k, cl100k_table, tmp_path):
     chars, lengths, key = saved["chars"], saved["lengths"], saved["key"]
     assert int(lengths[0]) >= 1
     chars[0, 0] = 77
-    _write_cached_npz(cached, chars=chars, lengths=lengths, key=key)  # a well-formed file, checks and all
+    _write_cached_npz(cached, str(key), chars=chars, lengths=lengths, key=key)  # a well-formed file, checks and all
     second = TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
     assert int(second.chars[0, 0]) == 77
     # A different cap is a different key, so it never reads that file.
@@ -66,14 +66,14 @@ def test_disk_cache_round_trip(cl100k, cl100k_table, tmp_path):
 
 def _read_cached_npz(path) -> dict:
     """The arrays of a table cache file (an .npz behind charfast.cache's integrity header)."""
-    with np.load(io.BytesIO(read_checked(path))) as saved:
+    with np.load(io.BytesIO(path.read_bytes()[HEADER_SIZE:])) as saved:
         return {name: saved[name].copy() for name in saved.files}
 
 
-def _write_cached_npz(path, **arrays) -> None:
+def _write_cached_npz(path, header_key: str, **arrays) -> None:
     payload = io.BytesIO()
     np.savez(payload, **arrays)
-    write_checked(path, [payload.getvalue()])
+    write_checked(path, [payload.getvalue()], key=header_key)
 
 
 def test_torn_cache_file_is_rebuilt(cl100k, cl100k_table, tmp_path):
@@ -89,6 +89,7 @@ def test_a_cache_file_that_does_not_fit_is_rebuilt(cl100k, cl100k_table, tmp_pat
     TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
     (cached,) = tmp_path.glob("table-*.npz")
     arrays = _read_cached_npz(cached)
+    header_key = str(arrays["key"])  # the file's own check passes: the payload's key and lengths decide
     if damage == "ten-rows":  # well-formed, but a table of 10 ids for cl100k's 100,277
         arrays["chars"], arrays["lengths"] = arrays["chars"][:10], arrays["lengths"][:10]
     elif damage == "other-lengths":
@@ -97,7 +98,7 @@ def test_a_cache_file_that_does_not_fit_is_rebuilt(cl100k, cl100k_table, tmp_pat
         arrays["key"] = np.array("0" * 64)
     else:
         del arrays["key"]
-    _write_cached_npz(cached, **arrays)  # it passes the file's own check: the key and lengths decide
+    _write_cached_npz(cached, header_key, **arrays)
     rebuilt = TokenCharTable.from_tiktoken(cl100k, cache_dir=tmp_path)
     assert torch.equal(rebuilt.chars, cl100k_table.chars) and torch.equal(rebuilt.lengths, cl100k_table.lengths)
     assert _read_cached_npz(cached)["chars"].shape == tuple(cl100k_table.chars.shape)  # and the file was repaired

@@ -43,9 +43,9 @@ def test_a_damaged_bpe_rank_file_is_retrained_saying_so(tmp_path, capsys, damage
     assert again.n_vocab == trained.n_vocab == 401 and again.name == trained.name
     assert again._mergeable_ranks == trained._mergeable_ranks
     assert err.count("note: cache file") == 1 and "rebuilding it" in err
-    assert read_checked(_only_file(tmp_path, "*.tiktoken")) is not None  # rewritten whole
+    assert "note" not in capsys.readouterr().err  # rewritten whole
     train_bpe(TEXTS, 400, cache_dir=tmp_path)
-    assert capsys.readouterr().err == ""  # and trusted from then on
+    assert capsys.readouterr().err == ""  # rewritten whole and trusted from then on
 
 
 def test_a_rank_file_of_the_old_format_is_retrained_saying_so(tmp_path, capsys):
@@ -80,6 +80,29 @@ def test_a_damaged_table_cache_is_rebuilt_saying_so(tmp_path, capsys, damage):
 
 
 def test_an_empty_payload_checks_out(tmp_path):
-    write_checked(tmp_path / "empty", [])
-    assert read_checked(tmp_path / "empty") == b""
-    assert read_checked(tmp_path / "missing") is None
+    write_checked(tmp_path / "empty", [], key="k")
+    assert read_checked(tmp_path / "empty", key="k") == b""
+    assert read_checked(tmp_path / "missing", key="k") is None
+
+
+def test_a_valid_file_of_another_key_is_never_used(tmp_path, capsys):
+    """A whole, checked cache file copied under another key's name (here: the val split's
+    tokens where the train split's belong) is rebuilt, saying so, not used."""
+    encoding = train_bpe(TEXTS, 300, cache_dir=tmp_path)
+    train, val = [("doc0", TEXTS[0])], [("doc1", TEXTS[1])]
+    train_tokens = np.array(tokenize(encoding, train, "train", cache_dir=tmp_path, show_progress=False))
+    val_tokens = np.array(tokenize(encoding, val, "val", cache_dir=tmp_path, show_progress=False))
+    _only_file(tmp_path / "tokens", "train-*").write_bytes(_only_file(tmp_path / "tokens", "val-*").read_bytes())
+    capsys.readouterr()
+    again = np.array(tokenize(encoding, train, "train", cache_dir=tmp_path, show_progress=False))
+    assert np.array_equal(again, train_tokens) and not np.array_equal(again[: len(val_tokens)], val_tokens)
+    assert "holds the content of another key" in capsys.readouterr().err
+    # The same for the BPE ranks: another vocabulary's file under this one's name.
+    other = train_bpe(TEXTS, 400, cache_dir=tmp_path)
+    mine = _only_file(tmp_path, f"{encoding.name}.tiktoken")
+    mine.write_bytes(_only_file(tmp_path, f"{other.name}.tiktoken").read_bytes())
+    assert train_bpe(TEXTS, 300, cache_dir=tmp_path)._mergeable_ranks == encoding._mergeable_ranks
+    assert "holds the content of another key" in capsys.readouterr().err
+    payload = b"x"
+    write_checked(tmp_path / "file", [payload], key="one")
+    assert read_checked(tmp_path / "file", key="one") == payload and read_checked(tmp_path / "file", key="two") is None

@@ -396,7 +396,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     reason = flash_attn_unavailable_reason(device) if c.attention == "flash-attn" else None
     if reason is not None:
         raise ValueError(f"--attention flash-attn cannot run here: {reason}; use --attention auto or sdpa")
-    check_training_memory(c, vocabulary_bound(c.tokenizer), device)
+    check_training_memory(c, vocabulary_bound(c.tokenizer), device, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     return config
 
 

@@ -32,19 +32,26 @@ class Need:
     bytes: int
 
 
-def least_training_needs(config, vocab_size: int) -> list[Need]:
-    """Lower bounds of what a training run of `config` (a TrainConfig) holds at once, by part,
-    for a vocabulary of `vocab_size` ids."""
+def least_training_needs(config, vocab_size: int, world_size: int = 1) -> list[Need]:
+    """Lower bounds of what one process of a training run of `config` (a TrainConfig) holds
+    at once, by part, for a vocabulary of `vocab_size` ids. Under --parallel fsdp over
+    `world_size` ranks a rank holds its shard of the GPT's weights, gradients and AdamW state
+    (the char encoder, kept out of the shards, whole)."""
     c = config
     model_params = vocab_size * c.n_embd * (1 if c.tie_weights else 2)  # wte (and lm_head)
     model_params += c.block_size * c.n_embd + c.n_layer * 12 * c.n_embd**2  # wpe, the blocks' matrices
+    if c.parallel == "fsdp":
+        model_params = -(-model_params // world_size)  # this rank's shard
     if c.arch in CHAR_ARCHS:
         char_config = GPTConfig(n_embd=c.n_embd, n_head=1, char_dim=c.char_dim, char_hidden=c.char_hidden)
         model_params += char_encoder_parameter_count(char_config, 256)
     tokens = c.batch_size * c.block_size  # of one micro-batch
     model_flags = ("n_layer", "n_embd", "block_size", "tokenizer", "char_dim", "char_hidden")
+    what = "the model's weights, gradients and AdamW state"
+    if c.parallel == "fsdp":
+        what += f" (this rank's shard of {world_size})"
     return [
-        Need("the model's weights, gradients and AdamW state", model_flags, 4 * _FLOAT32 * model_params),
+        Need(what, model_flags, 4 * _FLOAT32 * model_params),
         Need("one micro-batch's logits", ("batch_size", "block_size", "tokenizer"), _FLOAT32 * tokens * vocab_size),
         Need(
             "one micro-batch's residual streams",
@@ -77,10 +84,10 @@ def free_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_training_memory(config, vocab_size: int, device: torch.device) -> None:
-    """NotEnoughMemory (exit 1) naming the flags when the least the run needs exceeds what
-    `device` has free."""
-    needs = least_training_needs(config, vocab_size)
+def check_training_memory(config, vocab_size: int, device: torch.device, world_size: int = 1) -> None:
+    """NotEnoughMemory (exit 1) naming the flags when the least one of the run's
+    `world_size` processes needs exceeds what `device` has free."""
+    needs = least_training_needs(config, vocab_size, world_size)
     available = free_bytes(device)
     total = sum(need.bytes for need in needs)
     if available is None or total <= available:

@@ -260,6 +260,35 @@ def test_the_memory_bound_is_a_lower_bound_of_the_model_it_counts():
         assert 0.9 * 16 * model.num_parameters() <= state_bytes <= 16 * model.num_parameters()
 
 
+def test_the_memory_bound_under_fsdp_counts_what_a_rank_holds(monkeypatch):
+    """A 1.48B-parameter run on 8 ranks of 16 GiB: whole, its weights, gradients and AdamW
+    state are 22 GiB a rank (refused under DDP); sharded, 2.8 GiB (it fits)."""
+    import dataclasses
+
+    from charfast.gpt import memory_need
+    from charfast.gpt.config import TrainConfig
+
+    config = TrainConfig(
+        arch="baseline", n_layer=48, n_embd=1600, n_head=25, block_size=1024, batch_size=1, tokenizer="gpt2"
+    )
+    whole = memory_need.least_training_needs(config, 50_257)[0].bytes
+    assert 1.4e9 < whole / 16 < 1.6e9 and whole > 16 * 2**30
+    sharded = dataclasses.replace(config, parallel="fsdp")
+    state, *rest = memory_need.least_training_needs(sharded, 50_257, 8)
+    assert state.bytes == -(-whole // 16 // 8) * 16 and "this rank's shard of 8" in state.what
+    assert rest == memory_need.least_training_needs(config, 50_257, 8)[1:]  # activations: each rank's own
+    char = dataclasses.replace(sharded, arch="char", char_dim=64, char_hidden=128)
+    encoder = memory_need.least_training_needs(char, 50_257, 8)[0].bytes - state.bytes  # whole on every rank
+    assert (
+        encoder == memory_need.least_training_needs(dataclasses.replace(char, parallel="ddp"), 50_257)[0].bytes - whole
+    )
+    # As torchrun starts it: 8 ranks, 16 GiB free each.
+    monkeypatch.setattr(memory_need, "free_bytes", lambda device: 16 * 2**30)
+    memory_need.check_training_memory(sharded, 50_257, torch.device("cpu"), world_size=8)
+    with pytest.raises(memory_need.NotEnoughMemory, match="weights, gradients and AdamW state"):
+        memory_need.check_training_memory(config, 50_257, torch.device("cpu"), world_size=8)
+
+
 @pytest.mark.parametrize("content, message", CONFIG_FILE_MISTAKES, ids=lambda v: str(v)[:30])
 def test_a_bad_config_file_is_one_line(tiny_corpus, tiny_cache, tmp_path, capsys, content, message):
     config_file = tmp_path / "run.json"

@@ -124,6 +124,26 @@ def test_a_table_assigned_to_a_loaded_model_is_used_and_never_written(tmp_path):
     torch.testing.assert_close(_logits(from_pretrained(tmp_path / "again")), after, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("read", ["save_pretrained", "state_dict", "buffer"])
+def test_a_table_assigned_before_any_forward_is_what_every_read_sees(tmp_path, read):
+    """No forward between the assignment and the read: the buffers follow the table all the same."""
+    _tiny_gpt2(_random_table()).save_pretrained(tmp_path / "model")
+    model = from_pretrained(tmp_path / "model")
+    other = _random_table(width=7, seed=1)
+    embedding = model.get_input_embeddings()
+    embedding.char_embedding.table = other
+    if read == "save_pretrained":
+        model.save_pretrained(tmp_path / "again")
+        torch.testing.assert_close(_logits(from_pretrained(tmp_path / "again")), _logits(model), rtol=0, atol=0)
+    elif read == "state_dict":
+        state = model.state_dict()
+        chars = next(v for k, v in state.items() if k.endswith("table_chars"))
+        lengths = next(v for k, v in state.items() if k.endswith("table_lengths"))
+        assert torch.equal(chars, other.chars) and torch.equal(lengths, other.lengths)
+    else:
+        assert embedding.table_chars is other.chars and embedding.table_lengths is other.lengths
+
+
 def test_loading_a_state_dict_never_writes_into_the_callers_table():
     table = _random_table()
     chars = table.chars.clone()

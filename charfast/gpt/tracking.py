@@ -10,18 +10,28 @@ lives in an optional extra and is imported only when asked for.
   the reader shows each step once.
 - W&B logs into <run folder>/wandb, offline unless the user's W&B settings say otherwise
   (WANDB_MODE, or a mode in W&B's settings file). The run id is kept in the checkpoint, so
-  a resume continues the same W&B run.
+  a resume continues the same W&B run. W&B's writer holds records in memory until a 32 KiB
+  block fills or the run finishes, and offers no flush: a run killed with -9 loses what it
+  held. So a session that finishes its W&B run cleanly notes the last step it logged
+  (wandb/charfast-logged.json), and a resume logs metrics.jsonl's records up to its
+  checkpoint again (`replay`) from the step after the last one known to be held: every
+  step up to a checkpoint reaches W&B. (W&B drops a step lower than the last one it holds,
+  so a step the killed session did write keeps that session's values: the same losses, its
+  own timings.)
 """
 
 from __future__ import annotations
 
 import configparser
+import json
 import os
 from pathlib import Path
 
+from charfast.atomic import atomic_write
 from charfast.extras import missing_modules
 
 TRACKERS = ("tensorboard", "wandb")  # each is also the name of its pip extra
+LOGGED_NOTE = "charfast-logged.json"  # in <folder>/wandb: the last step a cleanly closed W&B session logged
 
 # metrics.jsonl key -> the tag a tracker shows it under
 METRIC_TAGS = {
@@ -79,7 +89,8 @@ class Trackers:
     folder: the run's folder; name: how the trackers show the run (W&B's run name;
     TensorBoard names a run by its folder); hyperparameters: the run's settings;
     resume_step: the step the run resumes after (None: a new run); wandb_id: the W&B run
-    to continue (from the checkpoint); project: W&B's.
+    to continue (from the checkpoint); project: W&B's; replay: on a resume, the
+    metrics.jsonl records up to the checkpoint, logged to W&B again where it lacks them.
     """
 
     def __init__(
@@ -91,6 +102,7 @@ class Trackers:
         name: str | None = None,
         wandb_id: str | None = None,
         project: str = "charfast",
+        replay: list[dict] = (),
     ):
         self.tensorboard = None
         self.wandb_run = None
@@ -119,6 +131,12 @@ class Trackers:
                 mode=wandb_mode(),
                 settings=wandb.Settings(console="off", silent=True),
             )
+            self._logged_note = folder / "wandb" / LOGGED_NOTE
+            has = max(self.wandb_run.step, _cleanly_logged(self._logged_note, self.wandb_run.id))
+            self._logged_note.unlink(missing_ok=True)  # a kill of this session must not leave it behind
+            for record in replay:
+                if record["step"] > has:
+                    self.wandb_run.log(_tagged(record), step=record["step"])
 
     @property
     def wandb_id(self) -> str | None:
@@ -126,7 +144,7 @@ class Trackers:
 
     def metrics(self, record: dict) -> None:
         """One metrics.jsonl record (its "step" and the numbers of METRIC_TAGS it holds)."""
-        self.scalars(record["step"], {tag: float(record[key]) for key, tag in METRIC_TAGS.items() if key in record})
+        self.scalars(record["step"], _tagged(record))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """Numbers at `step`, by tag."""
@@ -162,7 +180,24 @@ class Trackers:
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.wandb_run is not None:
-            self.wandb_run.finish()
+            step, run_id = self.wandb_run.step, self.wandb_run.id
+            self.wandb_run.finish()  # everything logged is on disk (or sent) once it returns
+            with atomic_write(self._logged_note) as f:
+                f.write(json.dumps({"id": run_id, "step": step}).encode("utf-8"))
+
+
+def _cleanly_logged(note: Path, run_id: str) -> int:
+    """The last step a cleanly finished session of W&B run `run_id` logged (0: none known)."""
+    try:
+        logged = json.loads(note.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    return logged.get("step", 0) if isinstance(logged, dict) and logged.get("id") == run_id else 0
+
+
+def _tagged(record: dict) -> dict[str, float]:
+    """The numbers of a metrics.jsonl record by the tags the trackers show them under."""
+    return {tag: float(record[key]) for key, tag in METRIC_TAGS.items() if key in record}
 
 
 def _plain(value):

@@ -417,6 +417,7 @@ class Trainer:
             name=c.wandb_run_name,
             wandb_id=self.wandb_id,
             project=c.wandb_project,
+            replay=self.metrics.records if c.resume else (),
         )
         self.wandb_id = trackers.wandb_id or self.wandb_id
         return trackers

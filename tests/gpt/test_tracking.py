@@ -113,6 +113,53 @@ def test_tensorboard_after_a_kill_9_and_a_resume_shows_each_step_once(tiny_corpu
     assert [step for step, _ in texts["sample/text_summary"]] == list(range(40, 201, 40))
 
 
+def _merged_wandb_history(out) -> list[dict]:
+    """The history of the W&B run as `wandb sync` of its offline sessions gives it: each
+    session's rows in turn, a step lower than the last one held dropped."""
+    rows = []
+    for session in sorted((out / "wandb").glob("offline-run-*")):
+        for row in wandb_history(next(session.glob("run-*.wandb"))):
+            if not rows or row["_step"] > rows[-1]["_step"]:
+                rows.append(row)
+            elif row["_step"] == rows[-1]["_step"]:
+                rows[-1] = {**row, **rows[-1]}
+    return rows
+
+
+def test_wandb_after_a_kill_9_and_a_resume_has_every_step(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
+    """W&B's writer keeps records in memory (no flush): what the killed run held is lost
+    with it, and the resume logs the steps up to its checkpoint again."""
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-settings"))
+    out = tmp_path / "run"
+    settings = dict(n_embd=64, block_size=64, batch_size=8, n_head=4, max_steps=120, eval_interval=40, eval_iters=1)
+    flags = [*tiny_flags(tiny_corpus, out, tiny_cache, **settings), "--log", "wandb"]
+    process = _train_process(flags)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        lines = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+        if lines >= 40 and 5 <= lines % 40 <= 30:  # past a checkpoint, not at the next
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert process.wait(timeout=60) == -signal.SIGKILL, process.stderr.read()
+    saved = load_checkpoint(out / "ckpt.pt")["step"]
+    assert saved >= 40
+    resumed = _train_process([*flags, "--resume"])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    records = read_metrics(out)
+    history = _merged_wandb_history(out)
+    for key, tag in METRIC_TAGS.items():
+        expected = [(r["step"], r[key]) for r in records if key in r]
+        logged = [(row["_step"], row[tag]) for row in history if tag in row]
+        if tag.startswith("perf/"):  # a step the killed session wrote keeps its own timing
+            assert [step for step, _ in logged] == [step for step, _ in expected], tag
+        else:  # the numbers training computes: the same in both sessions
+            assert logged == expected, tag
+
+
 def test_wandb_offline_history_and_a_resume_that_keeps_the_run_id(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)

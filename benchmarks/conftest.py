@@ -117,8 +117,7 @@ def gpt_train_step(model: GPT, idx: torch.Tensor, targets: torch.Tensor, compile
         if compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # a new step may overwrite the last one's outputs
         optimizer.zero_grad(set_to_none=True)
-        with mixed_precision(idx.device):
-            _, loss = forward(idx, targets)
+        _, loss = forward(idx, targets)  # under the model's precision policy (bf16 autocast on CUDA)
         loss.backward()
         optimizer.step()
         if cuda:
@@ -146,8 +145,7 @@ def gpt_optimizer_step(model: GPT, micro_batches: list, compile_mode: str | None
         total = 0.0
         with block:
             for idx, targets in micro_batches:
-                with mixed_precision(idx.device):
-                    _, loss = forward(idx, targets)
+                _, loss = forward(idx, targets)
                 (loss / k).backward()
                 total = total + loss.detach() / k
         optimizer.step()

@@ -21,7 +21,6 @@ from conftest import benchmark_interleaved_ratio
 
 from charfast import GPT, GPTConfig, TokenCharTable
 from charfast.gpt.corpus import shakespeare_documents
-from charfast.gpt.model import mixed_precision
 from charfast.gpt.tokenizer import get_tokenizer
 
 PROMPT_TOKENS, BLOCK = 16, 512
@@ -54,8 +53,7 @@ def generation(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: boo
 
     def step():
         torch.manual_seed(1)
-        with mixed_precision(prompt.device):
-            out = model.generate(prompt, new_tokens, temperature=0.8, top_k=40, use_cache=use_cache)
+        out = model.generate(prompt, new_tokens, temperature=0.8, top_k=40, use_cache=use_cache)
         if prompt.is_cuda:
             torch.cuda.synchronize()
         return out

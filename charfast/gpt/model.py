@@ -155,7 +155,9 @@ def flash_attn_unavailable_reason(device: torch.device) -> str | None:
 
 def mixed_precision(device: torch.device):
     """The GPT's precision policy, as a context manager: bf16 autocast on CUDA (FlashAttention
-    needs 16-bit activations), float32 elsewhere."""
+    needs 16-bit activations), float32 elsewhere. GPT.forward and GPT.logits_at_targets enter
+    it themselves, so no caller (training, sampling, the study's fine-tuning, evaluation and
+    probes) can forget it."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -305,11 +307,13 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: GenerationCache | None = None):
         """idx [B, T] -> (logits [B, T, V], loss or None); loss is the mean cross-entropy over
         the targets that are not IGNORE_INDEX. With `cache` (generation), idx holds the
-        positions after the cached ones, whose keys and values then join the cache."""
-        logits = self.lm_head(self._final_hidden(idx, targets, cache))  # [B, T, V]
-        if targets is None:
-            return logits, None
-        return logits, mean_cross_entropy(logits, targets)
+        positions after the cached ones, whose keys and values then join the cache. Runs
+        under the precision policy (mixed_precision), whoever calls it."""
+        with mixed_precision(idx.device):
+            logits = self.lm_head(self._final_hidden(idx, targets, cache))  # [B, T, V]
+            if targets is None:
+                return logits, None
+            return logits, mean_cross_entropy(logits, targets)
 
     def logits_at_targets(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """idx, targets [B, T] -> float logits [N, V] of the N positions whose target is not
@@ -319,7 +323,8 @@ class GPT(nn.Module):
         if targets is None:
             raise ValueError("GPT.logits_at_targets: targets are required")
         scored = targets != IGNORE_INDEX  # [B, T]
-        return self.lm_head(self._final_hidden(idx, targets)[scored]).float()  # [N, V]
+        with mixed_precision(idx.device):
+            return self.lm_head(self._final_hidden(idx, targets)[scored]).float()  # [N, V]
 
     def _final_hidden(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: GenerationCache | None = None

@@ -23,7 +23,7 @@ from charfast.gpt.config import TrainConfig, build_model, check_checkpoint_setti
 from charfast.gpt.data import load_documents, split_documents
 from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import run_cli
-from charfast.gpt.model import GPT, mixed_precision
+from charfast.gpt.model import GPT
 from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
 
 
@@ -97,9 +97,8 @@ def stream_sample(
     model.eval()
 
     def token_ids() -> Iterator[int]:
-        with mixed_precision(device):
-            for token in model.generate_stream(idx, max_new_tokens, temperature=temperature, top_k=top_k):
-                yield int(token)
+        for token in model.generate_stream(idx, max_new_tokens, temperature=temperature, top_k=top_k):
+            yield int(token)
 
     return decoded_pieces(encoding, token_ids())
 

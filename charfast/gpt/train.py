@@ -300,8 +300,7 @@ class Trainer:
         with self._char_once_per_step([x for x, _ in batches]):
             for micro, (x, y) in enumerate(batches):
                 with self._gradient_sync(last=micro == c.grad_accum - 1):
-                    with mixed_precision(self.device):
-                        _, loss = model(x, y)
+                    _, loss = model(x, y)
                     (loss / c.grad_accum).backward()
                 loss_sum += loss.detach()
         all_reduce_gradients(self.char_params, self.ddp)
@@ -387,8 +386,7 @@ class Trainer:
         losses = torch.zeros(self.config.eval_iters, device=self.device)
         for i in range(self.config.eval_iters):
             x, y = self.val_batches.batch(i, self.device)
-            with mixed_precision(self.device):
-                losses[i] = self.model(x, y)[1]
+            losses[i] = self.model(x, y)[1]
         return float(all_reduce_mean(losses.mean(), self.ddp))
 
     # ---------------------------------------------------------------- the loop

@@ -25,13 +25,7 @@ python -c "import sys, torch, triton; print('python', sys.version.split()[0], 't
 'triton', triton.__version__, torch.cuda.get_device_name())" >> "$out/gpu.txt"
 cat "$out/gpu.txt"
 
-step() {  # step NAME SECONDS COMMAND...: run it under its timeout, log to $out/NAME.log
-  local name=$1 seconds=$2
-  shift 2
-  local started=$SECONDS
-  timeout "$seconds" "$@" > "$out/$name.log" 2>&1
-  echo "$name: exit $? in $((SECONDS - started)) s" | tee -a "$out/steps.txt"
-}
+source "$(dirname "$0")/steps.sh"  # step NAME SECONDS COMMAND...
 
 step tests "${CHECK_TESTS:-150}" python -m pytest tests/ -m gpu -q -rfEs -p no:cacheprovider
 step chain "${CHECK_CHAIN:-60}" python benchmarks/chain_latency.py --hidden 128 768 \

@@ -18,13 +18,7 @@ fi
 timeout 30 python3 -c "import torch, triton; print(torch.cuda.get_device_name())" | tee "$out/gpu.txt" \
   || { echo "no usable GPU"; exit 1; }
 
-step() {  # step NAME SECONDS COMMAND...: run it under its timeout, log to $out/NAME.log
-  local name=$1 seconds=$2
-  shift 2
-  local started=$SECONDS
-  timeout "$seconds" "$@" > "$out/$name.log" 2>&1
-  echo "$name: exit $? in $((SECONDS - started)) s" | tee -a "$out/steps.txt"
-}
+source "$(dirname "$0")/steps.sh"  # step NAME SECONDS COMMAND...
 
 study=(python3 -m charfast.study --preset quick --tokenizers bpe:300 --seeds 0 --device cuda)
 step study_local "${STUDY_LOCAL:-100}" "${study[@]}" --out-dir "$out/study_local"

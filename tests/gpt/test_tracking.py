@@ -81,6 +81,19 @@ def _train_process(flags: list[str]) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def _kill_between_checkpoints(process: subprocess.Popen, metrics) -> None:
+    """SIGKILL a run with a checkpoint every 40 steps 5 to 30 steps past one (the steps after
+    it logged and flushed where a tracker flushes), not at the next."""
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        lines = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+        if lines >= 40 and 5 <= lines % 40 <= 30:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert process.wait(timeout=60) == -signal.SIGKILL, process.stderr.read()
+
+
 @pytest.mark.slow
 def test_tensorboard_after_a_kill_9_and_a_resume_shows_each_step_once(tiny_corpus, tiny_cache, tmp_path):
     out = tmp_path / "run"
@@ -89,16 +102,7 @@ def test_tensorboard_after_a_kill_9_and_a_resume_shows_each_step_once(tiny_corpu
     size = dict(n_embd=64, block_size=64, batch_size=8, n_head=4)
     settings = dict(**size, max_steps=200, eval_interval=40, eval_iters=1, dropout=0.1, sample_tokens=4)
     flags = [*tiny_flags(tiny_corpus, out, tiny_cache, **settings), "--log", "tensorboard"]
-    process = _train_process(flags)
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline:
-        lines = len(metrics.read_text().splitlines()) if metrics.exists() else 0
-        if lines >= 40 and 5 <= lines % 40 <= 30:  # 5+ steps past a checkpoint (their events flushed), not at the next
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    assert process.wait(timeout=60) == -signal.SIGKILL, process.stderr.read()
+    _kill_between_checkpoints(_train_process(flags), out / "metrics.jsonl")
     saved = load_checkpoint(out / "ckpt.pt")["step"]
     before, _ = read_tensorboard(out / "tb")
     logged_before = [step for step, _ in before["train/loss"]]
@@ -135,16 +139,7 @@ def test_wandb_after_a_kill_9_and_a_resume_has_every_step(tiny_corpus, tiny_cach
     out = tmp_path / "run"
     settings = dict(n_embd=64, block_size=64, batch_size=8, n_head=4, max_steps=120, eval_interval=40, eval_iters=1)
     flags = [*tiny_flags(tiny_corpus, out, tiny_cache, **settings), "--log", "wandb"]
-    process = _train_process(flags)
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline:
-        lines = len(metrics.read_text().splitlines()) if metrics.exists() else 0
-        if lines >= 40 and 5 <= lines % 40 <= 30:  # past a checkpoint, not at the next
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    assert process.wait(timeout=60) == -signal.SIGKILL, process.stderr.read()
+    _kill_between_checkpoints(_train_process(flags), out / "metrics.jsonl")
     saved = load_checkpoint(out / "ckpt.pt")["step"]
     assert saved >= 40
     resumed = _train_process([*flags, "--resume"])

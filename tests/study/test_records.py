@@ -71,6 +71,13 @@ def _flip_a_bit(path, offset_from_end=200):
     path.write_bytes(bytes(data))
 
 
+def _damage(path, damage: str, offset_from_end=200) -> None:
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        _flip_a_bit(path, offset_from_end)
+
+
 def _damage_lines(out: str, path) -> list[str]:
     return [line for line in out.splitlines() if str(path) in line and " is damaged" in line]
 
@@ -114,10 +121,7 @@ def test_damaged_pretrained_weights_are_trained_again_not_used(study, monkeypatc
     run = root / "bpe_300" / "char-seed0"
     ckpt = run / "pretrain" / "ckpt.pt"
     probe_before = json.loads((run / "probe.json").read_text(encoding="utf-8"))
-    if damage == "truncated":
-        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    else:
-        _flip_a_bit(ckpt, offset_from_end=None)
+    _damage(ckpt, damage, offset_from_end=None)
     ran = Ran(monkeypatch)
     assert cli.main(flags) == 0
     out = capsys.readouterr().out
@@ -133,10 +137,7 @@ def test_damaged_pretrained_weights_are_trained_again_not_used(study, monkeypatc
 def test_damaged_kept_weights_are_kept_again(study, monkeypatch, capsys, damage):
     flags, root, _ = study
     kept = root / "bpe_300" / "char-seed0" / "pretrain" / "kept" / "step5.pt"
-    if damage == "truncated":
-        kept.write_bytes(kept.read_bytes()[:1000])
-    else:
-        _flip_a_bit(kept)
+    _damage(kept, damage)
     ran = Ran(monkeypatch)
     assert cli.main(flags) == 0
     out = capsys.readouterr().out
@@ -149,10 +150,7 @@ def test_damaged_kept_weights_are_kept_again(study, monkeypatch, capsys, damage)
 def test_damaged_mixed_weights_are_fine_tuned_again(study, monkeypatch, capsys, damage):
     flags, root, _ = study
     weights = root / "bpe_300" / "char-seed0" / "finetune" / "mixed" / "weights.pt"
-    if damage == "truncated":
-        weights.write_bytes(weights.read_bytes()[:1000])
-    else:
-        _flip_a_bit(weights)
+    _damage(weights, damage)
     ran = Ran(monkeypatch)
     assert cli.main(flags) == 0
     out = capsys.readouterr().out

@@ -73,6 +73,7 @@ class CharEmbedding(nn.Module):
         for arg, value in (("inference_cache", inference_cache), ("check_ids", check_ids)):
             if not isinstance(value, bool):
                 raise TypeError(f"CharEmbedding: {arg} must be True or False, got {value!r}")
+        self.table_listeners: list = []  # callables given each table assigned from now on
         self.table = table
         self.backend = backend
         self.inference_cache = inference_cache
@@ -279,6 +280,9 @@ class CharEmbedding(nn.Module):
                 "CharEmbedding: cannot assign table inside a once_per_step block, whose rows come from the table "
                 "at the block's start; assign it between optimizer steps, outside the block"
             )
+        if name == "table":  # before it is taken: a listener that refuses the table stops the assignment
+            for listener in self.__dict__.get("table_listeners", ()):
+                listener(value)
         super().__setattr__(name, value)
         if name in ("lstm", "table") and "_lstm_weights" in self.__dict__:  # a new LSTM or table after __init__
             self.refresh_compile_state()

@@ -19,7 +19,6 @@ Imports transformers, unlike the rest of the core: `import charfast` never loads
 from __future__ import annotations
 
 import functools
-import types
 
 import torch
 from torch import nn
@@ -52,8 +51,10 @@ class CharAwareEmbedding(nn.Embedding):
         self.weight = token_embedding.weight  # the same Parameter: a tied output layer stays tied
         self.char_embedding = char_embedding
         self.settings = settings  # the model config's charfast settings: the table's size is kept there
-        self._syncing = False
         self._take_table(char_embedding.table)
+        # A table assigned to the char embedding becomes the buffers at once, so every read
+        # (state_dict, save_pretrained and its config.json, named_buffers) sees it.
+        char_embedding.table_listeners.append(self._take_table)
 
     @property
     def num_embeddings(self) -> int:
@@ -69,8 +70,7 @@ class CharAwareEmbedding(nn.Embedding):
                 resized = table.padded(value, allow=value - table.vocab_size)
             else:
                 resized = TokenCharTable(table.chars[:value], table.lengths[:value], table.n_chars, name=table.name)
-            char_embedding.table = resized
-            self._take_table(resized)
+            char_embedding.table = resized  # its listener, _take_table, makes it the buffers
 
     def _take_table(self, table: TokenCharTable) -> None:
         """Make the buffers `table`'s tensors (shared, not copied) and remember that they are."""
@@ -89,37 +89,14 @@ class CharAwareEmbedding(nn.Embedding):
         token = F.embedding(input_ids, self.weight, self.padding_idx, self.max_norm, self.norm_type)
         return token + self.char_embedding(input_ids)
 
-    def __getattr__(self, name: str):
-        # Every read of the buffers (save_pretrained's state_dict included) sees a table
-        # assigned to the char embedding since the last forward.
-        if name in ("table_chars", "table_lengths") and "_buffers_of" in self.__dict__ and not self._syncing:
-            self._follow_an_assigned_table()
-        return super().__getattr__(name)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        self._follow_an_assigned_table()
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-
-    def _follow_an_assigned_table(self) -> None:
-        """The buffers become a table the user gave the char embedding since we last set them."""
-        if self.char_embedding.table is not self._buffers_of[0]:
-            self._sync_table_and_buffers()
-
     def _sync_table_and_buffers(self) -> None:
-        """The char embedding's table and the buffers made one: a table the user assigned
-        wins, else buffers a load replaced become the char embedding's new table."""
-        self.__dict__["_syncing"] = True  # register_buffer reads the buffers' names while we set them
-        try:
-            table, chars, lengths = self._buffers_of
-            buffer_chars, buffer_lengths = self._buffers["table_chars"], self._buffers["table_lengths"]
-            if self.char_embedding.table is not table or table.chars is not chars or table.lengths is not lengths:
-                self._take_table(self.char_embedding.table)  # the user gave the char embedding another table
-            elif buffer_chars is not chars or buffer_lengths is not lengths:  # a load replaced the buffers
-                loaded = TokenCharTable(buffer_chars, buffer_lengths, table.n_chars, name=table.name)
-                self.char_embedding.table = loaded
-                self._take_table(loaded)
-        finally:
-            self.__dict__["_syncing"] = False
+        """Buffers a load replaced become the char embedding's new table (loads copy or set
+        the buffers one by one; the table follows when the load ends, or at the next forward)."""
+        table, chars, lengths = self._buffers_of
+        if self._buffers["table_chars"] is not chars or self._buffers["table_lengths"] is not lengths:
+            loaded = TokenCharTable(self._buffers["table_chars"], self._buffers["table_lengths"], table.n_chars,
+                                    name=table.name)  # fmt: skip
+            self.char_embedding.table = loaded  # the listener takes it as the buffers
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Loading copies into the buffers in place; they may be a caller's table's tensors,
@@ -175,17 +152,7 @@ def add_char_embedding(model, table: TokenCharTable, **char_embedding_kwargs):
     model.set_input_embeddings(CharAwareEmbedding(token_embedding, char_embedding, settings))
     setattr(model.config, CONFIG_KEY, settings)
     model.config.__class__ = _char_aware_config_class(_base_config_class(type(model.config)))
-    # transformers writes config.json before it reads the weights: the table's sizes in it
-    # must be those of a table assigned since the last forward too.
-    model.save_pretrained = types.MethodType(_save_pretrained_current_table, model)
     return model
-
-
-def _save_pretrained_current_table(model, *args, **kwargs):
-    """The model class's save_pretrained, the embedding's buffers and settings first made
-    those of the table in use."""
-    model.get_input_embeddings()._follow_an_assigned_table()
-    return type(model).save_pretrained(model, *args, **kwargs)
 
 
 MODEL_TYPE_PREFIX = "charfast-"

@@ -124,7 +124,7 @@ def test_a_table_assigned_to_a_loaded_model_is_used_and_never_written(tmp_path):
     torch.testing.assert_close(_logits(from_pretrained(tmp_path / "again")), after, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("read", ["save_pretrained", "state_dict", "buffer"])
+@pytest.mark.parametrize("read", ["save_pretrained", "state_dict", "buffer", "named_buffers"])
 def test_a_table_assigned_before_any_forward_is_what_every_read_sees(tmp_path, read):
     """No forward between the assignment and the read: the buffers follow the table all the same."""
     _tiny_gpt2(_random_table()).save_pretrained(tmp_path / "model")
@@ -140,8 +140,15 @@ def test_a_table_assigned_before_any_forward_is_what_every_read_sees(tmp_path, r
         chars = next(v for k, v in state.items() if k.endswith("table_chars"))
         lengths = next(v for k, v in state.items() if k.endswith("table_lengths"))
         assert torch.equal(chars, other.chars) and torch.equal(lengths, other.lengths)
-    else:
+    elif read == "buffer":
         assert embedding.table_chars is other.chars and embedding.table_lengths is other.lengths
+    else:
+        buffers = dict(model.named_buffers())
+        assert any(b is other.chars for b in buffers.values()) and any(b is other.lengths for b in buffers.values())
+    # A table that does not fit the model is refused at the assignment, which then does not happen.
+    with pytest.raises(ValueError, match="the table covers 50 ids but the model embeds 100"):
+        embedding.char_embedding.table = _random_table(vocab=50)
+    assert embedding.char_embedding.table is other and embedding.table_chars is other.chars
 
 
 def test_loading_a_state_dict_never_writes_into_the_callers_table():

@@ -3,11 +3,14 @@ decides whether a rerun may reuse it.
 
 A record is a JSON file beside a stage's output: the stage's result fields, "built_from"
 (everything the result depends on: settings, the digests of the weights, test set and
-code it read) and "files" (the SHA-256 of each file the stage wrote beside it, e.g. kept
-weights). A rerun reuses a record only when it was built from the same inputs and every
-file it lists still has the bytes it was written with; a file that is missing or damaged
-(a flipped bit, a torn copy) is named in one line and its stage runs again. Readers of
-such a file check it against the record of the stage that wrote it (`verified`).
+code it read), "files" (the SHA-256 of each file the stage wrote beside it, e.g. kept
+weights) and "sha256", the digest of all of that, so a record changed after it was
+written (a flipped digit still parses) is found like a damaged file. A rerun reuses a
+record only when it is intact, was built from the same inputs and every file it lists
+still has the bytes it was written with; a record or file that is missing or damaged (a
+flipped bit, a torn copy) is named in one line and its stage runs again. Readers check a
+record (`read_record`) and a file against the record of the stage that wrote it
+(`verified`).
 
 The files' digests are of their bytes as written: torch.save writes a fresh serialization
 id into every file, so the same weights written by two runs differ there (what a stage was
@@ -31,6 +34,8 @@ import torch
 
 from charfast.atomic import atomic_write
 from charfast.gpt.failures import RunFailed
+
+RECORD_DIGEST = "sha256"  # a record's digest of the rest of its content
 
 
 def read_json(path: Path):
@@ -70,9 +75,30 @@ def weights_digest(path: Path) -> str:
 
 def write_record(path: Path, fields: dict, built_from: dict, files: Sequence[Path] = ()) -> None:
     """The record of a stage that wrote `files` (in `path`'s folder) from `built_from`:
-    written last, so a record means its stage finished."""
-    digests = {file.name: file_sha256(file) for file in files}
-    write_json(path, {**fields, "built_from": built_from, "files": digests})
+    written last, so a record means its stage finished. It carries the SHA-256 of its own
+    content ("sha256"), so a changed digit in it is found too."""
+    record = {**fields, "built_from": built_from, "files": {file.name: file_sha256(file) for file in files}}
+    write_json(path, {**record, RECORD_DIGEST: _content_sha256(record)})
+
+
+def read_record(path: Path) -> dict:
+    """The record at `path`, checked against the digest it was written with; a RunFailed
+    naming it when it is missing, unreadable or changed since."""
+    record = read_json(path)
+    if not isinstance(record, dict) or not _intact(record):
+        raise RunFailed(f"{path} is missing, unreadable or changed since its stage wrote it; run the study again")
+    return record
+
+
+def _content_sha256(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _intact(record: dict) -> bool:
+    """Whether a record still has the content it was written with (one written before records
+    carried their digest: nothing to check)."""
+    written = record.get(RECORD_DIGEST)
+    return written is None or written == _content_sha256({k: v for k, v in record.items() if k != RECORD_DIGEST})
 
 
 def reusable(path: Path, built_from: dict, files: Sequence[Path] | None = None) -> dict | None:
@@ -80,6 +106,9 @@ def reusable(path: Path, built_from: dict, files: Sequence[Path] | None = None) 
     of `files` (default: every file the record lists) as it was written. Else None, after
     one line naming a file that is missing or damaged (the stage runs again)."""
     record = read_json(path)
+    if isinstance(record, dict) and not _intact(record):
+        print(f"charfast.study: {path} is damaged (its content differs from its digest); the stage runs again")
+        return None
     if not isinstance(record, dict) or record.get("built_from") != built_from:
         return None
     digests = record.get("files")
@@ -118,8 +147,7 @@ def _legacy_weights_intact(file: Path, record: dict) -> bool:
 def verified(file: Path, record_path: Path) -> Path:
     """`file` once it has the bytes the record at `record_path` (of the stage that wrote it)
     lists; a RunFailed naming it otherwise (a rerun writes it again)."""
-    record = read_json(record_path)
-    digests = record.get("files") if isinstance(record, dict) else None
+    digests = read_record(record_path).get("files")
     if digests is not None and (not file.is_file() or digests.get(file.name) != file_sha256(file)):
         raise RunFailed(f"{file} is missing or damaged since {record_path} recorded it; run the study again")
     return file

@@ -31,14 +31,15 @@ from charfast.study.analysis import (
 )
 from charfast.study.layout import StudyLayout
 from charfast.study.plots import plot_length, plot_report
-from charfast.study.records import reusable, source_digest, write_record
+from charfast.study.records import read_record, reusable, source_digest, write_record
 
 LEARNED = 0.6  # exact match on train words that counts a task as learned
 TASK_SECTION = "## Tasks after fine-tuning"  # the report's headline table follows it
 
 
 def load_records(paths: list[Path]) -> list[dict]:
-    return [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    """The records at `paths`, each checked against the digest it was written with."""
+    return [read_record(Path(p)) for p in paths]
 
 
 def _interval(values: list[float] | None) -> str:

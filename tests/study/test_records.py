@@ -166,6 +166,24 @@ def test_a_reader_refuses_a_file_damaged_after_its_stage(study):
         records.verified(folder / "weights.pt", folder / "results.json")
 
 
+@pytest.mark.parametrize("record", ["probe.json", "finetune/mixed/results.json", "test_set.json"])
+def test_a_record_changed_after_its_stage_is_rebuilt_not_read(study, monkeypatch, capsys, record):
+    """A flipped digit still parses: the record's own digest finds it, its stage runs again
+    (to the same record: the report is unchanged), nothing else does."""
+    flags, root, _ = study
+    path = (root / "bpe_300" / record) if record == "test_set.json" else (root / "bpe_300" / "char-seed0" / record)
+    text = path.read_text(encoding="utf-8")
+    digit = next(i for i, ch in enumerate(text) if ch.isdigit() and i > len(text) // 3)
+    path.write_text(text[:digit] + str((int(text[digit]) + 1) % 10) + text[digit + 1 :], encoding="utf-8")
+    ran = Ran(monkeypatch)
+    assert cli.main(flags) == 0
+    out = capsys.readouterr().out
+    assert f"charfast.study: {path} is damaged (its content differs from its digest)" in out, out
+    assert not ran.trained and len(ran.tuned) == (1 if record.startswith("finetune") else 0)
+    assert len(ran.probed) == (1 if record == "probe.json" else 0)
+    assert records.read_record(path)["built_from"] == json.loads(text)["built_from"]  # written again, whole
+
+
 def test_a_damaged_split_is_frozen_again(study, monkeypatch, capsys):
     flags, root, _ = study
     split = root / "bpe_300" / "splits" / "heldout.json"
@@ -180,7 +198,7 @@ def test_old_records_without_file_digests_are_verified_by_loading_then_adopted(s
     run = root / "bpe_300" / "char-seed0"
     for record in [run / "finetune" / "mixed" / "results.json", run / "pretrain" / "kept" / "step5.json"]:
         saved = json.loads(record.read_text(encoding="utf-8"))
-        del saved["files"]
+        del saved["files"], saved["sha256"]  # as records were written before they listed files
         record.write_text(json.dumps(saved), encoding="utf-8")
     ran = Ran(monkeypatch)
     assert cli.main(flags) == 0 and ran.nothing()

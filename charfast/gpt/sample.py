@@ -1,8 +1,7 @@
 """Text from a trained GPT: `python -m charfast.sample --ckpt out/ckpt.pt --prompt "..."`.
 
-The counterpart of nanoGPT's sample.py. The checkpoint is read with weights_only=True; the
-model and tokenizer are rebuilt from the settings it holds (a corpus BPE from the corpus
-it was trained on, checked against the checkpoint's tokenizer hash). Tokens are printed
+The counterpart of nanoGPT's sample.py. The run is read back by charfast.gpt.run.load_run
+(model and tokenizer rebuilt from the settings its checkpoint holds). Tokens are printed
 as they are generated.
 """
 
@@ -10,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import dataclasses
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,44 +16,10 @@ from pathlib import Path
 import torch
 
 from charfast.gpt.bpe import end_of_text_id
-from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
-from charfast.gpt.config import TrainConfig, build_model, check_checkpoint_settings
-from charfast.gpt.data import load_documents, split_documents
 from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import run_cli
 from charfast.gpt.model import GPT
-from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
-
-
-def load_model(ckpt_path: str | Path, device: torch.device) -> tuple[GPT, object]:
-    """(model in eval mode on `device`, tiktoken Encoding) of a training checkpoint."""
-    state = load_checkpoint(ckpt_path)
-    check_checkpoint_settings(state["config"], ckpt_path)
-    config = TrainConfig(**state["config"])
-    texts = []
-    if config.tokenizer.startswith("bpe:"):  # retrained from its corpus, or read from the cache
-        try:
-            train_docs, _ = split_documents(load_documents(config.data), config.val_fraction, seed=config.seed)
-        except (OSError, ValueError) as err:
-            raise CheckpointError(
-                f"{ckpt_path}: its tokenizer {config.tokenizer!r} is rebuilt from the training corpus "
-                f"{config.data or '(the embedded default)'}, which cannot be read: {err}"
-            ) from err
-        texts = [text for _, text in train_docs]
-    encoding = get_tokenizer(config.tokenizer, texts, cache_dir=config.cache_dir)
-    if tokenizer_identity(encoding) != state["tokenizer"]:
-        raise CheckpointError(
-            f"{ckpt_path}: the tokenizer rebuilt from its settings ({encoding.name}) is not the one it was "
-            f"trained with ({state['tokenizer'].get('name')}); has its corpus changed?"
-        )
-    # Every backend and attention computes the same function: take the best for this device,
-    # whatever the run was trained with (a GPU's triton checkpoint samples on a CPU too).
-    model = build_model(dataclasses.replace(config, char_backend="auto", attention="auto"), encoding)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{ckpt_path}: its weights do not fit its own settings: {err}") from err
-    return model.to(device).eval(), encoding
+from charfast.gpt.run import load_run
 
 
 def prompt_ids(encoding, prompt: str) -> list[int]:
@@ -138,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     def sample() -> int:
         _check_arguments(args)
         device = resolve_device(args.device)
-        model, encoding = load_model(args.ckpt, device)
+        run = load_run(Path(args.ckpt).parent, ckpt=args.ckpt, device=device)
+        model, encoding = run.model, run.encoding
         torch.manual_seed(args.seed)
         for i in range(args.num_samples):
             pieces = stream_sample(model, encoding, args.prompt, args.max_new_tokens, args.temperature, args.top_k)

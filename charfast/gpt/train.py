@@ -42,7 +42,6 @@ from charfast.entry_point import STOP_SIGNALS, Stopped, signal_name
 from charfast.gpt.checkpoint import (
     CheckpointError,
     check_compatible,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -583,21 +582,6 @@ class _StepLog:
         self.bar.update(1)
         self.bar.set_postfix_str(_postfix(record))
         return ranks_stopping > 0
-
-
-def restore_run(
-    out_dir: str | Path, device: str = "auto", checkpoint: str | Path | None = None, data: str | None = None
-) -> Trainer:
-    """The run in `out_dir` as its checkpoint left it (model, tokenizer, data), in this
-    process; with `checkpoint`, as that checkpoint of the same run (e.g. weights kept at an
-    earlier step) left it (the Trainer checks that it fits); with `data`, its corpus read
-    from that path (the same text, by content, e.g. where this node mounts it)."""
-    flags = ["--out-dir", str(out_dir), "--resume", "--device", device, "--no-progress"]
-    run = resolve_config([*flags, *(["--data", data] if data is not None else [])])
-    if checkpoint is not None:
-        run = dataclasses.replace(run, checkpoint=load_checkpoint(checkpoint))
-    ddp, resolved_device = init_distributed(run.config.device)
-    return Trainer(run, ddp, resolved_device)
 
 
 def _postfix(record: dict) -> str:

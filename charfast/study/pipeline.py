@@ -37,10 +37,11 @@ from charfast.atomic import atomic_write, remove_stale_temp_files
 from charfast.gpt import train
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
 from charfast.gpt.config import computed_settings, resolve_config, settings_from_flags
-from charfast.gpt.data import corpus_digest, load_documents, split_documents
+from charfast.gpt.data import corpus_digest, load_documents, split_documents, tokenize
 from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import Interrupted, RunFailed
 from charfast.gpt.model import ARCHS as GPT_ARCHS
+from charfast.gpt.run import LoadedRun, load_run, load_tokenizer
 from charfast.gpt.tokenizer import check_tokenizer_name
 from charfast.gpt.tracking import Trackers, parse_trackers
 from charfast.study.evaluate import evaluate_examples, summarize
@@ -49,7 +50,9 @@ from charfast.study.layout import MIXED, StudyLayout
 from charfast.study.probe import probe_model
 from charfast.study.records import (
     file_sha256,
+    model_digest,
     read_json,
+    read_record,
     reusable,
     verified,
     weights_digest,
@@ -390,15 +393,17 @@ class Study:
             print(f"charfast.study: {ckpt} is damaged ({reason}); set aside as {aside.name}, the run trains again")
             return None
 
-    def pretrain_identity(self, ckpt: Path) -> dict:
-        """What a stage built on pretrained weights records: their step and their digest."""
-        return {"pretrain_step": load_checkpoint(ckpt)["step"], "pretrain_weights_sha256": weights_digest(ckpt)}
+    @staticmethod
+    def pretrained(ckpt: Path) -> tuple[dict, dict]:
+        """(the checkpoint at `ckpt`, what a stage built on its weights records: their step and
+        their digest), from one read of it."""
+        state = load_checkpoint(ckpt)
+        return state, {"pretrain_step": state["step"], "pretrain_weights_sha256": model_digest(state["model"])}
 
-    def load_pretrained(self, folder: Path, ckpt: Path | None = None) -> train.Trainer:
-        """The pretraining run in `folder` as a Trainer (model, encoding, training tokens), its
-        weights those of `ckpt` (default: the run's last checkpoint), its corpus read from
-        this study's --data."""
-        return train.restore_run(folder, device=self.config.device, checkpoint=ckpt, data=self.config.data)
+    def load_pretrained(self, ckpt: Path, state: dict) -> LoadedRun:
+        """The pretrained run of `ckpt` (its checkpoint `state`, read already) on this stage's
+        device, its corpus read from this study's --data."""
+        return load_run(ckpt.parent, ckpt=ckpt, device=self.config.device, data=self.config.data, state=state)
 
     def freeze_splits(self, tokenizer: str) -> Path:
         """The splits stage: a tokenizer's word splits and test set, frozen under its folder
@@ -412,12 +417,11 @@ class Study:
         if "corpus_sha256" in state:  # splits frozen before checkpoints knew their corpus lack it
             identity["corpus_sha256"] = state["corpus_sha256"]
         if not self._splits_frozen(splits_dir, identity):
-            trainer = self.load_pretrained(pretrain_dir)
-            train_docs, _ = split_documents(
-                load_documents(self.config.data), trainer.config.val_fraction, seed=trainer.config.seed
-            )
-            token_counts = token_frequencies(trainer.train_batches.tokens, trainer.encoding.n_vocab)
-            splits = make_splits(word_counts(train_docs), trainer.encoding, token_counts, seed=0)
+            config, encoding = load_tokenizer(state, pretrain_dir / "ckpt.pt", self.config.data)
+            train_docs, _ = split_documents(load_documents(config.data), config.val_fraction, seed=config.seed)
+            tokens = tokenize(encoding, train_docs, "train", cache_dir=config.cache_dir, show_progress=False)
+            token_counts = token_frequencies(tokens, encoding.n_vocab)  # the pretraining's training tokens
+            splits = make_splits(word_counts(train_docs), encoding, token_counts, seed=0)
             freeze_splits(splits, splits_dir, meta=identity)
         splits, _ = load_splits(splits_dir)
         test_path = self.layout.test_set(tokenizer)
@@ -454,7 +458,7 @@ class Study:
         """(word splits, [(split, Example)]) of a tokenizer, as its splits stage froze them:
         read only (one writer per file); a RunFailed when they are missing, stale or damaged."""
         splits_dir = self.layout.splits_dir(tokenizer)
-        saved = read_json(self.layout.test_set(tokenizer)) if (splits_dir / MANIFEST).exists() else None
+        saved = read_record(self.layout.test_set(tokenizer)) if (splits_dir / MANIFEST).exists() else None
         if not isinstance(saved, dict) or saved.get("built_from") != self._test_set_built_from(tokenizer):
             raise RunFailed(
                 f"the splits and test set of {tokenizer} are missing or stale: splits({tokenizer}) runs first"
@@ -497,13 +501,13 @@ class Study:
         weights (their step and hash)."""
         path = self.layout.probe(tokenizer, arch, seed, self._at(step))
         ckpt = self.checkpoint_at(tokenizer, arch, seed, step)
-        built_from = self.pretrain_identity(ckpt)
+        state, built_from = self.pretrained(ckpt)
         if reusable(path, built_from) is not None:
             return path
-        trainer = self.load_pretrained(self.layout.pretrain_dir(tokenizer, arch, seed), ckpt)
+        run = self.load_pretrained(ckpt, state)
         record = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "pretrain_step": step}
-        record["n_vocab"] = trainer.encoding.n_vocab
-        record["probe"] = probe_model(trainer.model, trainer.encoding)
+        record["n_vocab"] = run.encoding.n_vocab
+        record["probe"] = probe_model(run.model, run.encoding)
         write_record(path, record, built_from)
         return path
 
@@ -536,8 +540,9 @@ class Study:
         mixed_record = self.layout.results(tokenizer, arch, seed, MIXED, at)
         if finetuning != MIXED and not mixed_weights.exists():
             raise RunFailed(f"{mixed_weights} is missing: the mixed fine-tuning runs first")
+        state, pretrained = self.pretrained(ckpt)
         start = (
-            self.pretrain_identity(ckpt)
+            pretrained
             if finetuning == MIXED
             else {"after_mixed_weights_sha256": weights_digest(verified(mixed_weights, mixed_record))}
         )
@@ -552,23 +557,23 @@ class Study:
         written = [mixed_weights] if finetuning == MIXED else []
         if reusable(path, built_from, written) is not None:
             return path
-        trainer = self.load_pretrained(self.layout.pretrain_dir(tokenizer, arch, seed), ckpt)
+        run = self.load_pretrained(ckpt, state)
         if finetuning != MIXED:
-            trainer.model.load_state_dict(torch.load(mixed_weights, map_location=trainer.device, weights_only=True))
+            run.model.load_state_dict(torch.load(mixed_weights, map_location=run.device, weights_only=True))
+        if run.model.char_emb is not None:  # its weights change between the learning curve's points
+            run.model.char_emb.inference_cache = False
         questions = [(split, example) for split, example in test_set if example.task in config.tasks]
         identity = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "finetuning": finetuning}
         identity["pretrain_step"] = step
         trackers = self.trackers(path.parent, identity, config)
         try:
-            record = self._finetune_and_score(
-                trainer, splits.train, questions, config, built_from["curve_steps"], trackers
-            )
+            record = self._finetune_and_score(run, splits.train, questions, config, built_from["curve_steps"], trackers)
         finally:
             if trackers is not None:
                 trackers.close()
         if finetuning == MIXED:  # before its results, which mark the fine-tuning finished
             with atomic_write(mixed_weights) as f:
-                torch.save(trainer.model.state_dict(), f)
+                torch.save(run.model.state_dict(), f)
         write_record(path, {**identity, **record}, built_from, written)
         return path
 
@@ -586,12 +591,12 @@ class Study:
         return sorted({round(k * steps / points) for k in range(1, points + 1)})
 
     def _finetune_and_score(
-        self, trainer, words, questions, config: FinetuneConfig, curve_steps: list[int], trackers: Trackers | None
+        self, run: LoadedRun, words, questions, config: FinetuneConfig, curve_steps: list[int], trackers
     ) -> dict:
-        """Fine-tune trainer.model in place, scoring a prefix of `questions` at step 0 and at
+        """Fine-tune run.model in place, scoring a prefix of `questions` at step 0 and at
         `curve_steps` (the learning curve), then score all of them: the results.json fields
         of one fine-tuning. The losses and the curve's exact matches go to `trackers` too."""
-        model, encoding, device = trainer.model, trainer.encoding, trainer.device
+        model, encoding, device = run.model, run.encoding, run.device
         curve_questions = self.curve_questions(questions)
 
         def curve_point(step: int) -> dict:

@@ -64,7 +64,11 @@ def weights_digest(path: Path) -> str:
     dtypes, shapes and values. Not the file's bytes: torch.save writes a fresh serialization
     id into every file, so the same weights saved by two processes are two files."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
+    return model_digest(state.get("model", state))
+
+
+def model_digest(state: dict) -> str:
+    """weights_digest of a state dict already in memory (a checkpoint's "model")."""
     digest = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name].detach().contiguous()
@@ -127,7 +131,7 @@ def reusable(path: Path, built_from: dict, files: Sequence[Path] | None = None) 
             print(f"charfast.study: {file} is damaged (its SHA-256 differs from its record's); the stage runs again")
             return None
     if digests is None and files:  # verified by loading: its digests are recorded from now on
-        write_record(path, {k: v for k, v in record.items() if k != "built_from"}, built_from, files)
+        write_record(path, {k: v for k, v in record.items() if k not in ("built_from", "files")}, built_from, files)
         record = read_json(path)
     return record
 

@@ -14,6 +14,7 @@ from tiny_runs import tiny_flags
 
 from charfast.gpt import model as model_module
 from charfast.gpt import sample, train
+from charfast.gpt.run import load_run
 from charfast.study.evaluate import evaluate_examples
 from charfast.study.finetune import FinetuneConfig, finetune
 from charfast.study.probe import probe_model
@@ -62,8 +63,8 @@ def test_every_forward_of_train_sample_and_the_study_runs_under_the_policy(
     assert sample.main(["--ckpt", str(out / "ckpt.pt"), "--max-new-tokens", "3", "--device", "cpu"]) == 0
     assert attention_calls["outside"] == 0 and attention_calls["inside"] > before
 
-    trainer = train.restore_run(out, device="cpu")
-    model, encoding = trainer.model, trainer.encoding
+    run = load_run(out, device="cpu")
+    model, encoding = run.model, run.encoding
     before = attention_calls["inside"]
     finetune(model, encoding, WORDS, FinetuneConfig(tasks=("spell",), steps=2, batch_size=2), device="cpu")
     questions = [("train", e) for e in draw_examples("spell", WORDS, 2, random.Random(0))]

@@ -4,6 +4,7 @@ and one clear line (exit 2, no traceback) for every bad input."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from tiny_runs import tiny_flags, write_tiny_corpus
 
 from charfast.gpt import sample, train
 from charfast.gpt.checkpoint import load_checkpoint, save_checkpoint
+from charfast.gpt.run import load_run
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,8 @@ def test_samples_are_streamed_separated_and_reproducible(ckpt, capsys):
 
 
 def test_each_piece_comes_as_soon_as_its_token(ckpt):
-    model, encoding = sample.load_model(ckpt, torch.device("cpu"))
+    run = load_run(Path(ckpt).parent, ckpt=ckpt, device="cpu")
+    model, encoding = run.model, run.encoding
     produced = []
     original = model.generate_stream
 
@@ -100,6 +103,10 @@ def test_a_changed_corpus_is_caught(ckpt, tmp_path, capsys):
     state["config"]["data"] = str(write_tiny_corpus(tmp_path / "other", n_docs=3))
     moved = tmp_path / "ckpt.pt"
     save_checkpoint(moved, {k: v for k, v in state.items() if k != "format"})
+    code, out, err = run(capsys, "--ckpt", moved)
+    assert code == 2 and out == "" and "was trained on another corpus than" in err  # its content digest
+    # A checkpoint written before they recorded their corpus: the tokenizer's identity tells.
+    save_checkpoint(moved, {k: v for k, v in state.items() if k not in ("format", "corpus_sha256")})
     code, out, err = run(capsys, "--ckpt", moved)
     assert code == 2 and out == "" and "has its corpus changed?" in err
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -18,8 +19,9 @@ import torch
 from tiny_runs import read_metrics, tiny_flags, write_tiny_corpus
 
 from charfast import TokenCharTable
+from charfast.gpt import run as run_module
 from charfast.gpt import train
-from charfast.gpt.checkpoint import load_checkpoint, save_checkpoint
+from charfast.gpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_cli_smoke_run(tiny_corpus, tiny_cache, tmp_path, capsys):
@@ -153,13 +155,27 @@ def test_resume_names_a_broken_checkpoint_entry(tiny_corpus, tiny_cache, tmp_pat
     assert f"its '{entry}' entry must be" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_restore_run_gives_the_trained_model(tiny_corpus, tiny_cache, tmp_path):
+def test_load_run_gives_the_trained_model_without_an_optimizer(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
     out = tmp_path / "run"
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=2, sample_tokens=0)) == 0
-    restored = train.restore_run(out, device="cpu")
     saved = torch.load(out / "ckpt.pt", weights_only=True)
-    assert restored.step == 2 and restored.encoding.name == saved["tokenizer"]["name"]
-    assert all(torch.equal(restored.model.state_dict()[k], v) for k, v in saved["model"].items())
+    reads = []
+    real_load = run_module.load_checkpoint
+    monkeypatch.setattr(run_module, "load_checkpoint", lambda path: reads.append(path) or real_load(path))
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *a, **k: pytest.fail("load_run built an optimizer"))
+    loaded = run_module.load_run(out, device="cpu")
+    assert reads == [out / "ckpt.pt"]  # one read of the checkpoint
+    assert loaded.step == 2 and loaded.encoding.name == saved["tokenizer"]["name"] and not loaded.model.training
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in saved["model"].items())
+    assert loaded.config.n_embd == saved["config"]["n_embd"] and loaded.device == torch.device("cpu")
+    # The same corpus where another machine mounts it; other text there is refused.
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_corpus, moved)
+    assert run_module.load_run(out, device="cpu", data=str(moved)).config.data == str(moved)
+    first = sorted(moved.iterdir())[0]
+    first.write_text(first.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    with pytest.raises(CheckpointError, match="was trained on another corpus"):
+        run_module.load_run(out, device="cpu", data=str(moved))
 
 
 # Each user mistake: one line naming the flag, exit 2, no traceback, and (but for the one

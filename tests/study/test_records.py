@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from tiny_runs import write_tiny_corpus
 
 from charfast.study import analysis, cli, pipeline, records
@@ -255,3 +256,26 @@ def test_any_narrowing_of_archs_reports_its_rows(archs):
     assert len(probes) == len(analysis.PROBES) and all(set(r["score"]) == set(archs) for r in probes)
     table = report_module.task_table([row])
     assert all(arch in table for arch in archs) and "| bpe:300 | spell |" in table
+
+
+def test_a_probe_or_fine_tuning_reads_its_checkpoint_once(study, monkeypatch):
+    """Its identity, its tokenizer and its model come from one read (no Trainer: no optimizer
+    state, no tokenized corpus)."""
+    flags, root, _ = study
+    run = root / "bpe_300" / "char-seed0"
+    config = pipeline.StudyConfig(
+        out_dir=str(root), preset="quick", tokenizers=("bpe:300",), seeds=(0,), archs=("char",),
+        tasks=("spell", "count"), solo_tasks=("count",), data=flags[flags.index("--data") + 1], device="cpu",
+    )  # fmt: skip
+    study = pipeline.Study(config)
+    stages = {stage.name: stage for stage in study.stages()}
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(str(f)) or real_load(f, *a, **k))
+    ckpt = str(run / "pretrain" / "ckpt.pt")
+    for stage, record in [("probe(bpe:300, char, 0, 10)", "probe.json"), ("finetune(bpe:300, char, 0, 10, count)",
+                          "finetune/count/results.json")]:  # fmt: skip
+        (run / record).unlink()
+        reads.clear()
+        assert study.run_stage(stages[stage]) == run / record
+        assert reads.count(ckpt) == 1, (stage, reads)

@@ -1,0 +1,93 @@
+"""A trained run, read back for use: its settings, tokenizer, model and step, from one read
+of its checkpoint, with no optimizer, training data or memory check (what sampling, the
+study's probes and fine-tunings and an export need).
+
+    run = load_run("out")                          # out/ckpt.pt
+    run = load_run("out", ckpt="out/kept/step200.pt", device="cuda")
+    logits, _ = run.model(idx)
+
+A corpus BPE tokenizer (bpe:N) is retrained from the corpus (or read from its cache) and
+checked against the identity the checkpoint recorded; `data` names where this machine
+reads that corpus, which must hold the same text where the checkpoint knows it by content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
+from charfast.gpt.config import CHECKPOINT_NAME, TrainConfig, build_model, check_checkpoint_settings
+from charfast.gpt.data import corpus_digest, load_documents, split_documents
+from charfast.gpt.distributed import resolve_device
+from charfast.gpt.model import GPT
+from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    config: TrainConfig  # the run's settings, as its checkpoint holds them (data: where it was read here)
+    encoding: object  # the tiktoken Encoding it was trained with
+    model: GPT  # its weights, in eval mode, on `device`
+    step: int  # the optimizer steps its checkpoint holds
+    device: torch.device
+
+
+def load_run(
+    folder: str | os.PathLike,
+    ckpt: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    data: str | None = None,
+    state: dict | None = None,
+) -> LoadedRun:
+    """The run in `folder` as its checkpoint (default folder/ckpt.pt; or `ckpt`, e.g. weights
+    kept at an earlier step, whose settings must be the run's) left it. data: the corpus's
+    path on this machine (default: the one the run was trained from); state: the
+    checkpoint, when the caller has read it already (one read per use). Every backend and
+    attention computes the same function: the model takes the best for `device`, whatever
+    the run was trained with."""
+    path = Path(ckpt) if ckpt is not None else Path(folder) / CHECKPOINT_NAME
+    state = load_checkpoint(path) if state is None else state
+    config, encoding = load_tokenizer(state, path, data)
+    model = build_model(dataclasses.replace(config, char_backend="auto", attention="auto"), encoding)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{path}: its weights do not fit its own settings: {err}") from err
+    device = resolve_device(device) if isinstance(device, str) else device
+    return LoadedRun(config, encoding, model.to(device).eval(), state["step"], device)
+
+
+def load_tokenizer(state: dict, path: str | os.PathLike, data: str | None = None) -> tuple[TrainConfig, object]:
+    """(the run's settings, its tiktoken Encoding) from a loaded checkpoint `state` (read from
+    `path`, which messages name), the corpus read from `data` when given."""
+    check_checkpoint_settings(state["config"], path)
+    config = TrainConfig(**state["config"])
+    if data is not None:
+        config = dataclasses.replace(config, data=data)
+    texts = []
+    if config.tokenizer.startswith("bpe:"):  # retrained from its corpus, or read from the cache
+        try:
+            documents = load_documents(config.data)
+        except (OSError, ValueError) as err:
+            raise CheckpointError(
+                f"{path}: its tokenizer {config.tokenizer!r} is rebuilt from the training corpus "
+                f"{config.data or '(the embedded default)'}, which cannot be read: {err}"
+            ) from err
+        if state.get("corpus_sha256") not in (None, corpus_digest(documents)):
+            raise CheckpointError(
+                f"{path} was trained on another corpus than {config.data or '(the embedded default)'} holds now"
+            )
+        train_docs, _ = split_documents(documents, config.val_fraction, seed=config.seed)
+        texts = [text for _, text in train_docs]
+    encoding = get_tokenizer(config.tokenizer, texts, cache_dir=config.cache_dir)
+    if tokenizer_identity(encoding) != state["tokenizer"]:
+        raise CheckpointError(
+            f"{path}: the tokenizer rebuilt from its settings ({encoding.name}) is not the one it was "
+            f"trained with ({state['tokenizer'].get('name')}); has its corpus changed?"
+        )
+    return config, encoding

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from charfast.backends import backend_names, why_unavailable
+from charfast.gpt import archs
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
 from charfast.gpt.distributed import resolve_device
 from charfast.gpt.memory_need import check_training_memory
-from charfast.gpt.model import ARCHS, ATTENTION_IMPLS, CHAR_ARCHS, GPT, GPTConfig, flash_attn_unavailable_reason
+from charfast.gpt.model import ATTENTION_IMPLS, GPT, GPTConfig, flash_attn_unavailable_reason
 from charfast.gpt.tokenizer import check_tokenizer_name, vocabulary_bound
 from charfast.gpt.tracking import parse_trackers
 from charfast.table import TokenCharTable
@@ -46,7 +47,7 @@ class TrainConfig:
     )
     val_fraction: float = field(default=0.1, metadata={"help": "fraction of documents held out for validation"})
     # model
-    arch: str = field(default="char", metadata={"help": f"one of {', '.join(ARCHS)}"})
+    arch: str = field(default="char", metadata={"help": f"one of {', '.join(archs.names())}"})
     n_layer: int = field(default=4, metadata={"help": "transformer blocks"})
     n_head: int = field(default=4, metadata={"help": "attention heads (must divide n_embd)"})
     n_embd: int = field(default=128, metadata={"help": "model width"})
@@ -391,7 +392,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     except ValueError as err:
         raise ValueError(re.sub(r"^GPTConfig: (\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(err))) from err
     device = resolve_device(c.device)
-    if c.arch in CHAR_ARCHS:
+    if archs.has_encoder(c.arch):
         _check_char_backend(c.char_backend, device)
     reason = flash_attn_unavailable_reason(device) if c.attention == "flash-attn" else None
     if reason is not None:
@@ -417,5 +418,7 @@ def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
 def build_model(config: TrainConfig, encoding) -> GPT:
     """The GPT of a run's settings for the tiktoken Encoding `encoding`, freshly initialised
     on the CPU (the char arch reads the encoding's TokenCharTable from the disk cache)."""
-    table = None if config.arch == "baseline" else TokenCharTable.from_tiktoken(encoding, cache_dir=config.cache_dir)
+    arch = archs.get(config.arch)
+    reads_table = arch.encoder is not None or arch.matched
+    table = TokenCharTable.from_tiktoken(encoding, cache_dir=config.cache_dir) if reads_table else None
     return GPT(model_config(config, encoding.n_vocab), char_table=table)

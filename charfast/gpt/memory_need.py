@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from charfast.gpt import archs
 from charfast.gpt.failures import RunFailed
-from charfast.gpt.model import CHAR_ARCHS, GPTConfig, char_encoder_parameter_count
+from charfast.gpt.model import GPTConfig, char_encoder_parameter_count
 
 _FLOAT32 = 4
 _INT64 = 8
@@ -42,7 +43,7 @@ def least_training_needs(config, vocab_size: int, world_size: int = 1) -> list[N
     model_params += c.block_size * c.n_embd + c.n_layer * 12 * c.n_embd**2  # wpe, the blocks' matrices
     if c.parallel == "fsdp":
         model_params = -(-model_params // world_size)  # this rank's shard
-    if c.arch in CHAR_ARCHS:
+    if archs.has_encoder(c.arch):
         char_config = GPTConfig(n_embd=c.n_embd, n_head=1, char_dim=c.char_dim, char_hidden=c.char_hidden)
         model_params += char_encoder_parameter_count(char_config, 256)
     tokens = c.batch_size * c.block_size  # of one micro-batch

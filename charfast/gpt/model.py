@@ -1,20 +1,18 @@
 """GPT: a nanoGPT-style decoder, baseline or character-aware.
 
-    x = wte(idx) + wpe(pos) [+ char_emb(idx) for archs "char" and "char-shuffled"
-                              | + matched(idx) for "baseline-matched"]
+    x = wte(idx) + wpe(pos) [+ char_emb(idx) for an arch with a char encoder
+                              | + matched(idx) for one with a matched embedding]
     x = blocks(x)            pre-LN: x + attn(ln(x)), x + mlp(ln(x))
     logits = lm_head(ln_f(x))
 
 Dimensions: B batch, T time (tokens), C = n_embd, H heads, D = C / H head width, V vocab.
 
-arch "baseline-matched" is the study's control: it adds an extra token embedding and a
-linear layer with (nearly) the same parameter count as the char encoder, so any gain of
-"char" over it comes from the characters, not from the extra parameters.
-
-arch "char-shuffled" is the second control: the char arch reading a table whose rows are
-a fixed random permutation (TokenCharTable.shuffled), so each token gets another token's
-characters. Same parameters and compute as "char", no true spelling: it separates real
-character information from extra capacity.
+The archs are registered in charfast.gpt.archs: "char" (the char encoder over each token's
+own chars), "baseline", "baseline-matched" (an extra token embedding and a linear layer
+with (nearly) the char encoder's parameter count, so any gain of "char" over it comes from
+the characters, not from the extra parameters) and "char-shuffled" (the char encoder
+reading a table whose rows are a fixed random permutation, TokenCharTable.shuffled: same
+parameters and compute as "char", no true spelling).
 """
 
 from __future__ import annotations
@@ -29,13 +27,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from charfast.char_embedding import CharEmbedding
+from charfast.gpt import archs
 from charfast.gpt.cross_entropy import IGNORE_INDEX, mean_cross_entropy
 from charfast.gpt.generation import GenerationCache, check_sampling, new_tokens
 from charfast.table import TokenCharTable
 
-ARCHS = ("char", "baseline", "baseline-matched", "char-shuffled")
-CHAR_ARCHS = ("char", "char-shuffled")  # the archs with a CharEmbedding
-SHUFFLE_SEED = 0  # the permutation of arch "char-shuffled": one fixed table for every run
 ATTENTION_IMPLS = ("auto", "sdpa", "flash-attn")
 
 try:  # the flash-attn package, used on CUDA when installed
@@ -55,9 +51,9 @@ class GPTConfig:
     bias: bool = True
     tie_weights: bool = True
     arch: str = "char"
-    char_dim: int = 128  # width of each character's embedding (CHAR_ARCHS)
-    char_hidden: int = 128  # char-LSTM hidden size (CHAR_ARCHS)
-    char_backend: str = "auto"  # CharEmbedding backend (CHAR_ARCHS)
+    char_dim: int = 128  # width of each character's embedding (archs with a char encoder)
+    char_hidden: int = 128  # char-LSTM hidden size (archs with a char encoder)
+    char_backend: str = "auto"  # CharEmbedding backend (archs with a char encoder)
     attention: str = "auto"  # "auto": flash-attn package on CUDA when installed, else SDPA
 
     def __post_init__(self):
@@ -72,8 +68,7 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig: dropout must lie in [0, 1), got {self.dropout!r}")
-        if self.arch not in ARCHS:
-            raise ValueError(f"GPTConfig: arch must be one of {ARCHS}, got {self.arch!r}")
+        archs.get(self.arch, "GPTConfig: arch")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"GPTConfig: attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
 
@@ -206,7 +201,8 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """A decoder-only transformer. `char_table` (the tokenizer's TokenCharTable) is needed
-    for the CHAR_ARCHS and "baseline-matched" and must cover every id in [0, vocab_size)."""
+    by an arch with a char encoder or a matched embedding and must cover every id in
+    [0, vocab_size)."""
 
     def __init__(self, config: GPTConfig, char_table: TokenCharTable | None = None):
         super().__init__()
@@ -218,7 +214,8 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.char_emb = None
         self.matched_emb = None
-        if config.arch in CHAR_ARCHS:
+        arch = archs.get(config.arch)
+        if arch.encoder is not None:
             if char_table is None:
                 raise ValueError(f"GPT: arch={config.arch!r} needs char_table (the tokenizer's TokenCharTable)")
             if char_table.vocab_size != config.vocab_size:
@@ -226,16 +223,16 @@ class GPT(nn.Module):
                     f"GPT: char_table covers {char_table.vocab_size} token ids but "
                     f"config.vocab_size is {config.vocab_size}"
                 )
-            self.char_emb = CharEmbedding(
-                char_table if config.arch == "char" else char_table.shuffled(SHUFFLE_SEED),
+            self.char_emb = CharEmbedding(  # arch.encoder "lstm", the only one: the char-LSTM
+                arch.table_view(char_table),
                 config.n_embd,
                 char_dim=config.char_dim,
                 hidden=config.char_hidden,
                 backend=config.char_backend,
             )
-        elif config.arch == "baseline-matched":
+        elif arch.matched:
             if char_table is None:
-                raise ValueError("GPT: arch='baseline-matched' needs char_table to know the char encoder's size")
+                raise ValueError(f"GPT: arch={config.arch!r} needs char_table to know the char encoder's size")
             target = char_encoder_parameter_count(config, char_table.n_chars)
             self.matched_emb = MatchedEmbedding(config.vocab_size, config.n_embd, target)
         self.check_ids = True

@@ -1,7 +1,8 @@
 """The study's numbers, computed from the runs' results.json records: the rows of the
 report's tables and the points of its plots.
 
-Comparisons are char against each control on the same questions (or probe tokens):
+Comparisons are the treatment against each control (charfast.gpt.archs) on the same
+questions (or probe tokens), e.g.
     char - baseline-matched   real spelling plus capacity, against capacity matched by ids
     char - char-shuffled      real spelling, against the same encoder fed another token's chars
 """
@@ -12,13 +13,12 @@ from collections import defaultdict
 
 import numpy as np
 
+from charfast.gpt import archs
 from charfast.study.layout import MIXED, finetuning_kind
 from charfast.study.probe import PROBES
 from charfast.study.stats import paired_bootstrap_difference, stratified_bootstrap_mean
 from charfast.study.tasks import TASKS
 
-CHAR, MATCHED, SHUFFLED = "char", "baseline-matched", "char-shuffled"
-CONTROLS = (MATCHED, SHUFFLED)
 THRESHOLDS = (0.5, 0.8)
 
 
@@ -42,29 +42,33 @@ def finetunings_of(results: list[dict]) -> list[str]:
     return sorted({r["finetuning"] for r in results}, key=lambda f: (f != MIXED, f))
 
 
-def arch_order(archs) -> list[str]:
-    """The archs present, char first, then its controls, then any other by name: every arch
-    a study ran gets its column, none is dropped for being unknown here."""
-    present = set(archs)
-    return [a for a in (CHAR, *CONTROLS) if a in present] + sorted(present - {CHAR, *CONTROLS})
+def arch_order(names) -> list[str]:
+    """The archs present (charfast.gpt.archs), in the registry's order: the treatment, the
+    controls, the rest. An arch that is not registered (records of another version) is a
+    ValueError naming it, never a dropped row."""
+    present = set(names)
+    for name in present:
+        archs.get(name, "a record's arch")
+    return [name for name in archs.names() if name in present]
 
 
 def _paired_seeds(runs: dict[str, list[dict]], arch: str) -> bool:
-    return arch in runs and CHAR in runs and [r["seed"] for r in runs[arch]] == [r["seed"] for r in runs[CHAR]]
+    char = archs.treatment()
+    return arch in runs and char in runs and [r["seed"] for r in runs[arch]] == [r["seed"] for r in runs[char]]
 
 
 def comparisons_not_made(records: list[dict]) -> list[str]:
     """What the study cannot say with the runs it has, in words: a comparison per control
     that no tokenizer has paired with char (the same seeds), and intervals over one seed."""
     missing = []
-    for control, what in (
-        (MATCHED, "char - baseline-matched (real spelling plus capacity, the headline), its plots and the "
-         "compute-equivalent gain"),
-        (SHUFFLED, "char - char-shuffled (real spelling against the same encoder fed another token's chars)"),
-    ):  # fmt: skip
+    char, capacity = archs.treatment(), archs.capacity_control()
+    for control in archs.controls():
+        what = f"{char} - {control} ({archs.get(control).compares})"
+        if control == capacity:
+            what += ", its plots and the compute-equivalent gain"
         tokenizers = dict.fromkeys(r["tokenizer"] for r in records)
         if not any(_paired_seeds(runs_by_arch(records, t), control) for t in tokenizers):
-            missing.append(f"{what}: needs --archs to include char and {control}, with the same --seeds")
+            missing.append(f"{what}: needs --archs to include {char} and {control}, with the same --seeds")
     if records and len({r["seed"] for r in records}) < 2:
         missing.append("seed-to-seed variation: with one seed the intervals resample questions (or tokens) only")
     return missing
@@ -114,9 +118,10 @@ def _task_rows_of(results: list[dict], tokenizer: str, finetuning: str) -> list[
                 "answer_loss": {arch: float(v.mean()) for arch, v in loss.items()},
                 "difference": {},
             }
-            for control in CONTROLS:
-                if _paired_seeds(runs, control) and acc[CHAR].shape[1]:
-                    interval = paired_bootstrap_difference(acc[CHAR], acc[control])
+            char = archs.treatment()
+            for control in archs.controls():
+                if _paired_seeds(runs, control) and acc[char].shape[1]:
+                    interval = paired_bootstrap_difference(acc[char], acc[control])
                     row["difference"][control] = [interval.estimate, interval.low, interval.high]
             rows.append(row)
     return rows
@@ -145,9 +150,9 @@ def probe_rows(probes: list[dict]) -> list[dict]:
             for arch, groups in scores.items():
                 interval = stratified_bootstrap_mean(groups)
                 row["score"][arch] = [interval.estimate, interval.low, interval.high]
-            for control in CONTROLS:
+            for control in archs.controls():
                 if _paired_seeds(runs, control):
-                    diffs = [a - b for a, b in zip(scores[CHAR], scores[control])]
+                    diffs = [a - b for a, b in zip(scores[archs.treatment()], scores[control])]
                     interval = stratified_bootstrap_mean(diffs)
                     row["difference"][control] = [interval.estimate, interval.low, interval.high]
             rows.append(row)
@@ -252,15 +257,16 @@ def compute_equivalent_rows(curves: dict[tuple[str, str, int], tuple[np.ndarray,
     reaches it in its run). curves: (tokenizer, arch, seed) -> validation_curve."""
     rows = []
     for tokenizer in dict.fromkeys(t for t, _, _ in curves):
-        seeds = sorted(s for t, a, s in curves if t == tokenizer and a == CHAR and (t, MATCHED, s) in curves)
+        char, matched = archs.treatment(), archs.capacity_control()
+        seeds = sorted(s for t, a, s in curves if t == tokenizer and a == char and (t, matched, s) in curves)
         if not seeds:  # no pair of char and baseline-matched runs: nothing to compare
             continue
         for step in points.get(tokenizer, []):
             per_seed = []
             for seed in seeds:
-                char_steps, char_losses = curves[(tokenizer, CHAR, seed)]
+                char_steps, char_losses = curves[(tokenizer, char, seed)]
                 target = float(np.interp(step, char_steps, char_losses))
-                reached = steps_to_loss(*curves[(tokenizer, MATCHED, seed)], target)
+                reached = steps_to_loss(*curves[(tokenizer, matched, seed)], target)
                 per_seed.append({"seed": seed, "char_val_loss": target, "baseline_steps": reached})
             gains = [p["baseline_steps"] / step for p in per_seed if p["baseline_steps"] is not None]
             rows.append(

@@ -34,13 +34,13 @@ from pathlib import Path
 import torch
 
 from charfast.atomic import atomic_write, remove_stale_temp_files
+from charfast.gpt import archs as gpt_archs
 from charfast.gpt import train
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
 from charfast.gpt.config import computed_settings, resolve_config, settings_from_flags
 from charfast.gpt.data import corpus_digest, load_documents, split_documents, tokenize
 from charfast.gpt.distributed import resolve_device
 from charfast.gpt.failures import Interrupted, RunFailed
-from charfast.gpt.model import ARCHS as GPT_ARCHS
 from charfast.gpt.run import LoadedRun, load_run, load_tokenizer
 from charfast.gpt.tokenizer import check_tokenizer_name
 from charfast.gpt.tracking import Trackers, parse_trackers
@@ -62,7 +62,7 @@ from charfast.study.stages import Stage, study_stages
 from charfast.study.tasks import TASKS, Example, draw_examples
 from charfast.study.words import MANIFEST, freeze_splits, load_splits, make_splits, token_frequencies, word_counts
 
-ARCHS = ("char", "baseline-matched", "char-shuffled")
+ARCHS = (gpt_archs.treatment(), *gpt_archs.controls())  # the study's default: the treatment and its controls
 SPLITS = ("train", "heldout", "heldout_rare", "nonce")
 CURVE_SPLITS = ("train", "heldout", "nonce")  # learning curves: heldout_rare is too small to draw from
 SMALL_TASKS = ("spell", "spell_inverse", "contains", "count")  # learnable at CPU scale
@@ -224,7 +224,7 @@ class StudyConfig:
         """Every setting, before any stage runs: a ValueError naming the flag."""
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        for flag, values, known in (("--tasks", self.tasks, TASKS), ("--archs", self.archs, GPT_ARCHS)):
+        for flag, values, known in (("--tasks", self.tasks, TASKS), ("--archs", self.archs, gpt_archs.names())):
             unknown = [v for v in values if v not in known]
             if not values or unknown:
                 raise ValueError(f"{flag} must name some of {', '.join(known)}; unknown: {unknown}")

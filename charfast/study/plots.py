@@ -15,14 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from charfast.study.analysis import CHAR, MATCHED, SHUFFLED, arch_order, task_label
+from charfast.gpt import archs
+from charfast.study.analysis import arch_order, task_label
 from charfast.study.layout import MIXED, StudyLayout
 from charfast.study.probe import PROBES
 from charfast.study.tasks import TASKS
 from charfast.study.words import SPLIT_NAMES
 
-COLOURS = {CHAR: "tab:blue", MATCHED: "tab:orange", SHUFFLED: "tab:green"}
 SWEEP_SPLITS = ("heldout", "heldout_rare", "nonce")
+
+
+def _colour(arch: str) -> str:
+    return archs.get(arch).colour
 
 
 def _legend(ax, **style) -> None:
@@ -46,7 +50,7 @@ def plot_losses(results: list[dict], layout: StudyLayout) -> Path:
     for run in results:
         curve = [(r["step"], r["train_loss"]) for r in run["finetune_curve"]]
         style = "-" if run["finetuning"] == MIXED else ":"
-        fine.plot(*zip(*curve), style, color=COLOURS.get(run["arch"]), alpha=0.4, linewidth=0.6)
+        fine.plot(*zip(*curve), style, color=_colour(run["arch"]), alpha=0.4, linewidth=0.6)
         if run["finetuning"] != MIXED:
             continue  # one pretraining curve per run
         metrics = layout.pretrain_dir(run["tokenizer"], run["arch"], run["seed"]) / "metrics.jsonl"
@@ -54,7 +58,7 @@ def plot_losses(results: list[dict], layout: StudyLayout) -> Path:
         val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
         if val:
             label = f"{run['arch']} seed {run['seed']} ({run['tokenizer']})"
-            pre.plot(*zip(*val), color=COLOURS.get(run["arch"]), alpha=0.7, label=label)
+            pre.plot(*zip(*val), color=_colour(run["arch"]), alpha=0.7, label=label)
     pre.set(title="pretraining: validation loss", xlabel="step", ylabel="nats / token")
     fine.set(
         title="fine-tuning: answer loss (train batches; dotted: a task alone)",
@@ -82,7 +86,7 @@ def plot_learning_curves(curves: list[dict], tokenizer: str, path: Path) -> Path
     )
     for row in mine:
         ax = axes[splits.index(row["split"]), tasks.index(task_label(row))]
-        colour = COLOURS.get(row["arch"])
+        colour = _colour(row["arch"])
         ax.plot(row["steps"], row["mean"], marker=".", color=colour, label=row["arch"])
         ax.fill_between(row["steps"], row["min"], row["max"], color=colour, alpha=0.15)
     for (i, split), (j, task) in ((a, b) for a in enumerate(splits) for b in enumerate(tasks)):
@@ -124,11 +128,11 @@ def plot_sweep(tasks: list[dict], probes: list[dict], path: Path) -> Path:
         )
     for ax, title, series in panels:
         for k, (label, rows) in enumerate(series):
-            rows = [r for r in rows if MATCHED in r["difference"]]
+            rows = [r for r in rows if archs.capacity_control() in r["difference"]]
             if not rows:
                 continue
             x = np.asarray([r["n_vocab"] for r in rows], dtype=float) * (1 + 0.06 * (k - 1))  # side by side
-            d = np.asarray([r["difference"][MATCHED] for r in rows])  # [points, (estimate, low, high)]
+            d = np.asarray([r["difference"][archs.capacity_control()] for r in rows])  # [points, (estimate, low, high)]
             ax.errorbar(x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], marker="o", capsize=3, label=label)
         ax.axhline(0, color="grey", linewidth=0.6)
         ax.set_xscale("log")
@@ -147,7 +151,7 @@ def plot_report(
     results: list[dict], tasks: list[dict], probes: list[dict], curves: list[dict], layout: StudyLayout
 ) -> list[Path]:
     paths = [plot_losses(results, layout)]
-    if any(MATCHED in r["difference"] for r in [*tasks, *probes]):  # the headline needs baseline-matched
+    if any(archs.capacity_control() in r["difference"] for r in [*tasks, *probes]):  # the headline needs it
         paths.append(plot_sweep(tasks, probes, layout.root / "sweep.png"))
     for tokenizer in dict.fromkeys(r["tokenizer"] for r in curves):
         paths.append(plot_learning_curves(curves, tokenizer, layout.learning_curves_plot(tokenizer)))
@@ -180,7 +184,7 @@ def _plot_length_loss(curves, tokens_per_step, gains, tokenizer, path: Path) -> 
     per_step = tokens_per_step[tokenizer] / 1e6
     for (t, arch, seed), (steps, losses) in curves.items():
         if t == tokenizer:
-            ax.plot(steps * per_step, losses, color=COLOURS.get(arch), alpha=0.8, label=f"{arch} seed {seed}")
+            ax.plot(steps * per_step, losses, color=_colour(arch), alpha=0.8, label=f"{arch} seed {seed}")
     for row in (g for g in gains if g["tokenizer"] == tokenizer):
         x = row["pretrain_step"] * per_step
         ax.axvline(x, color="grey", linewidth=0.6, linestyle=":")
@@ -212,7 +216,7 @@ def _plot_length_probe(probes: list[dict], tokenizer: str, path: Path) -> Path:
             s = np.asarray([r["score"][arch] for r in rows])  # [points, (estimate, low, high)]
             x = steps * (1 + 0.04 * k)
             ax.errorbar(x, s[:, 0], yerr=[s[:, 0] - s[:, 1], s[:, 2] - s[:, 0]], marker="o", capsize=3,
-                        color=COLOURS.get(arch), label=arch)  # fmt: skip
+                        color=_colour(arch), label=arch)  # fmt: skip
         if rows:
             ax.plot(steps, [r["majority"] for r in rows], color="grey", linestyle="--", linewidth=0.8, label="majority")
         ax.set(xscale="log", title=f"{probe} probe", xlabel="pretraining steps", ylim=(-0.02, 1.02))
@@ -241,11 +245,12 @@ def _plot_length_gap(tasks: list[dict], tokenizer: str, path: Path) -> Path:
             steps = np.asarray([r["pretrain_step"] for r in rows], dtype=float)
             style = "-" if split == "heldout" else "--"
             for arch in arch_order(rows[0]["exact_match"]):
-                top.plot(steps, [r["exact_match"][arch] for r in rows], style, marker=".", color=COLOURS.get(arch),
+                top.plot(steps, [r["exact_match"][arch] for r in rows], style, marker=".", color=_colour(arch),
                          label=f"{arch}, {split}")  # fmt: skip
-            with_difference = [r for r in rows if MATCHED in r["difference"]]
+            matched = archs.capacity_control()
+            with_difference = [r for r in rows if matched in r["difference"]]
             if with_difference:
-                d = np.asarray([r["difference"][MATCHED] for r in with_difference])
+                d = np.asarray([r["difference"][matched] for r in with_difference])
                 x = np.asarray([r["pretrain_step"] for r in with_difference], dtype=float) * (1 + 0.05 * k)
                 bottom.errorbar(x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], marker="o", capsize=3,
                                 linestyle=style, label=split)  # fmt: skip

@@ -13,10 +13,9 @@ import re
 from pathlib import Path
 
 from charfast.atomic import atomic_write
+from charfast.gpt import archs
 from charfast.gpt.checkpoint import load_checkpoint
 from charfast.study.analysis import (
-    CONTROLS,
-    MATCHED,
     THRESHOLDS,
     arch_order,
     at_last_pretraining,
@@ -57,10 +56,10 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 def probe_table(rows: list[dict]) -> str:
     """The probe rows; with a pretraining-steps column when they carry "pretrain_step"."""
-    archs = _archs(rows, "score")
+    present = _archs(rows, "score")
     steps = any("pretrain_step" in r for r in rows)
-    header = ["tokenizer", "probe", *(["pretraining steps"] if steps else []), "test tokens", "majority", *archs]
-    header += [*(f"char - {c}" for c in CONTROLS), f"per seed ({', '.join(archs)})"]
+    header = ["tokenizer", "probe", *(["pretraining steps"] if steps else []), "test tokens", "majority", *present]
+    header += [*(f"{archs.treatment()} - {c}" for c in archs.controls()), f"per seed ({', '.join(present)})"]
     cells = []
     for r in rows:
         cells.append(
@@ -70,18 +69,18 @@ def probe_table(rows: list[dict]) -> str:
                 *([str(r["pretrain_step"])] if steps else []),
                 "/".join(map(str, r["n_test_tokens"])),
                 f"{r['majority']:.1%}",
-                *(f"{r['score'][a][0]:.1%} [{r['score'][a][1]:.1%}, {r['score'][a][2]:.1%}]" for a in archs),
-                *(_interval(r["difference"].get(c)) for c in CONTROLS),
-                "; ".join(" / ".join(f"{v:.1%}" for v in r["per_seed"][a]) for a in archs),
+                *(f"{r['score'][a][0]:.1%} [{r['score'][a][1]:.1%}, {r['score'][a][2]:.1%}]" for a in present),
+                *(_interval(r["difference"].get(c)) for c in archs.controls()),
+                "; ".join(" / ".join(f"{v:.1%}" for v in r["per_seed"][a]) for a in present),
             ]
         )
     return _markdown(header, cells)
 
 
 def task_table(rows: list[dict]) -> str:
-    archs = _archs(rows, "exact_match")
-    header = ["tokenizer", "task", "fine-tuning", "split", "n x seeds", "chance", *archs]
-    header += [*(f"char - {c}" for c in CONTROLS), f"answer loss ({', '.join(archs)})"]
+    present = _archs(rows, "exact_match")
+    header = ["tokenizer", "task", "fine-tuning", "split", "n x seeds", "chance", *present]
+    header += [*(f"{archs.treatment()} - {c}" for c in archs.controls()), f"answer loss ({', '.join(present)})"]
     cells = []
     for r in rows:
         cells.append(
@@ -92,9 +91,9 @@ def task_table(rows: list[dict]) -> str:
                 r["split"],
                 f"{r['n']} x {r['seeds']}",
                 f"{r['chance']:.0%}",
-                *(f"{r['exact_match'][a]:.1%}" for a in archs),
-                *(_interval(r["difference"].get(c)) for c in CONTROLS),
-                " / ".join(f"{r['answer_loss'][a]:.3f}" for a in archs),
+                *(f"{r['exact_match'][a]:.1%}" for a in present),
+                *(_interval(r["difference"].get(c)) for c in archs.controls()),
+                " / ".join(f"{r['answer_loss'][a]:.3f}" for a in present),
             ]
         )
     return _markdown(header, cells)
@@ -152,9 +151,9 @@ LENGTH_SPLITS = ("heldout", "nonce")  # the pretraining-length section's splits:
 def length_table(rows: list[dict], tokens_per_step: dict[str, int]) -> str:
     """Exact match on held-out and nonce words at each pretraining length, per task: each
     arch's, and char - baseline-matched with its interval."""
-    archs = _archs(rows, "exact_match")
-    header = ["tokenizer", "task", "fine-tuning", "split", "pretraining steps (tokens)", "chance", *archs]
-    header.append("char - baseline-matched")
+    present = _archs(rows, "exact_match")
+    header = ["tokenizer", "task", "fine-tuning", "split", "pretraining steps (tokens)", "chance", *present]
+    header.append(f"{archs.treatment()} - {archs.capacity_control()}")
     cells = [
         [
             r["tokenizer"],
@@ -163,8 +162,8 @@ def length_table(rows: list[dict], tokens_per_step: dict[str, int]) -> str:
             r["split"],
             f"{r['pretrain_step']} ({r['pretrain_step'] * tokens_per_step.get(r['tokenizer'], 0) / 1e6:.2f}M)",
             f"{r['chance']:.0%}",
-            *(f"{r['exact_match'][a]:.1%}" for a in archs),
-            _interval(r["difference"].get(MATCHED)),
+            *(f"{r['exact_match'][a]:.1%}" for a in present),
+            _interval(r["difference"].get(archs.capacity_control())),
         ]
         for r in sorted(
             rows, key=lambda r: (r["tokenizer"], r["task"], r["finetuning"], r["split"], r["pretrain_step"])
@@ -190,17 +189,18 @@ def gap_reading(rows: list[dict]) -> str:
             ),
             key=lambda r: r["pretrain_step"],
         )
-        series = [r for r in series if MATCHED in r["difference"]]
+        matched = archs.capacity_control()
+        series = [r for r in series if matched in r["difference"]]
         if len(series) < 2:
             continue
         first, last = series[0], series[-1]
         zero = next(
-            (r["pretrain_step"] for r in series if r["difference"][MATCHED][1] <= 0 <= r["difference"][MATCHED][2]),
+            (r["pretrain_step"] for r in series if r["difference"][matched][1] <= 0 <= r["difference"][matched][2]),
             None,
         )
         lines.append(
-            f"- {tokenizer} {task} ({finetuning}), {split}: {_interval(first['difference'][MATCHED])} at "
-            f"{first['pretrain_step']} steps, {_interval(last['difference'][MATCHED])} at {last['pretrain_step']}; "
+            f"- {tokenizer} {task} ({finetuning}), {split}: {_interval(first['difference'][matched])} at "
+            f"{first['pretrain_step']} steps, {_interval(last['difference'][matched])} at {last['pretrain_step']}; "
             + (f"the interval first includes zero at {zero} steps" if zero else "no interval includes zero")
         )
     return "\n".join(lines) + "\n"

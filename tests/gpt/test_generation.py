@@ -6,8 +6,10 @@ import torch
 from backend_cases import random_idx, random_table
 
 from charfast import GPT, GPTConfig
+from charfast.gpt import archs
 from charfast.gpt.generation import GenerationCache
-from charfast.gpt.model import ARCHS
+
+ARCHS = archs.names()
 
 VOCAB, N_CHARS, BLOCK = 40, 17, 24
 

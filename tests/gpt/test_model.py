@@ -10,7 +10,11 @@ from backend_cases import needs_interpreter, random_idx, random_table, torch_lst
 
 from charfast import GPT, GPTConfig
 from charfast.baselines.packed_lstm import padded_lstm_char_embedding
-from charfast.gpt.model import ARCHS, IGNORE_INDEX, SHUFFLE_SEED, char_encoder_parameter_count
+from charfast.gpt import archs
+from charfast.gpt.archs import SHUFFLE_SEED
+from charfast.gpt.model import IGNORE_INDEX, char_encoder_parameter_count
+
+ARCHS = archs.names()
 
 VOCAB, N_CHARS = 40, 17
 

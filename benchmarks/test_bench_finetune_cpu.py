@@ -27,7 +27,7 @@ from charfast.gpt.bpe import train_bpe
 from charfast.gpt.corpus import shakespeare_documents
 from charfast.gpt.model import IGNORE_INDEX
 from charfast.study.finetune import answer_loss, example_stream
-from charfast.study.pipeline import SMALL_TASKS
+from charfast.study.presets import SMALL_TASKS
 from charfast.study.task_data import answer_masked_batch, encode_example
 from charfast.study.words import word_counts
 

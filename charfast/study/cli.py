@@ -10,8 +10,10 @@ from pathlib import Path
 from charfast.gpt.config import CommaJoined
 from charfast.gpt.failures import run_cli
 from charfast.gpt.tracking import Trackers, parse_trackers
+from charfast.study.config import StudyConfig
 from charfast.study.engines import run_local
-from charfast.study.pipeline import PRESETS, Study, StudyConfig, run_stage
+from charfast.study.pipeline import Study, run_stage
+from charfast.study.presets import PRESETS
 from charfast.study.report import TASK_SECTION, write_report
 from charfast.study.tasks import STUDY_TASKS
 

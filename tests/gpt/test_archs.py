@@ -12,7 +12,8 @@ from charfast.gpt import archs
 from charfast.gpt.config import TrainConfig, validate_config
 from charfast.gpt.memory_need import least_training_needs
 from charfast.gpt.model import GPT, GPTConfig
-from charfast.study import analysis, pipeline, plots
+from charfast.study import analysis, plots
+from charfast.study import config as study_config
 from charfast.study import report as report_module
 
 TOY = archs.Arch(
@@ -58,7 +59,7 @@ def test_a_registered_arch_is_built_checked_and_sized_like_the_others(toy_arch):
         TrainConfig(arch="char", n_layer=1, n_head=2, n_embd=16, char_dim=8, char_hidden=8), 64
     )
     assert least_training_needs(train_config, 64) == as_char  # its encoder counted in the memory estimate
-    study = pipeline.StudyConfig(preset="quick", archs=("char", toy_arch), device="cpu").resolved()
+    study = study_config.StudyConfig(preset="quick", archs=("char", toy_arch), device="cpu").resolved()
     study.validate()
 
 
@@ -80,7 +81,9 @@ def test_an_arch_nobody_registered_is_an_error_not_a_dropped_row():
     with pytest.raises(ValueError, match="arch must be one of"):
         GPTConfig(vocab_size=8, arch="char-from-another-version")
     with pytest.raises(ValueError, match="--archs must name some of"):
-        pipeline.StudyConfig(preset="quick", archs=("char-from-another-version",), device="cpu").resolved().validate()
+        study_config.StudyConfig(
+            preset="quick", archs=("char-from-another-version",), device="cpu"
+        ).resolved().validate()
 
 
 def test_an_arch_entry_says_what_it_needs():

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from charfast.study import cli, engines, pipeline
+from charfast.study import cli, engines, presets
+from charfast.study import config as study_config
 from charfast.study.layout import MIXED
 from charfast.study.stages import Stage, descendants, study_stages
 
@@ -21,8 +22,8 @@ class FakeConfig:
 
 
 def quick_stages(**overrides) -> list[Stage]:
-    config = dataclasses.replace(pipeline.StudyConfig(preset="quick", device="cpu"), **overrides).resolved()
-    return study_stages(config, pipeline.PRESETS[config.preset])
+    config = dataclasses.replace(study_config.StudyConfig(preset="quick", device="cpu"), **overrides).resolved()
+    return study_stages(config, presets.PRESETS[config.preset])
 
 
 def test_the_graph_has_no_barrier_and_a_short_critical_path():

@@ -9,7 +9,18 @@ import pytest
 import torch
 from tiny_runs import write_tiny_corpus
 
-from charfast.study import analysis, cli, engines, pipeline
+from charfast.study import (
+    analysis,
+    cli,
+    engines,
+    pipeline,
+    presets,
+    records,
+    stage_finetune,
+    stage_pretrain,
+    stage_probe,
+)
+from charfast.study import config as study_config
 from charfast.study import report as report_module
 
 
@@ -36,7 +47,7 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     rows = json.loads((root / "report.json").read_text(encoding="utf-8"))
     # The quick preset: 2 tokenizers x 4 tasks x 4 splits, each with the three archs over 2 seeds
     # and intervals around the differences.
-    quick = pipeline.PRESETS["quick"]
+    quick = presets.PRESETS["quick"]
     assert [r["tokenizer"] for r in rows["probe"]] == [t for t in quick.tokenizers for _ in range(3)]
     tasks = [r for r in rows["tasks"] if r["tokenizer"] == "bpe:300"]
     test_set = json.loads((root / "bpe_300" / "test_set.json").read_text(encoding="utf-8"))
@@ -49,7 +60,7 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     }
     assert {(t, s) for t in quick.tasks for s in ("train", "heldout", "nonce")} <= asked
     for r in tasks:
-        assert r["seeds"] == 2 and r["n"] == 4 and set(r["exact_match"]) == set(pipeline.ARCHS)
+        assert r["seeds"] == 2 and r["n"] == 4 and set(r["exact_match"]) == set(presets.ARCHS)
         for control in ("baseline-matched", "char-shuffled"):
             low, estimate, high = sorted(r["difference"][control])
             assert r["difference"][control][0] == estimate and low <= estimate <= high
@@ -60,13 +71,13 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     # The probe: three probes, each arch scored with an interval, per seed, beside the majority baseline.
     assert [r["probe"] for r in rows["probe"]] == ["letters", "length", "first_letter"] * 2
     for r in rows["probe"]:
-        assert set(r["score"]) == set(pipeline.ARCHS) and all(len(v) == 2 for v in r["per_seed"].values())
+        assert set(r["score"]) == set(presets.ARCHS) and all(len(v) == 2 for v in r["per_seed"].values())
         assert 0 <= r["majority"] <= 1 and r["score"]["char"][1] <= r["score"]["char"][0] <= r["score"]["char"][2]
     # Learning curves at steps 0, 10 and 20 on the train, heldout and nonce splits, for each arch
     # and fine-tuning.
     curves = [r for r in rows["curves"] if r["tokenizer"] == "bpe:300"]
     assert {(r["arch"], r["split"], r["finetuning"]) for r in curves} == {
-        (a, s, f) for a in pipeline.ARCHS for s in pipeline.CURVE_SPLITS for f in ("mixed", "then alone")
+        (a, s, f) for a in presets.ARCHS for s in presets.CURVE_SPLITS for f in ("mixed", "then alone")
     }
     assert {r["task"] for r in curves if r["finetuning"] == "then alone"} == {"count"}
     assert all(r["steps"] == [0, 10, 20] and len(r["steps_to"]["50%"]) == 2 for r in curves)
@@ -83,25 +94,25 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     assert alone["finetune"]["tasks"] == ["count"] and {r["task"] for r in alone["after"]} == {"count"}
     # count alone starts from the mixed fine-tuning's weights, kept beside its results.
     weights = run / "finetune" / "mixed" / "weights.pt"
-    assert alone["built_from"]["after_mixed_weights_sha256"] == pipeline.weights_digest(weights)
+    assert alone["built_from"]["after_mixed_weights_sha256"] == records.weights_digest(weights)
     probe = json.loads((run / "probe.json").read_text(encoding="utf-8"))
     assert probe["built_from"] == {k: results["built_from"][k] for k in ("pretrain_step", "pretrain_weights_sha256")}
     # A second run reuses every finished stage: nothing trains or probes again, and the report
     # made from the same records is kept as it is.
     capsys.readouterr()
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline.train, "main", lambda flags: pytest.fail("pretraining ran again"))
-        patch.setattr(pipeline, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
-        patch.setattr(pipeline, "probe_model", lambda *a, **k: pytest.fail("probed again"))
+        patch.setattr(stage_pretrain.train, "main", lambda flags: pytest.fail("pretraining ran again"))
+        patch.setattr(stage_finetune, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
+        patch.setattr(stage_probe, "probe_model", lambda *a, **k: pytest.fail("probed again"))
         patch.setattr(report_module, "plot_report", lambda *a, **k: pytest.fail("report made again"))
         assert cli.main(tiny_study) == 0
     assert f"unchanged: {root / 'report.md'} (made from the same records)" in capsys.readouterr().out
     # A lost solo result runs that fine-tuning again, from the kept mixed weights, and nothing else.
     (run / "finetune" / "count" / "results.json").unlink()
     tasks_trained = []
-    original = pipeline.finetune
+    original = stage_finetune.finetune
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline, "finetune", lambda *a, **k: tasks_trained.append(a[3].tasks) or original(*a, **k))
+        patch.setattr(stage_finetune, "finetune", lambda *a, **k: tasks_trained.append(a[3].tasks) or original(*a, **k))
         assert cli.main(tiny_study) == 0
     assert tasks_trained == [("count",)]
     # A pretraining that changed (here: trained one step further) is never reused as it was:
@@ -111,7 +122,7 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
 
     assert train.main(["--out-dir", str(pretrain), "--resume", "--max-steps", "21", "--no-progress"]) == 0
     ran = []
-    monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: ran.append(1) or original(*a, **k))
+    monkeypatch.setattr(stage_finetune, "finetune", lambda *a, **k: ran.append(1) or original(*a, **k))
     capsys.readouterr()
     assert cli.main(tiny_study) == 0
     assert len(ran) == 2  # mixed and count alone, of 2 tokenizers x 2 seeds x 3 archs
@@ -119,7 +130,7 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     results = json.loads((run / "finetune" / "mixed" / "results.json").read_text(encoding="utf-8"))
     alone = json.loads((run / "finetune" / "count" / "results.json").read_text(encoding="utf-8"))
     assert results["built_from"]["pretrain_step"] == 21
-    assert alone["built_from"]["after_mixed_weights_sha256"] == pipeline.weights_digest(weights)
+    assert alone["built_from"]["after_mixed_weights_sha256"] == records.weights_digest(weights)
     assert json.loads((run / "probe.json").read_text(encoding="utf-8"))["built_from"]["pretrain_step"] == 21
 
 
@@ -145,11 +156,11 @@ def test_kept_pretraining_steps_are_stages_of_their_own(tiny_study, tmp_path, mo
     weights_at_5 = (kept / "step5.pt").read_bytes()
 
     trained, tuned = [], []
-    real_train, real_finetune = pipeline.train.main, pipeline.finetune
-    monkeypatch.setattr(pipeline.train, "main", lambda flags: trained.append(flags) or real_train(flags))
-    monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: tuned.append(1) or real_finetune(*a, **k))
-    quick = pipeline.PRESETS["quick"]
-    monkeypatch.setitem(pipeline.PRESETS, "quick", dataclasses.replace(quick, kept_steps=(5, 15)))
+    real_train, real_finetune = stage_pretrain.train.main, stage_finetune.finetune
+    monkeypatch.setattr(stage_pretrain.train, "main", lambda flags: trained.append(flags) or real_train(flags))
+    monkeypatch.setattr(stage_finetune, "finetune", lambda *a, **k: tuned.append(1) or real_finetune(*a, **k))
+    quick = presets.PRESETS["quick"]
+    monkeypatch.setitem(presets.PRESETS, "quick", dataclasses.replace(quick, kept_steps=(5, 15)))
     assert cli.main(tiny_study + one_run) == 0
     # Only step 15 is new: one run of its own to it per arch, and its fine-tunings (mixed, count alone).
     assert [f[f.index("--max-steps") + 1] for f in trained] == ["15", "15"]
@@ -162,12 +173,14 @@ def test_kept_pretraining_steps_are_stages_of_their_own(tiny_study, tmp_path, mo
 def test_a_pretraining_of_another_preset_is_never_continued(tiny_study, tmp_path, monkeypatch, capsys):
     one_run = ["--tokenizers", "bpe:300", "--seeds", "0", "--archs", "char"]
     args = cli.build_parser().parse_args(tiny_study + one_run)
-    config = pipeline.StudyConfig(
+    config = study_config.StudyConfig(
         out_dir=args.out_dir, preset="quick", tokenizers=("bpe:300",), seeds=(0,), archs=("char",), data=args.data
     )
-    folder = pipeline.Study(dataclasses.replace(config, device="cpu")).pretrain("bpe:300", "char", 0)
+    folder = stage_pretrain.pretrain(pipeline.Study(dataclasses.replace(config, device="cpu")), "bpe:300", "char", 0)
     before = (folder / "ckpt.pt").read_bytes()
-    monkeypatch.setattr(pipeline.train, "main", lambda flags: pytest.fail("continued another preset's pretraining"))
+    monkeypatch.setattr(
+        stage_pretrain.train, "main", lambda flags: pytest.fail("continued another preset's pretraining")
+    )
     small = [*tiny_study[: tiny_study.index("--preset")], "--preset", "small", "--device", "cpu", *one_run]
     assert cli.main(small) == 2
     err = capsys.readouterr().err
@@ -178,7 +191,7 @@ def test_a_pretraining_of_another_preset_is_never_continued(tiny_study, tmp_path
 @pytest.mark.parametrize("code, expected", [(130, 130), (1, 1), (0, 1)], ids=["interrupted", "failed", "short"])
 def test_an_unfinished_pretraining_stops_the_study(tiny_study, tmp_path, monkeypatch, capsys, code, expected):
     """Exit 0 with fewer steps than asked ("short") is caught by the step the checkpoint holds."""
-    real_main = pipeline.train.main
+    real_main = stage_pretrain.train.main
 
     def stopped_early(flags):
         flags = [*flags]
@@ -186,8 +199,8 @@ def test_an_unfinished_pretraining_stops_the_study(tiny_study, tmp_path, monkeyp
         assert real_main(flags) == 0  # a real checkpoint, short of the preset's steps
         return code
 
-    monkeypatch.setattr(pipeline.train, "main", stopped_early)
-    monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: pytest.fail("fine-tuned an unfinished pretraining"))
+    monkeypatch.setattr(stage_pretrain.train, "main", stopped_early)
+    monkeypatch.setattr(stage_finetune, "finetune", lambda *a, **k: pytest.fail("fine-tuned an unfinished pretraining"))
     assert cli.main(tiny_study) == expected
     printed = capsys.readouterr()
     if code >= 128:  # a stop signal ends the study at once
@@ -221,7 +234,7 @@ def test_bad_study_settings_are_refused_before_any_stage(tiny_study, tmp_path, m
     (tmp_path / "FILE").write_text("not a folder")
     flags = [str(tmp_path / "FILE") if f == "FILE" else f for f in flags]
     monkeypatch.setattr(
-        pipeline.train, "main", lambda flags: pytest.fail("a stage ran before the settings were checked")
+        stage_pretrain.train, "main", lambda flags: pytest.fail("a stage ran before the settings were checked")
     )
     assert cli.main(tiny_study + flags) == 2
     err = capsys.readouterr().err
@@ -233,7 +246,7 @@ def threads_of_this_process(config, stage):
 
 
 def test_jobs_spread_stages_over_processes_with_a_share_of_the_threads(tmp_path):
-    study = pipeline.Study(pipeline.StudyConfig(out_dir=str(tmp_path), preset="quick", jobs=2, device="cpu"))
+    study = pipeline.Study(study_config.StudyConfig(out_dir=str(tmp_path), preset="quick", jobs=2, device="cpu"))
     stages = study.stages()
     assert len([s for s in stages if s.kind == "pretrain"]) == 2 * 2 * 3  # tokenizers x seeds x archs
     outcome = engines.run_local(study.config, stages, threads_of_this_process)
@@ -297,7 +310,7 @@ def test_log_puts_every_training_stage_in_tensorboard_and_the_report_once(tiny_s
     # The trackers are run control: a rerun without them reuses every stage and the report.
     capsys.readouterr()
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline.train, "main", lambda flags: pytest.fail("pretraining ran again"))
-        patch.setattr(pipeline, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
+        patch.setattr(stage_pretrain.train, "main", lambda flags: pytest.fail("pretraining ran again"))
+        patch.setattr(stage_finetune, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
         assert cli.main([*tiny_study, *narrowed, "--solo-tasks", "count"]) == 0
     assert "unchanged:" in capsys.readouterr().out

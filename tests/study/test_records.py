@@ -13,7 +13,9 @@ import pytest
 import torch
 from tiny_runs import write_tiny_corpus
 
-from charfast.study import analysis, cli, pipeline, records
+from charfast.gpt.failures import RunFailed
+from charfast.study import analysis, cli, pipeline, presets, records, stage_finetune, stage_pretrain, stage_probe
+from charfast.study import config as study_config
 from charfast.study import report as report_module
 
 # One tokenizer, seed and arch, one kept step, two tasks with count alone after the mixed
@@ -23,7 +25,7 @@ NARROWED = ["--tokenizers", "bpe:300", "--seeds", "0", "--archs", "char", "--tas
 
 def _short_quick():
     return dataclasses.replace(
-        pipeline.PRESETS["quick"], pretrain_steps=10, kept_steps=(5,), finetune_steps=4, solo_steps=4
+        presets.PRESETS["quick"], pretrain_steps=10, kept_steps=(5,), finetune_steps=4, solo_steps=4
     )
 
 
@@ -34,7 +36,7 @@ def finished_study(tmp_path_factory):
     corpus = write_tiny_corpus(base / "corpus", chars_per_doc=30_000)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CHARFAST_CACHE", str(base / "cache"))
-        patch.setitem(pipeline.PRESETS, "quick", _short_quick())
+        patch.setitem(presets.PRESETS, "quick", _short_quick())
         flags = ["--out-dir", str(base / "study"), "--data", str(corpus), "--preset", "quick", "--device", "cpu"]
         assert cli.main([*flags, *NARROWED, "--solo-tasks", "count"]) == 0
     return base
@@ -45,7 +47,7 @@ def study(finished_study, tmp_path, monkeypatch):
     """(flags of a rerun, the study folder, the corpus folder) on a copy of the finished study."""
     shutil.copytree(finished_study, tmp_path, dirs_exist_ok=True)
     monkeypatch.setenv("CHARFAST_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(pipeline.PRESETS, "quick", _short_quick())
+    monkeypatch.setitem(presets.PRESETS, "quick", _short_quick())
     flags = ["--out-dir", str(tmp_path / "study"), "--data", str(tmp_path / "corpus"), "--preset", "quick"]
     return [*flags, "--device", "cpu", *NARROWED, "--solo-tasks", "count"], tmp_path / "study", tmp_path / "corpus"
 
@@ -55,12 +57,16 @@ class Ran:
 
     def __init__(self, monkeypatch):
         self.trained, self.tuned, self.probed = [], [], []
-        real_train, real_finetune, real_probe = pipeline.train.main, pipeline.finetune, pipeline.probe_model
-        monkeypatch.setattr(pipeline.train, "main", lambda flags: self.trained.append(flags) or real_train(flags))
-        monkeypatch.setattr(
-            pipeline, "finetune", lambda *a, **k: self.tuned.append(a[3].tasks) or real_finetune(*a, **k)
+        real_train, real_finetune, real_probe = (
+            stage_pretrain.train.main,
+            stage_finetune.finetune,
+            stage_probe.probe_model,
         )
-        monkeypatch.setattr(pipeline, "probe_model", lambda *a, **k: self.probed.append(1) or real_probe(*a, **k))
+        monkeypatch.setattr(stage_pretrain.train, "main", lambda flags: self.trained.append(flags) or real_train(flags))
+        monkeypatch.setattr(
+            stage_finetune, "finetune", lambda *a, **k: self.tuned.append(a[3].tasks) or real_finetune(*a, **k)
+        )
+        monkeypatch.setattr(stage_probe, "probe_model", lambda *a, **k: self.probed.append(1) or real_probe(*a, **k))
 
     def nothing(self) -> bool:
         return not (self.trained or self.tuned or self.probed)
@@ -163,7 +169,7 @@ def test_a_reader_refuses_a_file_damaged_after_its_stage(study):
     _, root, _ = study
     folder = root / "bpe_300" / "char-seed0" / "finetune" / "mixed"
     _flip_a_bit(folder / "weights.pt")
-    with pytest.raises(pipeline.RunFailed, match="weights.pt is missing or damaged"):
+    with pytest.raises(RunFailed, match="weights.pt is missing or damaged"):
         records.verified(folder / "weights.pt", folder / "results.json")
 
 
@@ -263,7 +269,7 @@ def test_a_probe_or_fine_tuning_reads_its_checkpoint_once(study, monkeypatch):
     state, no tokenized corpus)."""
     flags, root, _ = study
     run = root / "bpe_300" / "char-seed0"
-    config = pipeline.StudyConfig(
+    config = study_config.StudyConfig(
         out_dir=str(root), preset="quick", tokenizers=("bpe:300",), seeds=(0,), archs=("char",),
         tasks=("spell", "count"), solo_tasks=("count",), data=flags[flags.index("--data") + 1], device="cpu",
     )  # fmt: skip

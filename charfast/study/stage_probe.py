@@ -1,0 +1,30 @@
+"""The probe stage: the spelling probe (charfast.study.probe) of one pretrained run's input
+vectors at one pretraining step, reused only when built from the same weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from charfast.study.probe import probe_model
+from charfast.study.records import reusable, write_record
+
+if TYPE_CHECKING:
+    from charfast.study.pipeline import Study
+
+
+def probe_at(study: Study, tokenizer: str, arch: str, seed: int, step: int) -> Path:
+    """The probe stage: probe.json of one pretrained run's weights at pretraining `step`,
+    the spelling probe of its input vectors; reused only when it was built from those
+    weights (their step and hash)."""
+    path = study.layout.probe(tokenizer, arch, seed, study.at(step))
+    ckpt = study.checkpoint_at(tokenizer, arch, seed, step)
+    state, built_from = study.pretrained(ckpt)
+    if reusable(path, built_from) is not None:
+        return path
+    run = study.load_pretrained(ckpt, state)
+    record = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "pretrain_step": step}
+    record["n_vocab"] = run.encoding.n_vocab
+    record["probe"] = probe_model(run.model, run.encoding)
+    write_record(path, record, built_from)
+    return path

@@ -1,0 +1,120 @@
+"""The splits stage: a tokenizer's word splits (train / heldout / heldout_rare / nonce, from
+the words of its first pretraining's training documents and tokens) and its test set (the
+frozen task questions), and their readers for the fine-tunings.
+
+Both are records: rebuilt when the tokenizer, the corpus or the split and test settings
+changed, or a file of theirs is damaged; the fine-tunings only read them (one writer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from charfast.gpt.checkpoint import load_checkpoint
+from charfast.gpt.data import load_documents, split_documents, tokenize
+from charfast.gpt.failures import RunFailed
+from charfast.gpt.run import load_tokenizer
+from charfast.study.presets import CURVE_SPLITS, SPLITS
+from charfast.study.records import file_sha256, read_json, read_record, reusable, write_record
+from charfast.study.tasks import Example, draw_examples
+from charfast.study.words import MANIFEST, load_splits, make_splits, token_frequencies, word_counts
+from charfast.study.words import freeze_splits as freeze_word_splits
+
+if TYPE_CHECKING:
+    from charfast.study.pipeline import Study
+
+
+def freeze_splits(study: Study, tokenizer: str) -> Path:
+    """The splits stage: a tokenizer's word splits and test set, frozen under its folder
+    (the rare-token split needs the pretraining tokens of the tokenizer's first run), or
+    rebuilt when what they were built from changed (the tokenizer, the corpus, the split
+    and test settings) or a file of theirs is damaged. Returns the test set's path."""
+    pretrain_dir = study.layout.pretrain_dir(tokenizer, study.config.archs[0], study.config.seeds[0])
+    splits_dir = study.layout.splits_dir(tokenizer)
+    state = load_checkpoint(pretrain_dir / "ckpt.pt")
+    identity = {"tokenizer": tokenizer, "tokenizer_identity": state["tokenizer"]}
+    if "corpus_sha256" in state:  # splits frozen before checkpoints knew their corpus lack it
+        identity["corpus_sha256"] = state["corpus_sha256"]
+    if not _splits_frozen(splits_dir, identity):
+        config, encoding = load_tokenizer(state, pretrain_dir / "ckpt.pt", study.config.data)
+        train_docs, _ = split_documents(load_documents(config.data), config.val_fraction, seed=config.seed)
+        tokens = tokenize(encoding, train_docs, "train", cache_dir=config.cache_dir, show_progress=False)
+        token_counts = token_frequencies(tokens, encoding.n_vocab)  # the pretraining's training tokens
+        splits = make_splits(word_counts(train_docs), encoding, token_counts, seed=0)
+        freeze_word_splits(splits, splits_dir, meta=identity)
+    splits, _ = load_splits(splits_dir)
+    test_path = study.layout.test_set(tokenizer)
+    built_from = _test_set_built_from(study, tokenizer)
+    if reusable(test_path, built_from) is None:
+        questions = [dict(split=s, **dataclasses.asdict(e)) for s, e in _draw_test_set(study, splits)]
+        write_record(test_path, {"questions": questions}, built_from)
+    return test_path
+
+
+def _splits_frozen(splits_dir: Path, identity: dict) -> bool:
+    """Whether `splits_dir` holds whole splits frozen from `identity` (a manifest of
+    before the corpus was recorded matches on the rest); a damaged file says so."""
+    manifest = read_json(splits_dir / MANIFEST)
+    meta = manifest.get("meta", {}) if isinstance(manifest, dict) else {}
+    if {k: meta.get(k, v) if k == "corpus_sha256" else meta.get(k) for k, v in identity.items()} != identity:
+        return False
+    try:
+        load_splits(splits_dir)
+    except ValueError as err:
+        print(f"charfast.study: {err}; the splits are frozen again")
+        return False
+    return True
+
+
+def _test_set_built_from(study: Study, tokenizer: str) -> dict:
+    return {
+        "splits_manifest_sha256": file_sha256(study.layout.splits_dir(tokenizer) / MANIFEST),
+        "tasks": list(study.config.tasks),
+        "examples_per_cell": study.preset.examples_per_cell,
+        "test_seed": study.config.test_seed,
+    }
+
+
+def splits_and_test_set(study: Study, tokenizer: str):
+    """(word splits, [(split, Example)]) of a tokenizer, as its splits stage froze them:
+    read only (one writer per file); a RunFailed when they are missing, stale or damaged."""
+    splits_dir = study.layout.splits_dir(tokenizer)
+    saved = read_record(study.layout.test_set(tokenizer)) if (splits_dir / MANIFEST).exists() else None
+    if not isinstance(saved, dict) or saved.get("built_from") != _test_set_built_from(study, tokenizer):
+        raise RunFailed(f"the splits and test set of {tokenizer} are missing or stale: splits({tokenizer}) runs first")
+    try:
+        splits, _ = load_splits(splits_dir)
+    except ValueError as err:  # a damaged file: the splits stage of a rerun freezes them again
+        raise RunFailed(str(err)) from None
+    test_set = [
+        (row.pop("split"), Example(**{**row, "slots": tuple(map(tuple, row["slots"]))})) for row in saved["questions"]
+    ]
+    return splits, test_set
+
+
+def _draw_test_set(study: Study, splits) -> list[tuple[str, Example]]:
+    rng = random.Random(study.config.test_seed)
+    return [
+        (split, example)
+        for split in SPLITS
+        for task in study.config.tasks
+        for example in draw_examples(task, getattr(splits, split), study.preset.examples_per_cell, rng)
+    ]
+
+
+def curve_questions(study: Study, test_set: list[tuple[str, Example]]) -> list[tuple[str, Example]]:
+    """The learning curves' questions: the first curve_examples of each task on each
+    CURVE_SPLITS split of the frozen test set (a prefix keeps count and contains balanced
+    when curve_examples is a multiple of their classes)."""
+    taken: dict[tuple[str, str], int] = defaultdict(int)
+    chosen = []
+    for split, example in test_set:
+        key = (split, example.task)
+        if split in CURVE_SPLITS and taken[key] < study.preset.curve_examples:
+            taken[key] += 1
+            chosen.append((split, example))
+    return chosen

@@ -30,27 +30,33 @@ class MetricsLog:
             f.write("".join(json.dumps(record) + "\n" for record in self.records).encode("utf-8"))
 
     def _read_up_to(self, step: int) -> list[dict]:
-        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        while lines and not lines[-1].strip():
-            lines.pop()
-        records = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                record = json.loads(line)
-                record_step = record["step"]
-            except (json.JSONDecodeError, TypeError, KeyError) as err:
-                if number == len(lines):  # the line a kill cut short
-                    print(f"note: {self.path}: dropped its last line, which was cut short")
-                    break
-                raise ValueError(
-                    f"{self.path}: line {number} is not a metrics record ({type(err).__name__}: {err}); "
-                    "repair or remove that line to resume"
-                ) from err
-            if record_step <= step:
-                records.append(record)
-        return records
+        return [record for record in read_metrics(self.path, "resume") if record["step"] <= step]
 
     def append(self, record: dict) -> None:
         self.records.append(record)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path, purpose: str = "read it") -> list[dict]:
+    """The records of a metrics.jsonl: a last line a kill cut short is dropped (saying so), a
+    bad line before it is a ValueError naming the file and the line (repair it to `purpose`)."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("no integer step")
+        except ValueError as err:  # json.JSONDecodeError included
+            if number == len(lines):  # the line a kill cut short
+                print(f"note: {path}: dropped its last line, which was cut short")
+                break
+            raise ValueError(
+                f"{path}: line {number} is not a metrics record ({type(err).__name__}: {err}); "
+                f"repair or remove that line to {purpose}"
+            ) from err
+        records.append(record)
+    return records

@@ -10,12 +10,12 @@ sweep.png                   char - baseline-matched with its 95% interval agains
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from charfast.gpt import archs
+from charfast.gpt.metrics import read_metrics
 from charfast.study.analysis import arch_order, task_label
 from charfast.study.layout import MIXED, StudyLayout
 from charfast.study.probe import PROBES
@@ -54,7 +54,7 @@ def plot_losses(results: list[dict], layout: StudyLayout) -> Path:
         if run["finetuning"] != MIXED:
             continue  # one pretraining curve per run
         metrics = layout.pretrain_dir(run["tokenizer"], run["arch"], run["seed"]) / "metrics.jsonl"
-        records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = read_metrics(metrics, "make the report")
         val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
         if val:
             label = f"{run['arch']} seed {run['seed']} ({run['tokenizer']})"

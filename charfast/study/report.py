@@ -15,6 +15,7 @@ from pathlib import Path
 from charfast.atomic import atomic_write
 from charfast.gpt import archs
 from charfast.gpt.checkpoint import load_checkpoint
+from charfast.gpt.metrics import read_metrics
 from charfast.study.analysis import (
     THRESHOLDS,
     arch_order,
@@ -241,7 +242,7 @@ def _pretraining_curves(records: list[dict], layout: StudyLayout) -> tuple[dict,
     curves, tokens = {}, {}
     for tokenizer, arch, seed in dict.fromkeys((r["tokenizer"], r["arch"], r["seed"]) for r in records):
         path = layout.pretrain_dir(tokenizer, arch, seed) / "metrics.jsonl"
-        metrics = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        metrics = read_metrics(path, "make the report")
         curves[(tokenizer, arch, seed)] = validation_curve(metrics)
         config = load_checkpoint(layout.pretrain_dir(tokenizer, arch, seed) / "ckpt.pt")["config"]
         tokens[tokenizer] = config["batch_size"] * config["block_size"] * config["grad_accum"]

@@ -285,3 +285,21 @@ def test_a_probe_or_fine_tuning_reads_its_checkpoint_once(study, monkeypatch):
         reads.clear()
         assert study.run_stage(stages[stage]) == run / record
         assert reads.count(ckpt) == 1, (stage, reads)
+
+
+def test_a_pretraining_log_cut_short_is_read_as_training_reads_it(study, capsys):
+    """The report reads a pretraining's metrics.jsonl as a resume does: a last line cut short
+    is dropped, saying so; a bad line before it names the file and the line."""
+    flags, root, _ = study
+    metrics = root / "bpe_300" / "char-seed0" / "pretrain" / "metrics.jsonl"
+    text = metrics.read_text(encoding="utf-8")
+    metrics.write_text(text[: len(text) - 20], encoding="utf-8")
+    assert cli.main(flags) == 0
+    out = capsys.readouterr().out
+    assert f"note: {metrics}: dropped its last line, which was cut short" in out and "wrote " in out
+    lines = text.splitlines()
+    metrics.write_text("\n".join([lines[0], "{not json", *lines[2:]]) + "\n", encoding="utf-8")
+    assert cli.main(flags) == 2
+    err = capsys.readouterr().err
+    assert f"{metrics}: line 2 is not a metrics record" in err and "to make the report" in err
+    assert len(err.strip().splitlines()) == 1

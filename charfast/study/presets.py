@@ -4,6 +4,7 @@ small on a GPU), and the names every stage shares (the default archs, the splits
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from charfast.gpt import archs as gpt_archs
@@ -50,6 +51,22 @@ class Preset:
         return (*self.kept_steps, self.pretrain_steps)
 
 
+SMALL = Preset(
+    tokenizers=("bpe:512", "bpe:4096", "bpe:8192"),
+    seeds=(0, 1),
+    tasks=SMALL_TASKS,
+    pretrain_steps=200,
+    train_flags=("--eval-interval", "50", "--eval-iters", "4"),
+    finetune_steps=3000,
+    solo_tasks=("count",),
+    solo_steps=2000,
+    finetune_batch=32,
+    finetune_lr=1e-3,
+    examples_per_cell=60,
+    curve_points=6,
+    curve_examples=20,
+)
+
 PRESETS = {
     # Every stage in minutes on a 2-core CPU, with a tiny model: for tests and a first look.
     "quick": Preset(
@@ -74,40 +91,17 @@ PRESETS = {
     # About 90 minutes on a 2-core CPU with --jobs 2: the default CPU model, three
     # vocabularies, two seeds, fine-tuned on four tasks long enough to learn most of them,
     # then on count alone (which mixed fine-tuning leaves near chance).
-    "small": Preset(
-        tokenizers=("bpe:512", "bpe:4096", "bpe:8192"),
-        seeds=(0, 1),
-        tasks=SMALL_TASKS,
-        pretrain_steps=200,
-        train_flags=("--eval-interval", "50", "--eval-iters", "4"),
-        finetune_steps=3000,
-        solo_tasks=("count",),
-        solo_steps=2000,
-        finetune_batch=32,
-        finetune_lr=1e-3,
-        examples_per_cell=60,
-        curve_points=6,
-        curve_examples=20,
-    ),
+    "small": SMALL,
     # Does the baseline learn spelling with 16x the small preset's pretraining? One vocabulary,
     # char against baseline-matched, 2 seeds, pretrained 3200 steps with its weights kept at
     # 200 (the small preset's length), 800 and 3200, each then probed and fine-tuned as the
     # small preset does (mixed 3000 steps, count alone 2000). About 2 hours on a 2-core CPU
     # with --jobs 2 (traded for it: bpe:512 and 8192, the char-shuffled control, a third seed).
-    "length": Preset(
+    "length": dataclasses.replace(
+        SMALL,
         tokenizers=("bpe:4096",),
-        seeds=(0, 1),
-        tasks=SMALL_TASKS,
         pretrain_steps=3200,
         train_flags=("--eval-interval", "100", "--eval-iters", "4"),
-        finetune_steps=3000,
-        solo_tasks=("count",),
-        solo_steps=2000,
-        finetune_batch=32,
-        finetune_lr=1e-3,
-        examples_per_cell=60,
-        curve_points=6,
-        curve_examples=20,
         archs=("char", "baseline-matched"),
         kept_steps=(200, 800),
     ),

@@ -195,11 +195,15 @@ def study_flags(tmp_path, monkeypatch):
 
 def _records(root: Path) -> dict[str, object]:
     """Every stage record of a study folder, by path inside it, but for the digests of the
-    files' bytes ("files"): torch.save writes a fresh serialization id into every file, so
-    the same weights written twice are two files (their weights' digests are compared)."""
+    files' bytes ("files", and so the record's own "sha256"): torch.save writes a fresh
+    serialization id into every file, so the same weights written twice are two files
+    (their weights' digests are compared)."""
     names = ("results.json", "probe.json", "test_set.json", "manifest.json")
+    byte_digests = ("files", "sha256")
     return {
-        str(p.relative_to(root)): {k: v for k, v in json.loads(p.read_text(encoding="utf-8")).items() if k != "files"}
+        str(p.relative_to(root)): {
+            k: v for k, v in json.loads(p.read_text(encoding="utf-8")).items() if k not in byte_digests
+        }
         for p in sorted(root.rglob("*.json"))
         if p.name in names or p.parent.name == "kept"
     }

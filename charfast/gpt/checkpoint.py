@@ -7,7 +7,10 @@ A checkpoint is a dict of tensors and plain Python values only (no pickled class
     corpus_sha256 (the training text's content digest; its path may change),
     content_sha256 (SHA-256 of all of the above, written with it)
 
-so `torch.load(path, weights_only=True)` reads it and no code runs while loading. The
+so `torch.load(path, weights_only=True)` reads it and no code runs while loading. Beside a
+run's checkpoint, run.json holds its step, settings, tokenizer identity, corpus digest and
+content digest as JSON, for readers that need no tensors (written after the checkpoint:
+after a crash between the two it may be one save behind). The
 content digest makes a checkpoint verify itself: a flipped bit or a torn copy is refused
 on loading, naming the file, instead of being trained or evaluated on. (Checkpoints
 written before it are read unverified.)
@@ -16,6 +19,7 @@ written before it are read unverified.)
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -27,6 +31,8 @@ from charfast.atomic import atomic_write
 
 FORMAT = "charfast-ckpt-1"
 DIGEST_KEY = "content_sha256"
+RUN_INFO_NAME = "run.json"  # beside a run's checkpoint: its summary for readers that need no tensors
+RUN_INFO_KEYS = ("step", "config", "tokenizer", "corpus_sha256")  # what run.json summarises
 REQUIRED_KEYS = ("format", "step", "config", "tokenizer", "model", "optimizer", "scheduler", "data", "rng")
 
 
@@ -34,9 +40,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit this run."""
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+def save_checkpoint(path: str | os.PathLike, state: dict, run_info: str | os.PathLike | None = None) -> None:
     """Write to a temp file in the same folder, then rename over `path`: a crash mid-write
-    leaves the previous checkpoint intact."""
+    leaves the previous checkpoint intact. With `run_info`, that file (a run's run.json)
+    then gets the checkpoint's summary (RUN_INFO_KEYS and its content digest)."""
     missing = [k for k in REQUIRED_KEYS if k != "format" and k not in state]
     if missing:
         raise ValueError(f"save_checkpoint: state lacks {missing}")
@@ -52,6 +59,21 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
             # torch reports a failed write (e.g. a full disk) as an assertion about file
             # positions; the OS error behind it says what happened.
             raise OSError(writer.error.errno, writer.error.strerror, str(path)) from writer.error
+    if run_info is not None:
+        info = {key: state[key] for key in RUN_INFO_KEYS if key in state}
+        info |= {"format": FORMAT, "checkpoint": Path(path).name, DIGEST_KEY: state[DIGEST_KEY]}
+        with atomic_write(run_info) as f:
+            f.write((json.dumps(info, indent=1) + "\n").encode("utf-8"))
+
+
+def read_run_info(path: str | os.PathLike) -> dict | None:
+    """A run.json's summary of its run's checkpoint; None when it is missing or unreadable
+    (runs saved before run.json existed: read the checkpoint itself)."""
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("format") == FORMAT else None
 
 
 class _WriteErrorRecorder:

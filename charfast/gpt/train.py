@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from charfast.entry_point import STOP_SIGNALS, Stopped, signal_name
 from charfast.gpt.checkpoint import (
+    RUN_INFO_NAME,
     CheckpointError,
     check_compatible,
     rng_state,
@@ -236,7 +237,7 @@ class Trainer:
                 state["wandb_run_id"] = self.wandb_id
             if self.trackers is not None:  # every step up to the checkpoint's is on disk before it
                 self.trackers.flush()
-            save_checkpoint(self.ckpt_path, state)
+            save_checkpoint(self.ckpt_path, state, run_info=self.out_dir / RUN_INFO_NAME)
             if self.sharded:
                 self._whole_weights = model_state
         self.saved_step = self.step

@@ -7,7 +7,7 @@ it and the report that reads it.
         splits/                      the frozen word splits (charfast.study.words)
         test_set.json                the frozen task questions
         <arch>-seed<seed>/
-          pretrain/                  a charfast.train run: ckpt.pt, metrics.jsonl;
+          pretrain/                  a charfast.train run: ckpt.pt, run.json, metrics.jsonl;
                                      kept/step<N>.pt (.json): its weights at a kept step
           probe.json                 the spelling probe of the pretrained input vectors
           finetune/<fine-tuning>/results.json

@@ -177,10 +177,7 @@ def source_modules(module: str, package: str = "charfast") -> dict[str, Path]:
         if name in seen:
             continue
         seen.add(name)
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):  # `from module import name` of a name, not a module
-            spec = None
+        spec = importlib.util.find_spec(name) if _is_module(name) else None
         if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
             continue
         found[name] = Path(spec.origin)
@@ -191,8 +188,8 @@ def source_modules(module: str, package: str = "charfast") -> dict[str, Path]:
 
 
 def _imported(tree: ast.Module, here: str) -> list[str]:
-    """The modules an AST of package `here` imports (absolute names; `from a import b`
-    gives a and a.b)."""
+    """The modules an AST of package `here` imports (absolute names; `from a import b` gives
+    a.b when b is a module, else a, whose code defines b)."""
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -202,5 +199,13 @@ def _imported(tree: ast.Module, here: str) -> list[str]:
             if node.level:
                 parent = here.rsplit(".", node.level - 1)[0] if node.level > 1 else here
                 base = f"{parent}.{base}" if base else parent
-            names += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            for alias in node.names:
+                names.append(f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base)
     return [n for n in names if n]
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a name inside a module, not a module
+        return False

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from charfast.atomic import atomic_write
 from charfast.gpt import archs
-from charfast.gpt.checkpoint import load_checkpoint
+from charfast.gpt.checkpoint import RUN_INFO_NAME, load_checkpoint, read_run_info
 from charfast.gpt.metrics import read_metrics
 from charfast.study.analysis import (
     THRESHOLDS,
@@ -244,7 +244,9 @@ def _pretraining_curves(records: list[dict], layout: StudyLayout) -> tuple[dict,
         path = layout.pretrain_dir(tokenizer, arch, seed) / "metrics.jsonl"
         metrics = read_metrics(path, "make the report")
         curves[(tokenizer, arch, seed)] = validation_curve(metrics)
-        config = load_checkpoint(layout.pretrain_dir(tokenizer, arch, seed) / "ckpt.pt")["config"]
+        folder = layout.pretrain_dir(tokenizer, arch, seed)
+        info = read_run_info(folder / RUN_INFO_NAME)  # no tensors read; runs saved before it: the checkpoint
+        config = (info or load_checkpoint(folder / "ckpt.pt"))["config"]
         tokens[tokenizer] = config["batch_size"] * config["block_size"] * config["grad_accum"]
     return curves, tokens
 

@@ -122,3 +122,19 @@ def test_resume_refuses_other_text_under_the_same_path_and_takes_the_same_text_e
     assert train.main([*tiny_flags(moved, out, tiny_cache, max_steps=4, sample_tokens=0), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "was trained on another corpus than --data" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_run_info_summarises_the_checkpoint_for_readers_without_tensors(tmp_path):
+    from charfast.gpt.checkpoint import RUN_INFO_NAME, read_run_info
+
+    state = {**_state(), "corpus_sha256": "c" * 64}
+    save_checkpoint(tmp_path / "ckpt.pt", state, run_info=tmp_path / RUN_INFO_NAME)
+    info = read_run_info(tmp_path / RUN_INFO_NAME)
+    assert {k: info[k] for k in ("step", "config", "tokenizer", "corpus_sha256", "checkpoint")} == {
+        "step": 1, "config": {"n_layer": 1}, "tokenizer": {"name": "t", "n_vocab": 3},
+        "corpus_sha256": "c" * 64, "checkpoint": "ckpt.pt",
+    }  # fmt: skip
+    assert info["content_sha256"] == torch.load(tmp_path / "ckpt.pt", weights_only=True)["content_sha256"]
+    assert read_run_info(tmp_path / "missing.json") is None
+    (tmp_path / "other.json").write_text('{"format": "another"}')
+    assert read_run_info(tmp_path / "other.json") is None

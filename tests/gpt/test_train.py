@@ -21,7 +21,7 @@ from tiny_runs import read_metrics, tiny_flags, write_tiny_corpus
 from charfast import TokenCharTable
 from charfast.gpt import run as run_module
 from charfast.gpt import train
-from charfast.gpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from charfast.gpt.checkpoint import RUN_INFO_NAME, CheckpointError, load_checkpoint, read_run_info, save_checkpoint
 
 
 def test_cli_smoke_run(tiny_corpus, tiny_cache, tmp_path, capsys):
@@ -168,6 +168,9 @@ def test_load_run_gives_the_trained_model_without_an_optimizer(tiny_corpus, tiny
     assert loaded.step == 2 and loaded.encoding.name == saved["tokenizer"]["name"] and not loaded.model.training
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in saved["model"].items())
     assert loaded.config.n_embd == saved["config"]["n_embd"] and loaded.device == torch.device("cpu")
+    info = read_run_info(out / RUN_INFO_NAME)  # beside the checkpoint, for readers that need no tensors
+    assert (info["step"], info["config"], info["tokenizer"]) == (2, saved["config"], saved["tokenizer"])
+    assert info["content_sha256"] == saved["content_sha256"]
     # The same corpus where another machine mounts it; other text there is refused.
     moved = tmp_path / "moved"
     shutil.copytree(tiny_corpus, moved)

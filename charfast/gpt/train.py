@@ -34,7 +34,6 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -47,7 +46,7 @@ from charfast.gpt.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from charfast.gpt.config import ResolvedConfig, TrainConfig, build_model, computed_settings, resolve_config
+from charfast.gpt.config import ResolvedConfig, build_model, computed_settings, resolve_config
 from charfast.gpt.data import TokenBatches, corpus_digest, load_documents, split_documents, tokenize
 from charfast.gpt.distributed import (
     Distributed,
@@ -66,24 +65,12 @@ from charfast.gpt.gpu_peaks import peak_flops
 from charfast.gpt.late_reads import LateRead, StepTime
 from charfast.gpt.metrics import MetricsLog
 from charfast.gpt.model import GPT, mixed_precision
+from charfast.gpt.optim import clip_gradients, lr_multiplier, make_optimizer
 from charfast.gpt.out_dir import claim_out_dir
 from charfast.gpt.plotting import plot_loss_curve
 from charfast.gpt.sample import stream_sample
 from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
 from charfast.gpt.tracking import Trackers, parse_trackers
-
-
-def lr_multiplier(step: int, config: TrainConfig) -> float:
-    """Linear warmup to lr, then cosine decay to min_lr at lr_decay_steps (by default the
-    run's current max_steps, so a resume that extends max_steps stretches the decay), then
-    flat."""
-    if step < config.warmup_steps:
-        return (step + 1) / (config.warmup_steps + 1)
-    decay_steps = config.max_steps if config.lr_decay_steps is None else config.lr_decay_steps
-    span = max(1, decay_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    floor = config.min_lr / config.lr
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class StopRequest:
@@ -155,7 +142,7 @@ class Trainer:
         broadcast_from_main(self.model, ddp)
         if self.sharded:
             shard_model(self.model, self.char_params)
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer(self.model, config, device, self.sharded)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_multiplier(s, config))
         self.step = 0
         self.saved_step: int | None = None  # the step ckpt.pt holds
@@ -183,27 +170,6 @@ class Trainer:
         shard = dict(rank=self.ddp.rank, world_size=self.ddp.world_size)
         self.train_batches = TokenBatches(train_tokens, c.block_size, c.batch_size, seed=c.seed, **shard)
         self.val_batches = TokenBatches(val_tokens, c.block_size, c.batch_size, seed=c.seed + 1, **shard)
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        # Decay matrices and embeddings; never biases or LayerNorm gains.
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.config.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        if self.sharded:  # one fused update cannot take sharded (DTensor) and whole parameters at once
-            groups = [
-                {**group, "params": [p for p in group["params"] if isinstance(p, DTensor) == sharded]}
-                for group in groups
-                for sharded in (True, False)
-            ]
-            groups = [group for group in groups if group["params"]]
-        return torch.optim.AdamW(
-            groups,
-            lr=self.config.lr,
-            betas=(self.config.beta1, self.config.beta2),
-            fused=self.device.type in ("cuda", "cpu"),
-        )
 
     def _wrap_model(self) -> torch.nn.Module:
         model = self.model
@@ -304,7 +270,7 @@ class Trainer:
                     (loss / c.grad_accum).backward()
                 loss_sum += loss.detach()
         all_reduce_gradients(self.char_params, self.ddp)
-        gradient = self._measure_and_clip_gradients()
+        gradient = clip_gradients(self.model, self.char_params, c.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -335,25 +301,6 @@ class Trainer:
             self.model.set_requires_gradient_sync(last)
             return contextlib.nullcontext()
         return contextlib.nullcontext() if last else self.train_model.no_sync()
-
-    def _measure_and_clip_gradients(self) -> torch.Tensor:
-        """[the gradient norm, the char encoder's share of its square] [2], on the device; the
-        gradients are then clipped to --grad-clip (when > 0) by that norm."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        # Sharded gradients (DTensors) and the replicated char encoder's: one norm over both,
-        # each kind scaled on its own (one foreach call cannot take both kinds).
-        groups = [[p for p in params if isinstance(p.grad, DTensor) == sharded] for sharded in (True, False)]
-        groups = [group for group in groups if group]
-        norms = [torch.nn.utils.get_total_norm([p.grad for p in group]) for group in groups]
-        norms = [n.full_tensor() if isinstance(n, DTensor) else n for n in norms]
-        total = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
-        char_grads = [p.grad for p in self.char_params if p.grad is not None]
-        char = torch.nn.utils.get_total_norm(char_grads) if char_grads else torch.zeros_like(total)
-        char_share = torch.where(total > 0, (char / total) ** 2, 0.0)
-        if self.config.grad_clip > 0:
-            for group in groups:
-                torch.nn.utils.clip_grads_with_norm_(group, self.config.grad_clip, total)
-        return torch.stack([total, char_share]).float()
 
     def sampling_model(self) -> GPT:
         """Rank 0's model to sample from: the model itself; under FSDP, whose parameters are

@@ -81,9 +81,9 @@ class Study:
         state = load_checkpoint(ckpt)
         return state, {"pretrain_step": state["step"], "pretrain_weights_sha256": model_digest(state["model"])}
 
-    def load_pretrained(self, ckpt: Path, state: dict) -> LoadedRun:
-        """The pretrained run of `ckpt` (its checkpoint `state`, read already) on this stage's
-        device, its corpus read from this study's --data."""
+    def load_pretrained(self, ckpt: Path, state: dict | None = None) -> LoadedRun:
+        """The pretrained run of `ckpt` (its checkpoint `state`, when read already) on this
+        stage's device, its corpus read from this study's --data."""
         return load_run(ckpt.parent, ckpt=ckpt, device=self.config.device, data=self.config.data, state=state)
 
     def stages(self) -> list[Stage]:

@@ -73,7 +73,7 @@ def model_digest(state: dict) -> str:
     for name in sorted(state):
         tensor = state[name].detach().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.view(torch.uint8).numpy() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
@@ -177,7 +177,7 @@ def source_modules(module: str, package: str = "charfast") -> dict[str, Path]:
         if name in seen:
             continue
         seen.add(name)
-        spec = importlib.util.find_spec(name) if _is_module(name) else None
+        spec = _module_spec(name)
         if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
             continue
         found[name] = Path(spec.origin)
@@ -200,12 +200,14 @@ def _imported(tree: ast.Module, here: str) -> list[str]:
                 parent = here.rsplit(".", node.level - 1)[0] if node.level > 1 else here
                 base = f"{parent}.{base}" if base else parent
             for alias in node.names:
-                names.append(f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base)
+                names.append(f"{base}.{alias.name}" if _module_spec(f"{base}.{alias.name}") else base)
     return [n for n in names if n]
 
 
-def _is_module(name: str) -> bool:
+def _module_spec(name: str):
+    """The import spec of module `name`; None when `name` is not a module (e.g. a name
+    defined inside one)."""
     try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # a name inside a module, not a module
-        return False
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None

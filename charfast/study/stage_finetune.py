@@ -42,12 +42,10 @@ def finetune_at(study: Study, tokenizer: str, arch: str, seed: int, step: int, f
     mixed_record = study.layout.results(tokenizer, arch, seed, MIXED, at)
     if finetuning != MIXED and not mixed_weights.exists():
         raise RunFailed(f"{mixed_weights} is missing: the mixed fine-tuning runs first")
-    state, pretrained = study.pretrained(ckpt)
-    start = (
-        pretrained
-        if finetuning == MIXED
-        else {"after_mixed_weights_sha256": weights_digest(verified(mixed_weights, mixed_record))}
-    )
+    if finetuning == MIXED:
+        state, start = study.pretrained(ckpt)
+    else:  # built from the mixed weights: the pretrained checkpoint is read only to run it
+        state, start = None, {"after_mixed_weights_sha256": weights_digest(verified(mixed_weights, mixed_record))}
     built_from = {
         **start,
         "test_set_sha256": file_sha256(study.layout.test_set(tokenizer)),

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from charfast.atomic import atomic_write
 from charfast.gpt import train
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
-from charfast.gpt.config import computed_settings, resolve_config, settings_from_flags
+from charfast.gpt.config import computed_settings, settings_from_flags
 from charfast.gpt.failures import Interrupted, RunFailed
-from charfast.study.records import reusable, weights_digest, write_record
+from charfast.study.records import reusable, write_record
 
 if TYPE_CHECKING:
     from charfast.study.pipeline import Study
@@ -31,10 +31,11 @@ def pretrain(study: Study, tokenizer: str, arch: str, seed: int) -> Path:
     damaged one is set aside and the run trained again."""
     folder = study.layout.pretrain_dir(tokenizer, arch, seed)
     flags = _pretrain_flags(study, tokenizer, arch, seed)
-    _check_same_pretraining(study, folder, flags)
+    state = _check_same_pretraining(study, folder, flags)
+    at = None if state is None else state["step"]  # the step folder/ckpt.pt holds, as the run goes on
     for step in study.preset.kept_steps:
-        _keep_checkpoint(study, tokenizer, arch, seed, step, flags)
-    _train_to(folder, flags, study.preset.pretrain_steps)
+        at = _keep_checkpoint(study, tokenizer, arch, seed, step, flags, at)
+    _train_to(folder, flags, study.preset.pretrain_steps, at)
     return folder
 
 
@@ -50,20 +51,24 @@ def _pretrain_flags(study: Study, tokenizer: str, arch: str, seed: int) -> list[
     return flags + (["--data", study.config.data] if study.config.data else [])
 
 
-def _check_same_pretraining(study: Study, folder: Path, flags: list[str]) -> None:
-    """A ValueError when the pretraining in `folder` computes something other than a fresh
-    run of `flags` would (e.g. another preset's model, or another corpus under the same
-    path): it is never continued or reused. The corpus is compared by content where the
-    checkpoint records it (else, for an older one, by path). A damaged checkpoint is set
-    aside (the run trains again)."""
+def _check_same_pretraining(study: Study, folder: Path, flags: list[str]) -> dict | None:
+    """The checkpoint in `folder`, verified (None when there is none, or it was damaged and
+    set aside: the run trains again); a ValueError when its pretraining computes something
+    other than a fresh run of `flags` would (e.g. another preset's model, or another corpus
+    under the same path): it is never continued or reused. The corpus is compared by
+    content where the checkpoint records it (else, for an older one, by path)."""
     state = _set_aside_if_damaged(folder / "ckpt.pt")
     if state is None:
-        return
+        return None
     wanted = computed_settings(settings_from_flags(flags)[0])
     saved = state["config"]
-    differ = [f"{k} {saved.get(k)!r} there, {v!r} here" for k, v in wanted.items() if saved.get(k) != v]
-    if "corpus_sha256" in state:
-        differ = [d for d in differ if not d.startswith("data ")]
+    by_content = "corpus_sha256" in state
+    differ = [
+        f"{k} {saved.get(k)!r} there, {v!r} here"
+        for k, v in wanted.items()
+        if saved.get(k) != v and not (by_content and k == "data")
+    ]
+    if by_content:
         if state["corpus_sha256"] != study.corpus_digest():
             differ.append(
                 f"its corpus (content SHA-256 {state['corpus_sha256'][:12]}...) is not the one --data holds "
@@ -75,6 +80,7 @@ def _check_same_pretraining(study: Study, folder: Path, flags: list[str]) -> Non
             f"({'; '.join(differ)}), e.g. from another preset or corpus; choose another --out-dir, or remove "
             "that folder to pretrain it again"
         )
+    return state
 
 
 def _set_aside_if_damaged(ckpt: Path) -> dict | None:
@@ -93,38 +99,44 @@ def _set_aside_if_damaged(ckpt: Path) -> dict | None:
         return None
 
 
-def _keep_checkpoint(study: Study, tokenizer: str, arch: str, seed: int, step: int, flags: list[str]) -> Path:
+def _keep_checkpoint(
+    study: Study, tokenizer: str, arch: str, seed: int, step: int, flags: list[str], at: int | None
+) -> int | None:
     """The pretraining's weights at `step`, kept as their own stage (its record says what
-    run and step they are): taken on the way when the run has not passed `step`, else
-    from a run of its own to `step` (the same numbers: runs are deterministic and the
-    schedule is the whole run's)."""
+    run and step they are): taken on the way when the run (whose checkpoint holds step
+    `at`, None: none yet) has not passed `step`, else from a run of its own to `step` (the
+    same numbers: runs are deterministic and the schedule is the whole run's). Returns the
+    step the run's checkpoint holds then."""
     kept = study.layout.kept_checkpoint(tokenizer, arch, seed, step)
     record_path = kept.with_suffix(".json")
     built_from = {"pretraining": _portable(study, flags), "step": step}
     if reusable(record_path, built_from, [kept]) is not None:
-        return kept
-    folder = study.layout.pretrain_dir(tokenizer, arch, seed)
-    main_ckpt = folder / "ckpt.pt"
-    passed = main_ckpt.exists() and load_checkpoint(main_ckpt)["step"] > step
-    source = kept.parent / f"run-to-step{step}" if passed else folder
-    _set_aside_if_damaged(source / "ckpt.pt")
-    _train_to(source, flags, step)
+        return at
+    passed = at is not None and at > step
+    if passed:  # a run of its own, continued where a killed earlier try of it stopped
+        source = kept.parent / f"run-to-step{step}"
+        leftover = _set_aside_if_damaged(source / "ckpt.pt")
+        _train_to(source, flags, step, None if leftover is None else leftover["step"])
+    else:
+        source = study.layout.pretrain_dir(tokenizer, arch, seed)
+        at = _train_to(source, flags, step, at)
     with atomic_write(kept) as f:
         f.write((source / "ckpt.pt").read_bytes())
     if passed:
         shutil.rmtree(source)
-    write_record(record_path, {"weights_sha256": weights_digest(kept)}, built_from, [kept])
-    return kept
+    write_record(record_path, {}, built_from, [kept])
+    return at
 
 
-def _train_to(folder: Path, flags: list[str], steps: int) -> None:
-    """Train (or continue) the run in `folder` to `steps`; nothing when it is there."""
+def _train_to(folder: Path, flags: list[str], steps: int, at: int | None) -> int:
+    """Train (or continue) the run in `folder`, whose checkpoint holds step `at` (None: no
+    checkpoint), to `steps`; nothing when it is there. Returns the step it holds then."""
     ckpt = folder / "ckpt.pt"
     flags = [*flags, "--out-dir", str(folder), "--max-steps", str(steps)]
-    if ckpt.exists():
+    if at is not None:
+        if at >= steps:
+            return at
         flags.append("--resume")
-        if resolve_config(flags).checkpoint["step"] >= steps:
-            return
     code = train.main(flags)
     if code >= 128:
         raise Interrupted(f"pretraining {folder} was interrupted; run the study again to continue", code - 128)
@@ -133,6 +145,7 @@ def _train_to(folder: Path, flags: list[str], steps: int) -> None:
     reached = load_checkpoint(ckpt)["step"]
     if reached < steps:
         raise RunFailed(f"pretraining {folder} stopped at step {reached} of {steps}")
+    return reached
 
 
 def _portable(study: Study, flags: list[str]) -> dict:

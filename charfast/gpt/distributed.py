@@ -135,3 +135,50 @@ def shard_model(model: torch.nn.Module, replicated: list[torch.nn.Parameter]) ->
     for block in model.blocks:
         fully_shard(block)
     fully_shard(model, ignored_params=set(replicated))
+
+
+class WholeModelState:
+    """A model's state_dict as a checkpoint holds it: the whole weights. A sharded (FSDP)
+    model's are gathered onto rank 0's CPU (a collective: every rank calls state_dict)."""
+
+    def __init__(self, model: torch.nn.Module, sharded: bool):
+        self.model, self.sharded = model, sharded
+
+    def state_dict(self) -> dict:
+        if not self.sharded:
+            return self.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_state_dict(self, state: dict) -> None:
+        if not self.sharded:
+            self.model.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True))
+
+
+class WholeOptimizerState:
+    """An optimizer's state_dict as a checkpoint holds it: of the whole model's parameters
+    (gathered as WholeModelState's, and loaded after the model's)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, sharded: bool):
+        self.model, self.optimizer, self.sharded = model, optimizer, sharded
+
+    def state_dict(self) -> dict:
+        if not self.sharded:
+            return self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(self.model, self.optimizer, options=options)
+
+    def load_state_dict(self, state: dict) -> None:
+        if not self.sharded:
+            self.optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.model, self.optimizer, state, options=StateDictOptions(full_state_dict=True))

@@ -1,8 +1,11 @@
-"""A run's metrics.jsonl: one JSON object per optimizer step, appended as the run goes."""
+"""A run's metrics.jsonl: one JSON object per optimizer step, appended as the run goes, and
+the step record it holds (step, lr, train_loss, tokens_per_s, ms_per_step, grad_norm
+[, mfu, char_grad_share, val_loss])."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from charfast.atomic import atomic_write
@@ -60,3 +63,41 @@ def read_metrics(path: Path, purpose: str = "read it") -> list[dict]:
             ) from err
         records.append(record)
     return records
+
+
+def step_record(step: int, lr: float, numbers: list[float], seconds: float, rate: StepRates) -> dict:
+    """A step's metrics.jsonl record from its numbers as read back ([ranks stopping, loss,
+    gradient norm before clipping, char encoder's share of its square]) and its own time."""
+    _, loss, grad_norm, char_grad_share = numbers
+    record = {"step": step, "lr": lr, "train_loss": loss, "tokens_per_s": rate.tokens_per_step / seconds}
+    record["ms_per_step"] = 1000 * seconds
+    record["grad_norm"] = grad_norm
+    if rate.peak_flops:
+        record["mfu"] = rate.flops_per_token * record["tokens_per_s"] / rate.peak_flops
+    if rate.has_char:
+        record["char_grad_share"] = char_grad_share
+    return record
+
+
+@dataclass(frozen=True)
+class StepRates:
+    """What turns a step's time into its rates: tokens per step (all ranks), the model's
+    FLOPs per token, the peak FLOP/s of all ranks' devices (None: unknown, no MFU), and
+    whether the model has a char encoder (whose gradient share is recorded)."""
+
+    tokens_per_step: int
+    flops_per_token: float
+    peak_flops: float | None
+    has_char: bool
+
+
+def postfix(record: dict) -> str:
+    """A record in the progress bar's few words."""
+    text = (
+        f"loss {record['train_loss']:.3f} | {record['tokens_per_s']:,.0f} tok/s | {record['ms_per_step']:.0f} ms/step"
+    )
+    if "mfu" in record:
+        text += f" | mfu {100 * record['mfu']:.1f}%"
+    if "val_loss" in record:
+        text += f" | val {record['val_loss']:.3f}"
+    return text

@@ -20,8 +20,12 @@ def lr_multiplier(step: int, config: TrainConfig) -> float:
         return (step + 1) / (config.warmup_steps + 1)
     decay_steps = config.max_steps if config.lr_decay_steps is None else config.lr_decay_steps
     span = max(1, decay_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    floor = config.min_lr / config.lr
+    return cosine_decay(min(1.0, (step - config.warmup_steps) / span), config.min_lr / config.lr)
+
+
+def cosine_decay(progress: float, floor: float) -> float:
+    """The schedules' decay (pretraining's and the study's fine-tuning's): from 1 at progress
+    0 down a half cosine to `floor` at progress 1."""
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -64,3 +68,17 @@ def clip_gradients(model: torch.nn.Module, char_params: list, grad_clip: float) 
         for group in groups:
             torch.nn.utils.clip_grads_with_norm_(group, grad_clip, total)
     return torch.stack([total, char_share]).float()
+
+
+class Schedule(torch.optim.lr_scheduler.LambdaLR):
+    """The learning-rate schedule of `config` (lr_multiplier). Restored, it recomputes the
+    learning rate from the current settings rather than taking the saved one: a resume may
+    extend max_steps, and the schedule with it. (Its state_dict is LambdaLR's.)"""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig):
+        super().__init__(optimizer, lambda step: lr_multiplier(step, config))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        for group, base_lr, multiplier in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base_lr * multiplier(self.last_epoch)

@@ -1,6 +1,11 @@
-"""A trained run, read back for use: its settings, tokenizer, model and step, from one read
-of its checkpoint, with no optimizer, training data or memory check (what sampling, the
-study's probes and fine-tunings and an export need).
+"""A training run, run and read back.
+
+run_training(config) trains (or, with resume, continues) the run `config` describes: what
+`python -m charfast.train` does after parsing its flags, for callers holding settings.
+
+load_run reads a trained run back for use: its settings, tokenizer, model and step, from
+one read of its checkpoint, with no optimizer, training data or memory check (what
+sampling, the study's probes and fine-tunings and an export need).
 
     run = load_run("out")                          # out/ckpt.pt
     run = load_run("out", ckpt="out/kept/step200.pt", device="cuda")
@@ -13,19 +18,54 @@ reads that corpus, which must hold the same text where the checkpoint knows it b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from charfast.entry_point import Stopped, signal_name
 from charfast.gpt.checkpoint import CheckpointError, load_checkpoint
-from charfast.gpt.config import CHECKPOINT_NAME, TrainConfig, build_model, check_checkpoint_settings
+from charfast.gpt.config import (
+    CHECKPOINT_NAME,
+    TrainConfig,
+    build_model,
+    check_checkpoint_settings,
+    resolve_settings,
+)
 from charfast.gpt.data import corpus_digest, load_documents, split_documents
-from charfast.gpt.distributed import resolve_device
+from charfast.gpt.distributed import init_distributed, is_main_process, resolve_device
+from charfast.gpt.failures import Interrupted
+from charfast.gpt.loop import train
 from charfast.gpt.model import GPT
+from charfast.gpt.out_dir import claim_out_dir
 from charfast.gpt.tokenizer import get_tokenizer, tokenizer_identity
+from charfast.gpt.trainer import Trainer
+
+
+def run_training(config: TrainConfig, asked: Set[str] | None = None) -> int:
+    """Train the run `config` describes to its max_steps: 0 when finished, 128 + N when
+    signal N stopped it after saving (config.resume continues it). With config.resume, the
+    settings in `asked` (default: all) must agree with its checkpoint's. Raises what
+    charfast.gpt.failures reports (ValueError, CheckpointError, OSError, RunFailed)."""
+    asked = {f.name for f in dataclasses.fields(TrainConfig)} if asked is None else set(asked)
+    run = resolve_settings(config, asked)
+    # Rank 0 holds --out-dir for the run's lifetime (the other ranks never write there).
+    holding = claim_out_dir(run.config.out_dir) if is_main_process() else contextlib.nullcontext()
+    with holding:
+        ddp, device = init_distributed(run.config.device)
+        try:
+            trainer = Trainer(run, ddp, device)
+        except Stopped as stopped:  # while reading data or building the model: nothing to save yet
+            kept = f"{run.checkpoint_path} still holds step {run.checkpoint['step']}" if run.checkpoint else ""
+            raise Interrupted(
+                f"stopped by {signal_name(stopped.signum)} before the first step; " + (kept or "nothing was saved"),
+                stopped.signum,
+            ) from None
+        return train(trainer)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 A run hands its trackers the very records it writes to metrics.jsonl, so both show the
 same numbers; this module only names them (METRIC_TAGS) and passes them on. Each tracker
-lives in an optional extra and is imported only when asked for.
+is one Tracker class, registered under its --log name; it lives in an optional extra of
+that name and is imported only when asked for. Another tracker (MLflow, CSV) is one more
+class and an extra.
 
 - TensorBoard writes event files into <run folder>/tb. A resumed run writes into the same
   folder, and its first event hides every older event from the step it resumes at on
@@ -23,14 +25,16 @@ lives in an optional extra and is imported only when asked for.
 from __future__ import annotations
 
 import configparser
+import dataclasses
+import importlib.util
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from charfast.atomic import atomic_write
-from charfast.extras import missing_modules
 
-TRACKERS = ("tensorboard", "wandb")  # each is also the name of its pip extra
 LOGGED_NOTE = "charfast-logged.json"  # in <folder>/wandb: the last step a cleanly closed W&B session logged
 
 # metrics.jsonl key -> the tag a tracker shows it under
@@ -46,18 +50,90 @@ METRIC_TAGS = {
 }
 
 
+@dataclass(frozen=True)
+class TrackedRun:
+    """What a tracker is told about the run it logs.
+
+    folder: the run's folder; hyperparameters: its settings; resume_step: the step it
+    resumes after (None: a new run); name: how trackers show it (W&B's run name;
+    TensorBoard names a run by its folder); project: W&B's; resume_state: what the
+    trackers' resume_state() gave when the checkpoint was written (e.g. the W&B run to
+    continue); replay: on a resume, the metrics.jsonl records up to the checkpoint, for
+    trackers that may lack some of them.
+    """
+
+    folder: Path
+    hyperparameters: dict
+    resume_step: int | None = None
+    name: str | None = None
+    project: str = "charfast"
+    resume_state: dict = field(default_factory=dict)
+    replay: Sequence[dict] = ()
+
+
+class Tracker:
+    """One experiment tracker of a run, on the process that logs (rank 0). A new tracker is
+    a subclass registered under its --log name (@register_tracker); it imports its modules
+    in __init__, so only the trackers asked for are loaded."""
+
+    modules: tuple[str, ...] = ()  # what it imports: checked before the run starts
+    resume_keys: tuple[str, ...] = ()  # the checkpoint entries its resume_state() fills
+
+    def __init__(self, run: TrackedRun):
+        self.run = run
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        """Numbers at `step`, by tag."""
+        raise NotImplementedError
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """Text at `step` (a sample, a table in Markdown)."""
+
+    def summary(self, tag: str, markdown: str) -> None:
+        """A table of the whole run, logged once."""
+
+    def flush(self) -> None:
+        """Everything logged so far on disk (called before each checkpoint)."""
+
+    def close(self) -> None:
+        """The run's end (also of a session a signal stopped)."""
+
+    def resume_state(self) -> dict:
+        """What a resume needs to continue this tracker's run, kept in the checkpoint
+        (plain values under resume_keys)."""
+        return {}
+
+
+TRACKERS: dict[str, type[Tracker]] = {}  # --log name -> its class
+
+
+def register_tracker(name: str):
+    """Class decorator: the tracker --log NAME selects."""
+
+    def register(cls: type[Tracker]) -> type[Tracker]:
+        TRACKERS[name] = cls
+        return cls
+
+    return register
+
+
+def tracker_resume_keys() -> tuple[str, ...]:
+    """The checkpoint entries that hold trackers' resume states."""
+    return tuple(key for cls in TRACKERS.values() for key in cls.resume_keys)
+
+
 def parse_trackers(text: str) -> tuple[str, ...]:
-    """The trackers a --log value names ('tensorboard', 'wandb', both comma-separated, or ''),
-    each checked to be installed: a ValueError naming the flag, or the extra to install."""
+    """The trackers a --log value names (comma-separated, or ''), each checked to be
+    installed: a ValueError naming the flag, or the extra to install."""
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     unknown = [name for name in names if name not in TRACKERS]
     if unknown:
         raise ValueError(
-            f"--log {text!r}: unknown tracker {unknown[0]!r}; expected {' or '.join(TRACKERS)} (or both, "
+            f"--log {text!r}: unknown tracker {unknown[0]!r}; expected one of {', '.join(TRACKERS)} (or several, "
             "comma-separated)"
         )
     for name in names:
-        if missing_modules(name):
+        if any(importlib.util.find_spec(module) is None for module in TRACKERS[name].modules):
             raise ValueError(
                 f"--log {name} needs the '{name}' extra, which is not installed; pip install 'charfast[{name}]'"
             )
@@ -83,107 +159,127 @@ def wandb_mode() -> str:
     return "offline"
 
 
+@register_tracker("tensorboard")
+class TensorBoardTracker(Tracker):
+    """Event files in <run folder>/tb."""
+
+    modules = ("tensorboard",)
+
+    def __init__(self, run: TrackedRun):
+        super().__init__(run)
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+
+        # Hide what an earlier session logged from the first step this one logs: on a
+        # resume, the steps after the checkpoint; on a new run in a folder that a run
+        # killed before its first checkpoint left, all of them.
+        self.writer = SummaryWriter(str(run.folder / "tb"), purge_step=(run.resume_step or 0) + 1)
+        for summary in hparams(run.hyperparameters, {METRIC_TAGS["val_loss"]: 0.0}):  # the value is never written
+            self.writer.file_writer.add_summary(summary)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        # TensorBoard renders Markdown: indent plain text as a code block to keep its lines.
+        self.writer.add_text(tag, "    " + text.replace("\n", "\n    "), step)
+
+    def summary(self, tag: str, markdown: str) -> None:
+        self.writer.add_text(tag, markdown, 0)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@register_tracker("wandb")
+class WandbTracker(Tracker):
+    """A W&B run in <run folder>/wandb, continued by a resume (its id in the checkpoint)."""
+
+    modules = ("wandb",)
+    resume_keys = ("wandb_run_id",)
+
+    def __init__(self, run: TrackedRun):
+        super().__init__(run)
+        import wandb
+
+        run.folder.mkdir(parents=True, exist_ok=True)
+        run_id = run.resume_state.get("wandb_run_id")
+        self.wandb_run = wandb.init(
+            project=run.project,
+            name=run.name,
+            id=run_id,
+            resume="allow" if run_id else None,
+            dir=str(run.folder),
+            config=run.hyperparameters,
+            mode=wandb_mode(),
+            settings=wandb.Settings(console="off", silent=True),
+        )
+        self._logged_note = run.folder / "wandb" / LOGGED_NOTE
+        has = max(self.wandb_run.step, _cleanly_logged(self._logged_note, self.wandb_run.id))
+        self._logged_note.unlink(missing_ok=True)  # a kill of this session must not leave it behind
+        for record in run.replay:
+            if record["step"] > has:
+                self.wandb_run.log(_tagged(record), step=record["step"])
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.wandb_run.log(values, step=step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        import wandb
+
+        self.wandb_run.log({tag: wandb.Html(f"<pre>{_escape(text)}</pre>")}, step=step)
+
+    def summary(self, tag: str, markdown: str) -> None:
+        self.wandb_run.summary[tag] = markdown
+
+    def close(self) -> None:
+        step, run_id = self.wandb_run.step, self.wandb_run.id
+        self.wandb_run.finish()  # everything logged is on disk (or sent) once it returns
+        with atomic_write(self._logged_note) as f:
+            f.write(json.dumps({"id": run_id, "step": step}).encode("utf-8"))
+
+    def resume_state(self) -> dict:
+        return {"wandb_run_id": self.wandb_run.id}
+
+
 class Trackers:
-    """The trackers of one run, on the process that logs (rank 0).
+    """The trackers --log names, for one run: each call goes to every one of them."""
 
-    folder: the run's folder; name: how the trackers show the run (W&B's run name;
-    TensorBoard names a run by its folder); hyperparameters: the run's settings;
-    resume_step: the step the run resumes after (None: a new run); wandb_id: the W&B run
-    to continue (from the checkpoint); project: W&B's; replay: on a resume, the
-    metrics.jsonl records up to the checkpoint, logged to W&B again where it lacks them.
-    """
-
-    def __init__(
-        self,
-        names: tuple[str, ...],
-        folder: Path,
-        hyperparameters: dict,
-        resume_step: int | None = None,
-        name: str | None = None,
-        wandb_id: str | None = None,
-        project: str = "charfast",
-        replay: list[dict] = (),
-    ):
-        self.tensorboard = None
-        self.wandb_run = None
-        plain = {key: _plain(value) for key, value in hyperparameters.items()}
-        if "tensorboard" in names:
-            from torch.utils.tensorboard import SummaryWriter
-            from torch.utils.tensorboard.summary import hparams
-
-            # Hide what an earlier session logged from the first step this one logs: on a
-            # resume, the steps after the checkpoint; on a new run in a folder that a run
-            # killed before its first checkpoint left, all of them.
-            self.tensorboard = SummaryWriter(str(folder / "tb"), purge_step=(resume_step or 0) + 1)
-            for summary in hparams(plain, {METRIC_TAGS["val_loss"]: 0.0}):  # the value is never written
-                self.tensorboard.file_writer.add_summary(summary)
-        if "wandb" in names:
-            import wandb
-
-            folder.mkdir(parents=True, exist_ok=True)
-            self.wandb_run = wandb.init(
-                project=project,
-                name=name,
-                id=wandb_id,
-                resume="allow" if wandb_id else None,
-                dir=str(folder),
-                config=plain,
-                mode=wandb_mode(),
-                settings=wandb.Settings(console="off", silent=True),
-            )
-            self._logged_note = folder / "wandb" / LOGGED_NOTE
-            has = max(self.wandb_run.step, _cleanly_logged(self._logged_note, self.wandb_run.id))
-            self._logged_note.unlink(missing_ok=True)  # a kill of this session must not leave it behind
-            for record in replay:
-                if record["step"] > has:
-                    self.wandb_run.log(_tagged(record), step=record["step"])
-
-    @property
-    def wandb_id(self) -> str | None:
-        return None if self.wandb_run is None else self.wandb_run.id
+    def __init__(self, names: Sequence[str], run: TrackedRun):
+        plain = {key: _plain(value) for key, value in run.hyperparameters.items()}
+        run = dataclasses.replace(run, hyperparameters=plain)
+        self.trackers = [TRACKERS[name](run) for name in names]
 
     def metrics(self, record: dict) -> None:
         """One metrics.jsonl record (its "step" and the numbers of METRIC_TAGS it holds)."""
-        self.scalars(record["step"], _tagged(record))
+        self.log(record["step"], _tagged(record))
 
-    def scalars(self, step: int, values: dict[str, float]) -> None:
-        """Numbers at `step`, by tag."""
-        if self.tensorboard is not None:
-            for tag, value in values.items():
-                self.tensorboard.add_scalar(tag, value, step)
-        if self.wandb_run is not None:
-            self.wandb_run.log(values, step=step)
+    def log(self, step: int, values: dict[str, float]) -> None:
+        for tracker in self.trackers:
+            tracker.log(step, values)
 
     def text(self, tag: str, text: str, step: int) -> None:
-        """Text at `step` (a sample, a table in Markdown)."""
-        if self.tensorboard is not None:
-            # TensorBoard renders Markdown: indent plain text as a code block to keep its lines.
-            self.tensorboard.add_text(tag, "    " + text.replace("\n", "\n    "), step)
-        if self.wandb_run is not None:
-            import wandb
-
-            self.wandb_run.log({tag: wandb.Html(f"<pre>{_escape(text)}</pre>")}, step=step)
+        for tracker in self.trackers:
+            tracker.text(tag, text, step)
 
     def summary(self, tag: str, markdown: str) -> None:
-        """A table of the whole run, logged once (TensorBoard: text at step 0; W&B: the run's
-        summary)."""
-        if self.tensorboard is not None:
-            self.tensorboard.add_text(tag, markdown, 0)
-        if self.wandb_run is not None:
-            self.wandb_run.summary[tag] = markdown
+        for tracker in self.trackers:
+            tracker.summary(tag, markdown)
 
     def flush(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
+        for tracker in self.trackers:
+            tracker.flush()
 
     def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-        if self.wandb_run is not None:
-            step, run_id = self.wandb_run.step, self.wandb_run.id
-            self.wandb_run.finish()  # everything logged is on disk (or sent) once it returns
-            with atomic_write(self._logged_note) as f:
-                f.write(json.dumps({"id": run_id, "step": step}).encode("utf-8"))
+        for tracker in self.trackers:
+            tracker.close()
+
+    def resume_state(self) -> dict:
+        return {key: value for tracker in self.trackers for key, value in tracker.resume_state().items()}
 
 
 def _cleanly_logged(note: Path, run_id: str) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from charfast.gpt.config import CommaJoined
 from charfast.gpt.failures import run_cli
-from charfast.gpt.tracking import Trackers, parse_trackers
+from charfast.gpt.tracking import TrackedRun, Trackers, parse_trackers
 from charfast.study.config import StudyConfig
 from charfast.study.engines import run_local
 from charfast.study.pipeline import Study, run_stage
@@ -124,9 +124,8 @@ def log_report(report: Path, config: StudyConfig) -> None:
     text = report.read_text(encoding="utf-8")
     table = text.split(TASK_SECTION, 1)[1].split("\n## ", 1)[0] if TASK_SECTION in text else text
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("log", "wandb_project")}
-    trackers = Trackers(
-        parse_trackers(config.log), report.parent / "report", settings, name="report", project=config.wandb_project
-    )
+    run = TrackedRun(report.parent / "report", settings, name="report", project=config.wandb_project)
+    trackers = Trackers(parse_trackers(config.log), run)
     try:
         trackers.summary("report/tasks", TASK_SECTION + table)
     finally:

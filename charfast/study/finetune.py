@@ -8,7 +8,6 @@ templates. AdamW with a linear warmup and a cosine decay of the learning rate.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from charfast.gpt.model import IGNORE_INDEX
+from charfast.gpt.optim import cosine_decay
 from charfast.study.task_data import answer_masked_batch, encode_example
 from charfast.study.tasks import TASKS, Example, sample_example
 
@@ -38,10 +38,7 @@ class FinetuneConfig:
         warmup = max(1, round(self.warmup_fraction * self.steps))
         if step <= warmup:
             return self.lr * step / warmup
-        progress = (step - warmup) / max(1, self.steps - warmup)
-        return self.lr * (
-            self.final_lr_fraction + (1 - self.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-        )
+        return self.lr * cosine_decay((step - warmup) / max(1, self.steps - warmup), self.final_lr_fraction)
 
     def validate(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]

@@ -17,7 +17,7 @@ import torch
 from charfast.atomic import atomic_write
 from charfast.gpt.failures import RunFailed
 from charfast.gpt.run import LoadedRun
-from charfast.gpt.tracking import Trackers, parse_trackers
+from charfast.gpt.tracking import TrackedRun, Trackers, parse_trackers
 from charfast.study import stage_splits
 from charfast.study.evaluate import evaluate_examples, summarize
 from charfast.study.finetune import FinetuneConfig, finetune
@@ -96,7 +96,7 @@ def _trackers(study: Study, folder: Path, identity: dict, config: FinetuneConfig
     name = "{tokenizer} {arch} seed{seed} step{pretrain_step} {finetuning}".format(**identity)
     settings = {**identity, **dataclasses.asdict(config)}
     names = parse_trackers(study.config.log)
-    return Trackers(names, folder, settings, name=name, project=study.config.wandb_project)
+    return Trackers(names, TrackedRun(folder, settings, name=name, project=study.config.wandb_project))
 
 
 def _curve_steps(study: Study, steps: int) -> list[int]:
@@ -120,7 +120,7 @@ def _finetune_and_score(
             "exact_match": {f"{task}|{split}": v["exact_match"] for (task, split), v in scores.items()},
         }
         if trackers is not None:
-            trackers.scalars(step, {f"exact_match/{cell}": v for cell, v in point["exact_match"].items()})
+            trackers.log(step, {f"exact_match/{cell}": v for cell, v in point["exact_match"].items()})
         return point
 
     def on_step(record: dict) -> None:

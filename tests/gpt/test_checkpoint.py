@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from charfast.gpt.checkpoint import CheckpointError, check_compatible, load_checkpoint, rng_state, save_checkpoint
+from charfast.gpt.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from charfast.gpt.seeding import rng_state
 
 
 def _state() -> dict:

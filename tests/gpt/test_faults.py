@@ -17,6 +17,7 @@ from tiny_runs import read_metrics, tiny_flags
 from charfast.gpt import checkpoint, train
 from charfast.gpt.checkpoint import load_checkpoint
 from charfast.gpt.late_reads import LateRead
+from charfast.gpt.trainer import Trainer
 
 KILLS = 10
 
@@ -90,13 +91,13 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     """Evaluated every step, step 3's loss is read at once; otherwise one step late, after
     step 4 ran: either way nothing after the last good checkpoint is saved."""
     out = tmp_path / "run"
-    original = train.Trainer.train_step
+    original = Trainer.train_step
 
     def turns_nan_at_step_3(self, stop=None):
         numbers = original(self, stop)
         return LateRead(torch.tensor([0.0, float("nan"), 1.0, 0.0])) if self.step == 3 else numbers  # loss nan
 
-    monkeypatch.setattr(train.Trainer, "train_step", turns_nan_at_step_3)
+    monkeypatch.setattr(Trainer, "train_step", turns_nan_at_step_3)
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=6, eval_interval=eval_interval)) == 1
     err = capsys.readouterr().err.strip()
     holds = f"{out / 'ckpt.pt'} still holds step {kept}" if kept else "no checkpoint was written"

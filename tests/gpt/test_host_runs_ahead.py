@@ -14,12 +14,13 @@ from charfast.gpt import train
 from charfast.gpt.config import resolve_config
 from charfast.gpt.distributed import init_distributed
 from charfast.gpt.late_reads import LateRead
+from charfast.gpt.trainer import Trainer
 
 
-def _trainer(tiny_corpus, tiny_cache, out, **flags) -> train.Trainer:
+def _trainer(tiny_corpus, tiny_cache, out, **flags) -> Trainer:
     run = resolve_config(tiny_flags(tiny_corpus, out, tiny_cache, char_backend="triton", **flags))
     ddp, device = init_distributed(run.config.device)
-    return train.Trainer(run, ddp, device)
+    return Trainer(run, ddp, device)
 
 
 @needs_interpreter
@@ -38,7 +39,7 @@ def test_a_training_step_reads_nothing_back(tiny_corpus, tiny_cache, tmp_path, m
 
 def test_the_loop_reads_each_loss_after_queueing_the_next_step(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
     events = []
-    original_step, original_read = train.Trainer.train_step, LateRead.read
+    original_step, original_read = Trainer.train_step, LateRead.read
 
     def train_step(self, stop=None):
         numbers = original_step(self, stop)
@@ -50,7 +51,7 @@ def test_the_loop_reads_each_loss_after_queueing_the_next_step(tiny_corpus, tiny
         events.append(("read", self.step))
         return original_read(self)
 
-    monkeypatch.setattr(train.Trainer, "train_step", train_step)
+    monkeypatch.setattr(Trainer, "train_step", train_step)
     monkeypatch.setattr(LateRead, "read", read)
     out = tmp_path / "run"
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=6, eval_interval=3, sample_tokens=0)) == 0

@@ -11,7 +11,7 @@ import pytest
 from tiny_runs import read_metrics, tiny_flags
 
 from charfast.atomic import this_host
-from charfast.gpt import out_dir, train
+from charfast.gpt import out_dir, run_data, train
 from charfast.gpt.out_dir import LOCK_NAME, OutDirInUse, claim_out_dir
 
 
@@ -72,7 +72,9 @@ def test_an_unusable_out_dir_is_one_line_before_any_work(
 ):
     (tmp_path / "FILE").write_text("a file")
     out_dir = out_dir.replace("FILE", str(tmp_path / "FILE"))
-    monkeypatch.setattr(train, "load_documents", lambda *a: pytest.fail("data was read before --out-dir was checked"))
+    monkeypatch.setattr(
+        run_data, "load_documents", lambda *a: pytest.fail("data was read before --out-dir was checked")
+    )
     assert train.main(tiny_flags(tiny_corpus, out_dir, tiny_cache)) == code
     err = capsys.readouterr().err
     assert err.startswith("charfast.train: error: ") and message in err and len(err.strip().splitlines()) == 1

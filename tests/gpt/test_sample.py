@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_runs import tiny_flags, write_tiny_corpus
 
-from charfast.gpt import sample, train
+from charfast.gpt import sample, sampling, train
 from charfast.gpt.checkpoint import load_checkpoint, save_checkpoint
 from charfast.gpt.run import load_run
 
@@ -50,7 +50,7 @@ def test_each_piece_comes_as_soon_as_its_token(ckpt):
             yield token
 
     model.generate_stream = counting_stream
-    pieces = sample.stream_sample(model, encoding, "To be", 10, temperature=1.0, top_k=None)
+    pieces = sampling.stream_sample(model, encoding, "To be", 10, temperature=1.0, top_k=None)
     next(pieces)
     assert len(produced) == 1  # the first piece did not wait for the other nine tokens
     assert len(list(pieces)) == 10  # nine more tokens and the decoder's final flush
@@ -68,7 +68,7 @@ def test_pieces_never_split_a_character(cl100k):
         return False
 
     assert any(ends_inside_a_character(t) for t in ids)  # the case this test is about
-    assert "".join(sample.decoded_pieces(cl100k, iter(ids))) == text
+    assert "".join(sampling.decoded_pieces(cl100k, iter(ids))) == text
 
 
 def test_the_default_training_runs_checkpoint(tmp_path, tiny_cache, capsys):

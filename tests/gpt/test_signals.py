@@ -14,7 +14,8 @@ import pytest
 import torch
 from tiny_runs import read_metrics, tiny_flags
 
-from charfast.gpt import train
+from charfast.gpt import checkpoint, run_outputs, train
+from charfast.gpt.trainer import Trainer
 
 STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 
@@ -41,7 +42,7 @@ def test_a_signal_mid_run_saves_and_resumes_exactly(tiny_corpus, tiny_cache, tmp
     flags = dict(dropout=0.1, max_steps=5, eval_interval=2, sample_tokens=0)
     assert train.main(tiny_flags(tiny_corpus, whole, tiny_cache, **flags)) == 0
     with monkeypatch.context() as patch:
-        _signal_during(patch, train.Trainer, "train_step", signum, when=lambda self, *rest: self.step == 2)
+        _signal_during(patch, Trainer, "train_step", signum, when=lambda self, *rest: self.step == 2)
         assert train.main(tiny_flags(tiny_corpus, split, tiny_cache, **flags)) == 128 + signum
     name = signal.Signals(signum).name
     assert f"interrupted by {name}: saved step 3" in capsys.readouterr().out
@@ -57,9 +58,9 @@ def test_a_signal_after_the_last_step_keeps_the_final_checkpoint(
 ):
     out = tmp_path / "run"
     if phase == "plot":
-        _signal_during(monkeypatch, train, "plot_loss_curve", signal.SIGTERM)
+        _signal_during(monkeypatch, run_outputs, "plot_loss_curve", signal.SIGTERM)
     else:
-        _signal_during(monkeypatch, train, "stream_sample", signal.SIGTERM)
+        _signal_during(monkeypatch, run_outputs, "stream_sample", signal.SIGTERM)
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=4)) == 128 + signal.SIGTERM
     printed = capsys.readouterr().out
     assert "interrupted by SIGTERM: training had finished; saved step 4" in printed
@@ -70,7 +71,7 @@ def test_a_signal_after_the_last_step_keeps_the_final_checkpoint(
 
 def test_a_signal_during_the_final_save_waits_for_it(tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    _signal_during(monkeypatch, train.Trainer, "save", signal.SIGHUP, when=lambda self: self.step == 4)
+    _signal_during(monkeypatch, Trainer, "save", signal.SIGHUP, when=lambda self: self.step == 4)
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=4)) == 128 + signal.SIGHUP
     assert "training had finished; saved step 4" in capsys.readouterr().out
     assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 4
@@ -82,7 +83,7 @@ def test_a_second_signal_stops_at_once_keeping_the_last_checkpoint(
     out = tmp_path / "run"
     flags = dict(max_steps=6, eval_interval=2)
     # Two signals as the first checkpoint (step 2's) is about to be written: it is abandoned.
-    _signal_during(monkeypatch, train, "save_checkpoint", signal.SIGTERM, times=2)
+    _signal_during(monkeypatch, checkpoint, "save_checkpoint", signal.SIGTERM, times=2)
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, **flags)) == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     assert "stopped at once by a second SIGTERM; no checkpoint was written" in err

@@ -224,7 +224,7 @@ def test_under_torchrun_only_rank_0_logs(tmp_path, parallel):
             ["--log", "wandb"],
             "--log wandb needs the 'wandb' extra, which is not installed; pip install 'charfast[wandb]'",
         ),
-        (["--log", "mlflow"], "--log 'mlflow': unknown tracker 'mlflow'; expected tensorboard or wandb"),
+        (["--log", "mlflow"], "--log 'mlflow': unknown tracker 'mlflow'; expected one of tensorboard, wandb"),
     ],
 )
 def test_a_missing_extra_or_an_unknown_tracker_is_one_line_and_exit_2(

@@ -20,8 +20,9 @@ from tiny_runs import read_metrics, tiny_flags, write_tiny_corpus
 
 from charfast import TokenCharTable
 from charfast.gpt import run as run_module
-from charfast.gpt import train
+from charfast.gpt import run_data, train
 from charfast.gpt.checkpoint import RUN_INFO_NAME, CheckpointError, load_checkpoint, read_run_info, save_checkpoint
+from charfast.gpt.trainer import Trainer
 
 
 def test_cli_smoke_run(tiny_corpus, tiny_cache, tmp_path, capsys):
@@ -76,7 +77,7 @@ def test_the_char_embedding_once_per_step_changes_no_result(tiny_corpus, tiny_ca
     does) and once per micro-batch reach the same loss to 4 decimals."""
     flags = dict(max_steps=50, eval_interval=25, grad_accum=4, sample_tokens=0)
     assert train.main(tiny_flags(tiny_corpus, tmp_path / "once", tiny_cache, **flags)) == 0
-    monkeypatch.setattr(train.Trainer, "_char_once_per_step", lambda self, inputs: contextlib.nullcontext())
+    monkeypatch.setattr(Trainer, "_char_once_per_step", lambda self, inputs: contextlib.nullcontext())
     assert train.main(tiny_flags(tiny_corpus, tmp_path / "each", tiny_cache, **flags)) == 0
     once, each = read_metrics(tmp_path / "once"), read_metrics(tmp_path / "each")
     assert once[-1]["step"] == each[-1]["step"] == 50
@@ -87,7 +88,7 @@ def test_the_char_embedding_once_per_step_changes_no_result(tiny_corpus, tiny_ca
 
 def _interrupt_at(step: int):
     """A train_step that sends this process SIGINT (Ctrl-C) during step `step`."""
-    original = train.Trainer.train_step
+    original = Trainer.train_step
 
     def train_step(self, stop=None):
         if self.step + 1 == step:
@@ -107,7 +108,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(
     assert train.main(tiny_flags(tiny_corpus, whole, tiny_cache, **flags)) == 0
 
     with monkeypatch.context() as patch:
-        patch.setattr(train.Trainer, "train_step", _interrupt_at(3))
+        patch.setattr(Trainer, "train_step", _interrupt_at(3))
         assert train.main(tiny_flags(tiny_corpus, split, tiny_cache, **flags)) == 130  # 128 + SIGINT: not finished
     assert "interrupted by SIGINT: saved step 3" in capsys.readouterr().out
     assert [r["step"] for r in read_metrics(split)] == [1, 2, 3]
@@ -230,7 +231,7 @@ def test_a_bad_setting_is_one_line_before_any_data_is_read(
     tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys, overrides, message
 ):
     monkeypatch.setattr(
-        train, "load_documents", lambda *a: pytest.fail("data was read before the settings were checked")
+        run_data, "load_documents", lambda *a: pytest.fail("data was read before the settings were checked")
     )
     monkeypatch.chdir(tmp_path)  # an empty --out-dir must not mean the current folder
     overrides = dict(overrides)
@@ -259,7 +260,9 @@ TOO_LARGE_FOR_MEMORY = [
 def test_sizes_beyond_the_memory_are_one_line_and_exit_1(
     tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys, overrides, message
 ):
-    monkeypatch.setattr(train, "load_documents", lambda *a: pytest.fail("data was read before the memory was checked"))
+    monkeypatch.setattr(
+        run_data, "load_documents", lambda *a: pytest.fail("data was read before the memory was checked")
+    )
     assert train.main(tiny_flags(tiny_corpus, tmp_path / "run", tiny_cache, **overrides)) == 1
     err = capsys.readouterr().err
     assert err.startswith("charfast.train: error: not enough memory on cpu: the run needs at least ") and message in err
@@ -379,13 +382,13 @@ def test_metrics_with_a_torn_last_line_still_resume(tiny_corpus, tiny_cache, tmp
 def test_every_step_is_timed_by_its_own_time_eval_steps_too(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
     """Each step takes at least 50 ms here; an eval step read right after the step before it
     must not report the gap between the two reads (it said ~0.3 ms)."""
-    original = train.Trainer.train_step
+    original = Trainer.train_step
 
     def slow_step(self, stop=None):
         time.sleep(0.05)
         return original(self, stop)
 
-    monkeypatch.setattr(train.Trainer, "train_step", slow_step)
+    monkeypatch.setattr(Trainer, "train_step", slow_step)
     out = tmp_path / "run"
     assert train.main(tiny_flags(tiny_corpus, out, tiny_cache, max_steps=6, eval_interval=2, sample_tokens=0)) == 0
     records = read_metrics(out)

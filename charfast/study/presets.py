@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from charfast.gpt import archs as gpt_archs
+from charfast.gpt.config import PRESETS as TRAIN_PRESETS
 from charfast.study.tasks import TASKS
 
 ARCHS = (gpt_archs.treatment(), *gpt_archs.controls())  # the study's default: the treatment and its controls
@@ -22,7 +23,7 @@ class Preset:
     seeds: tuple[int, ...]
     tasks: tuple[str, ...]
     pretrain_steps: int
-    train_flags: tuple[str, ...]  # charfast.train flags of the pretraining (model shape, batch)
+    train: dict  # the pretraining's TrainConfig overrides (model shape, batch, evals)
     finetune_steps: int  # of the mixed fine-tuning
     solo_tasks: tuple[str, ...]  # fine-tuned further alone after the mixed fine-tuning: hard tasks
     solo_steps: int  # of each solo fine-tuning
@@ -56,7 +57,7 @@ SMALL = Preset(
     seeds=(0, 1),
     tasks=SMALL_TASKS,
     pretrain_steps=200,
-    train_flags=("--eval-interval", "50", "--eval-iters", "4"),
+    train=dict(eval_interval=50, eval_iters=4),
     finetune_steps=3000,
     solo_tasks=("count",),
     solo_steps=2000,
@@ -74,10 +75,8 @@ PRESETS = {
         seeds=(0, 1),
         tasks=SMALL_TASKS,
         pretrain_steps=20,
-        train_flags=(
-            *("--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--char-dim", "16", "--char-hidden", "16"),
-            *("--block-size", "96", "--batch-size", "8", "--eval-interval", "10", "--eval-iters", "1"),
-        ),
+        train=dict(n_layer=1, n_head=2, n_embd=32, char_dim=16, char_hidden=16)
+        | dict(block_size=96, batch_size=8, eval_interval=10, eval_iters=1),
         finetune_steps=20,
         solo_tasks=("count",),
         solo_steps=20,
@@ -101,7 +100,7 @@ PRESETS = {
         SMALL,
         tokenizers=("bpe:4096",),
         pretrain_steps=3200,
-        train_flags=("--eval-interval", "100", "--eval-iters", "4"),
+        train=dict(eval_interval=100, eval_iters=4),
         archs=("char", "baseline-matched"),
         kept_steps=(200, 800),
     ),
@@ -111,7 +110,7 @@ PRESETS = {
         seeds=(0, 1, 2),
         tasks=tuple(TASKS),
         pretrain_steps=20000,
-        train_flags=("--preset", "gpt2-small", "--block-size", "256"),
+        train={**TRAIN_PRESETS["gpt2-small"], "block_size": 256},
         finetune_steps=3000,
         solo_tasks=(),
         solo_steps=0,

@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_runs import write_tiny_corpus
 
+from charfast.gpt.failures import RunFailed
 from charfast.study import (
     analysis,
     cli,
@@ -101,7 +102,7 @@ def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):
     # made from the same records is kept as it is.
     capsys.readouterr()
     with monkeypatch.context() as patch:
-        patch.setattr(stage_pretrain.train, "main", lambda flags: pytest.fail("pretraining ran again"))
+        patch.setattr(stage_pretrain, "run_training", lambda config: pytest.fail("pretraining ran again"))
         patch.setattr(stage_finetune, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
         patch.setattr(stage_probe, "probe_model", lambda *a, **k: pytest.fail("probed again"))
         patch.setattr(report_module, "plot_report", lambda *a, **k: pytest.fail("report made again"))
@@ -156,14 +157,14 @@ def test_kept_pretraining_steps_are_stages_of_their_own(tiny_study, tmp_path, mo
     weights_at_5 = (kept / "step5.pt").read_bytes()
 
     trained, tuned = [], []
-    real_train, real_finetune = stage_pretrain.train.main, stage_finetune.finetune
-    monkeypatch.setattr(stage_pretrain.train, "main", lambda flags: trained.append(flags) or real_train(flags))
+    real_train, real_finetune = stage_pretrain.run_training, stage_finetune.finetune
+    monkeypatch.setattr(stage_pretrain, "run_training", lambda config: trained.append(config) or real_train(config))
     monkeypatch.setattr(stage_finetune, "finetune", lambda *a, **k: tuned.append(1) or real_finetune(*a, **k))
     quick = presets.PRESETS["quick"]
     monkeypatch.setitem(presets.PRESETS, "quick", dataclasses.replace(quick, kept_steps=(5, 15)))
     assert cli.main(tiny_study + one_run) == 0
     # Only step 15 is new: one run of its own to it per arch, and its fine-tunings (mixed, count alone).
-    assert [f[f.index("--max-steps") + 1] for f in trained] == ["15", "15"]
+    assert [config.max_steps for config in trained] == [15, 15]
     assert len(tuned) == 2 * 2 and (kept / "step15.pt").exists()
     assert not list(kept.glob("run-to-step*"))  # the run of its own is gone once its weights are kept
     assert (kept / "step5.pt").read_bytes() == weights_at_5
@@ -179,7 +180,7 @@ def test_a_pretraining_of_another_preset_is_never_continued(tiny_study, tmp_path
     folder = stage_pretrain.pretrain(pipeline.Study(dataclasses.replace(config, device="cpu")), "bpe:300", "char", 0)
     before = (folder / "ckpt.pt").read_bytes()
     monkeypatch.setattr(
-        stage_pretrain.train, "main", lambda flags: pytest.fail("continued another preset's pretraining")
+        stage_pretrain, "run_training", lambda config: pytest.fail("continued another preset's pretraining")
     )
     small = [*tiny_study[: tiny_study.index("--preset")], "--preset", "small", "--device", "cpu", *one_run]
     assert cli.main(small) == 2
@@ -191,15 +192,15 @@ def test_a_pretraining_of_another_preset_is_never_continued(tiny_study, tmp_path
 @pytest.mark.parametrize("code, expected", [(130, 130), (1, 1), (0, 1)], ids=["interrupted", "failed", "short"])
 def test_an_unfinished_pretraining_stops_the_study(tiny_study, tmp_path, monkeypatch, capsys, code, expected):
     """Exit 0 with fewer steps than asked ("short") is caught by the step the checkpoint holds."""
-    real_main = stage_pretrain.train.main
+    real_training = stage_pretrain.run_training
 
-    def stopped_early(flags):
-        flags = [*flags]
-        flags[flags.index("--max-steps") + 1] = "1"
-        assert real_main(flags) == 0  # a real checkpoint, short of the preset's steps
+    def stopped_early(config):
+        assert real_training(dataclasses.replace(config, max_steps=1)) == 0  # a real checkpoint, short of the preset's
+        if code == 1:
+            raise RunFailed("the train loss is nan at step 1")
         return code
 
-    monkeypatch.setattr(stage_pretrain.train, "main", stopped_early)
+    monkeypatch.setattr(stage_pretrain, "run_training", stopped_early)
     monkeypatch.setattr(stage_finetune, "finetune", lambda *a, **k: pytest.fail("fine-tuned an unfinished pretraining"))
     assert cli.main(tiny_study) == expected
     printed = capsys.readouterr()
@@ -234,7 +235,7 @@ def test_bad_study_settings_are_refused_before_any_stage(tiny_study, tmp_path, m
     (tmp_path / "FILE").write_text("not a folder")
     flags = [str(tmp_path / "FILE") if f == "FILE" else f for f in flags]
     monkeypatch.setattr(
-        stage_pretrain.train, "main", lambda flags: pytest.fail("a stage ran before the settings were checked")
+        stage_pretrain, "run_training", lambda config: pytest.fail("a stage ran before the settings were checked")
     )
     assert cli.main(tiny_study + flags) == 2
     err = capsys.readouterr().err
@@ -310,7 +311,7 @@ def test_log_puts_every_training_stage_in_tensorboard_and_the_report_once(tiny_s
     # The trackers are run control: a rerun without them reuses every stage and the report.
     capsys.readouterr()
     with monkeypatch.context() as patch:
-        patch.setattr(stage_pretrain.train, "main", lambda flags: pytest.fail("pretraining ran again"))
+        patch.setattr(stage_pretrain, "run_training", lambda config: pytest.fail("pretraining ran again"))
         patch.setattr(stage_finetune, "finetune", lambda *a, **k: pytest.fail("fine-tuning ran again"))
         assert cli.main([*tiny_study, *narrowed, "--solo-tasks", "count"]) == 0
     assert "unchanged:" in capsys.readouterr().out

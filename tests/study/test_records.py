@@ -58,11 +58,11 @@ class Ran:
     def __init__(self, monkeypatch):
         self.trained, self.tuned, self.probed = [], [], []
         real_train, real_finetune, real_probe = (
-            stage_pretrain.train.main,
+            stage_pretrain.run_training,
             stage_finetune.finetune,
             stage_probe.probe_model,
         )
-        monkeypatch.setattr(stage_pretrain.train, "main", lambda flags: self.trained.append(flags) or real_train(flags))
+        monkeypatch.setattr(stage_pretrain, "run_training", lambda c: self.trained.append(c) or real_train(c))
         monkeypatch.setattr(
             stage_finetune, "finetune", lambda *a, **k: self.tuned.append(a[3].tasks) or real_finetune(*a, **k)
         )
@@ -134,7 +134,7 @@ def test_damaged_pretrained_weights_are_trained_again_not_used(study, monkeypatc
     out = capsys.readouterr().out
     assert len(_damage_lines(out, ckpt)) == 1, out
     assert (run / "pretrain" / "ckpt.pt.damaged").exists()  # set aside, never deleted
-    assert [f[f.index("--max-steps") + 1] for f in ran.trained] == ["10"]
+    assert [c.max_steps for c in ran.trained] == [10]
     # Trained again to the same weights (runs are deterministic): what was built on them stands.
     assert json.loads((run / "probe.json").read_text(encoding="utf-8"))["built_from"] == probe_before["built_from"]
     assert not ran.tuned and not ran.probed
@@ -149,7 +149,7 @@ def test_damaged_kept_weights_are_kept_again(study, monkeypatch, capsys, damage)
     assert cli.main(flags) == 0
     out = capsys.readouterr().out
     assert len(_damage_lines(out, kept)) == 1, out
-    assert [f[f.index("--max-steps") + 1] for f in ran.trained] == ["5"]  # a run of its own to step 5
+    assert [c.max_steps for c in ran.trained] == [5]  # a run of its own to step 5
     assert not ran.tuned  # the same weights again: the fine-tunings built on them stand
 
 

@@ -4,6 +4,8 @@
 
 Drop-in: add `CharEmbedding(table, d_model)(idx)` to a model's token + position
 embeddings. The LSTM runs once per distinct id in the batch, never per position.
+`encoder=` puts a cheaper encoder in the LSTM's place (charfast.encoders: a bag of chars,
+a positional bag, hashed or exact char n-grams, a char-CNN), with the same contract.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from torch import nn
 from charfast.backends import Backend, resolve_backend
 from charfast.char_lstm_op import token_states
 from charfast.distinct import distinct_ids_padded
+from charfast.encoder_names import ENCODERS
+from charfast.encoders import CharEncoder, make_encoder
 from charfast.once_per_step import StepRows, step_rows, with_nan_row
 from charfast.table import TokenCharTable
 
@@ -39,6 +43,12 @@ class CharEmbedding(nn.Module):
         forget_bias: the study's initialisation sets the forget-gate slice of both LSTM bias
             vectors to this value (1.0), so an untrained cell keeps its memory; the other
             parameters keep torch's defaults.
+        encoder: "lstm" (the char-LSTM), or a cheaper encoder of charfast.encoders ("bag",
+            "posbag", "ngram", "ngram-exact", "cnn"): `hidden` is then its output width,
+            `char_dim` the CNN's char width (the others' rows are `hidden` wide), and
+            `encoder_sizes` its other sizes (ngram: buckets, hashes; posbag: positions;
+            cnn: kernel). They run in plain PyTorch (no backend: `backend` stays "auto").
+        encoder_sizes: see encoder.
         check_ids: in eager mode, read the ids' range back to the host and refuse ids outside
             the table with a clear error; that read waits for the GPU (one sync per forward).
             False skips it (torch.compile always does): ids outside [0, V), negative ones
@@ -46,7 +56,8 @@ class CharEmbedding(nn.Module):
             forward and backward read nothing back at all.
 
     Attributes: char_emb (nn.Embedding(n_chars, char_dim)), lstm (nn.LSTM(char_dim, hidden,
-    batch_first=True), a parameter container in torch's layout), proj (nn.Linear(hidden, d_model)).
+    batch_first=True), a parameter container in torch's layout), proj (nn.Linear(hidden, d_model));
+    with another encoder: encoder (its module) and proj, and char_emb and lstm are None.
     """
 
     def __init__(
@@ -59,6 +70,8 @@ class CharEmbedding(nn.Module):
         inference_cache: bool = True,
         forget_bias: float = 1.0,
         check_ids: bool = True,
+        encoder: str = "lstm",
+        encoder_sizes: dict | None = None,
     ):
         super().__init__()
         if not isinstance(table, TokenCharTable):
@@ -73,17 +86,32 @@ class CharEmbedding(nn.Module):
         for arg, value in (("inference_cache", inference_cache), ("check_ids", check_ids)):
             if not isinstance(value, bool):
                 raise TypeError(f"CharEmbedding: {arg} must be True or False, got {value!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"CharEmbedding: encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+        if encoder != "lstm" and backend != "auto":
+            raise ValueError(f"CharEmbedding: backend {backend!r} is the char-LSTM's; encoder {encoder!r} takes none")
+        if encoder == "lstm" and encoder_sizes:
+            raise ValueError("CharEmbedding: encoder_sizes are for the other encoders; the LSTM's are char_dim, hidden")
         self.table_listeners: list = []  # callables given each table assigned from now on
         self.table = table
         self.backend = backend
         self.inference_cache = inference_cache
         self.check_ids = check_ids
-        self.char_emb = nn.Embedding(table.n_chars, char_dim)
-        self.lstm = nn.LSTM(char_dim, hidden, batch_first=True)
+        self.encoder_name = encoder
+        self.char_dim = char_dim
+        self.char_emb = self.lstm = self.encoder = None
+        if encoder == "lstm":
+            self.char_emb = nn.Embedding(table.n_chars, char_dim)
+            self.lstm = nn.LSTM(char_dim, hidden, batch_first=True)
+            with torch.no_grad():
+                self.lstm.bias_ih_l0[hidden : 2 * hidden].fill_(forget_bias)
+                self.lstm.bias_hh_l0[hidden : 2 * hidden].fill_(forget_bias)
+        else:
+            try:
+                self.encoder = make_encoder(encoder, table, hidden, char_dim, **(encoder_sizes or {}))
+            except TypeError as err:  # an unknown size's name
+                raise ValueError(f"CharEmbedding: encoder_sizes {encoder_sizes!r} for {encoder!r}: {err}") from err
         self.proj = nn.Linear(hidden, d_model)
-        with torch.no_grad():
-            self.lstm.bias_ih_l0[hidden : 2 * hidden].fill_(forget_bias)
-            self.lstm.bias_hh_l0[hidden : 2 * hidden].fill_(forget_bias)
         self._cache_params: list[torch.Tensor] = []  # the parameters _cache was computed from
         self._cache: torch.Tensor | None = None  # [V + 1, d_model]: every id's row, then a NaN row
         self._cache_table: tuple[TokenCharTable, int] | None = None  # (table, its version) _cache was computed from
@@ -97,8 +125,8 @@ class CharEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"table={self.table!r}, backend={self.backend!r}, inference_cache={self.inference_cache}, "
-            f"check_ids={self.check_ids}"
+            f"table={self.table!r}, encoder={self.encoder_name!r}, backend={self.backend!r}, "
+            f"inference_cache={self.inference_cache}, check_ids={self.check_ids}"
         )
 
     @property
@@ -107,14 +135,29 @@ class CharEmbedding(nn.Module):
 
     def _current_backend(self, device: torch.device) -> Backend | None:
         """The backend a forward on `device` runs: looked up afresh in eager mode (it raises,
-        saying why, when self.backend cannot run there); what was looked up under torch.compile."""
+        saying why, when self.backend cannot run there); what was looked up under torch.compile.
+        None for an encoder other than the LSTM (plain PyTorch)."""
+        if self.encoder is not None:
+            return None
         if not torch.compiler.is_compiling():
             self.refresh_compile_state()
             if self._backend is None:
                 self.resolved_backend(device)  # raises, saying why self.backend cannot run there
         return self._backend
 
-    def _char_lstm(self, ids: torch.Tensor, backend: Backend | None) -> torch.Tensor:
+    def _encode(self, ids: torch.Tensor, backend: Backend | None) -> torch.Tensor:
+        """ids [U] (in the table) -> the encoder's states [U, hidden]."""
+        if self.encoder is not None:
+            chars, lengths = self.table.on(ids.device)
+            lengths = lengths[ids].long()  # [U]
+            # Eager: only as many positions as the longest of these tokens has (one host read);
+            # a trace cannot read it and takes the table's width.
+            width = (
+                chars.shape[1] if torch.compiler.is_compiling() else max(1, int(lengths.max())) if ids.numel() else 1
+            )
+            chars = chars[ids, :width].long()  # [U, L]
+            chars = chars.masked_fill(~CharEncoder.valid(chars, lengths), 0)  # no id past a token's end
+            return self.encoder(chars, lengths)
         weight_ih, weight_hh, bias_ih, bias_hh = self._lstm_weights
         chosen = backend if backend is not None else self.backend
         return token_states(self.table, ids, self.char_emb.weight, weight_ih, weight_hh, bias_ih, bias_hh, chosen)
@@ -162,7 +205,7 @@ class CharEmbedding(nn.Module):
             ids = ids[: self.table.vocab_size]  # [min(N, V)]
         else:
             ids, inverse = torch.unique(flat, return_inverse=True)  # [U], [N]
-        rows = self.proj(self._char_lstm(ids, backend))  # [U, d_model]
+        rows = self.proj(self._encode(ids, backend))  # [U, d_model]
         return (with_nan_row(rows) if nan_row else rows), inverse
 
     # ------------------------------------------------------------ once per optimizer step
@@ -240,7 +283,7 @@ class CharEmbedding(nn.Module):
         takes_padding = backend is not None and backend.takes_padded_ids
 
         def rows(ids: torch.Tensor) -> torch.Tensor:
-            return self.proj(self._char_lstm(ids if takes_padding else ids.clamp(min=0), backend))
+            return self.proj(self._encode(ids if takes_padding else ids.clamp(min=0), backend))
 
         return rows
 
@@ -260,8 +303,12 @@ class CharEmbedding(nn.Module):
         Invariant: whenever a forward may be traced, both describe the module as it is.
         Every change that can break it calls this method: __init__, assigning self.lstm,
         .to() / .cuda() / .double() (_apply), load_state_dict, and every eager forward.
+        (Another encoder reads its own parameters and runs no backend: nothing to remember.)
         """
         lstm = self.lstm
+        if lstm is None:
+            self._lstm_weights, self._backend = (), None
+            return
         self._lstm_weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
         device = lstm.weight_hh_l0.device
         if device.type == "meta":  # being built without storage (e.g. by from_pretrained): no backend runs there
@@ -339,12 +386,14 @@ class CharEmbedding(nn.Module):
         backend = self._current_backend(device)
         for chunk in by_length.split(_CACHE_CHUNK):
             ids = chunk.sort().values.to(device)  # ascending, as torch.unique returns them
-            out[ids] = self.proj(self._char_lstm(ids, backend)).to(out.dtype)  # autocast may give 16 bits
+            out[ids] = self.proj(self._encode(ids, backend)).to(out.dtype)  # autocast may give 16 bits
         return out
 
     # ------------------------------------------------------------ checks
     def _check_modules(self) -> None:
         self.table.version  # noqa: B018 - refuses a table made inconsistent since it was built
+        if self.encoder is not None:
+            return
         lstm = self.lstm
         if self.char_emb.num_embeddings != self.table.n_chars:
             raise ValueError(

@@ -142,12 +142,14 @@ def add_char_embedding(model, table: TokenCharTable, **char_embedding_kwargs):
         )
     char_embedding = CharEmbedding(table, token_embedding.embedding_dim, **char_embedding_kwargs)
     char_embedding.to(device=token_embedding.weight.device, dtype=token_embedding.weight.dtype)
-    lstm = char_embedding.lstm
+    encoder = char_embedding.encoder
     settings = {
-        "char_dim": lstm.input_size,
-        "hidden": lstm.hidden_size,
+        "char_dim": char_embedding.char_dim,
+        "hidden": char_embedding.proj.in_features,
         "table_name": table.name,
         "backend": char_embedding.backend,
+        "encoder": char_embedding.encoder_name,
+        "encoder_sizes": {} if encoder is None else encoder.sizes(),
     }  # CharAwareEmbedding adds the table's sizes and keeps them current
     model.set_input_embeddings(CharAwareEmbedding(token_embedding, char_embedding, settings))
     setattr(model.config, CONFIG_KEY, settings)
@@ -215,8 +217,16 @@ def from_pretrained(path, model_class=None, **kwargs):
 
     def __init__(self, config, *args, **init_kwargs):
         base.__init__(self, config, *args, **init_kwargs)
+        encoder = {}  # saved before there were other encoders: the char-LSTM
+        if "encoder" in settings:
+            encoder = {"encoder": settings["encoder"], "encoder_sizes": settings["encoder_sizes"] or None}
         add_char_embedding(
-            self, placeholder, char_dim=settings["char_dim"], hidden=settings["hidden"], backend=settings["backend"]
+            self,
+            placeholder,
+            char_dim=settings["char_dim"],
+            hidden=settings["hidden"],
+            backend=settings["backend"],
+            **encoder,
         )
 
     char_aware = type(f"CharAware{base.__name__}", (base,), {"__init__": __init__})

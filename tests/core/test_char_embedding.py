@@ -37,8 +37,8 @@ def test_study_initialisation_sets_forget_bias_to_one(module):
 
 def test_lstm_runs_once_per_distinct_token(module, monkeypatch):
     seen = []
-    original = module._char_lstm
-    monkeypatch.setattr(module, "_char_lstm", lambda ids, backend: seen.append(ids) or original(ids, backend))
+    original = module._encode
+    monkeypatch.setattr(module, "_encode", lambda ids, backend: seen.append(ids) or original(ids, backend))
     idx = torch.tensor([[5, 5, 7, 5], [7, 2, 2, 5]])
     out = module(idx)
     assert seen[0].tolist() == [2, 5, 7]

@@ -194,3 +194,15 @@ def test_a_plain_transformers_load_of_a_char_aware_save_fails_naming_charfast(tm
     with pytest.raises(ValueError, match="model type `charfast-gpt2`"):
         transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert type(from_pretrained(tmp_path / "model")).__name__ == "CharAwareGPT2LMHeadModel"
+
+
+@pytest.mark.parametrize("encoder", ["bag", "ngram-exact", "cnn"])
+def test_a_model_with_a_cheaper_encoder_saves_and_loads(tmp_path, encoder):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=1, n_head=2)
+    model = add_char_embedding(transformers.GPT2LMHeadModel(config), _random_table(), hidden=12, encoder=encoder)
+    before = _logits(model)
+    model.save_pretrained(tmp_path / "model")
+    loaded = from_pretrained(tmp_path / "model")
+    assert loaded.get_input_embeddings().char_embedding.encoder_name == encoder
+    torch.testing.assert_close(_logits(loaded), before, rtol=0, atol=0)

@@ -81,8 +81,8 @@ def test_once_per_step_equals_a_backward_per_micro_batch(backend, dtype, kind):
 def test_the_char_lstm_runs_once_forward_and_once_backward(backend, dtype, monkeypatch):
     model = TinyModel(backend, dtype)
     calls = []
-    original = model.char_emb._char_lstm
-    monkeypatch.setattr(model.char_emb, "_char_lstm", lambda ids, b: calls.append(len(ids)) or original(ids, b))
+    original = model.char_emb._encode
+    monkeypatch.setattr(model.char_emb, "_encode", lambda ids, b: calls.append(len(ids)) or original(ids, b))
     xs, ys = _micro_batches("random")
     with model.char_emb.once_per_step(xs):
         for x, y in zip(xs, ys):

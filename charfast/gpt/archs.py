@@ -8,6 +8,11 @@ error wherever it is met, never a silently dropped row. Imports no torch.
     baseline          nothing more (the reference GPT)
     baseline-matched  an extra id embedding of the char encoder's size (capacity control)
     char-shuffled     the char encoder over another token's chars (spelling control)
+    char-bag, char-posbag, char-ngram, char-ngram-exact, char-cnn
+                      a cheaper encoder in the char-LSTM's place, its parameters matched to
+                      the char-LSTM's (alternatives: is the LSTM needed?)
+    char-ngram-large, baseline-matched-large
+                      hashed n-grams with 8x the budget, and an id embedding of that size
 
 A new arch is one `register(Arch(...))` (and, for a new encoder, its module).
 """
@@ -17,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from charfast.encoder_names import ENCODERS
+
 SHUFFLE_SEED = 0  # the permutation of arch "char-shuffled": one fixed table for every run
-ROLES = ("treatment", "control", "reference")
-ENCODERS = ("lstm",)  # the char encoders the model builds (charfast.CharEmbedding: the char-LSTM)
+# alternative: another way to the treatment's end (a cheaper encoder), weighed against it
+ROLES = ("treatment", "control", "reference", "alternative")
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,10 @@ class Arch:
     encoder: str | None = None  # one of ENCODERS over each token's chars; None: no char encoder
     table_view: Callable | None = None  # TokenCharTable -> the table the encoder reads (with an encoder)
     matched: bool = False  # an extra id embedding with the char encoder's parameter count
-    compares: str = ""  # a control: what treatment - this arch measures, in words
+    # The parameters of its encoder or matched embedding, in char-LSTMs (of the run's
+    # char_dim and char_hidden): a cheaper encoder is sized to match them.
+    budget: float = 1.0
+    compares: str = ""  # a control or an alternative: what treatment - this arch measures, in words
     colour: str = "tab:gray"  # in the study's plots
 
     def __post_init__(self):
@@ -39,8 +49,10 @@ class Arch:
             raise ValueError(f"Arch {self.name!r}: encoder must be one of {ENCODERS} or None, got {self.encoder!r}")
         if (self.encoder is None) != (self.table_view is None):
             raise ValueError(f"Arch {self.name!r}: an encoder and its table_view go together")
-        if self.role == "control" and not self.compares:
-            raise ValueError(f"Arch {self.name!r}: a control says what the treatment minus it measures (compares)")
+        if self.role in ("control", "alternative") and not self.compares:
+            raise ValueError(f"Arch {self.name!r}: a {self.role} says what the treatment minus it measures (compares)")
+        if not self.budget > 0 or (self.encoder == "lstm" and self.budget != 1):
+            raise ValueError(f"Arch {self.name!r}: budget must be > 0 (1 for the char-LSTM), got {self.budget!r}")
 
 
 REGISTRY: dict[str, Arch] = {}
@@ -73,6 +85,15 @@ def controls() -> tuple[str, ...]:
     return tuple(a.name for a in REGISTRY.values() if a.role == "control")
 
 
+def alternatives() -> tuple[str, ...]:
+    return tuple(a.name for a in REGISTRY.values() if a.role == "alternative")
+
+
+def compared() -> tuple[str, ...]:
+    """Every arch the study weighs against the treatment: the controls, then the alternatives."""
+    return controls() + alternatives()
+
+
 def capacity_control() -> str:
     """The control that matches the char encoder's parameters (the compute-equivalent gain's)."""
     (name,) = (a.name for a in REGISTRY.values() if a.role == "control" and a.matched)
@@ -102,5 +123,45 @@ register(
         table_view=lambda table: table.shuffled(SHUFFLE_SEED),
         compares="real spelling against the same encoder fed another token's chars",
         colour="tab:green",
+    )
+)
+
+_CHEAP_ENCODERS = {
+    "bag": ("mean of char embeddings", "tab:red"),
+    "posbag": ("(char, position) slots", "tab:purple"),
+    "ngram": ("hashed char n-grams", "tab:brown"),
+    "ngram-exact": ("char n-grams without collisions", "tab:pink"),
+    "cnn": ("a char-CNN with a highway layer", "tab:olive"),
+}
+for _encoder, (_what, _colour) in _CHEAP_ENCODERS.items():
+    register(
+        Arch(
+            f"char-{_encoder}",
+            "alternative",
+            encoder=_encoder,
+            table_view=lambda table: table,
+            compares=f"the char-LSTM against {_what} at equal parameters",
+            colour=_colour,
+        )
+    )
+register(
+    Arch(
+        "char-ngram-large",
+        "alternative",
+        encoder="ngram",
+        table_view=lambda table: table,
+        budget=8.0,
+        compares="the char-LSTM against hashed char n-grams with 8x its parameters",
+        colour="tab:cyan",
+    )
+)
+register(
+    Arch(
+        "baseline-matched-large",
+        "alternative",
+        matched=True,
+        budget=8.0,
+        compares="the char-LSTM against an id embedding of char-ngram-large's size (its capacity control)",
+        colour="gold",
     )
 )

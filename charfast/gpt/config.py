@@ -55,8 +55,13 @@ class TrainConfig:
     dropout: float = field(default=0.0, metadata={"help": "dropout probability"})
     bias: bool = field(default=True, metadata={"help": "biases in Linear and LayerNorm"})
     tie_weights: bool = field(default=True, metadata={"help": "share the token embedding with the output layer"})
-    char_dim: int = field(default=128, metadata={"help": "char embedding width (archs char, char-shuffled)"})
-    char_hidden: int = field(default=128, metadata={"help": "char-LSTM hidden size (archs char, char-shuffled)"})
+    char_dim: int = field(
+        default=128, metadata={"help": "char embedding width (archs with a char encoder; the CNN's too)"}
+    )
+    char_hidden: int = field(
+        default=128,
+        metadata={"help": "char-LSTM hidden size (archs char, char-shuffled; the other encoders match its parameters)"},
+    )
     char_backend: str = field(default="auto", metadata={"help": "char-LSTM backend: auto, reference, cpp, triton"})
     attention: str = field(default="auto", metadata={"help": f"one of {', '.join(ATTENTION_IMPLS)}"})
     parallel: str = field(
@@ -397,8 +402,13 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     except ValueError as err:
         raise ValueError(re.sub(r"^GPTConfig: (\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(err))) from err
     device = resolve_device(c.device)
-    if archs.has_encoder(c.arch):
+    encoder = archs.get(c.arch).encoder
+    if encoder == "lstm":
         _check_char_backend(c.char_backend, device)
+    elif encoder is not None and c.char_backend != "auto":
+        raise ValueError(
+            f"--char-backend {c.char_backend} is the char-LSTM's; --arch {c.arch} has none (its encoder: {encoder})"
+        )
     reason = flash_attn_unavailable_reason(device) if c.attention == "flash-attn" else None
     if reason is not None:
         raise ValueError(f"--attention flash-attn cannot run here: {reason}; use --attention auto or sdpa")

@@ -43,9 +43,10 @@ def least_training_needs(config, vocab_size: int, world_size: int = 1) -> list[N
     model_params += c.block_size * c.n_embd + c.n_layer * 12 * c.n_embd**2  # wpe, the blocks' matrices
     if c.parallel == "fsdp":
         model_params = -(-model_params // world_size)  # this rank's shard
-    if archs.has_encoder(c.arch):
+    arch = archs.get(c.arch)
+    if arch.encoder is not None:  # every encoder is sized to its budget of char-LSTMs
         char_config = GPTConfig(n_embd=c.n_embd, n_head=1, char_dim=c.char_dim, char_hidden=c.char_hidden)
-        model_params += char_encoder_parameter_count(char_config, 256)
+        model_params += round(arch.budget * char_encoder_parameter_count(char_config, 256))
     tokens = c.batch_size * c.block_size  # of one micro-batch
     model_flags = ("n_layer", "n_embd", "block_size", "tokenizer", "char_dim", "char_hidden")
     what = "the model's weights, gradients and AdamW state"

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from charfast.char_embedding import CharEmbedding
+from charfast.encoders import lstm_parameter_count, matched_encoder
 from charfast.gpt import archs
 from charfast.gpt.cross_entropy import IGNORE_INDEX, mean_cross_entropy
 from charfast.gpt.generation import GenerationCache, check_sampling, new_tokens
@@ -74,15 +75,25 @@ class GPTConfig:
 
 
 def char_encoder_parameter_count(config: GPTConfig, n_chars: int) -> int:
-    """Parameters of CharEmbedding(table, n_embd, char_dim, char_hidden) without building it."""
-    gates = 4 * config.char_hidden
-    return (
-        n_chars * config.char_dim  # char_emb
-        + gates * (config.char_dim + config.char_hidden)
-        + 2 * gates  # lstm weights and both biases
-        + config.char_hidden * config.n_embd
-        + config.n_embd
-    )  # proj
+    """Parameters of the char-LSTM's CharEmbedding(table, n_embd, char_dim, char_hidden)
+    without building it: the unit of an arch's budget (charfast.gpt.archs)."""
+    return lstm_parameter_count(n_chars, config.char_dim, config.char_hidden, config.n_embd)
+
+
+def _char_embedding(config: GPTConfig, arch: archs.Arch, table: TokenCharTable) -> CharEmbedding:
+    """The char encoder of `arch`: the char-LSTM of the config's sizes, or a cheaper encoder
+    sized to the arch's budget of such LSTMs' parameters."""
+    if arch.encoder == "lstm":
+        return CharEmbedding(
+            table, config.n_embd, char_dim=config.char_dim, hidden=config.char_hidden, backend=config.char_backend
+        )
+    budget = round(arch.budget * char_encoder_parameter_count(config, table.n_chars))
+    width, sizes = matched_encoder(arch.encoder, table, config.n_embd, budget, config.char_dim)
+    # char_backend is the char-LSTM's (every backend computes the same function); the cheaper
+    # encoders run in plain PyTorch.
+    return CharEmbedding(
+        table, config.n_embd, char_dim=config.char_dim, hidden=width, encoder=arch.encoder, encoder_sizes=sizes
+    )
 
 
 class MatchedEmbedding(nn.Module):
@@ -223,17 +234,11 @@ class GPT(nn.Module):
                     f"GPT: char_table covers {char_table.vocab_size} token ids but "
                     f"config.vocab_size is {config.vocab_size}"
                 )
-            self.char_emb = CharEmbedding(  # arch.encoder "lstm", the only one: the char-LSTM
-                arch.table_view(char_table),
-                config.n_embd,
-                char_dim=config.char_dim,
-                hidden=config.char_hidden,
-                backend=config.char_backend,
-            )
+            self.char_emb = _char_embedding(config, arch, arch.table_view(char_table))
         elif arch.matched:
             if char_table is None:
                 raise ValueError(f"GPT: arch={config.arch!r} needs char_table to know the char encoder's size")
-            target = char_encoder_parameter_count(config, char_table.n_chars)
+            target = round(arch.budget * char_encoder_parameter_count(config, char_table.n_chars))
             self.matched_emb = MatchedEmbedding(config.vocab_size, config.n_embd, target)
         self.check_ids = True
         self.drop = nn.Dropout(config.dropout)

@@ -94,4 +94,28 @@ def test_an_arch_entry_says_what_it_needs():
     with pytest.raises(ValueError, match="says what the treatment minus it measures"):
         archs.Arch("mute", "control")
     with pytest.raises(ValueError, match="encoder must be one of"):
-        archs.Arch("cnn", "control", encoder="cnn", table_view=lambda t: t, compares="x")
+        archs.Arch("gru", "control", encoder="gru", table_view=lambda t: t, compares="x")
+    with pytest.raises(ValueError, match="budget must be > 0 .1 for the char-LSTM."):
+        archs.Arch("big", "control", encoder="lstm", table_view=lambda t: t, budget=2.0, compares="x")
+
+
+@pytest.mark.parametrize("arch", archs.alternatives())
+def test_each_alternative_encoder_trains_resumes_and_loads_at_its_budget(arch, tiny_corpus, tiny_cache, tmp_path):
+    from tiny_runs import tiny_flags
+
+    from charfast.encoders import MATCH_TOLERANCE
+    from charfast.gpt import train
+    from charfast.gpt.model import char_encoder_parameter_count
+    from charfast.gpt.run import load_run
+
+    out = tmp_path / "run"
+    sizes = dict(n_embd=32, char_dim=64, char_hidden=64)  # a budget that buys every encoder a few widths
+    flags = tiny_flags(tiny_corpus, out, tiny_cache, arch=arch, max_steps=2, eval_interval=2, sample_tokens=4, **sizes)
+    assert train.main(flags) == 0
+    assert train.main([*flags, "--resume", "--max-steps", "3"]) == 0
+    run = load_run(out)
+    part = run.model.char_emb if run.model.char_emb is not None else run.model.matched_emb
+    budget = archs.get(arch).budget * char_encoder_parameter_count(run.model.config, 256)
+    tolerance = MATCH_TOLERANCE if run.model.char_emb is not None else 0.5  # an id embedding's width is coarser
+    assert abs(sum(p.numel() for p in part.parameters()) - budget) <= tolerance * budget
+    assert run.step == 3 and run.model.char_emb is None or run.model.char_emb.encoder_name == archs.get(arch).encoder

@@ -88,7 +88,8 @@ def score_matrix(runs: list[dict], task: str, split: str, field: str) -> np.ndar
 
 def task_rows(results: list[dict]) -> list[dict]:
     """One row per (tokenizer, task, fine-tuning, split): chance, each arch's exact match and
-    answer loss (means over seeds), and char - control with a paired bootstrap interval."""
+    answer loss (means over seeds), and char - each control or alternative present with a
+    paired bootstrap interval."""
     rows = []
     for tokenizer in tokenizers_by_size(results):
         of_tokenizer = [row for f in finetunings_of(results) for row in _task_rows_of(results, tokenizer, f)]
@@ -119,7 +120,7 @@ def _task_rows_of(results: list[dict], tokenizer: str, finetuning: str) -> list[
                 "difference": {},
             }
             char = archs.treatment()
-            for control in archs.controls():
+            for control in archs.compared():
                 if _paired_seeds(runs, control) and acc[char].shape[1]:
                     interval = paired_bootstrap_difference(acc[char], acc[control])
                     row["difference"][control] = [interval.estimate, interval.low, interval.high]
@@ -135,7 +136,7 @@ def probe_rows(probes: list[dict]) -> list[dict]:
     for tokenizer in tokenizers_by_size(probes):
         runs = runs_by_arch(probes, tokenizer)
         first = arch_order(runs)[0]  # every arch's probe scored the same tokens
-        for probe in PROBES:
+        for probe in (p for p in PROBES if all(p in r["probe"] for rs in runs.values() for r in rs)):
             scores = {arch: [np.asarray(r["probe"][probe]["score"]) for r in rs] for arch, rs in runs.items()}
             row = {
                 "tokenizer": tokenizer,
@@ -150,7 +151,7 @@ def probe_rows(probes: list[dict]) -> list[dict]:
             for arch, groups in scores.items():
                 interval = stratified_bootstrap_mean(groups)
                 row["score"][arch] = [interval.estimate, interval.low, interval.high]
-            for control in archs.controls():
+            for control in archs.compared():
                 if _paired_seeds(runs, control):
                     diffs = [a - b for a, b in zip(scores[archs.treatment()], scores[control])]
                     interval = stratified_bootstrap_mean(diffs)

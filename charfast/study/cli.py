@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(PRESETS),
         help="quick: every stage in minutes, tiny model; small: ~90 min on a 2-core CPU with --jobs 2; "
         "length: 16x longer pretraining with its weights kept along the way, ~2 h with --jobs 2; "
+        "encoders: the char-LSTM against cheaper encoders at equal parameters, 3 seeds, hours; "
         "full: GPT-2 small on a GPU",
     )
     parser.add_argument(

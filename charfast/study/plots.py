@@ -119,7 +119,7 @@ def plot_sweep(tasks: list[dict], probes: list[dict], path: Path) -> Path:
         (
             axes[0],
             "spelling probe",
-            [(p, [r for r in probes if r["probe"] == p]) for p in PROBES],
+            [(p, [r for r in probes if r["probe"] == p]) for p in _probes_in(probes)],
         )
     ]
     for ax, task in zip(axes[1:], task_names):
@@ -205,11 +205,17 @@ def _plot_length_loss(curves, tokens_per_step, gains, tokenizer, path: Path) -> 
     return path
 
 
+def _probes_in(rows: list[dict]) -> list[str]:
+    """The probes the rows hold, in PROBES' order (a preset runs some of them)."""
+    return [p for p in PROBES if any(r["probe"] == p for r in rows)]
+
+
 def _plot_length_probe(probes: list[dict], tokenizer: str, path: Path) -> Path:
     plt = _pyplot()
     mine = [r for r in probes if r["tokenizer"] == tokenizer]
-    fig, axes = plt.subplots(1, len(PROBES), figsize=(3.4 * len(PROBES), 3.2), dpi=110)
-    for ax, probe in zip(np.atleast_1d(axes), PROBES):
+    present = _probes_in(mine)
+    fig, axes = plt.subplots(1, len(present), figsize=(3.4 * len(present), 3.2), dpi=110)
+    for ax, probe in zip(np.atleast_1d(axes), present):
         rows = sorted((r for r in mine if r["probe"] == probe), key=lambda r: r["pretrain_step"])
         steps = np.asarray([r["pretrain_step"] for r in rows], dtype=float)
         for k, arch in enumerate(arch_order(rows[0]["score"]) if rows else []):

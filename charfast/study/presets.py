@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from charfast.gpt import archs as gpt_archs
 from charfast.gpt.config import PRESETS as TRAIN_PRESETS
+from charfast.study.probe import DEFAULT_PROBES, PROBES
 from charfast.study.tasks import TASKS
 
 ARCHS = (gpt_archs.treatment(), *gpt_archs.controls())  # the study's default: the treatment and its controls
@@ -37,6 +38,7 @@ class Preset:
     # fine-tuned too (the pretraining-length axis); their learning-rate schedule is the
     # whole run's (--lr-decay-steps pretrain_steps), whichever steps are kept.
     kept_steps: tuple[int, ...] = ()
+    probes: tuple[str, ...] = DEFAULT_PROBES  # of the pretrained input vectors (charfast.study.probe)
 
     def __post_init__(self):
         if list(self.kept_steps) != sorted(set(self.kept_steps)) or any(
@@ -103,6 +105,20 @@ PRESETS = {
         train=dict(eval_interval=100, eval_iters=4),
         archs=("char", "baseline-matched"),
         kept_steps=(200, 800),
+    ),
+    # Is the LSTM needed? The char-LSTM against cheaper encoders at its parameter count (and
+    # hashed n-grams at 8x with its own matched baseline), two vocabularies, three seeds, 500
+    # questions per cell; the order-sensitive probes and char_at separate bags from sequences,
+    # the nonce words hashing collisions. The decision rule: RESULTS.md. Hours per seed and
+    # vocabulary on a 2-core CPU.
+    "encoders": dataclasses.replace(
+        SMALL,
+        tokenizers=("bpe:512", "bpe:4096"),
+        seeds=(0, 1, 2),
+        tasks=(*SMALL_TASKS, "char_at"),
+        archs=("char", "baseline-matched", *gpt_archs.alternatives()),
+        examples_per_cell=500,
+        probes=PROBES,
     ),
     # GPU: GPT-2 small shape (bring a big corpus with --data).
     "full": Preset(

@@ -8,6 +8,11 @@ predict:
     letters         for each letter a-z, whether it occurs in the token (26 binary probes)
     length          the token's length in bytes (capped at LENGTH_CAP)
     first_letter    the token's first letter
+    second_letter   its second letter, or none (a 27th class) when it has one letter only
+    last_letter     its last letter
+
+(The order-blind ones, letters and length, do not tell a bag of chars from a sequence; the
+last three do. A preset names the probes it runs: DEFAULT_PROBES unless it says otherwise.)
 
 Probes are trained on 80% of those tokens and scored on the other 20%; the split is a
 seeded permutation of the token ids, so it is the same for every arch of a tokenizer. Each
@@ -28,8 +33,17 @@ from torch.nn import functional as F
 
 from charfast.token_bytes import token_bytes
 
-PROBES = ("letters", "length", "first_letter")
 LENGTH_CAP = 10  # lengths >= this share one class: few tokens are longer
+# probe -> (classes, binary): a binary probe has one output per letter
+PROBE_OUTPUTS = {
+    "letters": (26, True),
+    "length": (LENGTH_CAP + 1, False),
+    "first_letter": (26, False),
+    "second_letter": (27, False),
+    "last_letter": (26, False),
+}
+PROBES = tuple(PROBE_OUTPUTS)
+DEFAULT_PROBES = ("letters", "length", "first_letter")
 TRAIN_FRACTION = 0.8
 SPLIT_SEED = 0
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # probe weight penalties, one picked per probe on a validation part of train
@@ -41,28 +55,32 @@ class SpellingLabels:
     letters: np.ndarray  # [N, 26] bool, letter occurs (case-folded)
     length: np.ndarray  # [N] int64 class: byte length, capped at LENGTH_CAP
     first_letter: np.ndarray  # [N] int64 in [0, 26)
+    second_letter: np.ndarray  # [N] int64 in [0, 27): 26 when the token has one letter only
+    last_letter: np.ndarray  # [N] int64 in [0, 26)
 
 
 def spelling_labels(spellings: list[bytes | None]) -> SpellingLabels:
-    """Labels of every token whose bytes (spellings[id]; None for special ids) hold an ASCII letter."""
-    ids, letters, length, first = [], [], [], []
+    """Labels of every token whose bytes (spellings[id]; None for special ids) hold an ASCII
+    letter (the letters: its ASCII letters, case-folded, in order)."""
+    ids, letters, length, first, second, last = [], [], [], [], [], []
     for token_id, spelling in enumerate(spellings):
-        folded = [b for b in (spelling or b"").lower() if ord("a") <= b <= ord("z")]
+        folded = [b - ord("a") for b in (spelling or b"").lower() if ord("a") <= b <= ord("z")]
         if not folded:
             continue
         ids.append(token_id)
         present = np.zeros(26, dtype=bool)
-        present[[b - ord("a") for b in folded]] = True
+        present[folded] = True
         letters.append(present)
         length.append(min(len(spelling), LENGTH_CAP))
-        first.append(folded[0] - ord("a"))
+        first.append(folded[0])
+        second.append(folded[1] if len(folded) > 1 else 26)
+        last.append(folded[-1])
     if not ids:
         raise ValueError("spelling_labels: no token holds an ASCII letter; nothing to probe")
     return SpellingLabels(
         np.asarray(ids, dtype=np.int64),
         np.stack(letters),
-        np.asarray(length, dtype=np.int64),
-        np.asarray(first, dtype=np.int64),
+        *(np.asarray(values, dtype=np.int64) for values in (length, first, second, last)),
     )
 
 
@@ -126,8 +144,8 @@ def _fit_tuned(x: torch.Tensor, targets: torch.Tensor, n_out: int, binary: bool)
     return _fit_linear(x, targets, n_out, binary, best)
 
 
-def run_probes(vectors: torch.Tensor, labels: SpellingLabels) -> dict:
-    """Train and score every probe on vectors [V, C] (one row per token id).
+def run_probes(vectors: torch.Tensor, labels: SpellingLabels, probes: tuple[str, ...] = DEFAULT_PROBES) -> dict:
+    """Train and score `probes` on vectors [V, C] (one row per token id).
 
     Returns {probe: {"score": [n_test], "majority": [n_test]}} plus "test_token_ids": the
     per-token scores of the probe and of the majority-class baseline on the held-out tokens.
@@ -141,7 +159,8 @@ def run_probes(vectors: torch.Tensor, labels: SpellingLabels) -> dict:
     train_rows, test_rows = train_test_split(len(labels.token_ids))
     x_train, x_test = _standardize(x[train_rows], x[test_rows])
     results: dict = {"test_token_ids": labels.token_ids[test_rows].tolist()}
-    for name, n_out, binary in (("letters", 26, True), ("length", LENGTH_CAP + 1, False), ("first_letter", 26, False)):
+    for name in probes:
+        n_out, binary = PROBE_OUTPUTS[name]
         target = torch.from_numpy(getattr(labels, name))  # [N, 26] bool or [N] class
         train, truth = target[train_rows], target[test_rows]
         predicted = _predict(_fit_tuned(x_train, train, n_out, binary), x_test, binary)
@@ -155,6 +174,6 @@ def run_probes(vectors: torch.Tensor, labels: SpellingLabels) -> dict:
     return results
 
 
-def probe_model(model, encoding) -> dict:
+def probe_model(model, encoding, probes: tuple[str, ...] = DEFAULT_PROBES) -> dict:
     """run_probes on the model's input vectors without positions (GPT.token_table)."""
-    return run_probes(model.token_table(), encoding_labels(encoding))
+    return run_probes(model.token_table(), encoding_labels(encoding), probes)

@@ -29,6 +29,7 @@ from charfast.study.analysis import (
     task_rows,
     validation_curve,
 )
+from charfast.study.encoder_verdict import cheap_encoders, verdict, verdict_rows
 from charfast.study.layout import StudyLayout
 from charfast.study.plots import plot_length, plot_report
 from charfast.study.records import read_record, reusable, source_digest, write_record
@@ -50,6 +51,13 @@ def _archs(rows: list[dict], field: str) -> list[str]:
     return arch_order({arch for row in rows for arch in row[field]})
 
 
+def _compared(rows: list[dict]) -> list[str]:
+    """The differences a table shows: every control (an empty cell where it did not run, so
+    the gap shows), then each alternative that ran."""
+    ran = {arch for row in rows for arch in row["difference"]}
+    return [*archs.controls(), *(a for a in archs.alternatives() if a in ran)]
+
+
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows]) + "\n"
@@ -57,10 +65,10 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 def probe_table(rows: list[dict]) -> str:
     """The probe rows; with a pretraining-steps column when they carry "pretrain_step"."""
-    present = _archs(rows, "score")
+    present, compared = _archs(rows, "score"), _compared(rows)
     steps = any("pretrain_step" in r for r in rows)
     header = ["tokenizer", "probe", *(["pretraining steps"] if steps else []), "test tokens", "majority", *present]
-    header += [*(f"{archs.treatment()} - {c}" for c in archs.controls()), f"per seed ({', '.join(present)})"]
+    header += [*(f"{archs.treatment()} - {c}" for c in compared), f"per seed ({', '.join(present)})"]
     cells = []
     for r in rows:
         cells.append(
@@ -71,7 +79,7 @@ def probe_table(rows: list[dict]) -> str:
                 "/".join(map(str, r["n_test_tokens"])),
                 f"{r['majority']:.1%}",
                 *(f"{r['score'][a][0]:.1%} [{r['score'][a][1]:.1%}, {r['score'][a][2]:.1%}]" for a in present),
-                *(_interval(r["difference"].get(c)) for c in archs.controls()),
+                *(_interval(r["difference"].get(c)) for c in compared),
                 "; ".join(" / ".join(f"{v:.1%}" for v in r["per_seed"][a]) for a in present),
             ]
         )
@@ -79,9 +87,9 @@ def probe_table(rows: list[dict]) -> str:
 
 
 def task_table(rows: list[dict]) -> str:
-    present = _archs(rows, "exact_match")
+    present, compared = _archs(rows, "exact_match"), _compared(rows)
     header = ["tokenizer", "task", "fine-tuning", "split", "n x seeds", "chance", *present]
-    header += [*(f"{archs.treatment()} - {c}" for c in archs.controls()), f"answer loss ({', '.join(present)})"]
+    header += [*(f"{archs.treatment()} - {c}" for c in compared), f"answer loss ({', '.join(present)})"]
     cells = []
     for r in rows:
         cells.append(
@@ -93,7 +101,7 @@ def task_table(rows: list[dict]) -> str:
                 f"{r['n']} x {r['seeds']}",
                 f"{r['chance']:.0%}",
                 *(f"{r['exact_match'][a]:.1%}" for a in present),
-                *(_interval(r["difference"].get(c)) for c in archs.controls()),
+                *(_interval(r["difference"].get(c)) for c in compared),
                 " / ".join(f"{r['answer_loss'][a]:.3f}" for a in present),
             ]
         )
@@ -289,6 +297,47 @@ def length_section(results: list[dict], probes: list[dict], layout: StudyLayout)
     return text, {"length_tasks": task_length, "length_probe": probe_length, "compute_equivalent": gains}
 
 
+def lstm_needed_section(results: list[dict], probes: list[dict], layout: StudyLayout) -> tuple[list[str], dict]:
+    """The encoders study's section (markdown lines) and its report.json part: the decision
+    rule (charfast.study.encoder_verdict) on the records; nothing when no cheap encoder ran."""
+    ran = {r["arch"] for r in [*results, *probes]}
+    if not ran & set(cheap_encoders()):
+        return [], {}
+    curves, _ = _pretraining_curves(results, layout)
+    val_loss = {run: float(losses[-1]) for run, (_, losses) in curves.items() if len(losses)}
+    rows = verdict_rows(results, probes, val_loss)
+    answer = verdict(rows)
+    header = ["tokenizer", "encoder", "endpoint", "seeds", f"{archs.treatment()}'s advantage", "margin", "reading"]
+    cells = [
+        [r["tokenizer"], r["encoder"], r["endpoint"], str(r["seeds"]), _advantage(r), _margin(r), r["reading"]]
+        for r in rows
+    ]
+    text = [
+        "## Is the LSTM needed?",
+        "",
+        "The rule fixed before the runs (RESULTS.md): the char-LSTM's advantage over each cheaper encoder at its "
+        "parameter count on held-out spell and count exact match, the first-letter probe (points) and the last "
+        "validation loss (nats), 95% intervals resampling seeds and examples; within: the upper end below the "
+        "margin; below: the lower end above it.",
+        "",
+        f"**Verdict: {answer}.**",
+        "",
+        _markdown(header, cells) if cells else "n/a: no cheap encoder ran beside char\n",
+    ]
+    return text, {"lstm_needed": rows, "lstm_needed_verdict": answer}
+
+
+def _advantage(row: dict) -> str:
+    estimate, low, high = row["advantage"]
+    if row["endpoint"] == "loss":
+        return f"{estimate:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return f"{estimate:+.1%} [{low:+.1%}, {high:+.1%}]"
+
+
+def _margin(row: dict) -> str:
+    return f"{row['margin']:.2f} nats" if row["endpoint"] == "loss" else f"{row['margin']:.0%}"
+
+
 def report_inputs_digest(records: dict[Path, dict], layout: StudyLayout) -> str:
     """SHA-256 of everything a report is made from: the records (by path), the pretrainings'
     metrics.jsonl (the loss curves) and the code of this module and every charfast module it
@@ -323,6 +372,7 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
     tasks, probes, curves = task_rows(results), probe_rows(at_last_pretraining(all_probes)), curve_rows(results)
     plots = plot_report(results, tasks, probes, curves, layout)
     length_text, length_json = length_section(all_results, all_probes, layout)
+    needed_text, needed_json = lstm_needed_section(results, at_last_pretraining(all_probes), layout)
     not_made = comparisons_not_made([*results, *at_last_pretraining(all_probes)])
     limits = ["## What this study cannot say", "", *(f"- {line}" for line in not_made), ""] if not_made else []
     text = [
@@ -348,6 +398,7 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
         "## Learning curves: steps to 50% and 80% exact match",
         "",
         steps_table(curves),
+        *needed_text,
         *length_text,
         "## Plots",
         "",
@@ -358,6 +409,7 @@ def write_report(probe_paths: list[Path], result_paths: list[Path], study_root: 
     with atomic_write(path) as f:
         f.write("\n".join(text).encode("utf-8"))
     report_json = {"probe": probes, "tasks": tasks, "curves": curves, "not_made": not_made, **length_json}
+    report_json |= needed_json
     plots = [study_root / name for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", "\n".join(text))]
     write_record(study_root / "report.json", report_json, built_from, [path, *plots])
     return path, True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from charfast.study.probe import probe_model
+from charfast.study.probe import DEFAULT_PROBES, probe_model
 from charfast.study.records import reusable, write_record
 
 if TYPE_CHECKING:
@@ -20,11 +20,13 @@ def probe_at(study: Study, tokenizer: str, arch: str, seed: int, step: int) -> P
     path = study.layout.probe(tokenizer, arch, seed, study.at(step))
     ckpt = study.checkpoint_at(tokenizer, arch, seed, step)
     state, built_from = study.pretrained(ckpt)
+    if study.preset.probes != DEFAULT_PROBES:  # records of the default probes name none (as older ones)
+        built_from["probes"] = list(study.preset.probes)
     if reusable(path, built_from) is not None:
         return path
     run = study.load_pretrained(ckpt, state)
     record = {"tokenizer": tokenizer, "arch": arch, "seed": seed, "pretrain_step": step}
     record["n_vocab"] = run.encoding.n_vocab
-    record["probe"] = probe_model(run.model, run.encoding)
+    record["probe"] = probe_model(run.model, run.encoding, study.preset.probes)
     write_record(path, record, built_from)
     return path

@@ -88,6 +88,11 @@ def _index(word, rng, value):
     return {"letter": letter}, str(word.index(letter))
 
 
+def _char_at(word, rng, value):
+    position = rng.randrange(len(word))
+    return {"position": str(position)}, word[position]
+
+
 def _reverse(word, rng, value):
     return {}, word[::-1]
 
@@ -156,6 +161,16 @@ TASKS: dict[str, Task] = {
                 "Where is the first '{letter}' in '{word}'? Count from 0.",
             ),
             ("{value}", "It is at index {value}.", "Answer: {value}"),
+        ),
+        Task(
+            "char_at",
+            _char_at,
+            (
+                "What is the letter at 0-based position {position} in '{word}'?",
+                "Which letter of '{word}' is at index {position} (counting from 0)?",
+                "In '{word}', what letter stands at position {position}, starting at 0?",
+            ),
+            ("{value}", "It is '{value}'.", "Answer: {value}"),
         ),
         Task(
             "reverse",

@@ -21,11 +21,15 @@ from charfast.study.presets import PRESETS
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+RECORDED = json.loads((FIXTURES / "pretrain_built_from.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("preset", sorted(RECORDED))
 def test_each_presets_pretraining_settings_are_those_older_records_hold(preset):
     """The settings a pretraining's records are built from (fixtures/pretrain_built_from.json:
-    written by the code of 2026-12-06, which built them from charfast.train flags)."""
-    recorded = json.loads((FIXTURES / "pretrain_built_from.json").read_text(encoding="utf-8"))[preset]
+    written by the code of 2026-12-06, which built them from charfast.train flags, for every
+    preset it had)."""
+    recorded = RECORDED[preset]
     study = Study(StudyConfig(preset=preset, out_dir="unused", device="cpu"))
     config = stage_pretrain.pretraining_config(study, PRESETS[preset].tokenizers[0], "char", 0)
     assert stage_pretrain.portable_settings(study, config) == recorded

@@ -25,8 +25,15 @@ def vocabulary():
 def spelling_vectors(labels, n_tokens: int, width: int = 128) -> torch.Tensor:
     """[n_tokens, width]: each probed token's labels, one-hot, under a random rotation, plus noise."""
     features = np.concatenate(
-        [labels.letters, np.eye(LENGTH_CAP + 1)[labels.length], np.eye(26)[labels.first_letter]], axis=1
-    )  # [N, 63]
+        [
+            labels.letters,
+            np.eye(LENGTH_CAP + 1)[labels.length],
+            np.eye(26)[labels.first_letter],
+            np.eye(27)[labels.second_letter],
+            np.eye(26)[labels.last_letter],
+        ],
+        axis=1,
+    )  # [N, 116]
     rotation = np.linalg.qr(np.random.default_rng(1).normal(size=(width, width)))[0][: features.shape[1]]
     vectors = np.random.default_rng(2).normal(scale=0.05, size=(n_tokens, width))
     vectors[labels.token_ids] += features @ rotation
@@ -34,7 +41,7 @@ def spelling_vectors(labels, n_tokens: int, width: int = 128) -> torch.Tensor:
 
 
 def mean_scores(results):
-    return {p: (np.mean(results[p]["score"]), np.mean(results[p]["majority"])) for p in PROBES}
+    return {p: (np.mean(results[p]["score"]), np.mean(results[p]["majority"])) for p in PROBES if p in results}
 
 
 def test_labels_skip_tokens_without_letters_and_read_the_spelling(vocabulary):
@@ -42,6 +49,8 @@ def test_labels_skip_tokens_without_letters_and_read_the_spelling(vocabulary):
     assert labels.token_ids.tolist() == [2, 4]
     assert labels.letters[0, [ord(c) - 97 for c in "the"]].all() and labels.letters[0].sum() == 3
     assert labels.length.tolist() == [4, 2] and labels.first_letter.tolist() == [19, 25]
+    assert labels.second_letter.tolist() == [7, 25] and labels.last_letter.tolist() == [4, 25]
+    assert spelling_labels([b"a1"]).second_letter.tolist() == [26]  # one letter: the "none" class
     with pytest.raises(ValueError, match="no token holds an ASCII letter"):
         spelling_labels([None, b"1"])
 
@@ -55,7 +64,8 @@ def test_the_split_is_frozen_disjoint_and_80_20():
 
 def test_a_linearly_present_spelling_is_read_near_perfectly(vocabulary):
     labels = spelling_labels(vocabulary)
-    results = run_probes(spelling_vectors(labels, len(vocabulary)), labels)
+    results = run_probes(spelling_vectors(labels, len(vocabulary)), labels, PROBES)
+    assert set(mean_scores(results)) == set(PROBES)
     for probe, (score, majority) in mean_scores(results).items():
         assert score > 0.97, (probe, score)
         assert majority < 0.95
@@ -65,7 +75,7 @@ def test_a_linearly_present_spelling_is_read_near_perfectly(vocabulary):
 def test_random_vectors_score_near_the_majority_baseline(vocabulary):
     labels = spelling_labels(vocabulary)
     vectors = torch.from_numpy(np.random.default_rng(3).normal(size=(len(vocabulary), 128)))
-    for probe, (score, majority) in mean_scores(run_probes(vectors, labels)).items():
+    for probe, (score, majority) in mean_scores(run_probes(vectors, labels, PROBES)).items():
         assert score < majority + 0.03, (probe, score, majority)  # no spelling to read
         assert score > majority - 0.05, (probe, score, majority)  # regularised: it does not overfit much
 

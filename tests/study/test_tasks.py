@@ -27,6 +27,8 @@ def independent_answer(ex):
         return str(sum(1 for c in word if c == slots["letter"]))
     if ex.task == "index":
         return str(next(i for i, c in enumerate(word) if c == slots["letter"]))
+    if ex.task == "char_at":
+        return word[int(slots["position"])]
     if ex.task == "reverse":
         return "".join(reversed(word))
     if ex.task in ("replace", "substitute"):

@@ -1,0 +1,119 @@
+"""Is the LSTM needed? The encoders study's decision rule, applied to its records.
+
+Fixed before any run (RESULTS.md states it the same way). For each cheap encoder arch E
+(the alternatives with an encoder at the char-LSTM's parameter count) and each vocabulary,
+the primary endpoints, each as the char-LSTM's advantage over E:
+
+    spell    held-out exact match after the mixed fine-tuning    char - E
+    count    held-out exact match, count alone when it ran (else mixed)   char - E
+    probe    the first-letter probe's held-out score             char - E
+    loss     the pretraining's last validation loss              E - char (nats)
+
+with a 95% interval that resamples seeds and examples (stats.seed_and_example_bootstrap).
+An endpoint reads "within" when the interval's upper end is below the margin (E is at most
+MARGIN worse), "below" when its lower end is above the margin (E is worse by more), else
+"undecided". The verdict: "not needed" when some E is within on every endpoint at every
+vocabulary; "needed" when every E is below on some endpoint at some vocabulary; else
+"undecided".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from charfast.gpt import archs
+from charfast.study.analysis import runs_by_arch, score_matrix, tokenizers_by_size
+from charfast.study.layout import MIXED
+from charfast.study.stats import seed_and_example_bootstrap
+
+MARGIN = {"spell": 0.05, "count": 0.05, "probe": 0.05, "loss": 0.05}  # 5 points; 0.05 nats
+ENDPOINTS = tuple(MARGIN)
+
+
+def cheap_encoders() -> tuple[str, ...]:
+    """The archs the rule weighs against the char-LSTM: a cheaper encoder at its budget."""
+    return tuple(
+        name for name in archs.alternatives() if archs.get(name).encoder is not None and archs.get(name).budget == 1
+    )
+
+
+def _reading(low: float, high: float, margin: float) -> str:
+    return "within" if high < margin else "below" if low > margin else "undecided"
+
+
+def _advantage(endpoint: str, tokenizer: str, encoder: str, results, probes, val_loss) -> np.ndarray | None:
+    """[seeds, examples] of the char-LSTM's advantage over `encoder` on `endpoint`, paired by
+    seed and example; None when either side did not run (or not with the same seeds)."""
+    char = archs.treatment()
+    if endpoint in ("spell", "count"):
+        finetuning = MIXED
+        if endpoint == "count" and runs_by_arch(results, tokenizer, "count"):
+            finetuning = "count"
+        runs = runs_by_arch(results, tokenizer, finetuning)
+        sides = [runs.get(arch, []) for arch in (char, encoder)]
+        if not all(sides) or [r["seed"] for r in sides[0]] != [r["seed"] for r in sides[1]]:
+            return None
+        a, b = (score_matrix(side, endpoint, "heldout", "correct") for side in sides)
+        return a - b if a.size else None
+    if endpoint == "probe":
+        runs = runs_by_arch(probes, tokenizer)
+        sides = [runs.get(arch, []) for arch in (char, encoder)]
+        if not all(sides) or [r["seed"] for r in sides[0]] != [r["seed"] for r in sides[1]]:
+            return None
+        a, b = (np.asarray([r["probe"]["first_letter"]["score"] for r in side]) for side in sides)
+        return a - b
+    seeds = sorted({seed for (t, arch, seed) in val_loss if t == tokenizer and arch == char})
+    if not seeds or any((tokenizer, encoder, seed) not in val_loss for seed in seeds):
+        return None
+    return np.asarray([[val_loss[(tokenizer, encoder, s)] - val_loss[(tokenizer, char, s)]] for s in seeds])
+
+
+def verdict_rows(results: list[dict], probes: list[dict], val_loss: dict[tuple[str, str, int], float]) -> list[dict]:
+    """One row per (vocabulary, cheap encoder, endpoint) that ran: the char-LSTM's advantage
+    with its interval, the margin and the reading. val_loss: (tokenizer, arch, seed) -> the
+    pretraining's last validation loss."""
+    rows = []
+    for tokenizer in tokenizers_by_size([*results, *probes]):
+        for encoder in cheap_encoders():
+            for endpoint in ENDPOINTS:
+                advantage = _advantage(endpoint, tokenizer, encoder, results, probes, val_loss)
+                if advantage is None:
+                    continue
+                interval = seed_and_example_bootstrap(advantage)
+                rows.append(
+                    {
+                        "tokenizer": tokenizer,
+                        "encoder": encoder,
+                        "endpoint": endpoint,
+                        "seeds": advantage.shape[0],
+                        "advantage": [interval.estimate, interval.low, interval.high],
+                        "margin": MARGIN[endpoint],
+                        "reading": _reading(interval.low, interval.high, MARGIN[endpoint]),
+                    }
+                )
+    return rows
+
+
+def verdict(rows: list[dict]) -> str:
+    """The rule's answer in one line, from verdict_rows: "n/a" unless every cheap encoder
+    ran with the char-LSTM on every endpoint at every vocabulary."""
+    tokenizers = sorted({r["tokenizer"] for r in rows})
+    expected = {(t, e, p) for t in tokenizers for e in cheap_encoders() for p in ENDPOINTS}
+    readings = {(r["tokenizer"], r["encoder"], r["endpoint"]): r["reading"] for r in rows}
+    if not rows or set(readings) != expected:
+        missing = len(expected - set(readings)) if rows else "all"
+        return f"n/a: the rule needs every cheap encoder beside char on every endpoint ({missing} missing)"
+
+    def everywhere(encoder: str, reading: str) -> list[bool]:
+        return [readings[(t, encoder, p)] == reading for t in tokenizers for p in ENDPOINTS]
+
+    enough = [e for e in cheap_encoders() if all(everywhere(e, "within"))]
+    if enough:
+        return f"the LSTM is not needed: {', '.join(enough)} stay within the margin on every primary endpoint"
+    short = {e for e in cheap_encoders() if any(everywhere(e, "below"))}
+    if short == set(cheap_encoders()):
+        return "the LSTM is needed: every cheap encoder falls below it by more than the margin on some primary endpoint"
+    return (
+        "undecided: no cheap encoder stays within the margin everywhere, and "
+        f"{', '.join(e for e in cheap_encoders() if e not in short)} never fall clearly below it"
+    )

@@ -15,6 +15,7 @@ from ratios import Result, by_group
 
 from charfast import GPT, GPTConfig, TokenCharTable
 from charfast.baselines.packed_lstm import packed_lstm_char_embedding
+from charfast.gpt.bpe import train_bpe
 from charfast.gpt.config import PRESETS, TrainConfig, model_config
 from charfast.gpt.corpus import shakespeare_documents
 from charfast.gpt.model import mixed_precision
@@ -200,6 +201,16 @@ def benchmark_interleaved_ratio(
     benchmark.extra_info.update({f"{name}_median_ms": round(median * 1e3, 3) for name, median in medians.items()})
     benchmark.pedantic(steps[timed], rounds=3, warmup_rounds=0)
     return ratio
+
+
+def bpe_batch(vocab: int, batch: int, seq_len: int) -> tuple[TokenCharTable, torch.Tensor, torch.Tensor]:
+    """(the table of a `vocab`-token BPE trained on the default corpus, ids [B, T], targets
+    [B, T]): one batch of real text in that tokenizer."""
+    texts = [body for _, body in shakespeare_documents()]
+    encoding = train_bpe(texts, vocab)  # cached after the first run
+    tokens = torch.tensor(encoding.encode_ordinary("\n".join(texts)))
+    ids = batch_ids(tokens, batch, seq_len + 1)  # [B, T+1]
+    return TokenCharTable.from_tiktoken(encoding), ids[:, :-1], ids[:, 1:]
 
 
 def load_cl100k_table() -> TokenCharTable:

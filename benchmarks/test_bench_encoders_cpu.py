@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import batch_ids, gpt_train_step, interleaved_times, paired_ratio
+from conftest import batch_ids, bpe_batch, gpt_train_step, interleaved_times, paired_ratio
 
 from charfast import CharEmbedding, GPTConfig, TokenCharTable
 from charfast.encoders import NGRAM_SIZES, lstm_parameter_count, matched_encoder
 from charfast.gpt import archs
-from charfast.gpt.bpe import train_bpe
 from charfast.gpt.corpus import shakespeare_documents
 from charfast.gpt.model import GPT
 from charfast.gpt.tokenizer import get_tiktoken
@@ -62,11 +61,7 @@ def encoder_flops(char_emb: CharEmbedding | None, mean_chars: float) -> float:
 
 @pytest.fixture(scope="module")
 def bpe_data():
-    texts = [body for _, body in shakespeare_documents()]
-    encoding = train_bpe(texts, VOCAB)  # cached after the first run
-    tokens = torch.tensor(encoding.encode_ordinary("\n".join(texts)))
-    batch = batch_ids(tokens, BATCH, SEQ_LEN + 1)  # [B, T+1]
-    return TokenCharTable.from_tiktoken(encoding), batch[:, :-1], batch[:, 1:]
+    return bpe_batch(VOCAB, BATCH, SEQ_LEN)
 
 
 def test_encoder_step_interleaved(benchmark, bpe_data):

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import batch_ids, benchmark_interleaved_ratio, build_gpt, compile_mode_of, gpt_train_step
+from conftest import benchmark_interleaved_ratio, bpe_batch, build_gpt, compile_mode_of, gpt_train_step
 
 from charfast import GPTConfig, TokenCharTable
 from charfast.backends import why_unavailable
-from charfast.gpt.bpe import train_bpe
-from charfast.gpt.corpus import shakespeare_documents
 
 BATCH, SEQ_LEN, VOCAB = 16, 256, 2048
 VARIANTS = ["baseline", "char-cpp", "char-reference", "char-study", "baseline-compiled", "char-cpp-compiled"]
@@ -31,11 +29,7 @@ VARIANTS = ["baseline", "char-cpp", "char-reference", "char-study", "baseline-co
 
 @pytest.fixture(scope="module")
 def bpe_data():
-    texts = [body for _, body in shakespeare_documents()]
-    encoding = train_bpe(texts, VOCAB)  # cached after the first run
-    tokens = torch.tensor(encoding.encode_ordinary("\n".join(texts)))
-    batch = batch_ids(tokens, BATCH, SEQ_LEN + 1)  # [B, T+1]
-    return TokenCharTable.from_tiktoken(encoding), batch[:, :-1], batch[:, 1:]
+    return bpe_batch(VOCAB, BATCH, SEQ_LEN)
 
 
 def build_model(variant: str, table: TokenCharTable):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from charfast.gpt import archs
+from charfast.gpt.chunked_loss import chunk_rows
 from charfast.gpt.failures import RunFailed
 from charfast.gpt.model import GPTConfig, char_encoder_parameter_count
 
@@ -33,11 +34,12 @@ class Need:
     bytes: int
 
 
-def least_training_needs(config, vocab_size: int, world_size: int = 1) -> list[Need]:
+def least_training_needs(config, vocab_size: int, world_size: int = 1, chunked_head: bool = False) -> list[Need]:
     """Lower bounds of what one process of a training run of `config` (a TrainConfig) holds
     at once, by part, for a vocabulary of `vocab_size` ids. Under --parallel fsdp over
     `world_size` ranks a rank holds its shard of the GPT's weights, gradients and AdamW state
-    (the char encoder, kept out of the shards, whole)."""
+    (the char encoder, kept out of the shards, whole). chunked_head: the loss holds its
+    logits a chunk at a time (a CPU run's)."""
     c = config
     model_params = vocab_size * c.n_embd * (1 if c.tie_weights else 2)  # wte (and lm_head)
     model_params += c.block_size * c.n_embd + c.n_layer * 12 * c.n_embd**2  # wpe, the blocks' matrices
@@ -48,13 +50,16 @@ def least_training_needs(config, vocab_size: int, world_size: int = 1) -> list[N
         char_config = GPTConfig(n_embd=c.n_embd, n_head=1, char_dim=c.char_dim, char_hidden=c.char_hidden)
         model_params += round(arch.budget * char_encoder_parameter_count(char_config, 256))
     tokens = c.batch_size * c.block_size  # of one micro-batch
+    logits = _FLOAT32 * tokens * vocab_size
+    if chunked_head:  # the CPU's loss holds one chunk of them at a time (charfast.gpt.chunked_loss)
+        logits = min(logits, _FLOAT32 * chunk_rows(vocab_size) * vocab_size)
     model_flags = ("n_layer", "n_embd", "block_size", "tokenizer", "char_dim", "char_hidden")
     what = "the model's weights, gradients and AdamW state"
     if c.parallel == "fsdp":
         what += f" (this rank's shard of {world_size})"
     return [
         Need(what, model_flags, 4 * _FLOAT32 * model_params),
-        Need("one micro-batch's logits", ("batch_size", "block_size", "tokenizer"), _FLOAT32 * tokens * vocab_size),
+        Need("one micro-batch's logits", ("batch_size", "block_size", "tokenizer"), logits),
         Need(
             "one micro-batch's residual streams",
             ("batch_size", "block_size", "n_embd", "n_layer"),
@@ -89,7 +94,7 @@ def free_bytes(device: torch.device) -> int | None:
 def check_training_memory(config, vocab_size: int, device: torch.device, world_size: int = 1) -> None:
     """NotEnoughMemory (exit 1) naming the flags when the least one of the run's
     `world_size` processes needs exceeds what `device` has free."""
-    needs = least_training_needs(config, vocab_size, world_size)
+    needs = least_training_needs(config, vocab_size, world_size, chunked_head=device.type == "cpu")
     available = free_bytes(device)
     total = sum(need.bytes for need in needs)
     if available is None or total <= available:

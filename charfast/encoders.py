@@ -36,6 +36,7 @@ _HASH_MULTIPLIERS = (1_000_003, 999_983, 524_287, 786_433)  # one per hash funct
 # within 1%; a tiny model's budget buys only a few widths, the nearest of which may be further)
 MATCH_TOLERANCE = 0.10
 _VOCABULARY_CHUNK = 4096  # tokens per pass when ngram-exact collects a table's n-grams
+_NGRAMS_KEY = "ngram_codes"  # in TokenCharTable.backend_state: table_ngrams
 
 
 def lstm_parameter_count(n_chars: int, char_dim: int, hidden: int, d_model: int) -> int:
@@ -133,6 +134,38 @@ class HashedNgrams(CharEncoder):
         return _bag_of_rows(torch.cat(indices, 1), torch.cat(masks, 1), self.emb)
 
 
+def ngram_codes(chars: Tensor, lengths: Tensor, n_chars: int) -> tuple[Tensor, Tensor]:
+    """(every n-gram of char_ngrams as one int64 code [U, G]: n and the chars in base
+    n_chars + 2; valid [U, G])."""
+    if (n_chars + 2) ** max(NGRAM_SIZES) >= 2**62:
+        raise ValueError(f"ExactNgrams: {n_chars} chars are too many to code 4-grams in 64 bits")
+    base = n_chars + 2
+    grams, valid = char_ngrams(chars, lengths, n_chars)
+    codes = []
+    for windows in grams:
+        code = torch.full_like(windows[..., 0], windows.shape[-1])
+        for j in range(windows.shape[-1]):
+            code = code * base + windows[..., j]
+        codes.append(code)
+    return torch.cat(codes, 1), torch.cat(valid, 1)
+
+
+def table_ngrams(table: TokenCharTable) -> Tensor:
+    """[K] the sorted codes of every n-gram the tokens of `table` hold; computed once per
+    table contents (kept in table.backend_state), so sizing an encoder to a budget and
+    building it read the table once."""
+    found = table.backend_state.get(_NGRAMS_KEY)
+    if found is None:
+        parts = []
+        for ids in torch.arange(table.vocab_size).split(_VOCABULARY_CHUNK):  # bounded memory on a 100k vocabulary
+            lengths = table.lengths[ids].long()
+            chars = table.chars[ids, : max(1, int(lengths.max()))].long()
+            codes, valid = ngram_codes(chars, lengths, table.n_chars)
+            parts.append(torch.unique(codes[valid]))
+        found = table.backend_state[_NGRAMS_KEY] = torch.unique(torch.cat(parts))
+    return found
+
+
 class ExactNgrams(CharEncoder):
     """One row per n-gram of `table` (its vocabulary: the sorted codes in a buffer), and a
     last row shared by every n-gram the table lacks (a table assigned later may have some).
@@ -141,42 +174,19 @@ class ExactNgrams(CharEncoder):
 
     def __init__(self, table: TokenCharTable, width: int, saved_rows: int | None = None):
         super().__init__()
-        if (table.n_chars + 2) ** max(NGRAM_SIZES) >= 2**62:
-            raise ValueError(f"ExactNgrams: {table.n_chars} chars are too many to code 4-grams in 64 bits")
         self.width, self.n_chars = width, table.n_chars
-        if saved_rows is None:
-            vocabulary = self._vocabulary(table)
+        if saved_rows is None:  # a copy: loading a saved encoder writes into the buffer
+            vocabulary = table_ngrams(table).clone()
         else:  # a placeholder of a saved encoder's shape, its n-grams to come with its weights
             vocabulary = torch.full((saved_rows - 1,), -1, dtype=torch.long)
         self.register_buffer("vocabulary", vocabulary)  # [K] sorted n-gram codes
         self.emb = nn.Parameter(torch.randn(len(vocabulary) + 1, width))
 
-    def _vocabulary(self, table: TokenCharTable) -> Tensor:
-        found = []
-        for ids in torch.arange(table.vocab_size).split(_VOCABULARY_CHUNK):  # bounded memory on a 100k vocabulary
-            lengths = table.lengths[ids].long()
-            chars = table.chars[ids, : max(1, int(lengths.max()))].long()
-            codes, valid = self._codes(chars, lengths)
-            found.append(torch.unique(codes[valid]))
-        return torch.unique(torch.cat(found))
-
     def sizes(self) -> dict:
         return {"saved_rows": len(self.vocabulary) + 1}
 
-    def _codes(self, chars: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(the n-grams as one int64 code each [U, G], valid [U, G]): n and the chars in base n_chars + 2."""
-        base = self.n_chars + 2
-        grams, valid = char_ngrams(chars, lengths, self.n_chars)
-        codes = []
-        for windows in grams:
-            code = torch.full_like(windows[..., 0], windows.shape[-1])
-            for j in range(windows.shape[-1]):
-                code = code * base + windows[..., j]
-            codes.append(code)
-        return torch.cat(codes, 1), torch.cat(valid, 1)
-
     def forward(self, chars: Tensor, lengths: Tensor) -> Tensor:
-        codes, valid = self._codes(chars, lengths)
+        codes, valid = ngram_codes(chars, lengths, self.n_chars)
         found = torch.searchsorted(self.vocabulary, codes).clamp(max=len(self.vocabulary) - 1)  # [U, G]
         known = self.vocabulary[found] == codes
         rows = torch.where(known, found, len(self.vocabulary))
@@ -243,7 +253,7 @@ def make_encoder(name: str, table: TokenCharTable, width: int, char_dim: int, **
 
 def ngram_count(table: TokenCharTable) -> int:
     """How many distinct n-grams (NGRAM_SIZES, with the markers) the tokens of `table` hold."""
-    return len(ExactNgrams(table, 1).vocabulary)
+    return len(table_ngrams(table))
 
 
 def matched_encoder(

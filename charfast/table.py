@@ -116,9 +116,9 @@ class TokenCharTable:
 
     @property
     def backend_state(self) -> dict[str, object]:
-        """Backends' precomputations for this table's current contents (e.g. the cpp
-        vocabulary trie), kept here so they live as long as the table and a compiled graph
-        can read them; emptied whenever the contents change."""
+        """Backends' and encoders' precomputations for this table's current contents (e.g.
+        the cpp vocabulary trie, ngram-exact's n-grams), kept here so they live as long as
+        the table and a compiled graph can read them; emptied whenever the contents change."""
         self.version  # noqa: B018 - checks the contents, clearing this dict if they changed
         return self._backend_state
 

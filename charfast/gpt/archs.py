@@ -100,10 +100,6 @@ def capacity_control() -> str:
     return name
 
 
-def has_encoder(name: str) -> bool:
-    return get(name).encoder is not None
-
-
 register(Arch("char", "treatment", encoder="lstm", table_view=lambda table: table, colour="tab:blue"))
 register(Arch("baseline", "reference"))
 register(

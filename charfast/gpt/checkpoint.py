@@ -34,7 +34,8 @@ FORMAT = "charfast-ckpt-1"
 DIGEST_KEY = "content_sha256"
 RUN_INFO_NAME = "run.json"  # beside a run's checkpoint: its summary for readers that need no tensors
 RUN_INFO_KEYS = ("step", "config", "tokenizer", "corpus_sha256")  # what run.json summarises
-REQUIRED_KEYS = ("format", "step", "config", "tokenizer", "model", "optimizer", "scheduler", "data", "rng")
+TRAINING_PARTS = ("model", "optimizer", "scheduler", "data", "rng")  # the entries a trainer's parts fill
+REQUIRED_KEYS = ("format", "step", "config", "tokenizer", *TRAINING_PARTS)
 
 
 class CheckpointError(RuntimeError):
@@ -74,9 +75,6 @@ class Stateful(Protocol):
     def state_dict(self): ...
 
     def load_state_dict(self, state) -> None: ...
-
-
-TRAINING_PARTS = ("model", "optimizer", "scheduler", "data", "rng")  # the entries a trainer's parts fill
 
 
 def save_training(

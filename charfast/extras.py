@@ -13,7 +13,12 @@ EXTRA_MODULES = {"train": _TRAIN_MODULES, "study": _TRAIN_MODULES}
 
 def missing_modules(extra: str) -> list[str]:
     """The modules of the pip extra `extra` that are not installed."""
-    return [name for name in EXTRA_MODULES[extra] if importlib.util.find_spec(name) is None]
+    return not_installed(EXTRA_MODULES[extra])
+
+
+def not_installed(modules) -> list[str]:
+    """Those of `modules` (top-level names) that are not installed."""
+    return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
 def exit_if_missing(extra: str, program: str) -> None:

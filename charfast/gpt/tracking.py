@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
-import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charfast.atomic import atomic_write
+from charfast.extras import not_installed
 
 LOGGED_NOTE = "charfast-logged.json"  # in <folder>/wandb: the last step a cleanly closed W&B session logged
 
@@ -133,7 +133,7 @@ def parse_trackers(text: str) -> tuple[str, ...]:
             "comma-separated)"
         )
     for name in names:
-        if any(importlib.util.find_spec(module) is None for module in TRACKERS[name].modules):
+        if not_installed(TRACKERS[name].modules):
             raise ValueError(
                 f"--log {name} needs the '{name}' extra, which is not installed; pip install 'charfast[{name}]'"
             )

@@ -52,7 +52,8 @@ def arch_order(names) -> list[str]:
     return [name for name in archs.names() if name in present]
 
 
-def _paired_seeds(runs: dict[str, list[dict]], arch: str) -> bool:
+def paired_seeds(runs: dict[str, list[dict]], arch: str) -> bool:
+    """Whether `arch` and the treatment both ran (runs: runs_by_arch), with the same seeds."""
     char = archs.treatment()
     return arch in runs and char in runs and [r["seed"] for r in runs[arch]] == [r["seed"] for r in runs[char]]
 
@@ -67,7 +68,7 @@ def comparisons_not_made(records: list[dict]) -> list[str]:
         if control == capacity:
             what += ", its plots and the compute-equivalent gain"
         tokenizers = dict.fromkeys(r["tokenizer"] for r in records)
-        if not any(_paired_seeds(runs_by_arch(records, t), control) for t in tokenizers):
+        if not any(paired_seeds(runs_by_arch(records, t), control) for t in tokenizers):
             missing.append(f"{what}: needs --archs to include {char} and {control}, with the same --seeds")
     if records and len({r["seed"] for r in records}) < 2:
         missing.append("seed-to-seed variation: with one seed the intervals resample questions (or tokens) only")
@@ -121,7 +122,7 @@ def _task_rows_of(results: list[dict], tokenizer: str, finetuning: str) -> list[
             }
             char = archs.treatment()
             for control in archs.compared():
-                if _paired_seeds(runs, control) and acc[char].shape[1]:
+                if paired_seeds(runs, control) and acc[char].shape[1]:
                     interval = paired_bootstrap_difference(acc[char], acc[control])
                     row["difference"][control] = [interval.estimate, interval.low, interval.high]
             rows.append(row)
@@ -152,7 +153,7 @@ def probe_rows(probes: list[dict]) -> list[dict]:
                 interval = stratified_bootstrap_mean(groups)
                 row["score"][arch] = [interval.estimate, interval.low, interval.high]
             for control in archs.compared():
-                if _paired_seeds(runs, control):
+                if paired_seeds(runs, control):
                     diffs = [a - b for a, b in zip(scores[archs.treatment()], scores[control])]
                     interval = stratified_bootstrap_mean(diffs)
                     row["difference"][control] = [interval.estimate, interval.low, interval.high]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from charfast.gpt import archs
-from charfast.study.analysis import runs_by_arch, score_matrix, tokenizers_by_size
+from charfast.study.analysis import paired_seeds, runs_by_arch, score_matrix, tokenizers_by_size
 from charfast.study.layout import MIXED
 from charfast.study.stats import seed_and_example_bootstrap
 
@@ -50,17 +50,15 @@ def _advantage(endpoint: str, tokenizer: str, encoder: str, results, probes, val
         if endpoint == "count" and runs_by_arch(results, tokenizer, "count"):
             finetuning = "count"
         runs = runs_by_arch(results, tokenizer, finetuning)
-        sides = [runs.get(arch, []) for arch in (char, encoder)]
-        if not all(sides) or [r["seed"] for r in sides[0]] != [r["seed"] for r in sides[1]]:
+        if not paired_seeds(runs, encoder):
             return None
-        a, b = (score_matrix(side, endpoint, "heldout", "correct") for side in sides)
+        a, b = (score_matrix(runs[arch], endpoint, "heldout", "correct") for arch in (char, encoder))
         return a - b if a.size else None
     if endpoint == "probe":
         runs = runs_by_arch(probes, tokenizer)
-        sides = [runs.get(arch, []) for arch in (char, encoder)]
-        if not all(sides) or [r["seed"] for r in sides[0]] != [r["seed"] for r in sides[1]]:
+        if not paired_seeds(runs, encoder):
             return None
-        a, b = (np.asarray([r["probe"]["first_letter"]["score"] for r in side]) for side in sides)
+        a, b = (np.asarray([r["probe"]["first_letter"]["score"] for r in runs[arch]]) for arch in (char, encoder))
         return a - b
     seeds = sorted({seed for (t, arch, seed) in val_loss if t == tokenizer and arch == char})
     if not seeds or any((tokenizer, encoder, seed) not in val_loss for seed in seeds):

@@ -139,9 +139,9 @@ def _train_to(folder: Path, config: TrainConfig, steps: int, at: int | None) -> 
     config = dataclasses.replace(config, out_dir=str(folder), max_steps=steps, resume=at is not None)
     try:
         code = run_training(config)
+    except Interrupted:  # a signal: the study stops, as the run did
+        raise
     except (ValueError, CheckpointError, RunFailed) as err:
-        if isinstance(err, Interrupted):
-            raise
         raise RunFailed(f"pretraining {folder} failed: {err}") from err
     except OSError as err:
         raise RunFailed(f"pretraining {folder} failed: {describe_os_error(err)}") from err

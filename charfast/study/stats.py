@@ -41,15 +41,12 @@ def stratified_bootstrap_mean(
     groups = [np.asarray(g, dtype=np.float64) for g in groups]
     if not groups or any(g.ndim != 1 or g.size == 0 for g in groups):
         raise ValueError("groups must be a non-empty list of non-empty 1-D score arrays")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    _check_confidence(confidence)
     rng = np.random.default_rng(seed)
     resampled = np.mean(
         [g[rng.integers(0, g.size, size=(n_resamples, g.size))].mean(axis=1) for g in groups], axis=0
     )  # [R]
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(resampled, [tail, 1 - tail])
-    return Interval(float(np.mean([g.mean() for g in groups])), float(low), float(high), confidence)
+    return _percentile_interval(float(np.mean([g.mean() for g in groups])), resampled, confidence)
 
 
 _CHUNK = 500  # resamples drawn at once by seed_and_example_bootstrap
@@ -66,8 +63,7 @@ def seed_and_example_bootstrap(
     d = np.asarray(differences, dtype=np.float64)
     if d.ndim != 2 or 0 in d.shape:
         raise ValueError(f"differences must be [seeds, examples] with both > 0, got shape {d.shape}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    _check_confidence(confidence)
     rng = np.random.default_rng(seed)
     seeds, examples = d.shape
     seed_draws = rng.integers(0, seeds, size=(n_resamples, seeds))  # [R, S]
@@ -76,6 +72,16 @@ def seed_and_example_bootstrap(
         draws = rng.integers(0, examples, size=(min(_CHUNK, n_resamples - start), examples))
         seed_means[start : start + len(draws)] = d[:, draws].mean(axis=2).T
     resampled = np.take_along_axis(seed_means, seed_draws, axis=1).mean(axis=1)  # [R]
+    return _percentile_interval(float(d.mean()), resampled, confidence)
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+
+
+def _percentile_interval(estimate: float, resampled: np.ndarray, confidence: float) -> Interval:
+    """`estimate` with the central `confidence` share of its bootstrap resamples [R]."""
     tail = (1 - confidence) / 2
     low, high = np.quantile(resampled, [tail, 1 - tail])
-    return Interval(float(d.mean()), float(low), float(high), confidence)
+    return Interval(estimate, float(low), float(high), confidence)

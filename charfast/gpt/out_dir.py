@@ -33,13 +33,26 @@ class OutDirInUse(ValueError):
 
 @contextmanager
 def claim_out_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Create `path` if needed and hold its lock until the block ends. A ValueError when it
-    is not a folder or another run holds it; an OSError (naming the path) when it cannot be
-    created or written."""
+    """Create `path` if needed and hold its lock until the block ends; a folder it created
+    that holds nothing but the lock then (a run that failed before writing anything) is
+    removed. A ValueError when it is not a folder or another run holds it; an OSError
+    (naming the path) when it cannot be created or written."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out-dir {path} exists and is not a folder")
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked(path) as held:
+            yield held
+    finally:
+        if created and [entry.name for entry in path.iterdir()] == [LOCK_NAME]:
+            (path / LOCK_NAME).unlink()
+            path.rmdir()
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[Path]:
     with open(path / LOCK_NAME, "a+", encoding="ascii") as lock:
         if fcntl is not None:
             try:

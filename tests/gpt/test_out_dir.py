@@ -16,6 +16,7 @@ from charfast.gpt.out_dir import LOCK_NAME, OutDirInUse, claim_out_dir
 
 
 def test_a_held_folder_is_refused_and_freed_afterwards(tmp_path):
+    (tmp_path / "run").mkdir()
     with claim_out_dir(tmp_path / "run") as folder:
         assert (folder / LOCK_NAME).read_text() == f"{this_host()}:{os.getpid()}"
         with pytest.raises(OutDirInUse, match=rf"in use by another run \({this_host()}:{os.getpid()}\)"):
@@ -24,6 +25,15 @@ def test_a_held_folder_is_refused_and_freed_afterwards(tmp_path):
     assert (tmp_path / "run" / LOCK_NAME).read_text() == ""  # released and marked clean
     with claim_out_dir(tmp_path / "run"):
         pass
+
+
+def test_a_folder_made_for_a_run_that_wrote_nothing_is_removed(tmp_path):
+    with claim_out_dir(tmp_path / "new" / "run"):
+        pass
+    assert not (tmp_path / "new" / "run").exists()  # the parents it made stay: they may be shared
+    with claim_out_dir(tmp_path / "kept") as folder:
+        (folder / "metrics.jsonl").write_text("")
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [LOCK_NAME, "metrics.jsonl"]
 
 
 @pytest.mark.parametrize("code", ["ENOLCK", "ENOSYS", "EOPNOTSUPP"])
@@ -73,7 +83,7 @@ def test_an_unusable_out_dir_is_one_line_before_any_work(
     (tmp_path / "FILE").write_text("a file")
     out_dir = out_dir.replace("FILE", str(tmp_path / "FILE"))
     monkeypatch.setattr(
-        run_data, "load_documents", lambda *a: pytest.fail("data was read before --out-dir was checked")
+        run_data, "index_corpus", lambda *a, **k: pytest.fail("data was read before --out-dir was checked")
     )
     assert train.main(tiny_flags(tiny_corpus, out_dir, tiny_cache)) == code
     err = capsys.readouterr().err

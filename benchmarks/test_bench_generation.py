@@ -37,7 +37,7 @@ def corpus_texts() -> list[str]:
 
 
 def models_and_prompt(tokenizer: str, texts: list[str], device: str):
-    encoding = get_tokenizer(tokenizer, texts)
+    encoding = get_tokenizer(tokenizer, lambda: texts)
     table = TokenCharTable.from_tiktoken(encoding)
     models = {}
     for arch in ("baseline", "char"):

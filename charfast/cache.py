@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from charfast.atomic import atomic_write
@@ -49,13 +50,27 @@ def write_checked(path: str | os.PathLike, chunks: Iterable[bytes], key: str) ->
     """Write the concatenated `chunks` to `path` atomically, behind a header of `key` (what
     they were built from), their byte count and SHA-256. An OSError names `path` (the caller
     decides whether a cache that cannot be written matters)."""
+    with checked_writer(path, key) as write:
+        for chunk in chunks:
+            write(chunk)
+
+
+@contextmanager
+def checked_writer(path: str | os.PathLike, key: str) -> Iterator[Callable[[bytes], None]]:
+    """A function that appends bytes to the payload of `path`, which is published (atomically,
+    behind its header, as write_checked writes it) when the block exits cleanly: several
+    files can be filled side by side from one stream."""
     digest, size = hashlib.sha256(), 0
     with atomic_write(path) as f:
         f.write(_header(key, 0, "0" * 64))  # a placeholder of the same size, filled in below
-        for chunk in chunks:
+
+        def write(chunk: bytes) -> None:
+            nonlocal size
             f.write(chunk)
             digest.update(chunk)
             size += len(chunk)
+
+        yield write
         f.seek(0)
         f.write(_header(key, size, digest.hexdigest()))
 

@@ -37,7 +37,18 @@ class TrainConfig:
 
     # data and tokenizer
     data: str | None = field(
-        default=None, metadata={"help": "text file or folder (default: the embedded Shakespeare plays)"}
+        default=None,
+        metadata={
+            "help": "a text file, or a folder of text (.txt .md .text), jsonl and parquet files, streamed; or a "
+            "folder of nanoGPT token files (train.bin, val.bin) with the --tokenizer that made them "
+            "(default: the embedded Shakespeare plays)"
+        },
+    )
+    text_field: str = field(
+        default="text", metadata={"help": "the field (jsonl) or column (parquet) that holds each document's text"}
+    )
+    data_workers: int = field(
+        default=0, metadata={"help": "threads that tokenize a corpus not yet in the cache (0: one per core)"}
     )
     tokenizer: str = field(
         default="bpe:512",
@@ -136,6 +147,9 @@ RUN_CONTROL = {
     "log",
     "wandb_project",
     "wandb_run_name",
+    "data_workers",
+    # What it reads is known by content: the corpus digest (checked on resume) covers it.
+    "text_field",
 }
 MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
 
@@ -357,7 +371,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters"):
         if getattr(c, name) < 1:
             raise ValueError(f"{flag(name)} must be >= 1, got {getattr(c, name)}")
-    for name in ("warmup_steps", "sample_tokens"):
+    for name in ("warmup_steps", "sample_tokens", "data_workers"):
         if getattr(c, name) < 0:
             raise ValueError(f"{flag(name)} must be >= 0, got {getattr(c, name)}")
     if c.sample_tokens > MAX_SAMPLE_TOKENS:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 from collections.abc import Set
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from charfast.gpt.config import (
     check_checkpoint_settings,
     resolve_settings,
 )
-from charfast.gpt.data import corpus_digest, load_documents, split_documents
+from charfast.gpt.corpus_index import index_corpus
 from charfast.gpt.distributed import init_distributed, is_main_process, resolve_device
 from charfast.gpt.failures import Interrupted
 from charfast.gpt.loop import train
@@ -109,21 +110,20 @@ def load_tokenizer(state: dict, path: str | os.PathLike, data: str | None = None
     config = TrainConfig(**state["config"])
     if data is not None:
         config = dataclasses.replace(config, data=data)
-    texts = []
+    texts = tuple  # a tiktoken encoding is not trained: no texts
     if config.tokenizer.startswith("bpe:"):  # retrained from its corpus, or read from the cache
         try:
-            documents = load_documents(config.data)
+            index = index_corpus(config.data, config.val_fraction, config.seed, config.text_field)
         except (OSError, ValueError) as err:
             raise CheckpointError(
                 f"{path}: its tokenizer {config.tokenizer!r} is rebuilt from the training corpus "
                 f"{config.data or '(the embedded default)'}, which cannot be read: {err}"
             ) from err
-        if state.get("corpus_sha256") not in (None, corpus_digest(documents)):
+        if state.get("corpus_sha256") not in (None, index.sha256):
             raise CheckpointError(
                 f"{path} was trained on another corpus than {config.data or '(the embedded default)'} holds now"
             )
-        train_docs, _ = split_documents(documents, config.val_fraction, seed=config.seed)
-        texts = [text for _, text in train_docs]
+        texts = functools.partial(index.texts, val=False)
     encoding = get_tokenizer(config.tokenizer, texts, cache_dir=config.cache_dir)
     if tokenizer_identity(encoding) != state["tokenizer"]:
         raise CheckpointError(

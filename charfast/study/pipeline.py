@@ -26,7 +26,7 @@ from pathlib import Path
 
 from charfast.atomic import remove_stale_temp_files
 from charfast.gpt.checkpoint import load_checkpoint
-from charfast.gpt.data import corpus_digest, load_documents
+from charfast.gpt.corpus_index import corpus_digest
 from charfast.gpt.run import LoadedRun, load_run
 from charfast.study import stage_finetune, stage_pretrain, stage_probe, stage_splits
 from charfast.study.config import StudyConfig
@@ -59,7 +59,7 @@ class Study:
     def corpus_digest(self) -> str:
         """SHA-256 of the corpus's documents (names and texts), computed once per Study."""
         if self._corpus_digest is None:
-            self._corpus_digest = corpus_digest(load_documents(self.config.data))
+            self._corpus_digest = corpus_digest(self.config.data)
         return self._corpus_digest
 
     def at(self, step: int) -> int | None:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charfast.gpt.checkpoint import load_checkpoint
-from charfast.gpt.data import load_documents, split_documents, tokenize
+from charfast.gpt.corpus_index import index_corpus
 from charfast.gpt.failures import RunFailed
 from charfast.gpt.run import load_tokenizer
+from charfast.gpt.token_shards import tokenize_corpus
 from charfast.study.presets import CURVE_SPLITS, SPLITS
 from charfast.study.records import file_sha256, read_json, read_record, reusable, write_record
 from charfast.study.tasks import Example, draw_examples
@@ -41,10 +42,10 @@ def freeze_splits(study: Study, tokenizer: str) -> Path:
         identity["corpus_sha256"] = state["corpus_sha256"]
     if not _splits_frozen(splits_dir, identity):
         config, encoding = load_tokenizer(state, pretrain_dir / "ckpt.pt", study.config.data)
-        train_docs, _ = split_documents(load_documents(config.data), config.val_fraction, seed=config.seed)
-        tokens = tokenize(encoding, train_docs, "train", cache_dir=config.cache_dir, show_progress=False)
-        token_counts = token_frequencies(tokens, encoding.n_vocab)  # the pretraining's training tokens
-        splits = make_splits(word_counts(train_docs), encoding, token_counts, seed=0)
+        index = index_corpus(config.data, config.val_fraction, config.seed, config.text_field)
+        tokens = tokenize_corpus(encoding, index, config.cache_dir, show_progress=False)["train"]
+        token_counts = sum(token_frequencies(chunk, encoding.n_vocab) for chunk in tokens.chunks())  # pretraining's
+        splits = make_splits(word_counts(index.split_documents(val=False)), encoding, token_counts, seed=0)
         freeze_word_splits(splits, splits_dir, meta=identity)
     splits, _ = load_splits(splits_dir)
     test_path = study.layout.test_set(tokenizer)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +36,10 @@ _LOWER_WORD = re.compile(r"[a-z]+")
 
 
 def word_counts(
-    documents: list[tuple[str, str]], min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS
+    documents: Iterable[tuple[str, str]], min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS
 ) -> Counter[str]:
     """Occurrences of each lower-case a-z word of min_letters..max_letters letters in the
-    texts of [(name, text)] documents.
+    texts of (name, text) documents (streamed once).
 
     Rules: a word whose characters are not all ASCII letters is left out (accents, digits,
     underscores, apostrophes: "naïve", "2nd", "o'er"). A word counts in any case ("The" and

@@ -13,9 +13,21 @@ from charfast import TokenCharTable
 from charfast.cache import HEADER_SIZE, read_checked, write_checked
 from charfast.gpt.bpe import train_bpe
 from charfast.gpt.corpus import shakespeare_documents
-from charfast.gpt.data import tokenize
+from charfast.gpt.corpus_index import index_corpus
+from charfast.gpt.token_shards import tokenize_corpus
 
 TEXTS = [text[:20_000] for _, text in shakespeare_documents()[:2]]
+
+
+def _tokens(encoding, tmp_path) -> dict[str, np.ndarray]:
+    """The train and val tokens of TEXTS (a folder of two documents, one held out), cached
+    under tmp_path."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir(exist_ok=True)
+    for i, text in enumerate(TEXTS):
+        (corpus / f"doc{i}.txt").write_text(text, encoding="utf-8")
+    streams = tokenize_corpus(encoding, index_corpus(str(corpus), 0.5, seed=0), tmp_path, show_progress=False)
+    return {label: np.concatenate(list(stream.chunks())) for label, stream in streams.items()}
 
 
 def _only_file(folder, pattern: str):
@@ -59,12 +71,11 @@ def test_a_rank_file_of_the_old_format_is_retrained_saying_so(tmp_path, capsys):
 @pytest.mark.parametrize("damage", [_cut_at_a_line_end, _flip_a_byte], ids=["cut short", "a byte flipped"])
 def test_a_damaged_token_cache_is_rebuilt_saying_so(tmp_path, capsys, damage):
     encoding = train_bpe(TEXTS, 300, cache_dir=tmp_path)
-    documents = [(f"doc{i}", text) for i, text in enumerate(TEXTS)]
-    tokens = np.array(tokenize(encoding, documents, "train", cache_dir=tmp_path, show_progress=False))
+    tokens = _tokens(encoding, tmp_path)
     damage(_only_file(tmp_path / "tokens", "train-*"))
     capsys.readouterr()
-    again = tokenize(encoding, documents, "train", cache_dir=tmp_path, show_progress=False)
-    assert np.array_equal(np.array(again), tokens)
+    again = _tokens(encoding, tmp_path)
+    assert all(np.array_equal(again[label], tokens[label]) for label in tokens)
     assert capsys.readouterr().err.count("note: cache file") == 1
 
 
@@ -89,13 +100,11 @@ def test_a_valid_file_of_another_key_is_never_used(tmp_path, capsys):
     """A whole, checked cache file copied under another key's name (here: the val split's
     tokens where the train split's belong) is rebuilt, saying so, not used."""
     encoding = train_bpe(TEXTS, 300, cache_dir=tmp_path)
-    train, val = [("doc0", TEXTS[0])], [("doc1", TEXTS[1])]
-    train_tokens = np.array(tokenize(encoding, train, "train", cache_dir=tmp_path, show_progress=False))
-    val_tokens = np.array(tokenize(encoding, val, "val", cache_dir=tmp_path, show_progress=False))
+    tokens = _tokens(encoding, tmp_path)
     _only_file(tmp_path / "tokens", "train-*").write_bytes(_only_file(tmp_path / "tokens", "val-*").read_bytes())
     capsys.readouterr()
-    again = np.array(tokenize(encoding, train, "train", cache_dir=tmp_path, show_progress=False))
-    assert np.array_equal(again, train_tokens) and not np.array_equal(again[: len(val_tokens)], val_tokens)
+    again = _tokens(encoding, tmp_path)
+    assert np.array_equal(again["train"], tokens["train"]) and not np.array_equal(again["train"], tokens["val"])
     assert "holds the content of another key" in capsys.readouterr().err
     # The same for the BPE ranks: another vocabulary's file under this one's name.
     other = train_bpe(TEXTS, 400, cache_dir=tmp_path)

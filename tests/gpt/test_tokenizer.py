@@ -3,14 +3,14 @@
 import pytest
 
 from charfast.gpt.bpe import END_OF_TEXT, train_bpe
-from charfast.gpt.data import load_documents
+from charfast.gpt.sources import corpus_pieces
 from charfast.gpt.tokenizer import get_tokenizer
 
 
 def test_bpe_matches_huggingface_and_round_trips(tiny_corpus, tiny_cache):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    texts = [t for _, t in load_documents(tiny_corpus)]
+    texts = [t for piece in corpus_pieces(tiny_corpus) for _, t in piece.documents()]
     encoding = train_bpe(texts, 300, cache_dir=tiny_cache)
     assert encoding.n_vocab == 301 and encoding.encode_single_token(END_OF_TEXT) == 300
     assert encoding.name.startswith("bpe300-")
@@ -41,7 +41,7 @@ def test_bpe_matches_huggingface_and_round_trips(tiny_corpus, tiny_cache):
 )
 def test_bad_tokenizer_names(name, message):
     with pytest.raises(ValueError, match=message):
-        get_tokenizer(name, ["some text"])
+        get_tokenizer(name, lambda: ["some text"])
 
 
 def test_a_corpus_bpe_trains_on_a_bounded_hash_spread_sample(monkeypatch, tmp_path):
@@ -50,12 +50,12 @@ def test_a_corpus_bpe_trains_on_a_bounded_hash_spread_sample(monkeypatch, tmp_pa
     from charfast.gpt.tokenizer import bpe_sample
 
     texts = [f"document {i} " * 50 for i in range(100)]  # 100 texts of about 600 chars
-    assert bpe_sample(texts, max_chars=10**9) is texts  # a small corpus: all of it, as before
-    sample = bpe_sample(texts, max_chars=3000)
+    assert bpe_sample(lambda: texts, max_chars=10**9) == texts  # a small corpus: all of it, as before
+    sample = bpe_sample(lambda: iter(texts), max_chars=3000)  # a stream, read twice
     assert sum(map(len, sample)) == 3000 and len(sample) == 5
     assert all(t in texts for t in sample[:-1]) and any(t.startswith(sample[-1]) for t in texts)  # the last one cut
     assert [texts.index(t) for t in sample[:-1]] != list(range(4))  # a spread, not the first documents
-    assert bpe_sample(list(reversed(texts)), max_chars=3000) == sample  # by content, whatever the order
+    assert bpe_sample(lambda: reversed(texts), max_chars=3000) == sample  # by content, whatever the order
     monkeypatch.setattr(tokenizer, "BPE_SAMPLE_CHARS", 3000)
-    trained = get_tokenizer("bpe:260", texts, cache_dir=tmp_path)
+    trained = get_tokenizer("bpe:260", lambda: texts, cache_dir=tmp_path)
     assert trained.name == train_bpe(sample, 260, cache_dir=tmp_path).name  # its name's digest: the sample

@@ -231,7 +231,7 @@ def test_a_bad_setting_is_one_line_before_any_data_is_read(
     tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys, overrides, message
 ):
     monkeypatch.setattr(
-        run_data, "load_documents", lambda *a: pytest.fail("data was read before the settings were checked")
+        run_data, "index_corpus", lambda *a, **k: pytest.fail("data was read before the settings were checked")
     )
     monkeypatch.chdir(tmp_path)  # an empty --out-dir must not mean the current folder
     overrides = dict(overrides)
@@ -262,7 +262,7 @@ def test_sizes_beyond_the_memory_are_one_line_and_exit_1(
     tiny_corpus, tiny_cache, tmp_path, monkeypatch, capsys, overrides, message
 ):
     monkeypatch.setattr(
-        run_data, "load_documents", lambda *a: pytest.fail("data was read before the memory was checked")
+        run_data, "index_corpus", lambda *a, **k: pytest.fail("data was read before the memory was checked")
     )
     assert train.main(tiny_flags(tiny_corpus, tmp_path / "run", tiny_cache, **overrides)) == 1
     err = capsys.readouterr().err
@@ -341,7 +341,7 @@ def test_data_that_is_not_utf8_is_refused_naming_the_byte(tiny_cache, tmp_path, 
 
 
 def test_utf8_with_a_byte_order_mark_and_crlf_reads_as_plain_text(tmp_path):
-    from charfast.gpt.data import read_text_file
+    from charfast.gpt.sources import read_text_file
 
     (tmp_path / "a.txt").write_bytes("\ufeffline one\r\nline two\rend".encode())
     assert read_text_file(tmp_path / "a.txt") == "line one\nline two\nend"

@@ -3,8 +3,11 @@ tokenization throughput against the number of workers and tiktoken's own batch e
 
     python benchmarks/data_at_scale.py --work-dir /tmp/scale [--sizes-gb 0.3 1 3]
 
-The corpora are jsonl folders (64 MB files) of the embedded plays cut into ~3 kB documents,
-each copy of a play headed by its copy number so that no two documents are the same. For
+The corpora are jsonl folders (64 MB files; --format text: 1 MB text files, a document each)
+of the embedded plays cut into ~3 kB documents, each copy of a play headed by its copy
+number so that no two documents are the same. Which charfast is measured is the one the
+interpreter imports (PYTHONPATH=an older checkout, --format text --data-workers 0, measures
+the code before streaming). For
 each size, `python -m charfast.train --data FOLDER --tokenizer cl100k_base` runs in a fresh
 process with an empty cache until its first optimizer step, where it reports its peak RSS
 and stops: everything before the step (reading, indexing, tokenizing, batching, the model
@@ -27,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-FILE_BYTES = 64 * 2**20
+FILE_BYTES = 64 * 2**20  # a jsonl file
+TEXT_FILE_BYTES = 2**20  # a text file, one document
 DOC_CHARS = 3000
 
 
@@ -44,8 +48,9 @@ def documents(copy: int, plays: list[str]):
             yield doc
 
 
-def write_corpus(folder: Path, size_bytes: int) -> int:
-    """A jsonl folder of about `size_bytes` of text, in files of FILE_BYTES; returns its documents."""
+def write_corpus(folder: Path, size_bytes: int, form: str = "jsonl") -> int:
+    """A folder of about `size_bytes` of text: jsonl files of FILE_BYTES, or text files of
+    TEXT_FILE_BYTES (one document each); returns its documents."""
     from charfast.gpt.corpus import shakespeare_documents
 
     plays = [text for _, text in shakespeare_documents()]
@@ -54,13 +59,16 @@ def write_corpus(folder: Path, size_bytes: int) -> int:
     out = None
     while written < size_bytes:
         for doc in documents(copy, plays):
-            if out is None or out.tell() >= FILE_BYTES:
+            full = FILE_BYTES if form == "jsonl" else TEXT_FILE_BYTES
+            if out is None or out.tell() >= full:
                 if out is not None:
                     out.close()
-                out = open(folder / f"part-{n_docs:09d}.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - closed when full
-            out.write(json.dumps({"text": doc}) + "\n")
+                name = f"part-{n_docs:09d}.{form if form == 'jsonl' else 'txt'}"
+                out = open(folder / name, "w", encoding="utf-8")  # noqa: SIM115 - closed when full
+                n_docs += form == "text"
+            out.write(json.dumps({"text": doc}) + "\n" if form == "jsonl" else doc)
             written += len(doc.encode())
-            n_docs += 1
+            n_docs += form == "jsonl"
         copy += 1
     out.close()
     return n_docs
@@ -69,18 +77,21 @@ def write_corpus(folder: Path, size_bytes: int) -> int:
 def peak_rss_before_the_first_step(data: Path, cache: Path, workers: int) -> dict:
     """In a fresh process: charfast.train on `data` up to its first step; its peak RSS then."""
     code = f"""
-import json, resource, sys, time
+import json, sys, time
 from charfast.gpt import train
 from charfast.gpt.trainer import Trainer
 start = time.perf_counter()
 def stop(self, *args, **kwargs):
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not ru_maxrss: Linux carries a parent's peak into ru_maxrss across fork and exec.
+    status = open("/proc/self/status").read()
+    peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
     print("RESULT " + json.dumps(dict(peak_rss=peak, seconds=time.perf_counter() - start,
           train_tokens=len(self.data.train_batches.tokens))), flush=True)
     sys.exit(0)
 Trainer.train_step = stop
-train.main(["--data", {str(data)!r}, "--tokenizer", "cl100k_base", "--device", "cpu", "--out-dir",
-            {str(cache / "run")!r}, "--cache-dir", {str(cache)!r}, "--no-progress", "--data-workers", "{workers}"])
+flags = ["--data", {str(data)!r}, "--tokenizer", "cl100k_base", "--device", "cpu", "--no-progress",
+         "--out-dir", {str(cache / "run")!r}, "--cache-dir", {str(cache)!r}]
+train.main(flags + (["--data-workers", "{workers}"] if {workers} else []))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -119,19 +130,26 @@ def main() -> None:
     parser.add_argument("--sizes-gb", type=float, nargs="+", default=[0.3, 1.0, 3.0])
     parser.add_argument("--throughput-gb", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--format", choices=["jsonl", "text"], default="jsonl", help="of the corpora (default: jsonl)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--data-workers", type=int, default=2, help="of the runs (0: leave the flag out, as code before it must)"
+    )
     args = parser.parse_args()
     print(f"cores {len(os.sched_getaffinity(0))}, python {sys.version.split()[0]}")
-    throughput_data = args.work_dir / "throughput"
-    write_corpus(throughput_data, int(args.throughput_gb * 1e9))
-    print("tokenization MB/s:", json.dumps(tokenization_throughput(throughput_data, args.rounds)), flush=True)
-    shutil.rmtree(throughput_data)
+    if not args.skip_throughput:
+        throughput_data = args.work_dir / "throughput"
+        write_corpus(throughput_data, int(args.throughput_gb * 1e9))
+        print("tokenization MB/s:", json.dumps(tokenization_throughput(throughput_data, args.rounds)), flush=True)
+        shutil.rmtree(throughput_data)
     for size in args.sizes_gb:
         data = args.work_dir / f"corpus-{size}gb"
-        n_docs = write_corpus(data, int(size * 1e9))
+        n_docs = write_corpus(data, int(size * 1e9), args.format)
         cache = args.work_dir / f"cache-{size}gb"
-        result = peak_rss_before_the_first_step(data, cache, workers=2)
+        result = peak_rss_before_the_first_step(data, cache, workers=args.data_workers)
+        peak = result["peak_rss"] / 2**30
         print(
-            f"{size} GB ({n_docs:,} documents): peak RSS before the first step {result['peak_rss'] / 2**30:.2f} GiB, "
+            f"{size} GB of {args.format} ({n_docs:,} documents): peak RSS before the first step {peak:.2f} GiB, "
             f"{result['seconds']:.0f} s, {result['train_tokens']:,} train tokens",
             flush=True,
         )

@@ -364,6 +364,23 @@ class CharEmbedding(nn.Module):
             )
         )
 
+    def exact_vocabulary_output(self) -> torch.Tensor:
+        """[V, d_model] float64 on the CPU: vocabulary_output computed in double precision by
+        a copy of this module on the reference backend (the definition), so that folding it
+        into a token table (an export) adds no error of its own."""
+        sizes = None if self.encoder is None else self.encoder.sizes()
+        exact = CharEmbedding(
+            self.table,
+            self.d_model,
+            self.char_dim,
+            self.proj.in_features,
+            backend="reference" if self.encoder is None else "auto",
+            encoder=self.encoder_name,
+            encoder_sizes=sizes,
+        ).to(torch.float64)
+        exact.load_state_dict({k: v.detach().cpu() for k, v in self.state_dict().items()})
+        return exact.vocabulary_output()
+
     def vocabulary_output(self) -> torch.Tensor:
         """[V, d_model]: the output for every id of the table, without gradients; computed
         once and reused until a parameter or the table changes (the inference cache's table)."""

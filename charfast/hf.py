@@ -5,6 +5,7 @@
     model = add_char_embedding(model, table)      # any model with get/set_input_embeddings
     model.save_pretrained(path)                   # weights, the table and its settings
     model = from_pretrained(path)                 # in a fresh process: nothing rebuilt by hand
+    save_folded(model, served)                    # a plain model of the family's own class: no charfast
 
 add_char_embedding replaces the model's input embedding by a CharAwareEmbedding: an
 nn.Embedding whose weight *is* the old one (so weight tying, resize and every state-dict
@@ -229,7 +230,7 @@ def from_pretrained(path, model_class=None, **kwargs):
             **encoder,
         )
 
-    char_aware = type(f"CharAware{base.__name__}", (base,), {"__init__": __init__})
+    char_aware = type(f"CharAware{base.__name__}", (base,), {"__init__": __init__, "_charfast_base": base})
     wants_info = kwargs.pop("output_loading_info", False)
     model, info = char_aware.from_pretrained(path, config=config, output_loading_info=True, **kwargs)
     embedding = model.get_input_embeddings()
@@ -242,3 +243,33 @@ def from_pretrained(path, model_class=None, **kwargs):
         )
     embedding._sync_table_and_buffers()  # transformers set the buffers one by one: the loaded table is in use now
     return (model, info) if wants_info else model
+
+
+def folded_model(model):
+    """`model` (made char-aware by add_char_embedding) as its family's own transformers class,
+    which runs and saves without charfast: the input table is the token embedding plus the
+    char embedding of every id (a function of the id alone at inference), computed once in
+    float64 and cast. A tied output layer is untied and keeps the trained token embedding
+    (tie_word_embeddings false), so the logits are the model's. `model` is left as it is."""
+    embedding = model.get_input_embeddings()
+    if not isinstance(embedding, CharAwareEmbedding):
+        raise ValueError("folded_model: the model's input embedding is not char-aware (see add_char_embedding)")
+    names = {module: name for name, module in model.named_modules()}
+    inputs, outputs = names[embedding], names.get(model.get_output_embeddings())
+    base = getattr(type(model), "_charfast_base", type(model))
+    values = {k: v for k, v in model.config.to_dict().items() if k not in (CONFIG_KEY, "model_type")}
+    config = _base_config_class(type(model.config)).from_dict({**values, "tie_word_embeddings": False})
+    folded_weight = embedding.weight.detach().cpu().double() + embedding.char_embedding.exact_vocabulary_output()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(f"{inputs}.")}
+    state[f"{inputs}.weight"] = folded_weight.to(embedding.weight.dtype)
+    if outputs is not None:
+        state[f"{outputs}.weight"] = model.get_output_embeddings().weight.detach()  # tied or not: what was trained
+    folded = base(config)
+    folded.load_state_dict(state)
+    return folded.to(device=embedding.weight.device, dtype=embedding.weight.dtype).train(model.training)
+
+
+def save_folded(model, path, **kwargs) -> None:
+    """folded_model(model).save_pretrained(path, **kwargs): a folder that plain transformers
+    (AutoModelForCausalLM.from_pretrained) and the servers built on it load."""
+    folded_model(model).save_pretrained(path, **kwargs)

@@ -18,6 +18,7 @@ parameters and compute as "char", no true spelling).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -304,15 +305,17 @@ class GPT(nn.Module):
         return self.drop(x)
 
     @torch.no_grad()
-    def token_table(self) -> torch.Tensor:
+    def token_table(self, exact: bool = False) -> torch.Tensor:
         """[V, C]: every id's input embedding without its position, i.e. wte plus the char
         (or matched) embedding, folded into one table for inference, where the weights do
-        not change: a lookup in it costs what the baseline's wte lookup costs."""
-        table = self.wte.weight
+        not change: a lookup in it costs what the baseline's wte lookup costs. exact: in
+        float64 on the CPU, the char embedding on its reference backend (for an export)."""
+        table = self.wte.weight.detach().cpu().double() if exact else self.wte.weight
         if self.char_emb is not None:
-            table = table + self.char_emb.vocabulary_output()
+            table = table + (self.char_emb.exact_vocabulary_output() if exact else self.char_emb.vocabulary_output())
         if self.matched_emb is not None:
-            table = table + self.matched_emb(torch.arange(self.config.vocab_size, device=table.device))
+            matched = copy.deepcopy(self.matched_emb).cpu().double() if exact else self.matched_emb
+            table = table + matched(torch.arange(self.config.vocab_size, device=table.device))
         return table
 
     def forward(

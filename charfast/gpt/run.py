@@ -94,11 +94,17 @@ def load_run(
     path = Path(ckpt) if ckpt is not None else Path(folder) / CHECKPOINT_NAME
     state = load_checkpoint(path) if state is None else state
     config, encoding = load_tokenizer(state, path, data)
+    embedded = state["model"].get("wte.weight")
+    if embedded is not None and embedded.shape[0] != encoding.n_vocab:
+        raise CheckpointError(
+            f"{path}: its tokenizer {encoding.name} (and the char table built from it) has {encoding.n_vocab} ids, "
+            f"but its weights embed {embedded.shape[0]}"
+        )
     model = build_model(dataclasses.replace(config, char_backend="auto", attention="auto"), encoding)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{path}: its weights do not fit its own settings: {err}") from err
+        raise CheckpointError(f"{path}: its weights do not fit its own settings: {' '.join(str(err).split())}") from err
     device = resolve_device(device) if isinstance(device, str) else device
     return LoadedRun(config, encoding, model.to(device).eval(), state["step"], device)
 

@@ -206,3 +206,70 @@ def test_a_model_with_a_cheaper_encoder_saves_and_loads(tmp_path, encoder):
     loaded = from_pretrained(tmp_path / "model")
     assert loaded.get_input_embeddings().char_embedding.encoder_name == encoder
     torch.testing.assert_close(_logits(loaded), before, rtol=0, atol=0)
+
+
+def _tiny_llama(table: TokenCharTable, tied: bool):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=table.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        tie_word_embeddings=tied,
+    )
+    return add_char_embedding(transformers.LlamaForCausalLM(config), table, char_dim=8, hidden=12)
+
+
+def test_a_folded_save_loads_in_plain_transformers_with_the_same_logits(tmp_path):
+    """GPT-2 (tied) and Llama tied and untied, saved folded, loaded where charfast cannot be imported."""
+    from charfast.hf import folded_model, save_folded
+
+    table = _random_table()
+    models = {
+        "gpt2": _tiny_gpt2(table),
+        "llama-tied": _tiny_llama(table, tied=True),
+        "llama-untied": _tiny_llama(table, tied=False),
+        "gpt2-ngram": add_char_embedding(
+            transformers.GPT2LMHeadModel(
+                transformers.GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=1, n_head=2)
+            ),
+            table,
+            encoder="ngram",
+            encoder_sizes={"buckets": 64},
+            char_dim=8,
+            hidden=64,
+        ),
+    }
+    expected = {}
+    for name, model in models.items():
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        save_folded(model, tmp_path / name)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is left as it was
+        assert isinstance(model.get_input_embeddings(), CharAwareEmbedding)
+        expected[name] = _logits(model)
+        assert type(folded_model(model)).__name__ == type(model).__name__
+    torch.save(expected, tmp_path / "expected.pt")
+    check = f"""
+import sys
+sys.modules["charfast"] = None  # a server without charfast
+import torch
+from transformers import AutoModelForCausalLM
+expected = torch.load({str(tmp_path / "expected.pt")!r})
+for name, logits in expected.items():
+    model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r} + "/" + name, use_safetensors=True).eval()
+    with torch.no_grad():
+        got = model(torch.tensor({IDS.tolist()})).logits
+    diff = (got - logits).abs().max().item()
+    assert diff <= 1e-5, (name, diff)
+    assert model.config.tie_word_embeddings is False and "charfast" not in model.config.to_dict()
+    print("ok", name, type(model).__name__)
+"""
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("ok ") == 4 and "ok llama-untied LlamaForCausalLM" in done.stdout
+    with pytest.raises(ValueError, match="not char-aware"):
+        plain = transformers.GPT2Config(vocab_size=50, n_embd=8, n_layer=1, n_head=1)
+        folded_model(transformers.GPT2LMHeadModel(plain))

@@ -127,7 +127,7 @@ def tokenization_throughput(data: Path, rounds: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, required=True)
-    parser.add_argument("--sizes-gb", type=float, nargs="+", default=[0.3, 1.0, 3.0])
+    parser.add_argument("--sizes-gb", type=float, nargs="*", default=[0.3, 1.0, 3.0])
     parser.add_argument("--throughput-gb", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--format", choices=["jsonl", "text"], default="jsonl", help="of the corpora (default: jsonl)")

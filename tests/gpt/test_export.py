@@ -27,6 +27,7 @@ RUNS = {
     "char": {},
     "char-untied": dict(tie_weights=False),
     "char-ngram": dict(arch="char-ngram"),
+    "char-shuffled": dict(arch="char-shuffled"),
     "baseline-matched": dict(arch="baseline-matched"),
     "baseline": dict(arch="baseline"),
     "char-cl100k": dict(tokenizer="cl100k_base", max_steps=1),

@@ -10,6 +10,7 @@ run, so their checkpoints resume and their study folders are reused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,9 +33,14 @@ class CorpusIndex:
     def n_documents(self) -> int:
         return sum(self.counts)
 
+    @functools.cached_property
+    def starts(self) -> np.ndarray:
+        """[n_pieces] int64: the index of each piece's first document."""
+        return np.cumsum([0, *self.counts[:-1]], dtype=np.int64)
+
     def held_out_in(self, piece: int) -> np.ndarray:
         """[k] int64: the indices within piece number `piece` of its validation documents."""
-        start = sum(self.counts[:piece])
+        start = int(self.starts[piece])
         lo, hi = np.searchsorted(self.held_out, [start, start + self.counts[piece]])
         return self.held_out[lo:hi] - start
 

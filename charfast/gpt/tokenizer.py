@@ -108,18 +108,20 @@ def bpe_sample(texts: Callable[[], Iterable[str]], max_chars: int | None = None)
     budget is spent, the last one cut to fit. The encoding's name carries a digest of exactly
     these texts (train_bpe), so the identity checkpoints record says what it was trained on."""
     budget = BPE_SAMPLE_CHARS if max_chars is None else max_chars
-    kept, hashes, lengths = [], bytearray(), []  # hashes: the first 8 bytes of each text's SHA-256
+    kept, hashes, lengths, total = [], bytearray(), [], 0  # hashes: the first 8 bytes of each text's SHA-256
     for text in texts():
         hashes += hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8]
         lengths.append(len(text))
+        total += len(text)
         if kept is not None:
             kept.append(text)
-            if sum(lengths) > budget:
+            if total > budget:
                 kept = None  # past the budget: a sample of it, read again below
     if kept is not None:
         return kept
     order = np.argsort(np.frombuffer(bytes(hashes), dtype=">u8"), kind="stable")  # [n_texts] by hash
-    taken = np.cumsum(np.asarray(lengths, dtype=np.int64)[order]) - np.asarray(lengths, dtype=np.int64)[order]
+    ordered = np.asarray(lengths, dtype=np.int64)[order]  # [n_texts] their lengths, in that order
+    taken = np.cumsum(ordered) - ordered  # [n_texts] characters of the sample before each
     chosen = order[taken < budget]  # [k] the texts that start within the budget, in hash order
     wanted, found = set(chosen.tolist()), {}
     for i, text in enumerate(texts()):

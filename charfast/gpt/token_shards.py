@@ -79,27 +79,27 @@ def tokenize_corpus(
     dtype = token_dtype(encoding.n_vocab)
     folder = Path(cache_dir or default_cache_dir()) / "tokens"
     shards = {label: [] for label in LABELS}
-    missing = []  # [(piece number, {label: path}, key)]
+    missing = []  # [(piece number, {label: (path, key)})]
     for number in range(len(index.pieces)):
         key = _shard_key(encoding, eot, index.digests[number], index.held_out_in(number))
         name = hashlib.sha256(key.encode()).hexdigest()[:16]
-        paths = {label: folder / f"{label}-{encoding.name}-{name}.{dtype.name}" for label in LABELS}
-        found = {label: _read_shard(paths[label], f"{key}|{label}", dtype) for label in LABELS}
+        files = {label: (folder / f"{label}-{encoding.name}-{name}.{dtype.name}", f"{key}|{label}") for label in LABELS}
+        found = {label: _read_shard(*files[label], dtype) for label in LABELS}
         if any(tokens is None for tokens in found.values()):
-            missing.append((number, paths, key))
+            missing.append((number, files))
         for label in LABELS:
             shards[label].append(found[label])
     if missing:
         bar = tqdm(
-            total=sum(index.counts[number] for number, _, _ in missing),
+            total=sum(index.counts[number] for number, _ in missing),
             desc="tokenizing",
             unit="doc",
             disable=not show_progress,
         )
         encode = _Encoder(encoding, eot, dtype, workers)
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for number, paths, key in missing:
-                made = _tokenize_piece(index, number, paths, key, encode, pool, bar)
+            for number, files in missing:
+                made = _tokenize_piece(index, number, files, encode, pool, bar)
                 for label in LABELS:
                     shards[label][number] = made[label]
         bar.close()
@@ -113,13 +113,16 @@ def _shard_key(encoding: tiktoken.Encoding, eot: int | None, piece_digest: str, 
 
 def _read_shard(path: Path, key: str, dtype: np.dtype) -> np.ndarray | None:
     """The tokens of a checked shard file, read-only; None when it is missing or fails its
-    check. An empty payload is an empty array (a memmap cannot map zero bytes)."""
-    offset = checked_payload_offset(path, key=key)
-    if offset is None:
-        return None
+    check."""
+    return None if checked_payload_offset(path, key=key) is None else _payload(path, dtype)
+
+
+def _payload(path: Path, dtype: np.dtype) -> np.ndarray:
+    """The tokens behind the header of a shard file, by memmap; an empty payload is an empty
+    array (a memmap cannot map zero bytes)."""
     if path.stat().st_size == HEADER_SIZE:
         return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset)
+    return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_SIZE)
 
 
 class _Encoder:
@@ -133,16 +136,16 @@ class _Encoder:
         return [np.asarray(self.encoding.encode_ordinary(text) + self.suffix, dtype=self.dtype) for text in texts]
 
 
-def _tokenize_piece(index, number, paths, key, encode, pool, bar) -> dict[str, np.ndarray]:
-    """Tokenize piece `number` into its two shard files (or, when they cannot be written,
-    into memory) and return its tokens per label."""
+def _tokenize_piece(index, number, files, encode, pool, bar) -> dict[str, np.ndarray]:
+    """Tokenize piece `number` into its two shard files ({label: (path, key)}; or, when they
+    cannot be written, into memory) and return its tokens per label."""
     try:
-        with ExitStack() as files:
-            writers = {label: files.enter_context(checked_writer(paths[label], f"{key}|{label}")) for label in LABELS}
+        with ExitStack() as opened:
+            writers = {label: opened.enter_context(checked_writer(*files[label])) for label in LABELS}
             for label, tokens in _piece_tokens(index, number, encode, pool, bar):
                 writers[label](tokens.tobytes())
     except OSError as err:
-        folder = paths["train"].parent
+        folder = files["train"][0].parent
         if err.filename is None or not (folder == Path(err.filename) or folder in Path(err.filename).parents):
             raise  # not the cache's fault: e.g. a corpus file gone while it was read
         print(f"note: cannot write the token cache {err.filename} ({err.strerror}); keeping the tokens in memory")
@@ -150,7 +153,7 @@ def _tokenize_piece(index, number, paths, key, encode, pool, bar) -> dict[str, n
         for label, tokens in _piece_tokens(index, number, encode, pool, bar):
             kept[label].append(tokens)
         return {label: np.concatenate(kept[label]) for label in LABELS}
-    return {label: _read_shard(paths[label], f"{key}|{label}", encode.dtype) for label in LABELS}
+    return {label: _payload(files[label][0], encode.dtype) for label in LABELS}  # written just now: not re-read
 
 
 def _piece_tokens(index: CorpusIndex, number: int, encode: _Encoder, pool, bar) -> Iterator[tuple[str, np.ndarray]]:

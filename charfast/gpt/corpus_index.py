@@ -63,6 +63,17 @@ def index_corpus(
     """Read the corpus `data` names (None: the embedded plays) once and index it."""
     check_val_fraction(val_fraction)
     pieces = corpus_pieces(data, text_field)
+    counts, digests, whole = _read(pieces, show_progress)
+    return CorpusIndex(pieces, counts, digests, whole, held_out_indices(sum(counts), val_fraction, seed))
+
+
+def corpus_digest(data: str | None, text_field: str = "text") -> str:
+    """The corpus digest of `data` (CorpusIndex.sha256), read without indexing it."""
+    return _read(corpus_pieces(data, text_field))[2]
+
+
+def _read(pieces: list[Piece], show_progress: bool = False) -> tuple[list[int], list[str], str]:
+    """(documents per piece, each piece's digest, the whole corpus's digest) of one pass."""
     counts, digests, whole = [], [], hashlib.sha256()
     bar = tqdm(desc="reading the corpus", unit="doc", disable=not show_progress)
     for piece in pieces:
@@ -76,16 +87,7 @@ def index_corpus(
         counts.append(count)
         digests.append(digest.hexdigest())
     bar.close()
-    return CorpusIndex(pieces, counts, digests, whole.hexdigest(), held_out_indices(sum(counts), val_fraction, seed))
-
-
-def corpus_digest(data: str | None, text_field: str = "text") -> str:
-    """The corpus digest of `data` (CorpusIndex.sha256), read without indexing it."""
-    digest = hashlib.sha256()
-    for piece in corpus_pieces(data, text_field):
-        for name, text in piece.documents():
-            digest.update(_document_record(name, text))
-    return digest.hexdigest()
+    return counts, digests, whole.hexdigest()
 
 
 def _document_record(name: str, text: str) -> bytes:

@@ -65,7 +65,7 @@ class TextFiles(Piece):
 
     def documents(self) -> Iterator[Document]:
         for path in self.paths:
-            yield document_name(path.relative_to(self.root)), "".join(text_lines(path))
+            yield document_name(path.relative_to(self.root)), read_text_file(path)
 
 
 @dataclass(frozen=True)

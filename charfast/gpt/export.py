@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from charfast.atomic import this_host
+from charfast.gpt.bpe import end_of_text_id
 from charfast.gpt.checkpoint import load_checkpoint
 from charfast.gpt.config import computed_settings
 from charfast.gpt.failures import run_cli
@@ -65,7 +66,7 @@ def export_run(ckpt: Path, out_dir: Path) -> Path:
         "step": run.step,
     }
     _check_target(out_dir, record)
-    from charfast.gpt.hf_tokenizer import hf_tokenizer, save_hf_tokenizer
+    from charfast.gpt.hf_tokenizer import hf_tokenizer  # imports transformers
 
     tokenizer = hf_tokenizer(run.encoding)
     temp = out_dir.with_name(f".{out_dir.name}.tmp-export-{this_host()}-{os.getpid()}")
@@ -73,7 +74,7 @@ def export_run(ckpt: Path, out_dir: Path) -> Path:
     try:
         temp.mkdir(parents=True)
         _write_model(run, temp)
-        save_hf_tokenizer(tokenizer, temp)
+        tokenizer.save_pretrained(str(temp))  # tokenizer.json and its config
         (temp / "README.md").write_text(_model_card(run, ckpt), encoding="utf-8")
         _write_json(temp / RECORD_NAME, record)
         _publish(temp, out_dir)
@@ -147,8 +148,6 @@ def _bias(bias: torch.Tensor | None, size: int) -> torch.Tensor:
 
 def _write_model(run: LoadedRun, folder: Path) -> None:
     from safetensors.torch import save_file
-
-    from charfast.gpt.bpe import end_of_text_id
 
     tensors, tied = gpt2_state_dict(run.model)
     eot = end_of_text_id(run.encoding)

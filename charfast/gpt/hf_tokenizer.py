@@ -7,7 +7,6 @@ Imports transformers: only the export uses it.
 
 from __future__ import annotations
 
-import os
 import re
 
 import tiktoken
@@ -76,8 +75,3 @@ def check_same_ids(encoding: tiktoken.Encoding, fast, text: str) -> None:
             f"transformers' conversion of tokenizer {encoding.name} encodes differently from tiktoken at token {at} "
             f"(near {context!r}): {ours[at : at + 3]} there, {theirs[at : at + 3]} here"
         )
-
-
-def save_hf_tokenizer(fast, folder: str | os.PathLike) -> None:
-    """tokenizer.json, tokenizer_config.json (and what else transformers writes) into `folder`."""
-    fast.save_pretrained(str(folder))

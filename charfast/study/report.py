@@ -51,6 +51,12 @@ def _archs(rows: list[dict], field: str) -> list[str]:
     return arch_order({arch for row in rows for arch in row[field]})
 
 
+def _of(values: dict, arch: str, render) -> str:
+    """One arch's cell: its value rendered, or "not run" where a row lacks it (a stage that
+    failed or has not finished: the report covers the stages that did)."""
+    return render(values[arch]) if arch in values else "not run"
+
+
 def _compared(rows: list[dict]) -> list[str]:
     """The differences a table shows: every control (an empty cell where it did not run, so
     the gap shows), then each alternative that ran."""
@@ -78,9 +84,9 @@ def probe_table(rows: list[dict]) -> str:
                 *([str(r["pretrain_step"])] if steps else []),
                 "/".join(map(str, r["n_test_tokens"])),
                 f"{r['majority']:.1%}",
-                *(f"{r['score'][a][0]:.1%} [{r['score'][a][1]:.1%}, {r['score'][a][2]:.1%}]" for a in present),
+                *(_of(r["score"], a, lambda s: f"{s[0]:.1%} [{s[1]:.1%}, {s[2]:.1%}]") for a in present),
                 *(_interval(r["difference"].get(c)) for c in compared),
-                "; ".join(" / ".join(f"{v:.1%}" for v in r["per_seed"][a]) for a in present),
+                "; ".join(_of(r["per_seed"], a, lambda seeds: " / ".join(f"{v:.1%}" for v in seeds)) for a in present),
             ]
         )
     return _markdown(header, cells)
@@ -100,9 +106,9 @@ def task_table(rows: list[dict]) -> str:
                 r["split"],
                 f"{r['n']} x {r['seeds']}",
                 f"{r['chance']:.0%}",
-                *(f"{r['exact_match'][a]:.1%}" for a in present),
+                *(_of(r["exact_match"], a, "{:.1%}".format) for a in present),
                 *(_interval(r["difference"].get(c)) for c in compared),
-                " / ".join(f"{r['answer_loss'][a]:.3f}" for a in present),
+                " / ".join(_of(r["answer_loss"], a, "{:.3f}".format) for a in present),
             ]
         )
     return _markdown(header, cells)
@@ -122,8 +128,9 @@ def learned_summary(rows: list[dict]) -> str:
         for arch in _archs(train, "exact_match"):
             learned = []
             for task in tasks:
-                best = max((r for r in train if r["task"] == task), key=lambda r: r["exact_match"][arch])
-                if best["exact_match"][arch] >= LEARNED:
+                ran = [r for r in train if r["task"] == task and arch in r["exact_match"]]
+                best = max(ran, key=lambda r: r["exact_match"][arch], default=None)
+                if best and best["exact_match"][arch] >= LEARNED:
                     learned.append(f"{task} ({best['exact_match'][arch]:.0%}, {best['finetuning']})")
             lines.append(f"- {tokenizer}, {arch}: {len(learned)} of {len(tasks)}: {', '.join(learned) or 'none'}")
     return "\n".join(lines) + "\n"
@@ -171,7 +178,7 @@ def length_table(rows: list[dict], tokens_per_step: dict[str, int]) -> str:
             r["split"],
             f"{r['pretrain_step']} ({r['pretrain_step'] * tokens_per_step.get(r['tokenizer'], 0) / 1e6:.2f}M)",
             f"{r['chance']:.0%}",
-            *(f"{r['exact_match'][a]:.1%}" for a in present),
+            *(_of(r["exact_match"], a, "{:.1%}".format) for a in present),
             _interval(r["difference"].get(archs.capacity_control())),
         ]
         for r in sorted(

@@ -266,6 +266,22 @@ def test_any_narrowing_of_archs_reports_its_rows(archs):
     assert all(arch in table for arch in archs) and "| bpe:300 | spell |" in table
 
 
+def test_a_stage_that_did_not_finish_leaves_its_cells_not_run():
+    """The report covers the stages that finished: char's solo count fine-tuning finished,
+    baseline-matched's did not (failed, or the study is still running)."""
+    results = [_result(arch, seed, [1.0, 0.0]) for arch in ("char", "baseline-matched") for seed in (0, 1)]
+    results.append({**_result("char", 0, [1.0, 1.0]), "finetuning": "count"})
+    rows = analysis.task_rows(results)
+    assert [set(r["exact_match"]) for r in rows] == [{"char", "baseline-matched"}, {"char"}]
+    table = report_module.task_table(rows)
+    assert "| spell | then alone | heldout | 2 x 1 | 0% | 100.0% | not run |" in table
+    on_train_words = [{**r, "split": "train"} for r in rows]
+    assert report_module.learned_summary(on_train_words).splitlines()[2:] == [
+        "- bpe:300, char: 1 of 1: spell (100%, then alone)",
+        "- bpe:300, baseline-matched: 0 of 1: none",
+    ]
+
+
 def test_a_probe_or_fine_tuning_reads_its_checkpoint_once(study, monkeypatch):
     """Its identity, its tokenizer and its model come from one read (no Trainer: no optimizer
     state, no tokenized corpus)."""

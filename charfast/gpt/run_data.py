@@ -39,9 +39,7 @@ def prepare_data(config: TrainConfig, ddp: Distributed) -> RunData:
         encoding = get_tokenizer(config.tokenizer, train_texts=tuple)
         tokens, corpus_sha256 = open_token_files(folder, encoding.n_vocab)
     else:
-        index = index_corpus(config.data, config.val_fraction, config.seed, config.text_field, show_progress=show)
-        train_texts = functools.partial(index.texts, val=False)
-        encoding = get_tokenizer(config.tokenizer, train_texts, cache_dir=config.cache_dir)
+        index, encoding = corpus_and_tokenizer(config, show_progress=show)
         workers = config.data_workers or available_cores()
         tokens = tokenize_corpus(encoding, index, config.cache_dir, workers=workers, show_progress=show)
         corpus_sha256 = index.sha256
@@ -53,6 +51,14 @@ def prepare_data(config: TrainConfig, ddp: Distributed) -> RunData:
         train_batches=TokenBatches(tokens["train"], config.block_size, config.batch_size, seed=config.seed, **shard),
         val_batches=TokenBatches(tokens["val"], config.block_size, config.batch_size, seed=config.seed + 1, **shard),
     )
+
+
+def corpus_and_tokenizer(config: TrainConfig, show_progress: bool = False):
+    """(the index of `config`'s text corpus, its documents split into train and validation by
+    config.seed; its tokenizer: a bpe:N one trained on the train documents, or read from the cache)."""
+    index = index_corpus(config.data, config.val_fraction, config.seed, config.text_field, show_progress=show_progress)
+    train_texts = functools.partial(index.texts, val=False)
+    return index, get_tokenizer(config.tokenizer, train_texts, cache_dir=config.cache_dir)
 
 
 def available_cores() -> int:

@@ -1,6 +1,6 @@
 """The splits stage: a tokenizer's word splits (train / heldout / heldout_rare / nonce, from
-the words of its first pretraining's training documents and tokens) and its test set (the
-frozen task questions), and their readers for the fine-tunings.
+the words and tokens of the training documents of seed 0's document split) and its test set
+(the frozen task questions), and their readers for the fine-tunings.
 
 Both are records: rebuilt when the tokenizer, the corpus or the split and test settings
 changed, or a file of theirs is damaged; the fine-tunings only read them (one writer).
@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charfast.gpt.checkpoint import load_checkpoint
-from charfast.gpt.corpus_index import index_corpus
 from charfast.gpt.failures import RunFailed
 from charfast.gpt.run import load_tokenizer
+from charfast.gpt.run_data import corpus_and_tokenizer
 from charfast.gpt.token_shards import tokenize_corpus
+from charfast.gpt.tokenizer import tokenizer_identity
 from charfast.study.presets import CURVE_SPLITS, SPLITS
 from charfast.study.records import file_sha256, read_json, read_record, reusable, write_record
 from charfast.study.tasks import Example, draw_examples
@@ -28,21 +29,28 @@ from charfast.study.words import freeze_splits as freeze_word_splits
 if TYPE_CHECKING:
     from charfast.study.pipeline import Study
 
+SPLITS_SEED = 0  # the document split whose training documents the word splits are made from
+
 
 def freeze_splits(study: Study, tokenizer: str) -> Path:
-    """The splits stage: a tokenizer's word splits and test set, frozen under its folder
-    (the rare-token split needs the pretraining tokens of the tokenizer's first run), or
+    """The splits stage: a tokenizer's word splits and test set, frozen under its folder, or
     rebuilt when what they were built from changed (the tokenizer, the corpus, the split
-    and test settings) or a file of theirs is damaged. Returns the test set's path."""
+    and test settings) or a file of theirs is damaged. Returns the test set's path. The
+    tokenizer and corpus are the tokenizer's first run's; the words and token counts those
+    of seed 0's training documents whichever seeds run, so that a study run in pieces (a
+    seed per host or session) asks one test set."""
     pretrain_dir = study.layout.pretrain_dir(tokenizer, study.config.archs[0], study.config.seeds[0])
     splits_dir = study.layout.splits_dir(tokenizer)
     state = load_checkpoint(pretrain_dir / "ckpt.pt")
     identity = {"tokenizer": tokenizer, "tokenizer_identity": state["tokenizer"]}
     if "corpus_sha256" in state:  # splits frozen before checkpoints knew their corpus lack it
         identity["corpus_sha256"] = state["corpus_sha256"]
+    made = None
+    if study.config.seeds[0] != SPLITS_SEED:  # seed 0's tokenizer is not this run's
+        made = _splits_corpus_and_tokenizer(study, state, pretrain_dir / "ckpt.pt")
+        identity["tokenizer_identity"] = tokenizer_identity(made[2])
     if not _splits_frozen(splits_dir, identity):
-        config, encoding = load_tokenizer(state, pretrain_dir / "ckpt.pt", study.config.data)
-        index = index_corpus(config.data, config.val_fraction, config.seed, config.text_field)
+        config, index, encoding = made or _splits_corpus_and_tokenizer(study, state, pretrain_dir / "ckpt.pt")
         tokens = tokenize_corpus(encoding, index, config.cache_dir, show_progress=False)["train"]
         token_counts = sum(token_frequencies(chunk, encoding.n_vocab) for chunk in tokens.chunks())  # pretraining's
         splits = make_splits(word_counts(index.split_documents(val=False)), encoding, token_counts, seed=0)
@@ -54,6 +62,16 @@ def freeze_splits(study: Study, tokenizer: str) -> Path:
         questions = [dict(split=s, **dataclasses.asdict(e)) for s, e in _draw_test_set(study, splits)]
         write_record(test_path, {"questions": questions}, built_from)
     return test_path
+
+
+def _splits_corpus_and_tokenizer(study: Study, state: dict, ckpt: Path):
+    """(the run's settings with seed SPLITS_SEED; the corpus index, its documents split by
+    that seed; that split's tokenizer: for a bpe:N one, trained on its train documents or
+    read from the cache), the corpus checked to be the one the run at `ckpt` (its
+    checkpoint `state`) was trained on."""
+    config, _ = load_tokenizer(state, ckpt, study.config.data)
+    config = dataclasses.replace(config, seed=SPLITS_SEED)
+    return (config, *corpus_and_tokenizer(config))
 
 
 def _splits_frozen(splits_dir: Path, identity: dict) -> bool:

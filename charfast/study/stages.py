@@ -45,7 +45,7 @@ def study_stages(config, preset) -> list[Stage]:
                 pretrains[tokenizer, arch, seed] = Stage("pretrain", (tokenizer, arch, seed))
     stages += pretrains.values()
     splits = {}
-    for tokenizer in config.tokenizers:  # from the tokenizer's first run (its pretraining tokens)
+    for tokenizer in config.tokenizers:  # from the tokenizer's first run (its tokenizer and corpus)
         first = pretrains[tokenizer, config.archs[0], config.seeds[0]]
         splits[tokenizer] = Stage("splits", (tokenizer,), (first,))
     stages += splits.values()

@@ -12,6 +12,7 @@ from charfast.gpt.failures import run_cli
 from charfast.gpt.tracking import TrackedRun, Trackers, parse_trackers
 from charfast.study.config import StudyConfig
 from charfast.study.engines import run_local
+from charfast.study.gather import finished_records, gather
 from charfast.study.pipeline import Study, run_stage
 from charfast.study.presets import PRESETS
 from charfast.study.report import TASK_SECTION, write_report
@@ -98,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
         "wandb, or both (repeat the flag or separate by commas); the report's task table is logged once",
     )
     parser.add_argument("--wandb-project", default=defaults.wandb_project, help="the W&B project (with --log wandb)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run no stage: write the report from the records --out-dir holds (a study whose weights are gone)",
+    )
+    parser.add_argument(
+        "--gather",
+        nargs="+",
+        default=(),
+        metavar="DIR",
+        help="implies --report-only: first copy into --out-dir the records of the finished stages in these "
+        "study folders (other hosts' or sessions' --out-dir; checked, no weights)",
+    )
     return parser
 
 
@@ -168,9 +182,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         check_engine_flags(args)
         study = Study(config)  # validates every setting first
-        outcome = run_study(study, args)
-        probes = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "probe"]
-        results = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "finetune"]
+        if args.report_only or args.gather:
+            if args.gather:
+                copied, unfinished = gather(study, [Path(folder) for folder in args.gather])
+                print(f"charfast.study: gathered {copied} file(s) into {config.out_dir}")
+                if unfinished:
+                    print(f"charfast.study: {unfinished} unfinished run(s) left (each runs again, whole, in a piece)")
+            probes, results = finished_records(study)
+            failed = []
+        else:
+            outcome = run_study(study, args)
+            probes = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "probe"]
+            results = [Path(p) for stage, p in outcome.paths.items() if stage.kind == "finetune"]
+            failed = outcome.failed
         if probes or results:
             report, written = write_report(probes, results, Path(config.out_dir))
             print(f"wrote {report}" if written else f"unchanged: {report} (made from the same records)")
@@ -178,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 log_report(report, config)
         else:
             print("charfast.study: no stage the report reads finished; no report written")
-        if outcome.failed:
-            print(f"charfast.study: {len(outcome.failed)} stage(s) failed; the report covers the stages that finished")
+        if failed:
+            print(f"charfast.study: {len(failed)} stage(s) failed; the report covers the stages that finished")
             return 1
         return 0
 

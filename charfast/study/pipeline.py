@@ -86,6 +86,13 @@ class Study:
         stage's device, its corpus read from this study's --data."""
         return load_run(ckpt.parent, ckpt=ckpt, device=self.config.device, data=self.config.data, state=state)
 
+    def record_of(self, stage: Stage) -> Path:
+        """Where a probe or fine-tuning stage writes its record (what the report reads)."""
+        tokenizer, arch, seed, step = stage.key[:4]
+        if stage.kind == "probe":
+            return self.layout.probe(tokenizer, arch, seed, self.at(step))
+        return self.layout.results(tokenizer, arch, seed, stage.key[4], self.at(step))
+
     def stages(self) -> list[Stage]:
         return study_stages(self.config, self.preset)
 
@@ -94,11 +101,7 @@ class Study:
         files a killed earlier try of it left on this host go first (a pretraining's own
         run sweeps its folder when it claims it)."""
         if stage.kind in ("probe", "finetune"):
-            tokenizer, arch, seed, step = stage.key[:4]
-            record = self.layout.probe(tokenizer, arch, seed, self.at(step))
-            if stage.kind == "finetune":
-                record = self.layout.results(tokenizer, arch, seed, stage.key[4], self.at(step))
-            remove_stale_temp_files(record.parent)
+            remove_stale_temp_files(self.record_of(stage).parent)
         elif stage.kind == "splits":
             remove_stale_temp_files(self.layout.tokenizer_dir(*stage.key))
             remove_stale_temp_files(self.layout.splits_dir(*stage.key))

@@ -49,9 +49,7 @@ def finetune_at(study: Study, tokenizer: str, arch: str, seed: int, step: int, f
     built_from = {
         **start,
         "test_set_sha256": file_sha256(study.layout.test_set(tokenizer)),
-        "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
-        "curve_steps": _curve_steps(study, config.steps),
-        "curve_examples": study.preset.curve_examples,
+        **settings_built_from(study, finetuning, seed),
     }
     path = study.layout.results(tokenizer, arch, seed, finetuning, at)
     written = [mixed_weights] if finetuning == MIXED else []
@@ -99,9 +97,16 @@ def _trackers(study: Study, folder: Path, identity: dict, config: FinetuneConfig
     return Trackers(names, TrackedRun(folder, settings, name=name, project=study.config.wandb_project))
 
 
-def _curve_steps(study: Study, steps: int) -> list[int]:
+def settings_built_from(study: Study, finetuning: str, seed: int) -> dict:
+    """The part of a fine-tuning's built_from that its settings make (not its weights or
+    test set): its FinetuneConfig and the learning curve's steps and questions."""
+    config = finetune_config(study, finetuning, seed)
     points = study.preset.curve_points
-    return sorted({round(k * steps / points) for k in range(1, points + 1)})
+    return {
+        "finetune": json.loads(json.dumps(dataclasses.asdict(config))),  # as JSON gives it back
+        "curve_steps": sorted({round(k * config.steps / points) for k in range(1, points + 1)}),
+        "curve_examples": study.preset.curve_examples,
+    }
 
 
 def _finetune_and_score(

@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from charfast.study.pipeline import Study
 
 
+def settings_built_from(study: Study) -> dict:
+    """The part of a probe's built_from that its settings make (not its weights): the
+    probes asked, named only when they are not the default ones (as older records hold them)."""
+    return {} if study.preset.probes == DEFAULT_PROBES else {"probes": list(study.preset.probes)}
+
+
 def probe_at(study: Study, tokenizer: str, arch: str, seed: int, step: int) -> Path:
     """The probe stage: probe.json of one pretrained run's weights at pretraining `step`,
     the spelling probe of its input vectors; reused only when it was built from those
@@ -20,8 +26,7 @@ def probe_at(study: Study, tokenizer: str, arch: str, seed: int, step: int) -> P
     path = study.layout.probe(tokenizer, arch, seed, study.at(step))
     ckpt = study.checkpoint_at(tokenizer, arch, seed, step)
     state, built_from = study.pretrained(ckpt)
-    if study.preset.probes != DEFAULT_PROBES:  # records of the default probes name none (as older ones)
-        built_from["probes"] = list(study.preset.probes)
+    built_from |= settings_built_from(study)
     if reusable(path, built_from) is not None:
         return path
     run = study.load_pretrained(ckpt, state)

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from tiny_runs import write_tiny_corpus
 
 from charfast.gpt.failures import RunFailed
 from charfast.study import (
@@ -23,22 +22,6 @@ from charfast.study import (
 )
 from charfast.study import config as study_config
 from charfast.study import report as report_module
-
-
-@pytest.fixture
-def tiny_study(tmp_path, monkeypatch):
-    corpus = write_tiny_corpus(tmp_path / "corpus", chars_per_doc=30_000)
-    monkeypatch.setenv("CHARFAST_CACHE", str(tmp_path / "cache"))
-    return [
-        "--out-dir",
-        str(tmp_path / "study"),
-        "--data",
-        str(corpus),
-        "--preset",
-        "quick",
-        "--device",
-        "cpu",
-    ]
 
 
 def test_study_smoke_run_and_reuse(tiny_study, tmp_path, monkeypatch, capsys):

@@ -14,7 +14,7 @@ An endpoint reads "within" when the interval's upper end is below the margin (E 
 MARGIN worse), "below" when its lower end is above the margin (E is worse by more), else
 "undecided". The verdict: "not needed" when some E is within on every endpoint at every
 vocabulary; "needed" when every E is below on some endpoint at some vocabulary; else
-"undecided".
+"undecided"; none ("n/a") before every endpoint has run at both vocabularies with 3 seeds.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import numpy as np
 from charfast.gpt import archs
 from charfast.study.analysis import paired_seeds, runs_by_arch, score_matrix, tokenizers_by_size
 from charfast.study.layout import MIXED
+from charfast.study.presets import PRESETS
 from charfast.study.stats import seed_and_example_bootstrap
 
+DESIGN = PRESETS["encoders"]  # the vocabularies and seeds the rule was fixed for
 MARGIN = {"spell": 0.05, "count": 0.05, "probe": 0.05, "loss": 0.05}  # 5 points; 0.05 nats
 ENDPOINTS = tuple(MARGIN)
 
@@ -94,13 +96,19 @@ def verdict_rows(results: list[dict], probes: list[dict], val_loss: dict[tuple[s
 
 def verdict(rows: list[dict]) -> str:
     """The rule's answer in one line, from verdict_rows: "n/a" unless every cheap encoder
-    ran with the char-LSTM on every endpoint at every vocabulary."""
-    tokenizers = sorted({r["tokenizer"] for r in rows})
+    ran with the char-LSTM on every endpoint at each of the design's vocabularies with all
+    its seeds (a study half done, or narrowed, gives no verdict)."""
+    tokenizers = DESIGN.tokenizers
     expected = {(t, e, p) for t in tokenizers for e in cheap_encoders() for p in ENDPOINTS}
-    readings = {(r["tokenizer"], r["encoder"], r["endpoint"]): r["reading"] for r in rows}
-    if not rows or set(readings) != expected:
-        missing = len(expected - set(readings)) if rows else "all"
-        return f"n/a: the rule needs every cheap encoder beside char on every endpoint ({missing} missing)"
+    readings = {
+        (r["tokenizer"], r["encoder"], r["endpoint"]): r["reading"] for r in rows if r["seeds"] == len(DESIGN.seeds)
+    }
+    if set(readings) != expected:
+        return (
+            "n/a: the rule needs every cheap encoder beside char on every endpoint at "
+            f"{' and '.join(tokenizers)} with {len(DESIGN.seeds)} seeds ({len(expected - set(readings))} "
+            f"of {len(expected)} missing)"
+        )
 
     def everywhere(encoder: str, reading: str) -> list[bool]:
         return [readings[(t, encoder, p)] == reading for t in tokenizers for p in ENDPOINTS]

@@ -85,8 +85,26 @@ def test_without_every_encoder_and_endpoint_there_is_no_verdict():
     results, probes, val_loss = make_records({})
     results = [r for r in results if r["arch"] != "char-cnn"]
     rows = verdict_rows(results, probes, val_loss)
-    assert verdict(rows) == "n/a: the rule needs every cheap encoder beside char on every endpoint (4 missing)"
-    assert verdict([]).startswith("n/a")
+    needs = "n/a: the rule needs every cheap encoder beside char on every endpoint at bpe:512 and bpe:4096 with 3 seeds"
+    assert verdict(rows) == f"{needs} (4 of 40 missing)"  # char-cnn's spell and count at 2 vocabularies
+    assert verdict([]) == f"{needs} (40 of 40 missing)"
+
+
+@pytest.mark.parametrize("which", ["one vocabulary", "two seeds"])
+def test_a_study_half_done_gives_no_verdict(which):
+    """With every encoder far inside the margin, a verdict would read "not needed": the rule
+    was fixed for both vocabularies and 3 seeds, and a half-done study must not answer it."""
+    results, probes, val_loss = make_records({})
+    assert verdict(verdict_rows(results, probes, val_loss)).startswith("the LSTM is not needed")
+    if which == "one vocabulary":
+        keep = lambda r: r["tokenizer"] == "bpe:512"  # noqa: E731
+        missing = 20
+    else:
+        keep = lambda r: r["seed"] != 2  # noqa: E731
+        missing = 40
+    results, probes = [r for r in results if keep(r)], [r for r in probes if keep(r)]
+    val_loss = {run: loss for run, loss in val_loss.items() if keep(dict(zip(("tokenizer", "arch", "seed"), run)))}
+    assert verdict(verdict_rows(results, probes, val_loss)).endswith(f"({missing} of 40 missing)")
 
 
 def test_the_interval_widens_with_what_the_seeds_disagree():

@@ -104,7 +104,7 @@ def task_table(rows: list[dict]) -> str:
                 r["task"],
                 r["finetuning"],
                 r["split"],
-                f"{r['n']} x {r['seeds']}",
+                f"{r['n']} x {_seeds(r)}",
                 f"{r['chance']:.0%}",
                 *(_of(r["exact_match"], a, "{:.1%}".format) for a in present),
                 *(_interval(r["difference"].get(c)) for c in compared),
@@ -112,6 +112,13 @@ def task_table(rows: list[dict]) -> str:
             ]
         )
     return _markdown(header, cells)
+
+
+def _seeds(row: dict) -> str:
+    """How many seeds each arch's cell averages: one number, or a range while some arch's
+    stage has not finished for every seed."""
+    counts = sorted({len(scores) for scores in row["exact_match_per_seed"].values()})
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
 def learned_summary(rows: list[dict]) -> str:

@@ -47,11 +47,9 @@ def _record_stages(study: Study) -> dict[tuple, list[Stage]]:
 def finished_records(study: Study) -> tuple[list[Path], list[Path]]:
     """(probe records, fine-tuning records) the study's folder holds for its stages."""
     probes, results = [], []
-    for stages in _record_stages(study).values():
-        for stage in stages:
-            path = study.record_of(stage)
-            if path.is_file():
-                (probes if stage.kind == "probe" else results).append(path)
+    for stage in study.stages():
+        if stage.kind in ("probe", "finetune") and (path := study.record_of(stage)).is_file():
+            (probes if stage.kind == "probe" else results).append(path)
     return probes, results
 
 
@@ -89,8 +87,9 @@ def gather(study: Study, sources: list[Path]) -> tuple[int, int]:
     for folder in sources:
         if not folder.is_dir():
             raise RunFailed(f"--gather: {folder} is not a folder (a study's --out-dir)")
+    runs = _record_stages(study)
     for folder in [*sources, root]:
-        for (tokenizer, arch, seed), stages in _record_stages(study).items():
+        for (tokenizer, arch, seed), stages in runs.items():
             found = [(stage, study.record_of(stage).relative_to(root)) for stage in stages]
             found = [(stage, rel) for stage, rel in found if (folder / rel).is_file()]
             if len(found) < len(stages):  # not finished there: it runs again, whole, elsewhere

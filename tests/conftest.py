@@ -49,6 +49,13 @@ def _interpreter_bfloat16_as_on_a_gpu():
 UNPATCHED_INTERPRETER_DOT = _interpreter_bfloat16_as_on_a_gpu() if os.environ.get("TRITON_INTERPRET") == "1" else None
 
 
+@pytest.fixture
+def unpatched_interpreter_dot():
+    """Triton's own interpreter dot, before the patch above (a fixture: `from conftest import`
+    would find whichever of the suite's conftest modules was imported last)."""
+    return UNPATCHED_INTERPRETER_DOT
+
+
 def pytest_runtest_setup(item):
     """`gpu` tests skip without CUDA; `cpp` tests skip when the C++ backend cannot load,
     and fail instead under CHARFAST_REQUIRE_CPP=1 (CI), so a broken csrc/ build is seen."""

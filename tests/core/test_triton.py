@@ -58,14 +58,13 @@ def test_long_tokens_in_bfloat16_err_no_more_than_torch_lstm():
 
 
 @needs_interpreter
-def test_bfloat16_is_refused_where_the_interpreter_gets_its_dot_wrong(monkeypatch):
+def test_bfloat16_is_refused_where_the_interpreter_gets_its_dot_wrong(monkeypatch, unpatched_interpreter_dot):
     """Triton's own interpreter (up to 3.9, triton-lang/triton#11584) would return garbage."""
-    from conftest import UNPATCHED_INTERPRETER_DOT
     from triton.runtime.interpreter import InterpreterBuilder
 
     table, gate_table, weight_hh, _, _, ids = _op_inputs(dtype=torch.bfloat16)
     assert triton_backend.interpreter_bfloat16_dot_works()  # conftest's bfloat16 dot
-    monkeypatch.setattr(InterpreterBuilder, "create_dot", UNPATCHED_INTERPRETER_DOT)
+    monkeypatch.setattr(InterpreterBuilder, "create_dot", unpatched_interpreter_dot)
     triton_backend.interpreter_bfloat16_dot_works.cache_clear()
     try:
         if triton_backend.interpreter_bfloat16_dot_works():

@@ -15,6 +15,7 @@ MARGIN worse), "below" when its lower end is above the margin (E is worse by mor
 "undecided". The verdict: "not needed" when some E is within on every endpoint at every
 vocabulary; "needed" when every E is below on some endpoint at some vocabulary; else
 "undecided"; none ("n/a") before every endpoint has run at both vocabularies with 3 seeds.
+A single seed's loss (one number, nothing to resample) gets no interval and no reading.
 """
 
 from __future__ import annotations
@@ -79,18 +80,17 @@ def verdict_rows(results: list[dict], probes: list[dict], val_loss: dict[tuple[s
                 advantage = _advantage(endpoint, tokenizer, encoder, results, probes, val_loss)
                 if advantage is None:
                     continue
-                interval = seed_and_example_bootstrap(advantage)
-                rows.append(
-                    {
-                        "tokenizer": tokenizer,
-                        "encoder": encoder,
-                        "endpoint": endpoint,
-                        "seeds": advantage.shape[0],
+                row = {"tokenizer": tokenizer, "encoder": encoder, "endpoint": endpoint, "seeds": advantage.shape[0]}
+                if advantage.size == 1:  # one seed's loss: nothing to resample, no interval to read
+                    estimate = float(advantage.item())
+                    row |= {"advantage": [estimate, None, None], "reading": "n/a (one seed, no interval)"}
+                else:
+                    interval = seed_and_example_bootstrap(advantage)
+                    row |= {
                         "advantage": [interval.estimate, interval.low, interval.high],
-                        "margin": MARGIN[endpoint],
                         "reading": _reading(interval.low, interval.high, MARGIN[endpoint]),
                     }
-                )
+                rows.append(row | {"margin": MARGIN[endpoint]})
     return rows
 
 

@@ -344,7 +344,7 @@ def lstm_needed_section(results: list[dict], probes: list[dict], layout: StudyLa
 def _advantage(row: dict) -> str:
     estimate, low, high = row["advantage"]
     if row["endpoint"] == "loss":
-        return f"{estimate:+.3f} [{low:+.3f}, {high:+.3f}]"
+        return f"{estimate:+.3f}" if low is None else f"{estimate:+.3f} [{low:+.3f}, {high:+.3f}]"
     return f"{estimate:+.1%} [{low:+.1%}, {high:+.1%}]"
 
 

@@ -107,6 +107,22 @@ def test_a_study_half_done_gives_no_verdict(which):
     assert verdict(verdict_rows(results, probes, val_loss)).endswith(f"({missing} of 40 missing)")
 
 
+def test_one_seeds_loss_has_no_interval_and_no_reading():
+    """A loss is one number per run: with one seed there is nothing to resample, and a
+    zero-width interval would read "within" or "below" off a single run."""
+    results, probes, val_loss = make_records({"char-bag": {"loss": 0.2, "spell": 0.02}})
+    keep = lambda r: r["seed"] == 0  # noqa: E731
+    results, probes = [r for r in results if keep(r)], [r for r in probes if keep(r)]
+    val_loss = {run: loss for run, loss in val_loss.items() if run[2] == 0}
+    rows = {(r["tokenizer"], r["encoder"], r["endpoint"]): r for r in verdict_rows(results, probes, val_loss)}
+    loss = rows[("bpe:512", "char-bag", "loss")]
+    assert loss["reading"] == "n/a (one seed, no interval)"
+    assert loss["advantage"] == [pytest.approx(0.2), None, None]
+    assert report._advantage(loss) == "+0.200"
+    spell = rows[("bpe:512", "char-bag", "spell")]  # one seed, but its questions resample
+    assert spell["reading"] in ("within", "undecided") and spell["advantage"][1] < spell["advantage"][2]
+
+
 def test_the_interval_widens_with_what_the_seeds_disagree():
     rng = np.random.default_rng(0)
     agreeing = rng.normal(0.1, 0.5, size=(3, 400))

@@ -115,11 +115,14 @@ def verdict(rows: list[dict]) -> str:
 
     enough = [e for e in cheap_encoders() if all(everywhere(e, "within"))]
     if enough:
-        return f"the LSTM is not needed: {', '.join(enough)} stay within the margin on every primary endpoint"
+        stays = "stays" if len(enough) == 1 else "stay"
+        return f"the LSTM is not needed: {', '.join(enough)} {stays} within the margin on every primary endpoint"
     short = {e for e in cheap_encoders() if any(everywhere(e, "below"))}
     if short == set(cheap_encoders()):
         return "the LSTM is needed: every cheap encoder falls below it by more than the margin on some primary endpoint"
+    never_short = [e for e in cheap_encoders() if e not in short]
+    falls = "falls" if len(never_short) == 1 else "fall"
     return (
         "undecided: no cheap encoder stays within the margin everywhere, and "
-        f"{', '.join(e for e in cheap_encoders() if e not in short)} never fall clearly below it"
+        f"{', '.join(never_short)} never {falls} clearly below it"
     )
